@@ -1,0 +1,62 @@
+# The two commands of the quick start are `make demo` and `make test`; each installs
+# what it needs (uv, the locked dependencies, Debian's prometheus) by itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV = $(shell PYTHON=$(PYTHON) bash tools/ensure-uv.sh)
+STAMP := $(VENV)/.synced
+
+.PHONY: help venv test lint format typecheck contracts pytest demo crd lock prometheus clean
+
+help:
+	@echo "make demo   - run the demo on embedded defaults"
+	@echo "make test   - lint, type-check, import contracts and the whole test suite"
+	@echo "make crd    - regenerate the ModelRollout CRD from the policy models"
+	@echo "make lock   - re-pin requirements/*.lock from pyproject.toml (hashes only)"
+
+# The environment is rebuilt only when a lock file or pyproject.toml changes.
+$(STAMP): requirements/dev.lock pyproject.toml
+	@uv="$(UV)"; \
+	test -x $(BIN)/python || $$uv venv --quiet --python $(PYTHON) $(VENV); \
+	$$uv pip sync --quiet --require-hashes --python $(BIN)/python requirements/dev.lock; \
+	$$uv pip install --quiet --no-deps --no-build-isolation --python $(BIN)/python -e .
+	@touch $@
+
+venv: $(STAMP)
+
+prometheus:
+	@bash tools/ensure-prometheus.sh
+
+lint: venv
+	$(BIN)/ruff check controller tests bench
+	$(BIN)/ruff format --check controller tests bench
+
+format: venv
+	$(BIN)/ruff check --fix controller tests bench
+	$(BIN)/ruff format controller tests bench
+
+typecheck: venv
+	$(BIN)/mypy --strict controller
+
+contracts: venv
+	$(BIN)/lint-imports
+
+pytest: venv prometheus
+	$(BIN)/pytest
+
+test: lint typecheck contracts pytest
+
+demo: venv
+	$(BIN)/canaryctl demo
+
+crd: venv
+	$(BIN)/python -m controller.policy.crd > charts/canary-controller/crds/modelrollouts.canary.ai.yaml
+
+lock:
+	@uv="$(UV)"; \
+	$$uv pip compile --quiet --python-version 3.11 --generate-hashes --no-header pyproject.toml -o requirements/main.lock; \
+	$$uv pip compile --quiet --python-version 3.11 --generate-hashes --no-header --extra dev pyproject.toml -o requirements/dev.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

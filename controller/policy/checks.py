@@ -1,0 +1,236 @@
+"""Cross-field checks of a rollout spec: the rules no single field can enforce.
+
+Each check names the spec sections it reads (`@check("traffic", "cohorts")`) and
+yields `Problem`s with the exact field path. `run_checks` runs every check whose
+sections are all present and valid, so the file loader can report these problems
+even when some other section of the same file is broken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from difflib import get_close_matches
+from typing import Any
+
+from controller.errors import Problem, Severity
+from controller.policy.model import (
+    OVERALL,
+    Analysis,
+    Cohort,
+    Shadow,
+    Step,
+    Traffic,
+    VersionRef,
+    metric_problems,
+)
+from controller.policy.regex import regex_problem
+from controller.policy.routers import CAPABILITIES, routers_that
+
+CheckFn = Callable[..., Iterable[Problem]]
+_CHECKS: list[tuple[tuple[str, ...], CheckFn]] = []
+
+
+def check(*sections: str) -> Callable[[CheckFn], CheckFn]:
+    """Register a check that reads the given spec sections (snake_case field names)."""
+
+    def register(fn: CheckFn) -> CheckFn:
+        _CHECKS.append((sections, fn))
+        return fn
+
+    return register
+
+
+def run_checks(sections: Mapping[str, Any]) -> list[Problem]:
+    """Every problem found by the checks whose sections are all in `sections`."""
+    problems: list[Problem] = []
+    for needs, fn in _CHECKS:
+        if all(sections.get(name) is not None for name in needs):
+            problems.extend(fn(*(sections[name] for name in needs)))
+    return problems
+
+
+def _error(path: str, message: str) -> Problem:
+    return Problem(message=message, path=f"spec.{path}")
+
+
+def _warning(path: str, message: str) -> Problem:
+    return Problem(message=message, path=f"spec.{path}", severity=Severity.WARNING)
+
+
+def _names(items: Iterable[str]) -> str:
+    return ", ".join(items) or "none"
+
+
+@check("steps")
+def _steps_increase(steps: list[Step]) -> Iterator[Problem]:
+    for i in range(1, len(steps)):
+        if steps[i].weight <= steps[i - 1].weight:
+            yield _error(
+                f"steps[{i}].weight",
+                f"must be greater than the previous step's weight ({steps[i - 1].weight}); "
+                "step weights only go up",
+            )
+    if steps[-1].weight != 100:
+        yield _error(
+            f"steps[{len(steps) - 1}].weight",
+            f"the last step must reach 100 (it is {steps[-1].weight}); "
+            "add a final step {weight: 100}",
+        )
+    for name, weight in steps[-1].cohort_weights.items():
+        if steps[-1].weight == 100 and weight != 100:
+            yield _error(
+                f"steps[{len(steps) - 1}].cohortWeights.{name}",
+                f"is {weight}, but at the last step every cohort is on the candidate (100)",
+            )
+
+
+@check("baseline", "candidate")
+def _versions_differ(baseline: VersionRef, candidate: VersionRef) -> Iterator[Problem]:
+    if baseline.version == candidate.version:
+        yield _error("candidate.version", f"is the baseline's version too ({baseline.version})")
+    if baseline.service == candidate.service:
+        yield _error(
+            "candidate.service",
+            f"is the baseline's service too ({baseline.service}); the candidate needs its own",
+        )
+
+
+@check("cohorts")
+def _cohort_names(cohorts: list[Cohort]) -> Iterator[Problem]:
+    seen: dict[str, int] = {}
+    for i, cohort in enumerate(cohorts):
+        if cohort.name == OVERALL:
+            yield _error(
+                f"cohorts[{i}].name", f"'{OVERALL}' is reserved for all traffic together"
+            )
+        if cohort.name in seen:
+            yield _error(
+                f"cohorts[{i}].name",
+                f"{cohort.name!r} is already the name of cohorts[{seen[cohort.name]}]",
+            )
+        seen.setdefault(cohort.name, i)
+
+
+@check("cohorts", "steps")
+def _cohort_references(cohorts: list[Cohort], steps: list[Step]) -> Iterator[Problem]:
+    names = [c.name for c in cohorts]
+    for i, step in enumerate(steps):
+        for name in step.cohort_weights:
+            if name not in names:
+                hint = get_close_matches(name, names, n=1)
+                suggestion = f"did you mean {hint[0]!r}? " if hint else ""
+                yield _error(
+                    f"steps[{i}].cohortWeights.{name}",
+                    f"no cohort is called {name!r}; {suggestion}cohorts: {_names(names)}",
+                )
+
+
+@check("traffic", "steps")
+def _router_weights_cohorts(traffic: Traffic, steps: list[Step]) -> Iterator[Problem]:
+    caps = CAPABILITIES[traffic.router]
+    for i, step in enumerate(steps):
+        if not caps.weighted_cohorts:
+            for name, weight in step.cohort_weights.items():
+                if weight != 100:
+                    yield _error(
+                        f"steps[{i}].cohortWeights.{name}",
+                        f"{traffic.router} cannot give a cohort its own weight ({weight}); "
+                        "it can only send a whole cohort to the candidate by header (100). "
+                        f"Routers that can weight cohorts: {_names(routers_that('weighted_cohorts'))}",
+                    )
+        limit = caps.header_cohorts
+        if limit is not None and len(step.cohort_weights) > limit:
+            yield _error(
+                f"steps[{i}].cohortWeights",
+                f"{traffic.router} can route at most {limit} cohort(s) by header at a time, "
+                f"this step names {len(step.cohort_weights)}",
+            )
+
+
+@check("traffic", "shadow")
+def _router_mirrors(traffic: Traffic, shadow: Shadow) -> Iterator[Problem]:
+    caps = CAPABILITIES[traffic.router]
+    if not caps.mirror:
+        yield _error(
+            "shadow",
+            f"{traffic.router} cannot mirror traffic; routers that can: "
+            f"{_names(routers_that('mirror'))}",
+        )
+    elif shadow.mirror_percent < 100 and not caps.partial_mirror:
+        yield _error(
+            "shadow.mirrorPercent",
+            f"{traffic.router} mirrors every request or none, not {shadow.mirror_percent}%; "
+            f"use 100, or a router that can: {_names(routers_that('partial_mirror'))}",
+        )
+
+
+@check("traffic")
+def _router_sticky(traffic: Traffic) -> Iterator[Problem]:
+    if traffic.sticky_header is not None and not CAPABILITIES[traffic.router].sticky_header:
+        yield _warning(
+            "traffic.stickyHeader",
+            f"{traffic.router} cannot keep a conversation on one version by header, so "
+            "a conversation may switch versions between requests; routers that can: "
+            f"{_names(routers_that('sticky_header'))}",
+        )
+
+
+@check("traffic", "cohorts")
+def _cohort_regexes(traffic: Traffic, cohorts: list[Cohort]) -> Iterator[Problem]:
+    dialect = CAPABILITIES[traffic.router].regex_dialect
+    for i, cohort in enumerate(cohorts):
+        if cohort.match.regex is None:
+            continue
+        reason = regex_problem(cohort.match.regex, dialect)
+        if reason is not None:
+            yield _error(
+                f"cohorts[{i}].match.regex",
+                f"does not compile as {dialect.upper()}, the dialect {traffic.router} "
+                f"runs header regexes in: {reason}",
+            )
+
+
+@check("analysis")
+def _analysis(analysis: Analysis) -> Iterator[Problem]:
+    if analysis.interval > analysis.window:
+        yield _error(
+            "analysis.interval",
+            "must not be longer than analysis.window, or some traffic is never looked at",
+        )
+    if analysis.interval.total_seconds() <= 0:
+        yield _error("analysis.interval", "must be longer than 0s")
+    if analysis.no_data.timeout < analysis.interval:
+        yield _warning(
+            "analysis.noData.timeout",
+            "is shorter than analysis.interval, so one empty look already times out",
+        )
+    seen: dict[str, int] = {}
+    for i, metric in enumerate(analysis.metrics):
+        for field, reason in metric_problems(metric):
+            yield _error(f"analysis.metrics[{i}]" + (f".{field}" if field else ""), reason)
+        name = metric.metric_name
+        if name and name in seen:
+            yield _error(
+                f"analysis.metrics[{i}]",
+                f"a second metric named {name!r} (as metrics[{seen[name]}]); "
+                "give one of them a distinct `name`",
+            )
+        seen.setdefault(name, i)
+
+
+@check("steps", "analysis")
+def _holds_cover_a_look(steps: list[Step], analysis: Analysis) -> Iterator[Problem]:
+    for i, step in enumerate(steps):
+        if step.hold and step.hold < analysis.interval:
+            yield _warning(
+                f"steps[{i}].hold",
+                "is shorter than analysis.interval, so this step is judged at most once",
+            )
+
+
+@check("shadow", "analysis")
+def _shadow_covers_a_look(shadow: Shadow, analysis: Analysis) -> Iterator[Problem]:
+    if shadow.duration < analysis.interval:
+        yield _warning(
+            "shadow.duration", "is shorter than analysis.interval, so shadow is never judged"
+        )

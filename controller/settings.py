@@ -1,0 +1,109 @@
+"""Runtime settings: the only module that reads the environment.
+
+Every setting comes from a `CANARY_`-prefixed environment variable
+(`CANARY_DATABASE_URL`, `CANARY_SLACK_TOKEN`, ...) or, for secrets, from files in
+a mounted secrets directory (the way Kubernetes Secrets are mounted): a file
+named `slack_token` there sets `slack_token`. The directory is `CANARY_SECRETS_DIR`, or
+`/var/run/secrets/canary-controller` when that exists.
+
+Secrets are `SecretStr`: they print as `**********`, and `redacted()` gives a
+view that is safe to log or show (passwords in URLs masked too).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRETS_DIR = Path("/var/run/secrets/canary-controller")
+
+
+class Settings(BaseSettings):
+    """Everything the controller can be configured with, and its default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CANARY_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: SecretStr = Field(
+        default=SecretStr("sqlite:///canary.db"),
+        description="SQLAlchemy URL of the audit store; Postgres in production.",
+    )
+    prometheus_url: str = Field(
+        default="http://127.0.0.1:9090", description="Base URL of the Prometheus HTTP API."
+    )
+    prometheus_token: SecretStr | None = Field(
+        default=None, description="Bearer token sent to Prometheus, if it needs one."
+    )
+    prometheus_ca_file: Path | None = Field(
+        default=None, description="CA bundle to verify Prometheus' TLS certificate."
+    )
+    prometheus_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    slack_token: SecretStr | None = Field(
+        default=None, description="Slack bot token (xoxb-...); no Slack messages without it."
+    )
+    slack_base_url: str = Field(
+        default="https://slack.com/api/", description="Slack Web API base URL."
+    )
+    kubeconfig: Path | None = Field(
+        default=None, description="Kubeconfig to use; in-cluster config when unset."
+    )
+    namespace: str = Field(
+        default="", description="Namespace to watch for ModelRollouts; empty means all."
+    )
+    policy_dir: Path = Field(
+        default=Path("rollouts"), description="Directory source of policy files (no cluster)."
+    )
+    log_level: str = Field(default="INFO")
+    log_format: str = Field(default="json", pattern="^(json|console)$")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict that is safe to log: no secret, no URL password."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = redact_url(value.get_secret_value()) if name.endswith("_url") else "***"
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        return out
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by `***`, for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and the secrets directory, then `overrides`."""
+    secrets_dir = os.environ.get("CANARY_SECRETS_DIR")
+    if secrets_dir is None and DEFAULT_SECRETS_DIR.is_dir():
+        secrets_dir = str(DEFAULT_SECRETS_DIR)
+    if secrets_dir is not None:
+        return Settings(_secrets_dir=secrets_dir, **overrides)
+    return Settings(**overrides)
