@@ -18,7 +18,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 DEFAULT_SECRETS_DIR = Path("/var/run/secrets/canary-controller")
 
@@ -64,6 +69,21 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO")
     log_format: str = Field(default="json", pattern="^(json|console)$")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Secret files are named after the field alone (`slack_token`), as the keys of
+        # a Kubernetes Secret would be, not with the CANARY_ prefix of the variables.
+        secrets_dir = getattr(file_secret_settings, "secrets_dir", None)
+        secrets = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir, env_prefix="")
+        return init_settings, env_settings, secrets
 
     @field_validator("log_level")
     @classmethod

@@ -100,9 +100,7 @@ def _cohort_names(cohorts: list[Cohort]) -> Iterator[Problem]:
     seen: dict[str, int] = {}
     for i, cohort in enumerate(cohorts):
         if cohort.name == OVERALL:
-            yield _error(
-                f"cohorts[{i}].name", f"'{OVERALL}' is reserved for all traffic together"
-            )
+            yield _error(f"cohorts[{i}].name", f"'{OVERALL}' is reserved for all traffic together")
         if cohort.name in seen:
             yield _error(
                 f"cohorts[{i}].name",
@@ -136,7 +134,8 @@ def _router_weights_cohorts(traffic: Traffic, steps: list[Step]) -> Iterator[Pro
                         f"steps[{i}].cohortWeights.{name}",
                         f"{traffic.router} cannot give a cohort its own weight ({weight}); "
                         "it can only send a whole cohort to the candidate by header (100). "
-                        f"Routers that can weight cohorts: {_names(routers_that('weighted_cohorts'))}",
+                        "Routers that can weight cohorts: "
+                        f"{_names(routers_that('weighted_cohorts'))}",
                     )
         limit = caps.header_cohorts
         if limit is not None and len(step.cohort_weights) > limit:

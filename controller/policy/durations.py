@@ -35,9 +35,7 @@ def parse_duration(value: Any) -> timedelta:
     elif isinstance(value, bool):
         raise ValueError("must be a duration like 30s, 10m or 1h, not a boolean")
     elif isinstance(value, int | float):
-        raise ValueError(
-            f"{value!r} has no unit; write it as a duration like {value}s or {value}m"
-        )
+        raise ValueError(f"{value!r} has no unit; write it as a duration like {value}s or {value}m")
     else:
         raise ValueError("must be a duration like 30s, 10m or 1h")
     if seconds > MAX_DURATION.total_seconds():

@@ -14,6 +14,7 @@ is valid, so one bad section does not hide the problems of another.
 
 from __future__ import annotations
 
+import contextlib
 import types
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,8 +70,7 @@ _PATTERN_REASONS = {
     DNS_SUBDOMAIN_PATTERN: "must be a Kubernetes name: lowercase letters, digits, '-' and "
     "'.', starting and ending with a letter or digit",
     HEADER_NAME_PATTERN: "is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
-    SLACK_CHANNEL_PATTERN: "must be a Slack channel name like #support-bot or an ID like "
-    "C024BE91L",
+    SLACK_CHANNEL_PATTERN: "must be a Slack channel name like #support-bot or an ID like C024BE91L",
     SLACK_USER_PATTERN: "must be a Slack user ID like U024BE7LH (not a name or @handle)",
 }
 
@@ -162,7 +162,10 @@ def _index(doc: _Document, node: yaml.Node, path: Path_, budget: list[int], file
 
 def _documents(text: str, file: str) -> Iterator[_Document]:
     """The documents of a YAML stream; PolicyError on YAML that does not parse."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # its reader already refuses unprintable characters
+    except yaml.YAMLError as exc:
+        raise PolicyError([Problem(f"not valid YAML: {exc}", "", file)]) from exc
     try:
         while loader.check_node():
             node = loader.get_node()
@@ -332,6 +335,9 @@ def _problems_from(exc: ValidationError, doc: _Document, file: str) -> list[Prob
         if error["type"] == "extra_forbidden":
             reason = _unknown_field_reason(loc[:-1], loc[-1])
             line, column = doc.position(loc, key=True)
+        elif error["type"] == "missing" and loc[:-1] in doc.keys:
+            reason = _reason(error)  # point at the key of the mapping that lacks the field
+            line, column = doc.keys[loc[:-1]]
         else:
             reason = _reason(error)
             line, column = doc.position(loc)
@@ -360,12 +366,10 @@ def _valid_sections(spec: Any) -> dict[str, Any]:
             if not info.is_required():
                 out[name] = info.get_default(call_default_factory=True)
             continue
-        try:
+        with contextlib.suppress(ValidationError):  # its errors are already reported
             out[name] = _section_adapter(name).validate_python(
                 spec[key], context={DEFER_CHECKS: True}, by_alias=True, by_name=False
             )
-        except ValidationError:
-            pass
     return out
 
 
@@ -414,7 +418,9 @@ def _check_document(doc: _Document, file: str) -> tuple[ModelRollout | None, lis
     return rollout, problems
 
 
-def check_text(text: str | bytes, file: str = "<policy>") -> tuple[list[LoadedPolicy], list[Problem]]:
+def check_text(
+    text: str | bytes, file: str = "<policy>"
+) -> tuple[list[LoadedPolicy], list[Problem]]:
     """Every valid policy in `text` and every problem (errors and warnings); never raises."""
     if len(text) > MAX_FILE_BYTES:
         return [], [Problem(f"is larger than {MAX_FILE_BYTES // 1024} KiB; not a policy", "", file)]
@@ -442,6 +448,7 @@ def check_text(text: str | bytes, file: str = "<policy>") -> tuple[list[LoadedPo
         problems.extend(exc.problems)
     if count == 0 and not problems:
         problems.append(Problem(f"is empty: no {KIND} in it", "", file))
+    problems.sort(key=lambda p: (p.line or 0, p.column or 0))
     return policies, problems
 
 

@@ -250,9 +250,7 @@ def metric_problems(m: MetricSpec) -> list[tuple[str, str]]:
     if (m.template is None) == (m.query is None):
         return [("", "give either `template` (a built-in metric) or `query` (a custom one)")]
     out: list[tuple[str, str]] = []
-    limits = {
-        k: getattr(m, k) for k in ("max", "min", "max_increase", "max_decrease", "max_ratio")
-    }
+    limits = {k: getattr(m, k) for k in ("max", "min", "max_increase", "max_decrease", "max_ratio")}
     if all(v is None for v in limits.values()):
         out.append(("", "give at least one limit: max, min, maxIncrease, maxDecrease or maxRatio"))
     if m.max is not None and m.min is not None and m.min >= m.max:
@@ -356,9 +354,7 @@ class RolloutSpec(_Frozen):
 
         errors = [p for p in run_checks(dict(self)) if p.severity is Severity.ERROR]
         if errors:
-            raise PydanticCustomError(
-                "policy", "; ".join(f"{p.path}: {p.message}" for p in errors)
-            )
+            raise PydanticCustomError("policy", "; ".join(f"{p.path}: {p.message}" for p in errors))
         return self
 
     def cohort(self, name: str) -> Cohort:

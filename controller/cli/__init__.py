@@ -1,0 +1,1 @@
+"""`canaryctl`, the command line: thin commands over the library, one clear line per error."""
