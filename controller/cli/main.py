@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from controller import __version__
-from controller.errors import Severity
+from controller.errors import CanaryError, Severity
 from controller.policy import check_files
 from controller.policy.loader import policy_files
 
@@ -122,6 +122,27 @@ def validate(
         summary = f"{len(policies)} valid, {len(errors)} error(s) in {len(files)} file(s)"
         console.print(summary if not errors else f"[red]{summary}[/red]")
     raise typer.Exit(1 if errors or not files else 0)
+
+
+db_app = typer.Typer(help="The audit store.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Alembic revision to reach.")] = "head",
+) -> None:
+    """Create or migrate the store's tables (CANARY_DATABASE_URL)."""
+    from controller.settings import load_settings, redact_url
+    from controller.store.sql import migrate
+
+    url = load_settings().database_url.get_secret_value()
+    try:
+        migrate(url, revision)
+    except CanaryError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    console.print(f"database {escape(redact_url(url))} is at revision {escape(revision)}")
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from controller.cli.main import app
@@ -77,3 +78,27 @@ def test_an_unreadable_file_is_one_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(directory)])
     assert result.exit_code == 1
     assert "contains NUL bytes" in result.output or "not UTF-8" in result.output
+
+
+def test_db_upgrade_creates_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'canary.db'}"
+    monkeypatch.setenv("CANARY_DATABASE_URL", url)
+    result = runner.invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "is at revision head" in result.output
+    from controller.store.sql import SqlStore
+
+    assert SqlStore(url).rollouts() == []
+
+
+def test_db_upgrade_on_an_unreachable_database_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "CANARY_DATABASE_URL", "postgresql+psycopg://u:secretpw@127.0.0.1:9/none?connect_timeout=2"
+    )
+    result = runner.invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 1
+    assert "unreachable" in result.output
+    assert "secretpw" not in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,406 @@
+"""The SQLAlchemy store: Postgres (psycopg 3) in production, SQLite embedded.
+
+A tick is one transaction: the rollout row is updated only if its `revision` is
+still the one the tick read (optimistic concurrency: a replica that lost its lease
+cannot overwrite the new owner's state), and the audit rows and outbox messages
+go in with it or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, case, create_engine, delete, event, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.errors import PermanentError, TransientError
+from controller.settings import redact_url
+from controller.store.base import StaleStateError
+from controller.store.records import (
+    AnalysisRecord,
+    ManualCommand,
+    OutboxMessage,
+    RouteActionRecord,
+    StoredRollout,
+    TickWrite,
+    TransitionRecord,
+)
+from controller.store.schema import (
+    AnalysisRow,
+    LeaseRow,
+    ManualCommandRow,
+    OutboxRow,
+    RolloutRow,
+    RouteActionRow,
+    TransitionRow,
+)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def migrate(url: str, revision: str = "head", *, downgrade: bool = False) -> None:
+    """Upgrade (or downgrade) the database at `url` to `revision` (`canaryctl db upgrade`)."""
+    run = command.downgrade if downgrade else command.upgrade
+    try:
+        run(_config(url), revision)
+    except OperationalError as exc:
+        raise TransientError(f"database {redact_url(url)} is unreachable: {exc.orig}") from exc
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; everything here is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_db_engine(url: str) -> Engine:
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+    return engine
+
+
+class SqlStore:
+    """RolloutStore and LeaseStore on a SQL database migrated by `migrate`."""
+
+    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine or create_db_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            raise TransientError(f"database {redact_url(self.url)}: {exc.orig}") from exc
+
+    # --- rollouts and their audit ------------------------------------------------
+
+    def commit(self, write: TickWrite) -> StoredRollout:
+        r = write.rollout
+        now = r.updated_at or _now()
+        values: dict[str, Any] = {
+            "namespace": r.namespace,
+            "name": r.name,
+            "generation": r.generation,
+            "candidate_version": r.candidate_version,
+            "phase": r.phase,
+            "step": r.step,
+            "policy": dict(r.policy),
+            "state": dict(r.state),
+            "updated_at": now,
+        }
+        try:
+            with self._transaction() as s:
+                if write.expected_revision is None:
+                    revision = 1
+                    rollout_id = s.execute(
+                        insert(RolloutRow)
+                        .values(
+                            key=r.key, revision=revision, created_at=r.created_at or now, **values
+                        )
+                        .returning(RolloutRow.id)
+                    ).scalar_one()
+                else:
+                    revision = write.expected_revision + 1
+                    found = s.execute(
+                        update(RolloutRow)
+                        .where(
+                            RolloutRow.key == r.key, RolloutRow.revision == write.expected_revision
+                        )
+                        .values(revision=revision, **values)
+                        .returning(RolloutRow.id)
+                    ).scalar_one_or_none()
+                    if found is None:
+                        raise StaleStateError(
+                            f"{r.key} is no longer at revision {write.expected_revision}"
+                        )
+                    rollout_id = found
+                self._append(s, rollout_id, write)
+        except IntegrityError as exc:
+            raise StaleStateError(f"{r.key} was created concurrently") from exc
+        stored = self.get(r.key)
+        assert stored is not None
+        return stored
+
+    def _append(self, s: Session, rollout_id: int, write: TickWrite) -> None:
+        for t in write.transitions:
+            s.add(
+                TransitionRow(
+                    rollout_id=rollout_id,
+                    at=t.at,
+                    from_phase=t.from_phase,
+                    to_phase=t.to_phase,
+                    from_step=t.from_step,
+                    to_step=t.to_step,
+                    reason=t.reason,
+                    actor=t.actor,
+                    details=dict(t.details),
+                )
+            )
+        for a in write.analyses:
+            s.add(
+                AnalysisRow(
+                    rollout_id=rollout_id,
+                    tick=a.tick,
+                    at=a.at,
+                    metric=a.metric,
+                    cohort=a.cohort,
+                    verdict=a.verdict,
+                    query=a.query,
+                    baseline_value=a.baseline_value,
+                    candidate_value=a.candidate_value,
+                    baseline_samples=a.baseline_samples,
+                    candidate_samples=a.candidate_samples,
+                    evidence=dict(a.evidence),
+                )
+            )
+        for action in write.route_actions:
+            s.add(
+                RouteActionRow(
+                    rollout_id=rollout_id,
+                    at=action.at,
+                    action=action.action,
+                    desired=dict(action.desired),
+                    observed=dict(action.observed) if action.observed is not None else None,
+                    changed=action.changed,
+                    error=action.error,
+                )
+            )
+        if write.messages:
+            rows = [
+                {
+                    "rollout_id": rollout_id,
+                    "dedupe_key": m.dedupe_key,
+                    "event": m.event,
+                    "payload": dict(m.payload),
+                    "created_at": m.created_at,
+                    "status": m.status,
+                    "attempts": m.attempts,
+                    "last_error": m.last_error,
+                }
+                for m in write.messages
+            ]
+            dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+            s.execute(dialect.insert(OutboxRow).values(rows).on_conflict_do_nothing())
+
+    def get(self, key: str) -> StoredRollout | None:
+        with self._transaction() as s:
+            row = s.scalars(select(RolloutRow).where(RolloutRow.key == key)).one_or_none()
+            return _rollout(row) if row is not None else None
+
+    def rollouts(self) -> Sequence[StoredRollout]:
+        with self._transaction() as s:
+            return [_rollout(r) for r in s.scalars(select(RolloutRow).order_by(RolloutRow.key))]
+
+    def _rollout_id(self, s: Session, key: str) -> int:
+        found = s.scalars(select(RolloutRow.id).where(RolloutRow.key == key)).one_or_none()
+        if found is None:
+            raise PermanentError(f"no rollout {key} in the store")
+        return found
+
+    def transitions(self, key: str) -> Sequence[TransitionRecord]:
+        with self._transaction() as s:
+            rid = self._rollout_id(s, key)
+            rows = s.scalars(
+                select(TransitionRow)
+                .where(TransitionRow.rollout_id == rid)
+                .order_by(TransitionRow.id)
+            )
+            return [
+                TransitionRecord(
+                    at=_utc(r.at),
+                    from_phase=r.from_phase,
+                    to_phase=r.to_phase,
+                    from_step=r.from_step,
+                    to_step=r.to_step,
+                    reason=r.reason,
+                    actor=r.actor,
+                    details=r.details,
+                    id=r.id,
+                )
+                for r in rows
+            ]
+
+    def analyses(self, key: str, *, since_tick: int = 0) -> Sequence[AnalysisRecord]:
+        with self._transaction() as s:
+            rid = self._rollout_id(s, key)
+            rows = s.scalars(
+                select(AnalysisRow)
+                .where(AnalysisRow.rollout_id == rid, AnalysisRow.tick >= since_tick)
+                .order_by(AnalysisRow.id)
+            )
+            return [
+                AnalysisRecord(
+                    at=_utc(r.at),
+                    tick=r.tick,
+                    metric=r.metric,
+                    cohort=r.cohort,
+                    verdict=r.verdict,
+                    query=r.query,
+                    baseline_value=r.baseline_value,
+                    candidate_value=r.candidate_value,
+                    baseline_samples=r.baseline_samples,
+                    candidate_samples=r.candidate_samples,
+                    evidence=r.evidence,
+                    id=r.id,
+                )
+                for r in rows
+            ]
+
+    def route_actions(self, key: str) -> Sequence[RouteActionRecord]:
+        with self._transaction() as s:
+            rid = self._rollout_id(s, key)
+            rows = s.scalars(
+                select(RouteActionRow)
+                .where(RouteActionRow.rollout_id == rid)
+                .order_by(RouteActionRow.id)
+            )
+            return [
+                RouteActionRecord(
+                    at=_utc(r.at),
+                    action=r.action,
+                    desired=r.desired,
+                    observed=r.observed,
+                    changed=r.changed,
+                    error=r.error,
+                    id=r.id,
+                )
+                for r in rows
+            ]
+
+    def add_command(self, key: str, cmd: ManualCommand) -> ManualCommand:
+        with self._transaction() as s:
+            row = ManualCommandRow(
+                rollout_id=self._rollout_id(s, key),
+                at=cmd.at,
+                command=cmd.command,
+                actor=cmd.actor,
+                reason=cmd.reason,
+                args=dict(cmd.args),
+            )
+            s.add(row)
+            s.flush()
+            return ManualCommand(cmd.at, cmd.command, cmd.actor, cmd.reason, cmd.args, row.id)
+
+    def commands(self, key: str, *, after_id: int = 0) -> Sequence[ManualCommand]:
+        with self._transaction() as s:
+            rid = self._rollout_id(s, key)
+            rows = s.scalars(
+                select(ManualCommandRow)
+                .where(ManualCommandRow.rollout_id == rid, ManualCommandRow.id > after_id)
+                .order_by(ManualCommandRow.id)
+            )
+            return [
+                ManualCommand(_utc(r.at), r.command, r.actor, r.reason, r.args, r.id) for r in rows
+            ]
+
+    def outbox(self, key: str) -> Sequence[OutboxMessage]:
+        with self._transaction() as s:
+            rid = self._rollout_id(s, key)
+            rows = s.scalars(
+                select(OutboxRow).where(OutboxRow.rollout_id == rid).order_by(OutboxRow.id)
+            )
+            return [
+                OutboxMessage(
+                    dedupe_key=r.dedupe_key,
+                    event=r.event,
+                    payload=r.payload,
+                    created_at=_utc(r.created_at),
+                    status=r.status,
+                    attempts=r.attempts,
+                    last_error=r.last_error,
+                    id=r.id,
+                )
+                for r in rows
+            ]
+
+    # --- leases ----------------------------------------------------------------
+
+    def acquire(self, key: str, holder: str, ttl: timedelta, now: datetime) -> bool:
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(LeaseRow).values(
+            rollout_key=key, holder=holder, acquired_at=now, expires_at=now + ttl
+        )
+        # Take the lease if it is free, ours, or expired; keep acquired_at on a renewal.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[LeaseRow.rollout_key],
+            set_={
+                "holder": stmt.excluded.holder,
+                "expires_at": stmt.excluded.expires_at,
+                "acquired_at": _case_same_holder(stmt),
+            },
+            where=(LeaseRow.holder == stmt.excluded.holder) | (LeaseRow.expires_at < now),
+        ).returning(LeaseRow.holder)
+        with self._transaction() as s:
+            return s.execute(stmt).scalar_one_or_none() == holder
+
+    def release(self, key: str, holder: str) -> None:
+        with self._transaction() as s:
+            s.execute(
+                delete(LeaseRow).where(LeaseRow.rollout_key == key, LeaseRow.holder == holder)
+            )
+
+    def held_by(self, holder: str, now: datetime) -> Sequence[str]:
+        with self._transaction() as s:
+            return list(
+                s.scalars(
+                    select(LeaseRow.rollout_key)
+                    .where(LeaseRow.holder == holder, LeaseRow.expires_at >= now)
+                    .order_by(LeaseRow.rollout_key)
+                )
+            )
+
+
+def _case_same_holder(stmt: Any) -> Any:
+    return case(
+        (LeaseRow.holder == stmt.excluded.holder, LeaseRow.acquired_at),
+        else_=stmt.excluded.acquired_at,
+    )
+
+
+def _rollout(row: RolloutRow) -> StoredRollout:
+    return StoredRollout(
+        key=row.key,
+        namespace=row.namespace,
+        name=row.name,
+        generation=row.generation,
+        candidate_version=row.candidate_version,
+        phase=row.phase,
+        step=row.step,
+        policy=row.policy,
+        state=row.state,
+        revision=row.revision,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+    )

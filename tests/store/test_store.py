@@ -1,0 +1,290 @@
+"""The store contract, on real Postgres, on SQLite, and in memory."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
+
+from controller.store import (
+    AnalysisRecord,
+    ManualCommand,
+    OutboxMessage,
+    RouteActionRecord,
+    StaleStateError,
+    StoredRollout,
+    TickWrite,
+    TransitionRecord,
+)
+from controller.store.memory import MemoryStore
+from controller.store.schema import AUDIT_TABLES, Base
+from controller.store.sql import SqlStore, migrate
+from tests.databases import postgres_server_url  # noqa: F401  (fixture)
+
+T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+Store = MemoryStore | SqlStore
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres_server_url: str) -> str:  # noqa: F811
+    migrate(postgres_server_url)
+    return postgres_server_url
+
+
+@pytest.fixture(params=["postgres", "sqlite", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'canary.db'}"
+        migrate(url)
+    sql = SqlStore(url)
+    yield sql
+    sql.close()
+
+
+def _rollout(key: str, *, phase: str = "Pending", step: int = 0) -> StoredRollout:
+    namespace, name = key.split("/")
+    return StoredRollout(
+        key=key,
+        namespace=namespace,
+        name=name,
+        generation=1,
+        candidate_version="v7",
+        phase=phase,
+        step=step,
+        policy={"spec": {"model": "bot"}},
+        state={"tick": 0},
+        updated_at=T0,
+    )
+
+
+def _key() -> str:
+    return f"llm/bot-{uuid.uuid4().hex[:8]}"
+
+
+def _transition(src: str, dst: str, at: datetime = T0) -> TransitionRecord:
+    return TransitionRecord(at, src, dst, 0, 1, f"{src} -> {dst}", details={"why": "test"})
+
+
+def test_a_new_rollout_then_a_tick(store: Store) -> None:
+    key = _key()
+    first = store.commit(TickWrite(_rollout(key), None, transitions=(_transition("", "Pending"),)))
+    assert first.revision == 1
+    assert first.created_at == T0
+    later = T0 + timedelta(seconds=30)
+    second = store.commit(
+        TickWrite(
+            _rollout(key, phase="Progressing", step=1).__class__(
+                **{**_rollout(key, phase="Progressing", step=1).__dict__, "updated_at": later}
+            ),
+            expected_revision=1,
+            transitions=(_transition("Pending", "Progressing", later),),
+        )
+    )
+    assert (second.revision, second.phase, second.step) == (2, "Progressing", 1)
+    assert second.created_at == T0
+    assert second.updated_at == later
+    assert store.get(key) == second
+    assert [t.to_phase for t in store.transitions(key)] == ["Pending", "Progressing"]
+    assert store.transitions(key)[1].details == {"why": "test"}
+
+
+def test_a_stale_tick_writes_nothing(store: Store) -> None:
+    key = _key()
+    store.commit(TickWrite(_rollout(key), None))
+    store.commit(TickWrite(_rollout(key, phase="Progressing"), 1))
+    with pytest.raises(StaleStateError):
+        store.commit(
+            TickWrite(
+                _rollout(key, phase="RolledBack"),
+                expected_revision=1,
+                transitions=(_transition("Progressing", "RolledBack"),),
+                messages=(OutboxMessage("k1", "rolled-back", {}, T0),),
+            )
+        )
+    assert store.get(key).phase == "Progressing"  # type: ignore[union-attr]
+    assert store.transitions(key) == []
+    assert store.outbox(key) == []
+
+
+def test_creating_the_same_rollout_twice_is_stale(store: Store) -> None:
+    key = _key()
+    store.commit(TickWrite(_rollout(key), None))
+    with pytest.raises(StaleStateError):
+        store.commit(TickWrite(_rollout(key), None))
+
+
+def test_audit_rows_keep_every_field_in_order(store: Store) -> None:
+    key = _key()
+    analyses = tuple(
+        AnalysisRecord(
+            at=T0,
+            tick=tick,
+            metric="refusal-rate",
+            cohort=cohort,
+            verdict="PASS",
+            query='sum(llm_refusals_total{version="v7"})',
+            baseline_value=0.05,
+            candidate_value=0.051,
+            baseline_samples=1000,
+            candidate_samples=250,
+            evidence={"upper": 0.012, "limit": "maxIncrease"},
+        )
+        for tick in (1, 2)
+        for cohort in ("overall", "mobile")
+    )
+    action = RouteActionRecord(T0, "apply", {"weight": 5}, {"weight": 0}, changed=True)
+    store.commit(TickWrite(_rollout(key), None, analyses=analyses, route_actions=(action,)))
+    found = store.analyses(key)
+    assert [(a.tick, a.cohort) for a in found] == [(a.tick, a.cohort) for a in analyses]
+    assert found[0].evidence == {"upper": 0.012, "limit": "maxIncrease"}
+    assert found[0].candidate_samples == 250
+    assert [a.tick for a in store.analyses(key, since_tick=2)] == [2, 2]
+    [stored_action] = store.route_actions(key)
+    assert (stored_action.desired, stored_action.observed, stored_action.changed) == (
+        {"weight": 5},
+        {"weight": 0},
+        True,
+    )
+
+
+def test_an_outbox_message_is_written_once(store: Store) -> None:
+    key = _key()
+    message = OutboxMessage(f"{key}/started", "started", {"text": "hi"}, T0)
+    store.commit(TickWrite(_rollout(key), None, messages=(message,)))
+    store.commit(TickWrite(_rollout(key), 1, messages=(message,)))
+    [stored] = store.outbox(key)
+    assert (stored.event, stored.payload, stored.status) == ("started", {"text": "hi"}, "pending")
+
+
+def test_commands_are_read_after_a_cursor(store: Store) -> None:
+    key = _key()
+    store.commit(TickWrite(_rollout(key), None))
+    pause = store.add_command(key, ManualCommand(T0, "pause", "alice", "looks odd"))
+    store.add_command(key, ManualCommand(T0, "resume", "bob", "fine", {"x": 1}))
+    assert [c.command for c in store.commands(key)] == ["pause", "resume"]
+    [resume] = store.commands(key, after_id=pause.id or 0)
+    assert (resume.actor, resume.reason, resume.args) == ("bob", "fine", {"x": 1})
+
+
+def test_leases_expire_and_move_to_another_holder(store: Store) -> None:
+    key, ttl = _key(), timedelta(seconds=15)
+    assert store.acquire(key, "replica-a", ttl, T0)
+    assert not store.acquire(key, "replica-b", ttl, T0 + timedelta(seconds=5))
+    assert store.acquire(key, "replica-a", ttl, T0 + timedelta(seconds=10))  # renewal
+    assert not store.acquire(key, "replica-b", ttl, T0 + timedelta(seconds=20))
+    assert store.held_by("replica-a", T0 + timedelta(seconds=20)) == [key]
+    # replica-a stops renewing: its lease ends 15 s after the last renewal
+    assert store.acquire(key, "replica-b", ttl, T0 + timedelta(seconds=26))
+    assert store.held_by("replica-a", T0 + timedelta(seconds=26)) == []
+    assert not store.acquire(key, "replica-a", ttl, T0 + timedelta(seconds=27))
+    store.release(key, "replica-a")  # not the holder: nothing happens
+    assert store.held_by("replica-b", T0 + timedelta(seconds=27)) == [key]
+    store.release(key, "replica-b")
+    assert store.acquire(key, "replica-a", ttl, T0 + timedelta(seconds=28))
+
+
+@pytest.mark.parametrize("table", AUDIT_TABLES)
+@pytest.mark.parametrize("verb", ["UPDATE", "DELETE"])
+def test_audit_tables_refuse_updates_and_deletes(postgres_url: str, table: str, verb: str) -> None:
+    store = SqlStore(postgres_url)
+    key = _key()
+    store.commit(
+        TickWrite(
+            _rollout(key),
+            None,
+            transitions=(_transition("", "Pending"),),
+            analyses=(AnalysisRecord(T0, 1, "m", "overall", "PASS"),),
+            route_actions=(RouteActionRecord(T0, "apply", {}),),
+        )
+    )
+    store.add_command(key, ManualCommand(T0, "pause", "alice"))
+    sql = f"UPDATE {table} SET at = at" if verb == "UPDATE" else f"DELETE FROM {table}"
+    with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as connection:
+        connection.execute(text(sql))
+    store.close()
+
+
+def test_sqlite_audit_tables_are_append_only_too(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    migrate(url)
+    store = SqlStore(url)
+    key = _key()
+    store.commit(TickWrite(_rollout(key), None, transitions=(_transition("", "Pending"),)))
+    with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as connection:
+        connection.execute(text("DELETE FROM transitions"))
+    store.close()
+
+
+def _diff(url: str) -> list[Any]:
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        diff = compare_metadata(context, Base.metadata)
+    engine.dispose()
+    return list(diff)
+
+
+def test_migrations_create_exactly_the_models(postgres_url: str, tmp_path: Path) -> None:
+    sqlite_url = f"sqlite:///{tmp_path / 'm.db'}"
+    migrate(sqlite_url)
+    assert _diff(postgres_url) == []
+    assert _diff(sqlite_url) == []
+
+
+def test_migrations_downgrade_and_upgrade_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    migrate(url)
+    migrate(url, "base", downgrade=True)
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        tables = connection.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))
+        assert {row[0] for row in tables} == {"alembic_version"}
+    engine.dispose()
+    migrate(url)
+    assert _diff(url) == []
+
+
+def test_two_replicas_racing_on_one_rollout_one_wins(postgres_url: str) -> None:
+    key = _key()
+    replicas = [SqlStore(postgres_url) for _ in range(4)]
+    replicas[0].commit(TickWrite(_rollout(key), None))
+    outcomes: list[str] = []
+    barrier = threading.Barrier(len(replicas))
+
+    def tick(store: SqlStore, n: int) -> None:
+        barrier.wait()
+        try:
+            store.commit(
+                TickWrite(
+                    _rollout(key, phase="Progressing", step=n),
+                    expected_revision=1,
+                    transitions=(_transition("Pending", f"Progressing-{n}"),),
+                )
+            )
+            outcomes.append("won")
+        except StaleStateError:
+            outcomes.append("stale")
+
+    threads = [threading.Thread(target=tick, args=(s, n)) for n, s in enumerate(replicas)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["stale", "stale", "stale", "won"]
+    assert len(replicas[0].transitions(key)) == 1
+    for store in replicas:
+        store.close()
