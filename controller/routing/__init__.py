@@ -1,0 +1,67 @@
+"""Traffic routing: the `TrafficRouter` port, the route state, and the in-memory router.
+
+The Kubernetes routers (`nginx`, `gateway_api`, `istio`) and the `registry`
+that maps a policy's `traffic.router` to them are imported from their own
+modules by the composition root only: this package, which the engine
+imports, never imports `kubernetes`.
+"""
+
+from controller.routing.base import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    NEUTRAL,
+    PROMOTED,
+    ROLLOUT_LABEL,
+    ROUTE_LABEL,
+    SNAPSHOT_ANNOTATION,
+    TOTAL,
+    ApiNotInstalledError,
+    ApiUnavailableError,
+    ConflictError,
+    ForbiddenError,
+    NotRoutedToBaselineError,
+    OwnerReference,
+    OwnershipError,
+    RejectedError,
+    RouteChange,
+    RouteNotFoundError,
+    RouteState,
+    RouteTarget,
+    TrafficRouter,
+    UnknownRouterError,
+    UnsupportedRouteError,
+    Verb,
+    Write,
+    supported_state,
+)
+from controller.routing.memory import MemoryRouter
+
+__all__ = [
+    "MANAGED_BY",
+    "MANAGED_BY_LABEL",
+    "NEUTRAL",
+    "PROMOTED",
+    "ROLLOUT_LABEL",
+    "ROUTE_LABEL",
+    "SNAPSHOT_ANNOTATION",
+    "TOTAL",
+    "ApiNotInstalledError",
+    "ApiUnavailableError",
+    "ConflictError",
+    "ForbiddenError",
+    "MemoryRouter",
+    "NotRoutedToBaselineError",
+    "OwnerReference",
+    "OwnershipError",
+    "RejectedError",
+    "RouteChange",
+    "RouteNotFoundError",
+    "RouteState",
+    "RouteTarget",
+    "TrafficRouter",
+    "UnknownRouterError",
+    "UnsupportedRouteError",
+    "Verb",
+    "Write",
+    "supported_state",
+]

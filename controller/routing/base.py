@@ -1,0 +1,413 @@
+"""The traffic router port: the route state the engine wants, and the routers that make it so.
+
+The engine decides *what* the route should carry (a `RouteState`: the
+candidate's share of all traffic, per-cohort shares, a mirrored share and a
+sticky header); a router only makes the cluster carry it, reads it back and,
+when the rollout ends, gives the route back (Flagger's router.go, Argo's
+trafficrouting). Every router, real or in memory, follows the same rules:
+
+- `apply` is idempotent: when the cluster already carries the state, nothing is
+  written and "no changes" is logged;
+- `observe` reads the state back from the cluster, which is the truth;
+- `restore` gives the route back exactly as it was before the rollout
+  (rollback, abort), or with the candidate as its only backend (promotion).
+
+This module is pure: it must not import `kubernetes` (the engine imports it and
+an import-linter contract forbids the engine from reaching kubernetes even
+through another module). The errors every router raises live here for the same
+reason: the engine tells them apart by class without importing a client::
+
+    PermanentError
+    ├── RouteNotFoundError         the route named by the policy does not exist
+    ├── NotRoutedToBaselineError   the route does not send traffic to the baseline
+    ├── ApiNotInstalledError       the route's API (a CRD) is not installed
+    ├── ForbiddenError             RBAC forbids a verb on a resource
+    ├── RejectedError              the API server refused a request as invalid
+    ├── UnsupportedRouteError      the router (or the route) cannot carry the state
+    ├── OwnershipError             an object or field the router needs belongs to someone else
+    └── UnknownRouterError         no router is registered under that name
+    TransientError
+    ├── ApiUnavailableError        unreachable, timed out, 5xx, throttled
+    └── ConflictError              the object kept changing under us (409s)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol
+
+from controller.errors import PermanentError, TransientError
+from controller.policy import (
+    API_VERSION,
+    CAPABILITIES,
+    KIND,
+    Cohort,
+    ModelRollout,
+    RouterCapabilities,
+    RouterKind,
+    Shadow,
+    Step,
+)
+
+log = logging.getLogger(__name__)
+
+#: weights are shares of this total: percent of requests
+TOTAL = 100
+
+#: labels on every object a router creates (and deletes when the rollout ends)
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "canary-controller"
+ROLLOUT_LABEL = "canary.ai/rollout"
+ROUTE_LABEL = "canary.ai/route"
+
+#: annotation on a route the router changed: what it changed, to give it back exactly
+SNAPSHOT_ANNOTATION = "canary.ai/route-snapshot"
+
+
+# --- the state ---------------------------------------------------------------------------
+
+
+def _percent(name: str, value: object) -> int:
+    # bool is an int in Python; a weight of True is a bug, not 1%.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer percent, not {value!r}")
+    if not 0 <= value <= TOTAL:
+        raise ValueError(f"{name} must be between 0 and {TOTAL}, not {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class RouteState:
+    """What the route carries: integer shares of traffic, in percent.
+
+    `weight` is the candidate's share of all traffic that matches no routed
+    cohort; the baseline gets the rest (`TOTAL - weight`), so a split always
+    sums to the total. `cohorts` gives a cohort its own candidate share
+    (`("mobile", 5)`); a cohort not listed simply gets `weight`. It is held as
+    sorted `(name, weight)` pairs, so states compare and hash by value; pass a
+    mapping or pairs. `mirror_percent` copies that share of requests to the
+    candidate (responses discarded). `sticky_header` keeps a conversation on
+    one backend where the router can (see `supported_state`).
+    """
+
+    weight: int = 0
+    cohorts: tuple[tuple[str, int], ...] = ()
+    mirror_percent: int = 0
+    sticky_header: str | None = None
+
+    def __init__(
+        self,
+        weight: int = 0,
+        cohorts: Mapping[str, int] | tuple[tuple[str, int], ...] = (),
+        mirror_percent: int = 0,
+        sticky_header: str | None = None,
+    ) -> None:
+        pairs = dict(cohorts.items() if isinstance(cohorts, Mapping) else cohorts)
+        for name, share in pairs.items():
+            _percent(f"cohort {name!r} weight", share)
+        object.__setattr__(self, "weight", _percent("weight", weight))
+        object.__setattr__(self, "cohorts", tuple(sorted(pairs.items())))
+        object.__setattr__(self, "mirror_percent", _percent("mirror_percent", mirror_percent))
+        object.__setattr__(self, "sticky_header", sticky_header or None)
+
+    @property
+    def baseline_weight(self) -> int:
+        return TOTAL - self.weight
+
+    @property
+    def cohort_weights(self) -> dict[str, int]:
+        return dict(self.cohorts)
+
+    @property
+    def sends_traffic(self) -> bool:
+        """Whether any request reaches the candidate (served or mirrored)."""
+        return bool(self.weight or self.mirror_percent or any(w for _, w in self.cohorts))
+
+    @property
+    def routes_anything(self) -> bool:
+        """Whether the route differs from the original at all (cohort rules count, even at 0)."""
+        return bool(self.weight or self.mirror_percent or self.cohorts)
+
+    @classmethod
+    def for_step(cls, step: Step, *, sticky_header: str | None = None) -> RouteState:
+        """The state of a policy step: its weight and its cohorts' own weights."""
+        return cls(step.weight, step.cohort_weights, 0, sticky_header)
+
+    @classmethod
+    def for_shadow(cls, shadow: Shadow, *, sticky_header: str | None = None) -> RouteState:
+        """Shadow traffic: no user is served by the candidate, a share is mirrored to it."""
+        return cls(0, (), shadow.mirror_percent, sticky_header)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "weight": self.weight,
+            "cohorts": dict(self.cohorts),
+            "mirrorPercent": self.mirror_percent,
+            "stickyHeader": self.sticky_header,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RouteState:
+        return cls(
+            int(data.get("weight", 0)),
+            {str(k): int(v) for k, v in dict(data.get("cohorts") or {}).items()},
+            int(data.get("mirrorPercent", 0)),
+            data.get("stickyHeader") or None,
+        )
+
+    def __str__(self) -> str:
+        parts = [f"candidate {self.weight}%"]
+        parts += [f"{name} {share}%" for name, share in self.cohorts]
+        if self.mirror_percent:
+            parts.append(f"mirror {self.mirror_percent}%")
+        if self.sticky_header:
+            parts.append(f"sticky on {self.sticky_header}")
+        return ", ".join(parts)
+
+
+#: the route as it was: everything to the baseline
+NEUTRAL = RouteState()
+#: the route after a promotion: everything to the candidate, its only backend
+PROMOTED = RouteState(TOTAL)
+
+
+# --- what a router routes ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OwnerReference:
+    """The ModelRollout that owns the objects a router creates.
+
+    With it, Kubernetes garbage-collects a canary Ingress or DestinationRule
+    when its ModelRollout is deleted, which sends traffic back to the baseline
+    even if the controller never runs again.
+    """
+
+    name: str
+    uid: str
+    api_version: str = API_VERSION
+    kind: str = KIND
+
+    def to_json(self) -> dict[str, Any]:
+        # blockOwnerDeletion is left out: setting it needs delete rights on the owner.
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+        }
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """Which route a router works on, for which rollout: everything fixed for its lifetime."""
+
+    namespace: str
+    route: str
+    baseline: str  # the baseline's Service
+    candidate: str  # the candidate's Service
+    cohorts: tuple[Cohort, ...] = ()
+    rollout: str = ""  # the ModelRollout's name, for labels
+    owner: OwnerReference | None = None
+
+    @classmethod
+    def of(cls, rollout: ModelRollout) -> RouteTarget:
+        """The target of a rollout; objects are owned by it when it is a live resource (uid)."""
+        meta, spec = rollout.metadata, rollout.spec
+        owner = OwnerReference(meta.name, meta.uid) if meta.uid else None
+        return cls(
+            namespace=meta.namespace,
+            route=spec.traffic.route,
+            baseline=spec.baseline.service,
+            candidate=spec.candidate.service,
+            cohorts=tuple(spec.cohorts),
+            rollout=meta.name,
+            owner=owner,
+        )
+
+    def cohort(self, name: str) -> Cohort:
+        for cohort in self.cohorts:
+            if cohort.name == name:
+                return cohort
+        known = ", ".join(c.name for c in self.cohorts) or "none"
+        raise UnsupportedRouteError(f"no cohort is called {name!r} in this rollout ({known})")
+
+    def managed_labels(self) -> dict[str, str]:
+        labels = {MANAGED_BY_LABEL: MANAGED_BY, ROUTE_LABEL: self.route}
+        if self.rollout:
+            labels[ROLLOUT_LABEL] = self.rollout
+        return labels
+
+
+# --- what a router did ----------------------------------------------------------------------
+
+
+class Verb(StrEnum):
+    CREATE = "create"
+    PATCH = "patch"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write to the cluster, for the audit trail and the logs."""
+
+    verb: Verb
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.kind} {self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class RouteChange:
+    """What `apply` or `restore` did, and the state the cluster carries afterwards."""
+
+    state: RouteState
+    writes: tuple[Write, ...] = field(default_factory=tuple)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.writes)
+
+
+class TrafficRouter(Protocol):
+    """Moves a rollout's traffic by writing the route; one instance per rollout.
+
+    Every method reads the cluster first and is safe to repeat: after a crash
+    or a restart, calling it again finishes what an interrupted call started.
+    """
+
+    @property
+    def kind(self) -> RouterKind: ...
+
+    @property
+    def capabilities(self) -> RouterCapabilities:
+        """What the router's data plane can do (the policy layer's table)."""
+        ...
+
+    def observe(self) -> RouteState:
+        """The state the route carries now, read back from the cluster."""
+        ...
+
+    def apply(self, desired: RouteState) -> RouteChange:
+        """Make the route carry `desired` (as `supported_state` makes it); no write if it does."""
+        ...
+
+    def restore(self, *, promote: bool = False) -> RouteChange:
+        """End the rollout on the route: give it back exactly as it was before, and delete
+        every object the router created. With `promote`, the route's baseline backends
+        name the candidate instead: the candidate is the only backend, nothing else changes.
+        """
+        ...
+
+
+def supported_state(state: RouteState, kind: RouterKind) -> RouteState:
+    """`state` as router `kind` carries it; UnsupportedRouteError if it cannot at all.
+
+    A sticky header is dropped where unsupported (the policy layer warned about
+    it); cohort weights and partial mirroring the data plane cannot express are
+    errors, never approximated. The engine can compare `observe()` with this.
+    """
+    caps = CAPABILITIES[kind]
+    if not caps.weighted_cohorts:
+        for name, share in state.cohorts:
+            if share != TOTAL:
+                raise UnsupportedRouteError(
+                    f"{kind} can only send a whole cohort to the candidate ({TOTAL}), "
+                    f"not {share}% of {name!r}"
+                )
+    if caps.header_cohorts is not None and len(state.cohorts) > caps.header_cohorts:
+        raise UnsupportedRouteError(
+            f"{kind} can route at most {caps.header_cohorts} cohort(s) by header at a time, "
+            f"not {len(state.cohorts)}"
+        )
+    if state.mirror_percent and not caps.mirror:
+        raise UnsupportedRouteError(f"{kind} cannot mirror traffic")
+    if 0 < state.mirror_percent < TOTAL and not caps.partial_mirror:
+        raise UnsupportedRouteError(
+            f"{kind} mirrors every request or none, not {state.mirror_percent}%"
+        )
+    if state.sticky_header and not caps.sticky_header:
+        log.debug("%s cannot keep conversations sticky; ignoring %s", kind, state.sticky_header)
+        return replace(state, sticky_header=None)
+    return state
+
+
+class RouterBase:
+    """What the Kubernetes routers share: their kind, and the check every desired state passes."""
+
+    KIND: ClassVar[RouterKind]
+
+    def __init__(self, target: RouteTarget) -> None:
+        self.target = target
+
+    @property
+    def kind(self) -> RouterKind:
+        return self.KIND
+
+    @property
+    def capabilities(self) -> RouterCapabilities:
+        return CAPABILITIES[self.KIND]
+
+    def supported(self, desired: RouteState) -> RouteState:
+        """`desired` as this router carries it; every cohort it names must be the rollout's."""
+        state = supported_state(desired, self.KIND)
+        for name, _ in state.cohorts:
+            self.target.cohort(name)
+        return state
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+class RouteNotFoundError(PermanentError):
+    """The route named in the policy does not exist."""
+
+
+class NotRoutedToBaselineError(PermanentError):
+    """The route exists but sends no traffic to the baseline Service."""
+
+
+class ApiNotInstalledError(PermanentError):
+    """The API of the route (a CRD: Gateway API, Istio) is not installed in the cluster."""
+
+
+class ForbiddenError(PermanentError):
+    """RBAC forbids the controller a verb on a resource; the message names both."""
+
+    def __init__(self, message: str, *, verb: str, resource: str, namespace: str) -> None:
+        super().__init__(message)
+        self.verb = verb
+        self.resource = resource
+        self.namespace = namespace
+
+
+class RejectedError(PermanentError):
+    """The API server refused a request (invalid object, bad credentials)."""
+
+
+class UnsupportedRouteError(PermanentError):
+    """The router, or this route's shape, cannot carry the wanted state."""
+
+
+class OwnershipError(PermanentError):
+    """An object or field the router needs exists and belongs to someone else."""
+
+
+class UnknownRouterError(PermanentError):
+    """No router is registered under the name a policy gives."""
+
+
+class ApiUnavailableError(TransientError):
+    """The API server is unreachable, timed out, throttled us or failed (5xx)."""
+
+
+class ConflictError(TransientError):
+    """The object changed between our read and our write more times than we retry."""

@@ -1,0 +1,396 @@
+"""The one seam between the routers and the Kubernetes API.
+
+Every request goes through `Cluster`, which:
+
+- reads and writes objects as plain JSON through the official client's
+  `CustomObjectsApi` (which serves any resource under `/apis/`, Ingress
+  included), so no client model ever drops a field it does not know;
+- writes with JSON merge patches that carry the `resourceVersion` it read,
+  so a write based on a stale read fails with 409 instead of overwriting a
+  concurrent change; `reconcile` then re-reads, rebuilds and retries, bounded;
+- turns every failure into the error tree of `controller.routing.base`:
+  403 names the verb and resource RBAC forbids, a 404 is told apart as a
+  missing object or a missing API (CRD not installed) through discovery,
+  timeouts, connection errors, 429 and 5xx are retried with bounded
+  exponential backoff and then raised as `ApiUnavailableError`.
+
+Build the `ApiClient` with the client's own retries off (`Configuration.retries
+= 0`) so that retries are counted, bounded and logged here, in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, cast
+
+import urllib3
+from kubernetes.client import ApiClient, ApiException, CustomObjectsApi
+
+from controller.routing.base import (
+    ApiNotInstalledError,
+    ApiUnavailableError,
+    ConflictError,
+    ForbiddenError,
+    RejectedError,
+    RouteChange,
+    RouteState,
+    Verb,
+    Write,
+)
+from controller.routing.manifests import JsonObject, merge_patch
+
+log = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+FIELD_MANAGER = "canary-controller"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A Kubernetes resource type, as the API paths and the messages name it."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+    @property
+    def resource(self) -> str:
+        """`plural.group`, the way RBAC rules and kubectl name a resource."""
+        return f"{self.plural}.{self.group}"
+
+    def ref(self, namespace: str, name: str) -> str:
+        return f"{self.kind} {namespace}/{name}"
+
+
+INGRESS = Kind("networking.k8s.io", "v1", "ingresses", "Ingress")
+HTTP_ROUTE = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+VIRTUAL_SERVICE = Kind("networking.istio.io", "v1", "virtualservices", "VirtualService")
+DESTINATION_RULE = Kind("networking.istio.io", "v1", "destinationrules", "DestinationRule")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry: `attempts` tries, delays growing to `max_delay`."""
+
+    attempts: int = 5
+    initial_delay: float = 0.2
+    factor: float = 2.0
+    max_delay: float = 5.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed attempt number `attempt` (0-based)."""
+        backoff = min(self.max_delay, self.initial_delay * self.factor**attempt)
+        if retry_after is not None:
+            return min(self.max_delay, max(backoff, retry_after))
+        return backoff
+
+
+class _Retry(Exception):
+    """Internal: a retryable failure, with what to say if it is the last one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _Conflict(Exception):
+    """Internal: 409 on a write (stale resourceVersion, or the object already exists)."""
+
+
+class _Gone(Exception):
+    """Internal: 404 on a write or delete (the object went away)."""
+
+
+Build = Callable[[JsonObject | None], JsonObject | None]
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """The outcome of `Cluster.reconcile`: the write made (if any) and the object now."""
+
+    write: Write | None
+    object: JsonObject | None
+
+
+class Cluster:
+    """Raw-JSON access to namespaced objects, with retries and our error taxonomy."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._objects = CustomObjectsApi(api)
+        self._timeout = timeout
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._installed: set[Kind] = set()
+
+    # --- reads and writes ----------------------------------------------------------------
+
+    def get(self, kind: Kind, namespace: str, name: str) -> JsonObject | None:
+        """The object, or None if it does not exist; ApiNotInstalledError if its API does not."""
+        try:
+            found: JsonObject | None = self._call(
+                "get",
+                kind,
+                namespace,
+                name,
+                lambda: self._objects.get_namespaced_custom_object(
+                    kind.group,
+                    kind.version,
+                    namespace,
+                    kind.plural,
+                    name,
+                    _request_timeout=self._timeout,
+                ),
+            )
+        except _Gone:
+            self.require_api(kind, namespace)
+            return None
+        return found
+
+    def require_api(self, kind: Kind, namespace: str) -> None:
+        """Raise ApiNotInstalledError unless the API server serves `kind` (discovery)."""
+        if kind in self._installed:
+            return
+        try:
+            listing = self._call(
+                "get",
+                kind,
+                namespace,
+                "",
+                lambda: self._objects.get_api_resources(
+                    kind.group, kind.version, _request_timeout=self._timeout
+                ),
+                raw=False,
+            )
+        except _Gone:
+            listing = None
+        resources = getattr(listing, "resources", None) or []
+        if not any(getattr(r, "name", None) == kind.plural for r in resources):
+            raise ApiNotInstalledError(
+                f"the {kind.kind} API ({kind.api_version}, {kind.plural}) is not installed in "
+                f"this cluster: install its CRDs, or choose another traffic.router"
+            )
+        self._installed.add(kind)
+
+    def create(self, kind: Kind, namespace: str, body: JsonObject) -> JsonObject:
+        name = body["metadata"]["name"]
+        created = self._call(
+            "create",
+            kind,
+            namespace,
+            name,
+            lambda: self._objects.create_namespaced_custom_object(
+                kind.group,
+                kind.version,
+                namespace,
+                kind.plural,
+                body,
+                field_manager=FIELD_MANAGER,
+                _request_timeout=self._timeout,
+            ),
+        )
+        return created if created is not None else body
+
+    def patch(self, kind: Kind, namespace: str, name: str, patch: JsonObject) -> JsonObject:
+        result: JsonObject | None = self._call(
+            "patch",
+            kind,
+            namespace,
+            name,
+            lambda: self._objects.patch_namespaced_custom_object(
+                kind.group,
+                kind.version,
+                namespace,
+                kind.plural,
+                name,
+                patch,
+                field_manager=FIELD_MANAGER,
+                _request_timeout=self._timeout,
+                _content_type=MERGE_PATCH,
+            ),
+        )
+        if result is None:
+            raise RejectedError(f"patch {kind.ref(namespace, name)}: the API server sent no object")
+        return result
+
+    def delete(self, kind: Kind, namespace: str, name: str) -> bool:
+        """Delete the object; False if it was already gone."""
+        try:
+            self._call(
+                "delete",
+                kind,
+                namespace,
+                name,
+                lambda: self._objects.delete_namespaced_custom_object(
+                    kind.group,
+                    kind.version,
+                    namespace,
+                    kind.plural,
+                    name,
+                    _request_timeout=self._timeout,
+                ),
+            )
+        except _Gone:
+            return False
+        return True
+
+    # --- read, build, write ----------------------------------------------------------------
+
+    def reconcile(self, kind: Kind, namespace: str, name: str, build: Build) -> Reconciled:
+        """Make one object what `build` wants, from what is in the cluster right now.
+
+        `build(current)` gets the object as read (None if absent) and returns the
+        object wanted (None: it must not exist). The difference is written as a
+        merge patch carrying the resourceVersion read, so a concurrent change
+        makes it fail with 409; then the object is read again and `build` runs
+        again on the fresh object, so changes to fields the caller does not own
+        survive. Nothing is written when nothing differs ("no changes").
+        """
+        ref = kind.ref(namespace, name)
+        for attempt in range(self._retry.attempts):
+            current = self.get(kind, namespace, name)
+            desired = build(current)
+            try:
+                if current is None and desired is None:
+                    return Reconciled(None, None)
+                if current is None:
+                    assert desired is not None
+                    created = self.create(kind, namespace, desired)
+                    log.info("%s: created", ref)
+                    return Reconciled(Write(Verb.CREATE, kind.kind, namespace, name), created)
+                if desired is None:
+                    gone = self.delete(kind, namespace, name)
+                    log.info("%s: deleted", ref)
+                    write = Write(Verb.DELETE, kind.kind, namespace, name) if gone else None
+                    return Reconciled(write, None)
+                patch = merge_patch(current, desired)
+                if not patch:
+                    log.info("%s: no changes, skipping patch", ref)
+                    return Reconciled(None, current)
+                version = current.get("metadata", {}).get("resourceVersion")
+                if version is not None:
+                    patch.setdefault("metadata", {})["resourceVersion"] = version
+                patched = self.patch(kind, namespace, name, patch)
+                log.info("%s: patched %s", ref, sorted(patch))
+                return Reconciled(Write(Verb.PATCH, kind.kind, namespace, name), patched)
+            except (_Conflict, _Gone):
+                delay = self._retry.delay(attempt)
+                log.info("%s changed since it was read; reading it again in %.2fs", ref, delay)
+                self._sleep(delay)
+        raise ConflictError(
+            f"{ref} kept changing between our read and our write "
+            f"({self._retry.attempts} attempts); trying again later"
+        )
+
+    # --- one request -------------------------------------------------------------------------
+
+    def _call(
+        self,
+        verb: str,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        request: Callable[[], object],
+        *,
+        raw: bool = True,
+    ) -> Any:
+        """Send one request, retrying transient failures; translate every error."""
+        what = kind.ref(namespace, name) if name else f"{kind.resource} in {namespace}"
+        last = ""
+        for attempt in range(self._retry.attempts):
+            try:
+                result = request()
+            except ApiException as exc:
+                try:
+                    self._raise_for(exc, verb, kind, namespace, what)
+                except _Retry as retry:
+                    last, retry_after = str(retry), retry.retry_after
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                last, retry_after = f"{type(exc).__name__}: {exc}", None
+            else:
+                if not raw:
+                    return result
+                if result is None or isinstance(result, dict):
+                    return cast(JsonObject | None, result)
+                raise RejectedError(f"{verb} {what}: unexpected answer {type(result).__name__}")
+            if attempt + 1 < self._retry.attempts:
+                delay = self._retry.delay(attempt, retry_after)
+                log.warning("%s %s failed (%s); retrying in %.2fs", verb, what, last, delay)
+                self._sleep(delay)
+        raise ApiUnavailableError(
+            f"{verb} {what} failed {self._retry.attempts} times; the Kubernetes API is "
+            f"unavailable: {last}",
+            retry_after=self._retry.max_delay,
+        )
+
+    @staticmethod
+    def _raise_for(exc: ApiException, verb: str, kind: Kind, namespace: str, what: str) -> NoReturn:
+        status = int(exc.status or 0)
+        message = _server_message(exc)
+        if status == 403:
+            raise ForbiddenError(
+                f"RBAC forbids the controller to {verb} {kind.resource} in namespace "
+                f"{namespace!r} ({what}); grant the verb {verb!r} on {kind.resource} to its "
+                f"service account. The API server said: {message}",
+                verb=verb,
+                resource=kind.resource,
+                namespace=namespace,
+            ) from exc
+        if status == 401:
+            raise RejectedError(
+                f"{verb} {what}: the API server did not accept the controller's "
+                f"credentials: {message}"
+            ) from exc
+        if status == 404:
+            raise _Gone(message) from exc
+        if status == 409:
+            raise _Conflict(message) from exc
+        if status == 429 or status >= 500 or status == 0:
+            raise _Retry(f"HTTP {status}: {message}", _retry_after(exc)) from exc
+        raise RejectedError(
+            f"the API server refused to {verb} {what} (HTTP {status}): {message}"
+        ) from exc
+
+
+def _server_message(exc: ApiException) -> str:
+    """The `message` of the Status the API server sent, else the HTTP reason."""
+    body: object = exc.body
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
+    if isinstance(body, str) and body:
+        try:
+            status = json.loads(body)
+        except ValueError:
+            return body[:500]
+        if isinstance(status, dict) and status.get("message"):
+            return str(status["message"])
+    return str(exc.reason or "no reason given")
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    headers = exc.headers or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def route_change(state: RouteState, *steps: Reconciled) -> RouteChange:
+    """A RouteChange from the reconciles a router made, in order."""
+    return RouteChange(state, tuple(s.write for s in steps if s.write is not None))

@@ -1,0 +1,350 @@
+"""Gateway API: weighted backendRefs on the HTTPRoute rules that serve the baseline.
+
+The rules this router works on ("target rules") are those whose only backend
+is the baseline Service. On each it splits the backends (baseline
+`TOTAL - weight`, candidate `weight`, a copy of the baseline's ref with the
+candidate's name) and, for shadow traffic, adds a `RequestMirror` filter to the
+candidate (with `percent` below 100: standard since Gateway API v1.3,
+GEP-3171). A cohort with its own weight gets one more rule per target rule,
+appended at the end: the target's rule with each of its matches plus the
+cohort's header match, which Gateway API ranks above the target rule (more
+header matches win), and its own split.
+
+Everything else on the route (other rules, parentRefs, hostnames, filters,
+timeouts, annotations, status) is never touched. What the router changes is
+recorded in the route itself, in the `canary.ai/route-snapshot` annotation, in
+the same write that changes it: the target rules' original backendRefs (keyed
+by their matches) and the matches of the cohort rules it added. A restarted
+controller gives the route back from that alone; a rule edited by someone
+else during the rollout is kept as they left it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from controller.policy import HeaderMatch, RouterKind
+from controller.routing.base import (
+    NEUTRAL,
+    PROMOTED,
+    TOTAL,
+    NotRoutedToBaselineError,
+    OwnershipError,
+    RouteChange,
+    RouteNotFoundError,
+    RouterBase,
+    RouteState,
+    RouteTarget,
+    UnsupportedRouteError,
+)
+from controller.routing.cluster import HTTP_ROUTE, Cluster, route_change
+from controller.routing.manifests import (
+    JsonObject,
+    escape_regex,
+    read_snapshot,
+    write_snapshot,
+)
+
+log = logging.getLogger(__name__)
+
+#: HTTPRoute's own limit on spec.rules (the API server rejects more)
+MAX_RULES = 16
+MIRROR = "RequestMirror"
+
+
+def _points_at(ref: Mapping[str, Any], service: str, namespace: str) -> bool:
+    return (
+        ref.get("group", "") in ("", "core")
+        and ref.get("kind", "Service") == "Service"
+        and ref.get("name") == service
+        and ref.get("namespace", namespace) == namespace
+    )
+
+
+def _mirrors_to(flt: Mapping[str, Any], service: str, namespace: str) -> bool:
+    if flt.get("type") != MIRROR:
+        return False
+    return _points_at((flt.get("requestMirror") or {}).get("backendRef") or {}, service, namespace)
+
+
+def _refs(rule: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return list(rule.get("backendRefs") or [])
+
+
+def _mentions(rule: Mapping[str, Any], service: str, namespace: str) -> bool:
+    return any(_points_at(r, service, namespace) for r in _refs(rule)) or any(
+        _mirrors_to(f, service, namespace) for f in rule.get("filters") or []
+    )
+
+
+def _is_target(rule: Mapping[str, Any], target: RouteTarget) -> bool:
+    refs = _refs(rule)
+    return len(refs) == 1 and _points_at(refs[0], target.baseline, target.namespace)
+
+
+def header_match(match: HeaderMatch) -> JsonObject:
+    """A cohort's header match as an HTTPHeaderMatch (no prefix type: a RE2 regex)."""
+    if match.value is not None:
+        return {"type": "Exact", "name": match.header, "value": match.value}
+    regex = match.regex if match.regex is not None else "^" + escape_regex(match.prefix or "")
+    return {"type": "RegularExpression", "name": match.header, "value": regex}
+
+
+def _with_header(matches: Sequence[Mapping[str, Any]] | None, header: JsonObject) -> list[Any]:
+    out = []
+    for m in matches or [{}]:
+        if any(h.get("name", "").lower() == header["name"].lower() for h in m.get("headers") or []):
+            raise UnsupportedRouteError(
+                f"a rule already matches header {header['name']!r}; a cohort cannot add its own"
+            )
+        out.append({**copy.deepcopy(dict(m)), "headers": [*(m.get("headers") or []), header]})
+    return out
+
+
+def _mirror_filter(ref: Mapping[str, Any], target: RouteTarget, percent: int) -> JsonObject:
+    backend: JsonObject = {"name": target.candidate}
+    if "port" in ref:
+        backend["port"] = ref["port"]
+    mirror: JsonObject = {"backendRef": backend}
+    if percent < TOTAL:  # without `percent`, every request; works before Gateway API v1.3
+        mirror["percent"] = percent
+    return {"type": MIRROR, "requestMirror": mirror}
+
+
+def _routed(rule: Mapping[str, Any], target: RouteTarget, share: int, mirror: int) -> JsonObject:
+    """A target rule (or a cohort's copy of it) sending `share` to the candidate."""
+    out = copy.deepcopy(dict(rule))
+    ref = _refs(rule)[0]
+    if share:
+        out["backendRefs"] = [
+            {**copy.deepcopy(dict(ref)), "weight": TOTAL - share},
+            {**copy.deepcopy(dict(ref)), "name": target.candidate, "weight": share},
+        ]
+    if mirror:
+        if any(f.get("type") == MIRROR for f in rule.get("filters") or []):
+            raise OwnershipError(
+                f"a rule of {HTTP_ROUTE.ref(target.namespace, target.route)} already mirrors "
+                "traffic; canary-controller will not add a second mirror"
+            )
+        out["filters"] = [*(out.get("filters") or []), _mirror_filter(ref, target, mirror)]
+    return out
+
+
+def original_route(route: Mapping[str, Any], namespace: str) -> JsonObject:
+    """The route without anything a router changed: what `restore` writes back."""
+    obj = copy.deepcopy(dict(route))
+    snapshot = read_snapshot(route)
+    write_snapshot(obj, None)
+    if snapshot is None:
+        return obj
+    candidate = str(snapshot.get("candidate", ""))
+    saved: list[Mapping[str, Any]] = list(snapshot.get("targets") or [])
+    used = [False] * len(saved)
+    managed = list(snapshot.get("managed") or [])
+    rules = []
+    for rule in (obj.get("spec") or {}).get("rules") or []:
+        if not _mentions(rule, candidate, namespace):
+            rules.append(rule)
+            continue
+        matches = rule.get("matches")
+        index = next(
+            (i for i, s in enumerate(saved) if not used[i] and s.get("matches") == matches), None
+        )
+        if index is not None:
+            used[index] = True
+            rules.append(_given_back(rule, saved[index], candidate, namespace))
+        elif rule.get("matches") in managed:
+            continue  # a cohort rule we added
+        else:
+            log.warning(
+                "a rule of HTTPRoute %s/%s sends traffic to %s but was not written by "
+                "canary-controller as it is now; leaving it as it is",
+                namespace,
+                route.get("metadata", {}).get("name"),
+                candidate,
+            )
+            rules.append(rule)
+    if "spec" in obj:
+        obj["spec"]["rules"] = rules
+    return obj
+
+
+def _given_back(
+    rule: Mapping[str, Any], saved: Mapping[str, Any], candidate: str, namespace: str
+) -> JsonObject:
+    out = dict(rule)
+    out["backendRefs"] = copy.deepcopy(saved["backendRefs"])
+    filters = [f for f in rule.get("filters") or [] if not _mirrors_to(f, candidate, namespace)]
+    if filters or saved.get("hadFilters"):
+        out["filters"] = filters
+    else:
+        out.pop("filters", None)
+    return out
+
+
+def desired_route(route: Mapping[str, Any], target: RouteTarget, state: RouteState) -> JsonObject:
+    """The HTTPRoute carrying `state`, built from the route as it is now."""
+    obj = original_route(route, target.namespace)
+    if not state.routes_anything:
+        return obj
+    ref = HTTP_ROUTE.ref(target.namespace, target.route)
+    rules: list[Mapping[str, Any]] = list((obj.get("spec") or {}).get("rules") or [])
+    targets = [i for i, rule in enumerate(rules) if _is_target(rule, target)]
+    if not targets:
+        for rule in rules:
+            if any(_points_at(r, target.baseline, target.namespace) for r in _refs(rule)):
+                raise UnsupportedRouteError(
+                    f"{ref} splits traffic between the baseline {target.baseline!r} and other "
+                    "backends; canary-controller only routes rules whose only backend is the "
+                    "baseline"
+                )
+        backends = sorted({str(r.get("name")) for rule in rules for r in _refs(rule)})
+        raise NotRoutedToBaselineError(
+            f"{ref} has no rule sending traffic to the baseline Service {target.baseline!r} "
+            f"(its backends: {', '.join(backends) or 'none'})"
+        )
+    out_rules = [
+        _routed(rule, target, state.weight, state.mirror_percent)
+        if i in targets
+        else copy.deepcopy(dict(rule))
+        for i, rule in enumerate(rules)
+    ]
+    managed = []
+    for name, share in state.cohorts:
+        header = header_match(target.cohort(name).match)
+        for i in targets:
+            rule = _routed(rules[i], target, share, state.mirror_percent)
+            rule["matches"] = _with_header(rules[i].get("matches"), header)
+            if "name" in rule:  # rule names are unique within a route
+                rule["name"] = f"{rule['name']}-canary-{name}"[:253]
+            out_rules.append(rule)
+            managed.append(rule["matches"])
+    if len(out_rules) > MAX_RULES:
+        raise UnsupportedRouteError(
+            f"{ref} would need {len(out_rules)} rules ({len(targets)} routed rule(s) for each of "
+            f"{len(state.cohorts)} cohort(s) with its own weight); an HTTPRoute has at most "
+            f"{MAX_RULES}"
+        )
+    obj["spec"]["rules"] = out_rules
+    write_snapshot(
+        obj,
+        {
+            "baseline": target.baseline,
+            "candidate": target.candidate,
+            "targets": [
+                {
+                    "matches": rules[i].get("matches"),
+                    "backendRefs": rules[i].get("backendRefs"),
+                    "hadFilters": "filters" in rules[i],
+                }
+                for i in targets
+            ],
+            "managed": managed,
+        },
+    )
+    return obj
+
+
+def promoted_route(route: Mapping[str, Any], target: RouteTarget) -> JsonObject:
+    """The original route with the candidate as the only backend of every target rule."""
+    obj = original_route(route, target.namespace)
+    for rule in (obj.get("spec") or {}).get("rules") or []:
+        if _is_target(rule, target):
+            rule["backendRefs"] = [{**rule["backendRefs"][0], "name": target.candidate}]
+    return obj
+
+
+def _candidate_share(rule: Mapping[str, Any], target: RouteTarget) -> int:
+    refs = _refs(rule)
+    total = sum(int(r.get("weight", 1)) for r in refs)
+    ours = sum(
+        int(r.get("weight", 1)) for r in refs if _points_at(r, target.candidate, target.namespace)
+    )
+    return round(ours * TOTAL / total) if total else 0
+
+
+def _mirror_share(rule: Mapping[str, Any], target: RouteTarget) -> int:
+    for flt in rule.get("filters") or []:
+        if _mirrors_to(flt, target.candidate, target.namespace):
+            return int((flt.get("requestMirror") or {}).get("percent", TOTAL))
+    return 0
+
+
+def observed_state(route: Mapping[str, Any], target: RouteTarget) -> RouteState:
+    """The state an HTTPRoute carries (ValueError-free: odd weights are read as shares)."""
+    snapshot = read_snapshot(route) or {}
+    managed = list(snapshot.get("managed") or [])
+    cohort_headers = [(c.name, header_match(c.match)) for c in target.cohorts]
+    weight: int | None = None
+    mirror = 0
+    cohorts: dict[str, int] = {}
+    for rule in (route.get("spec") or {}).get("rules") or []:
+        matches = rule.get("matches")
+        if managed and matches in managed:
+            headers = ((matches or [{}])[0]).get("headers") or []
+            for name, header in cohort_headers:
+                if header in headers and name not in cohorts:
+                    cohorts[name] = _candidate_share(rule, target)
+        elif weight is None and any(
+            _points_at(r, target.baseline, target.namespace) for r in _refs(rule)
+        ):
+            weight = _candidate_share(rule, target)
+            mirror = _mirror_share(rule, target)
+    if weight is None:
+        raise NotRoutedToBaselineError(
+            f"{HTTP_ROUTE.ref(target.namespace, target.route)} has no rule sending traffic "
+            f"to the baseline Service {target.baseline!r}"
+        )
+    return RouteState(weight, cohorts, mirror)
+
+
+class GatewayApiRouter(RouterBase):
+    """Routes by weighted backendRefs and extra header-matched rules on an HTTPRoute."""
+
+    KIND = RouterKind.GATEWAY_API
+
+    def __init__(self, target: RouteTarget, cluster: Cluster) -> None:
+        super().__init__(target)
+        self.cluster = cluster
+        self._ref = HTTP_ROUTE.ref(target.namespace, target.route)
+
+    def _missing(self) -> RouteNotFoundError:
+        return RouteNotFoundError(
+            f"{self._ref} not found: traffic.route must name the HTTPRoute that serves "
+            "the model, in the rollout's namespace"
+        )
+
+    def observe(self) -> RouteState:
+        route = self.cluster.get(HTTP_ROUTE, self.target.namespace, self.target.route)
+        if route is None:
+            raise self._missing()
+        return observed_state(route, self.target)
+
+    def apply(self, desired: RouteState) -> RouteChange:
+        state = self.supported(desired)
+
+        def build(current: JsonObject | None) -> JsonObject:
+            if current is None:
+                raise self._missing()
+            return desired_route(current, self.target, state)
+
+        done = self.cluster.reconcile(HTTP_ROUTE, self.target.namespace, self.target.route, build)
+        assert done.object is not None
+        return route_change(observed_state(done.object, self.target), done)
+
+    def restore(self, *, promote: bool = False) -> RouteChange:
+        def build(current: JsonObject | None) -> JsonObject | None:
+            if current is None:
+                if promote:
+                    raise self._missing()
+                log.warning("%s is gone; nothing to give back", self._ref)
+                return None
+            if promote:
+                return promoted_route(current, self.target)
+            return original_route(current, self.target.namespace)
+
+        done = self.cluster.reconcile(HTTP_ROUTE, self.target.namespace, self.target.route, build)
+        return route_change(PROMOTED if promote else NEUTRAL, done)

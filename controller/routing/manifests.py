@@ -1,0 +1,184 @@
+"""Kubernetes objects as plain JSON: merge patches, server fields, snapshots, header regexes.
+
+Routers handle every object as the JSON the API server returned, never as a
+client model, so a field this code has never heard of (a newer Gateway API
+field, another controller's extension) is carried through untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from controller.policy import HeaderMatch
+from controller.routing.base import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    ROUTE_LABEL,
+    SNAPSHOT_ANNOTATION,
+)
+
+JsonObject = dict[str, Any]
+
+#: metadata the API server sets and owns: never written back, ignored in comparisons
+SERVER_METADATA = (
+    "resourceVersion",
+    "uid",
+    "creationTimestamp",
+    "generation",
+    "managedFields",
+    "selfLink",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+)
+
+
+def merge_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonObject:
+    """The JSON merge patch (RFC 7386) that turns `current` into `desired`; {} if equal.
+
+    Lists are replaced whole, as the API server does for merge patches; a key
+    missing from `desired` becomes `null`, which deletes it.
+    """
+    patch: JsonObject = {}
+    for key in current:
+        if key not in desired:
+            patch[key] = None
+    for key, want in desired.items():
+        have = current.get(key)
+        if isinstance(want, Mapping) and isinstance(have, Mapping):
+            sub = merge_patch(have, want)
+            if sub:
+                patch[key] = sub
+        elif key not in current or have != want:
+            patch[key] = copy.deepcopy(want)
+    return patch
+
+
+def without_server_fields(obj: Mapping[str, Any]) -> JsonObject:
+    """`obj` without the metadata the API server manages, for comparisons and golden files."""
+    out = copy.deepcopy(dict(obj))
+    meta = out.get("metadata")
+    if isinstance(meta, dict):
+        for key in SERVER_METADATA:
+            meta.pop(key, None)
+    return out
+
+
+def annotations_of(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict(obj.get("metadata", {}).get("annotations") or {})
+
+
+def set_annotations(obj: JsonObject, values: Mapping[str, str]) -> None:
+    """Set the annotations of `obj`, dropping the key when none are left (as the API does)."""
+    meta = obj.setdefault("metadata", {})
+    if values:
+        meta["annotations"] = dict(values)
+    else:
+        meta.pop("annotations", None)
+
+
+def read_snapshot(obj: Mapping[str, Any]) -> JsonObject | None:
+    """The snapshot a router left on a route it changed, or None if it changed nothing."""
+    text = annotations_of(obj).get(SNAPSHOT_ANNOTATION)
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def write_snapshot(obj: JsonObject, snapshot: Mapping[str, Any] | None) -> None:
+    """Record (or, with None, remove) the snapshot on `obj`; other annotations stay as they are."""
+    values = annotations_of(obj)
+    if snapshot is None:
+        values.pop(SNAPSHOT_ANNOTATION, None)
+    else:
+        values[SNAPSHOT_ANNOTATION] = json.dumps(snapshot, separators=(",", ":"))
+    set_annotations(obj, values)
+
+
+_REGEX_SPECIALS = frozenset("\\.+*?()|[]{}^$")
+
+
+def escape_regex(text: str) -> str:
+    """`text` as a regex matching it literally, valid in RE2 and PCRE alike.
+
+    Python's `re.escape` also escapes characters (`-`, `#`, `&`, space) that
+    only Python needs escaped; this escapes only what both dialects treat as
+    special, so the pattern reads the same in the proxy's config.
+    """
+    return "".join("\\" + c if c in _REGEX_SPECIALS else c for c in text)
+
+
+def header_regex(match: HeaderMatch) -> str | None:
+    """A regex for a prefix or regex match (None for an exact value)."""
+    if match.regex is not None:
+        return match.regex
+    if match.prefix is not None:
+        return "^" + escape_regex(match.prefix)
+    return None
+
+
+def owner_references(
+    current: Mapping[str, Any] | None, owner: Mapping[str, Any] | None
+) -> list[Any]:
+    """The owner references of a managed object: the rollout's, plus any others already set."""
+    refs = [
+        r
+        for r in (current or {}).get("metadata", {}).get("ownerReferences") or []
+        if owner is None or r.get("uid") != owner.get("uid")
+    ]
+    return [*refs, dict(owner)] if owner is not None else refs
+
+
+def child_name(parent: str, suffix: str, limit: int = 253) -> str:
+    """`parent-suffix`, shortened with a hash of `parent` when it would exceed `limit`."""
+    name = f"{parent}-{suffix}"
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(parent.encode()).hexdigest()[:8]
+    return f"{parent[: limit - len(suffix) - 10].rstrip('-.')}-{digest}-{suffix}"
+
+
+def labels(obj: Mapping[str, Any] | None) -> dict[str, str]:
+    return dict((obj or {}).get("metadata", {}).get("labels") or {})
+
+
+def is_managed(obj: Mapping[str, Any] | None, route: str) -> bool:
+    """Whether `obj` is an object a router created for `route` (by its labels)."""
+    found = labels(obj)
+    return found.get(MANAGED_BY_LABEL) == MANAGED_BY and found.get(ROUTE_LABEL) == route
+
+
+def managed_object(
+    current: Mapping[str, Any] | None,
+    *,
+    api_version: str,
+    kind: str,
+    namespace: str,
+    name: str,
+    managed_labels: Mapping[str, str],
+    owner: Mapping[str, Any] | None,
+) -> JsonObject:
+    """The object to write for a managed object: the current one (other controllers'
+    labels and annotations kept) or a new skeleton, with our labels and owner reference."""
+    obj: JsonObject = (
+        copy.deepcopy(dict(current))
+        if current is not None
+        else {
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {"name": name, "namespace": namespace},
+        }
+    )
+    meta = obj.setdefault("metadata", {})
+    meta["labels"] = {**(meta.get("labels") or {}), **managed_labels}
+    refs = owner_references(current, owner)
+    if refs:
+        meta["ownerReferences"] = refs
+    return obj

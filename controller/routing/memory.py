@@ -1,0 +1,107 @@
+"""An in-memory router: the demo's route, and the engine tests' stand-in for a cluster.
+
+It keeps the same rules as the real routers (the states it accepts are those
+of the router kind it stands in for, writes only when something changes,
+`restore` gives back the original or promotes) so an engine tested against it
+behaves the same against a cluster. Tests can make its next calls fail with
+any error (`fail_next`), as an API server would.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+
+from controller.errors import CanaryError
+from controller.policy import CAPABILITIES, RouterCapabilities, RouterKind
+from controller.routing.base import (
+    NEUTRAL,
+    PROMOTED,
+    RouteChange,
+    RouteState,
+    RouteTarget,
+    Verb,
+    Write,
+    supported_state,
+)
+
+log = logging.getLogger(__name__)
+
+MEMORY_KIND = "MemoryRoute"
+
+
+class MemoryRouter:
+    """A TrafficRouter whose route lives in this object (thread-safe)."""
+
+    def __init__(self, target: RouteTarget, kind: RouterKind = RouterKind.GATEWAY_API) -> None:
+        self.target = target
+        self._kind = kind
+        self._lock = threading.Lock()
+        self._state = NEUTRAL
+        self._backend = target.baseline
+        self._history: list[RouteState] = []
+        self._failures: deque[CanaryError] = deque()
+
+    @property
+    def kind(self) -> RouterKind:
+        return self._kind
+
+    @property
+    def capabilities(self) -> RouterCapabilities:
+        return CAPABILITIES[self._kind]
+
+    @property
+    def backend(self) -> str:
+        """The Service the route's default backend names: the baseline, or after a promotion
+        the candidate."""
+        return self._backend
+
+    @property
+    def history(self) -> tuple[RouteState, ...]:
+        """Every state written, in order (a restore writes the neutral state)."""
+        with self._lock:
+            return tuple(self._history)
+
+    def fail_next(self, *errors: CanaryError) -> None:
+        """Make the next calls (any method) raise these errors, one per call, in order."""
+        with self._lock:
+            self._failures.extend(errors)
+
+    def _maybe_fail(self) -> None:
+        if self._failures:
+            raise self._failures.popleft()
+
+    def _write(self) -> Write:
+        return Write(Verb.PATCH, MEMORY_KIND, self.target.namespace, self.target.route)
+
+    def observe(self) -> RouteState:
+        with self._lock:
+            self._maybe_fail()
+            return self._state
+
+    def apply(self, desired: RouteState) -> RouteChange:
+        state = supported_state(desired, self._kind)
+        for name, _ in state.cohorts:
+            self.target.cohort(name)
+        with self._lock:
+            self._maybe_fail()
+            if state == self._state:
+                log.info("memory route %s: no changes, skipping", self.target.route)
+                return RouteChange(state)
+            self._state = state
+            self._history.append(state)
+            return RouteChange(state, (self._write(),))
+
+    def restore(self, *, promote: bool = False) -> RouteChange:
+        with self._lock:
+            self._maybe_fail()
+            backend = self.target.candidate if promote else self._backend
+            after = PROMOTED if promote else NEUTRAL
+            if self._state == NEUTRAL and backend == self._backend:
+                log.info("memory route %s: no changes, skipping", self.target.route)
+                return RouteChange(after)
+            self._state = NEUTRAL
+            self._backend = backend
+            self._history.append(NEUTRAL)
+            return RouteChange(after, (self._write(),))

@@ -1,0 +1,325 @@
+"""A Kubernetes API server for tests: kmock's emulator, over HTTP, on its own event loop.
+
+No Kubernetes API server can be installed here, so the code under test talks
+HTTP with the real `kubernetes` client to kmock's `KubernetesEmulator` (never a
+patched client). `ApiServer` adds what a real API server does and kmock does
+not, where our routers depend on it:
+
+- server-managed metadata: `resourceVersion` (bumped on every write), `uid`,
+  `creationTimestamp`, `generation` (bumped when `spec` changes) and
+  `managedFields`, so "compare minus server metadata" is a real comparison;
+- optimistic concurrency: a PATCH carrying a stale `metadata.resourceVersion`
+  fails with 409 Conflict and changes nothing;
+- `201 Created` for a create (the generated client reads the body only then).
+
+Faults are kmock reactions queued per request: `fail(...)` answers the next
+matching requests with an HTTP error (the write is *not* applied), a `Slow`
+response (the write is applied, the answer comes late: a client timeout), a
+`Concurrent` change (another writer changes the object right after our read),
+or `Through` (an ordinary answer, to aim the next outcome at a later request).
+
+kmock is asyncio-based; `KubeApi` runs it on an event loop in a background
+thread so synchronous code under test can use it. Only 127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import itertools
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import attrs
+import kmock
+from kubernetes.client import ApiClient, Configuration
+
+T = TypeVar("T")
+JsonObject = dict[str, Any]
+
+#: what "minus server metadata" removes, and what ApiServer sets
+SERVER_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields")
+
+
+@dataclass(frozen=True)
+class Slow:
+    """Answer after `seconds` (the request itself is carried out, as a real server would)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Concurrent:
+    """Answer a read with the object as it is, then apply `patch` as another writer would."""
+
+    patch: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Through:
+    """Answer normally (to aim a later outcome at the second matching request, say)."""
+
+
+Outcome = int | Slow | Concurrent | Through
+
+_REASONS = {
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
+
+
+def status_error(status: int, message: str = "") -> kmock.KubernetesError:
+    """The Status a real API server sends for `status`."""
+    reason = _REASONS.get(status, "Unknown")
+    return kmock.KubernetesError(
+        status=status,
+        reason=reason,
+        message=message or f"injected {status} {reason}",
+        details={},
+    )
+
+
+@attrs.define(kw_only=True)
+class ApiServer(kmock.KubernetesEmulator):
+    """kmock's emulator with resource versions, preconditions, 201s and queued faults."""
+
+    _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1000), init=False)
+    _faults: list[tuple[Callable[[kmock.Request], bool], deque[Outcome]]] = attrs.field(
+        factory=list, init=False
+    )
+    in_flight: int = attrs.field(default=0, init=False)
+
+    # --- objects ---------------------------------------------------------------------------
+
+    def register(self, plural_path: str, kind: str) -> None:
+        """Serve a resource (`group/version/plural`) in discovery, like an installed CRD."""
+        self.resources[plural_path] = kmock.ResourceInfo(
+            kind=kind,
+            namespaced=True,
+            verbs={"get", "list", "create", "patch", "update", "delete"},
+        )
+
+    def put(self, plural_path: str, obj: Mapping[str, Any]) -> None:
+        """Store an object as if it had been created through the API."""
+        meta = obj["metadata"]
+        key = (kmock.resource(plural_path), meta["namespace"], meta["name"])
+        self.objects[key] = copy.deepcopy(dict(obj))
+        self._stamp(self.objects[key], created=True)
+
+    def get(self, plural_path: str, namespace: str, name: str) -> JsonObject | None:
+        """The stored object (a copy), or None if it does not exist."""
+        key = (kmock.resource(plural_path), namespace, name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None
+        return copy.deepcopy(self.objects[key].raw)
+
+    def _stamp(self, obj: kmock.Object, *, created: bool = False) -> None:
+        raw = obj.raw
+        meta = dict(raw.get("metadata") or {})
+        previous = obj.history[-2] if len(obj.history) > 1 else None
+        spec_changed = previous is None or dict(previous).get("spec") != raw.get("spec")
+        meta["resourceVersion"] = str(next(self._versions))
+        if created or "uid" not in meta:
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = datetime.datetime.now(datetime.UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            )
+            meta["generation"] = 1
+        elif spec_changed:
+            meta["generation"] = int(meta.get("generation", 1)) + 1
+        meta["managedFields"] = [{"manager": "kmock", "operation": "Update"}]
+        for key in ("labels", "annotations", "ownerReferences"):  # omitempty, as the API does
+            if key in meta and not meta[key]:
+                del meta[key]
+        obj["metadata"] = meta
+
+    # --- faults ----------------------------------------------------------------------------
+
+    def fail(self, method: str, plural: str, name: str | None, *outcomes: Outcome) -> None:
+        """Answer the next requests `method` on `plural` (named `name`, or any) with `outcomes`."""
+        method = method.upper()
+
+        def matches(request: kmock.Request) -> bool:
+            resource = request.resource
+            return (
+                str(request.method.value).upper() == method
+                and resource is not None
+                and resource.plural == plural
+                and (name is None or request.name == name)
+            )
+
+        queue: deque[Outcome] = deque(outcomes)
+        self._faults.append((matches, queue))
+        for outcome in outcomes:
+            self._react(matches, queue, outcome)
+
+    def _react(
+        self,
+        matches: Callable[[kmock.Request], bool],
+        queue: deque[Outcome],
+        outcome: Outcome,
+    ) -> None:
+        # One reaction per outcome: a reaction that lets a request through is disabled
+        # by kmock, which is exactly right for a one-shot Slow or Concurrent.
+        def due(request: kmock.Request) -> bool:
+            return matches(request) and bool(queue) and queue[0] is outcome
+
+        async def respond(request: kmock.Request) -> object:
+            queue.popleft()
+            if isinstance(outcome, Through):
+                return NotImplemented
+            if isinstance(outcome, Slow):
+                await asyncio.sleep(outcome.seconds)
+                return NotImplemented  # then the emulator serves the real answer
+            if isinstance(outcome, Concurrent):
+                assert request.resource is not None
+                key = (request.resource, request.namespace, request.name)
+                before = copy.deepcopy(self.objects[key].raw)
+                self.objects[key].patch(dict(outcome.patch))
+                self._stamp(self.objects[key])
+                return before
+            raise status_error(outcome)
+
+        self[due] << respond
+
+    def _queued(self, request: kmock.Request) -> Outcome | None:
+        for matches, queue in self._faults:
+            if queue and matches(request):
+                return queue[0]
+        return None
+
+    # --- what kmock does not do ------------------------------------------------------------
+
+    async def _handle(self, request: kmock.Request) -> Any:
+        self.in_flight += 1
+        try:
+            outcome = self._queued(request)
+            if isinstance(outcome, int):  # a refused request changes nothing
+                return await kmock.RawHandler._handle(self, request)
+            self._check_precondition(request)
+            return await super()._handle(request)
+        finally:
+            self.in_flight -= 1
+
+    def _check_precondition(self, request: kmock.Request) -> None:
+        if request.action != kmock.action.UPDATE or not isinstance(request.data, dict):
+            return
+        wanted = (request.data.get("metadata") or {}).get("resourceVersion")
+        if wanted is None or request.resource is None:
+            return
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return
+        current = (self.objects[key].raw.get("metadata") or {}).get("resourceVersion")
+        if current != wanted:
+            raise status_error(
+                409,
+                f'Operation cannot be fulfilled on {request.resource.plural} "{request.name}": '
+                "the object has been modified; please apply your changes to the latest "
+                "version and try again",
+            )
+
+    async def _serve_create(self, request: kmock.Request) -> Any:
+        namespace = request.namespace or request.data.get("metadata", {}).get("namespace")
+        key = (request.resource, namespace, request.data.get("metadata", {}).get("name"))
+        self._stamp(self.objects[key], created=True)
+        return kmock.Response(status=201, payload=await super()._serve_create(request))
+
+    async def _serve_update(self, request: kmock.Request) -> Any:
+        self._stamp(self.objects[(request.resource, request.namespace, request.name)])
+        return await super()._serve_update(request)
+
+    # --- what was asked ----------------------------------------------------------------------
+
+    def writes(self) -> list[tuple[str, str, Any]]:
+        """Every write request so far, as (method, path, body), in order."""
+        return [
+            (str(r.method.value), r.url.path, r.data)
+            for r in self
+            if str(r.method.value) in ("POST", "PATCH", "PUT", "DELETE")
+        ]
+
+    def requests(self, method: str | None = None) -> list[kmock.Request]:
+        return [r for r in self if method is None or str(r.method.value) == method.upper()]
+
+
+class KubeApi:
+    """An ApiServer on 127.0.0.1 served from a background event loop; a context manager."""
+
+    def __init__(self) -> None:
+        self.server = ApiServer()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="kmock", daemon=True)
+        self.url = ""
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve())
+        except BaseException as exc:  # surfaced to the test thread in __enter__/__exit__
+            self._failure = exc
+            self._ready.set()
+        finally:
+            self._loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        async with self.server, kmock.Server(self.server, host="127.0.0.1") as http:
+            self.url = str(http.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> KubeApi:
+        self._thread.start()
+        self._ready.wait(10)
+        if self._failure is not None or not self.url:
+            raise RuntimeError("the kmock API server did not start") from self._failure
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        deadline = time.monotonic() + 5
+        while self.server.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)  # let slow answers finish before the server goes away
+        assert self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the server's event loop (safe while requests are in flight)."""
+
+        async def run() -> T:
+            return fn()
+
+        return self.run(run())
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    def client(self) -> ApiClient:
+        """A real `kubernetes` client for this server; its own retries off (ours count)."""
+        config = Configuration(host=self.url)
+        config.retries = 0
+        return ApiClient(config)
+
+
+def without_server_metadata(obj: Mapping[str, Any]) -> JsonObject:
+    """`obj` minus the metadata the API server manages."""
+    out = copy.deepcopy(dict(obj))
+    for key in SERVER_METADATA:
+        out.get("metadata", {}).pop(key, None)
+    return out
