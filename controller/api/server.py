@@ -1,0 +1,177 @@
+"""The controller's HTTP endpoints: `/healthz`, `/readyz` and `/metrics`.
+
+A deliberately small WSGI application on the standard library's `wsgiref`
+server, with one thread per request, run in a background thread. It has three
+read-only endpoints and no state of its own, so a web framework would add
+nothing but weight; `/metrics` is prometheus-client's own WSGI app (content
+negotiation, OpenMetrics, gzip), mounted as it is.
+
+    server = ApiServer(metrics.registry, readiness, host="0.0.0.0", port=8080)
+    server.start()
+    ...
+    readiness.mark_stopping()   # on SIGTERM: unready first,
+    controller.stop()           # finish ticks, release leases,
+    server.stop()               # then stop answering.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from types import TracebackType
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIEnvironment
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from controller.api.health import Readiness
+
+log = logging.getLogger(__name__)
+
+#: The port the chart's probes, Service and ServiceMonitor use (tests/chart checks it).
+DEFAULT_PORT = 8080
+
+WsgiApp = Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    # A slow scrape must not hold up a probe; request threads never outlive the process.
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Access lines go to the logger at DEBUG (probes every few seconds), not to stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+def create_app(registry: CollectorRegistry, readiness: Readiness) -> WsgiApp:
+    """The WSGI application behind the three endpoints."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in {"GET", "HEAD"}:
+            return _answer(
+                start_response, method, "405 Method Not Allowed", b"", [("Allow", "GET, HEAD")]
+            )
+        if path == "/metrics":
+            served: Iterable[bytes] = metrics_app(environ, start_response)
+            return served
+        if path == "/healthz":
+            return _answer(start_response, method, "200 OK", b"ok\n")
+        if path == "/readyz":
+            report = readiness.evaluate()
+            body = json.dumps(report.to_json(), sort_keys=True).encode() + b"\n"
+            status = "200 OK" if report.ready else "503 Service Unavailable"
+            return _answer(start_response, method, status, body, json_body=True)
+        return _answer(start_response, method, "404 Not Found", b"not found\n")
+
+    return app
+
+
+def _answer(
+    start_response: StartResponse,
+    method: str,
+    status: str,
+    body: bytes,
+    headers: list[tuple[str, str]] | None = None,
+    *,
+    json_body: bool = False,
+) -> list[bytes]:
+    kind = "application/json" if json_body else "text/plain; charset=utf-8"
+    start_response(
+        status,
+        [
+            ("Content-Type", kind),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            *(headers or []),
+        ],
+    )
+    return [] if method == "HEAD" else [body]
+
+
+class ApiServer:
+    """Serves the endpoints from a background thread until `stop()`.
+
+    `port=0` picks a free port (tests); `address` tells which one was bound.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        readiness: Readiness,
+        *,
+        host: str = "0.0.0.0",  # in a pod, kubelet and Prometheus must reach it
+        port: int = DEFAULT_PORT,
+    ) -> None:
+        self._app = create_app(registry, readiness)
+        self._host = host
+        self._port = port
+        self._server: _ThreadingServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) bound; only known after `start()`."""
+        if self._server is None:
+            raise RuntimeError("the API server is not started")
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        """Bind and serve in a daemon thread; OSError if the port is taken."""
+        if self._server is not None:
+            raise RuntimeError("the API server is already started")
+        server = make_server(
+            self._host,
+            self._port,
+            self._app,
+            server_class=_ThreadingServer,
+            handler_class=_QuietHandler,
+        )
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="canary-api",
+            daemon=True,
+        )
+        self._thread.start()
+        log.info("serving /healthz, /readyz and /metrics", extra={"address": self.url})
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop answering and close the socket. Safe to call twice, or before `start()`."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout)
+        self._server = self._thread = None
+
+    def __enter__(self) -> ApiServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
