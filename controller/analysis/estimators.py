@@ -1,0 +1,214 @@
+"""From counts to the quantity a limit is tested on, and its variance.
+
+Every limit the judge tests is turned into a *contrast*: an estimate `D` that
+is positive when the candidate is beyond the limit and negative when it is
+within it, the variance of that estimate under the null hypothesis `D = 0`,
+and the mixture scale `tau` the sequential test is tuned with.
+
+Two things make these estimates trustworthy:
+
+- Cohort standardisation. Steps can send a cohort to the candidate at a higher
+  weight than everyone else (`cohortWeights`), so the candidate's traffic mix
+  differs from the baseline's. Pooling would compare different populations
+  (Simpson's paradox: a candidate identical to the baseline in every cohort
+  looks worse overall because it served more of the hard cohort). The overall
+  cell therefore weights each cohort's value by the cohort's share of all
+  traffic (baseline plus candidate: routing splits the population, it does not
+  change it), on the cohorts both versions have seen.
+- Null-restricted variances. The variance is the one the data would have if
+  the candidate sat exactly on the limit (pooling baseline and candidate under
+  that constraint, as the Farrington-Manning score test does). A candidate with
+  0 refusals in 200 requests then does not look certain to be below 1 %.
+
+Arrays carry cohorts (strata) on the last axis; any leading axes (rollouts,
+looks) are carried through, which is how the statistical tests simulate
+thousands of rollouts with the very code the judge runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from controller.analysis.verdicts import Limit
+
+Array = NDArray[np.float64]
+
+#: a mixture scale below this would make the test look for effects too small to matter
+MIN_TAU = 1e-4
+#: the scale used when a relative limit's margin is 0 ("no worse at all")
+ZERO_MARGIN_TAU = 0.01
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """An estimate that is > 0 beyond the limit, its null variance, and the test's scale."""
+
+    estimate: Array
+    variance: Array
+    tau: Array
+
+
+def _arr(x: ArrayLike) -> Array:
+    return np.asarray(x, dtype=np.float64)
+
+
+def _ratio(num: Array, den: Array) -> Array:
+    result: Array = np.divide(
+        num, den, out=np.zeros(np.broadcast_shapes(num.shape, den.shape)), where=den > 0
+    )
+    return result
+
+
+def population_weights(n_c: ArrayLike, n_b: ArrayLike, *, both: bool) -> Array:
+    """Each cohort's share of all traffic, over the cohorts that can be compared.
+
+    With `both`, only cohorts where both versions have samples count (needed
+    for comparisons); otherwise cohorts where the candidate has samples.
+    """
+    nc, nb = _arr(n_c), _arr(n_b)
+    usable = (nc > 0) & (nb > 0) if both else nc > 0
+    raw = np.where(usable, nc + nb, 0.0)
+    total = raw.sum(axis=-1, keepdims=True)
+    return _ratio(raw, total)
+
+
+def absolute_tau(null: float, *, fail_above: bool) -> float:
+    """The mixture scale for an absolute limit: half the room on the healthy side.
+
+    For `max: 0.01` a healthy candidate lives between 0 and 0.01, so the test
+    is tuned to tell 0.005-sized departures apart; for `min: 0.7` (a score) the
+    room is 0.7..1.
+    """
+    room = null if fail_above else 1.0 - null
+    return max(room / 2.0, MIN_TAU)
+
+
+def absolute_contrast(
+    s_c: ArrayLike,
+    n_c: ArrayLike,
+    weights: ArrayLike,
+    null: float,
+    *,
+    fail_above: bool,
+    variance_c: ArrayLike | None = None,
+) -> Contrast:
+    """The candidate's standardised mean against an absolute limit `null`.
+
+    `variance_c` is the per-observation variance of each cohort's values when
+    known (scores); without it the values are treated as 0/1 and the variance
+    is the Bernoulli one at a rate shrunk towards the limit by one pseudo
+    observation, so an empty or all-zero cohort cannot look certain.
+    """
+    s, n, w = _arr(s_c), _arr(n_c), _arr(weights)
+    mean = np.sum(w * _ratio(s, n), axis=-1)
+    if variance_c is None:
+        shrunk = (s + null) / (n + 1.0)
+        per_obs = shrunk * (1.0 - shrunk)
+    else:
+        per_obs = _arr(variance_c)
+    variance = np.sum(w * w * _ratio(per_obs, n), axis=-1)
+    sign = 1.0 if fail_above else -1.0
+    tau = np.full_like(mean, absolute_tau(null, fail_above=fail_above))
+    return Contrast(sign * (mean - null), variance, tau)
+
+
+def _restricted_bernoulli(
+    x_c: Array, n_c: Array, x_b: Array, n_b: Array, rule: Limit, margin: float
+) -> tuple[Array, Array]:
+    """Rates of candidate and baseline under the null, pooled (one pseudo request each)."""
+    events = x_c + x_b + 0.5
+    trials = n_c + n_b + 1.0
+    if rule is Limit.MAX_INCREASE:
+        base = np.clip(_ratio(events - n_c * margin, trials), 0.0, 1.0 - margin)
+        cand = base + margin
+    elif rule is Limit.MAX_DECREASE:
+        base = np.clip(_ratio(events + n_c * margin, trials), margin, 1.0)
+        cand = base - margin
+    else:  # MAX_RATIO
+        base = np.clip(_ratio(events, margin * n_c + n_b + 1.0), 0.0, 1.0)
+        cand = np.minimum(margin * base, 1.0)
+    return cand, base
+
+
+def relative_contrast(
+    s_c: ArrayLike,
+    n_c: ArrayLike,
+    s_b: ArrayLike,
+    n_b: ArrayLike,
+    rule: Limit,
+    margin: float,
+    *,
+    variance_c: ArrayLike | None = None,
+    variance_b: ArrayLike | None = None,
+) -> Contrast:
+    """Candidate against baseline for `maxIncrease`, `maxDecrease` or `maxRatio`.
+
+    - maxIncrease Δ: D = (candidate - baseline) - Δ
+    - maxDecrease Δ: D = (baseline - candidate) - Δ
+    - maxRatio r:    D = candidate - r × baseline
+    each standardised over the cohorts both versions have seen. Without
+    per-observation variances the values are 0/1 and the null-restricted
+    Bernoulli variances are used.
+    """
+    sc, nc, sb, nb = _arr(s_c), _arr(n_c), _arr(s_b), _arr(n_b)
+    w = population_weights(nc, nb, both=True)
+    mean_c, mean_b = _ratio(sc, nc), _ratio(sb, nb)
+    if variance_c is None or variance_b is None:
+        cand0, base0 = _restricted_bernoulli(sc, nc, sb, nb, rule, margin)
+        var_c, var_b = cand0 * (1.0 - cand0), base0 * (1.0 - base0)
+    else:
+        var_c, var_b = _arr(variance_c), _arr(variance_b)
+        base0 = mean_b
+    coef = margin if rule is Limit.MAX_RATIO else 1.0
+    variance = np.sum(w * w * (_ratio(var_c, nc) + coef * coef * _ratio(var_b, nb)), axis=-1)
+    if rule is Limit.MAX_INCREASE:
+        estimate = np.sum(w * (mean_c - mean_b), axis=-1) - margin
+        tau = np.full_like(estimate, margin if margin > 0 else ZERO_MARGIN_TAU)
+    elif rule is Limit.MAX_DECREASE:
+        estimate = np.sum(w * (mean_b - mean_c), axis=-1) - margin
+        tau = np.full_like(estimate, margin if margin > 0 else ZERO_MARGIN_TAU)
+    elif rule is Limit.MAX_RATIO:
+        estimate = np.sum(w * (mean_c - margin * mean_b), axis=-1)
+        # The margin in absolute terms is (r - 1) × the baseline's rate.
+        scale = np.sum(w * base0, axis=-1) * max(abs(margin - 1.0), 0.05)
+        tau = np.maximum(scale, MIN_TAU)
+    else:
+        raise ValueError(f"{rule} is not a relative limit")
+    return Contrast(estimate, variance, np.maximum(tau, MIN_TAU))
+
+
+def exceedance_contrast(
+    above_c: ArrayLike,
+    n_c: ArrayLike,
+    weights: ArrayLike,
+    tail: float,
+    *,
+    fail_above: bool,
+    null_c: ArrayLike | None = None,
+    baseline_samples: ArrayLike | None = None,
+) -> Contrast:
+    """The share of candidate requests beyond a latency `x` against the quantile's tail.
+
+    A quantile q_p is at most x exactly when at most a share `tail` = 1 - p of
+    requests are slower than x, so limits on a quantile become limits on this
+    exceedance share. `null_c` is each cohort's exceedance under the null (for
+    a relative limit: the baseline's share beyond its own quantile, as the
+    candidate would have if it were the baseline scaled to the limit);
+    `baseline_samples` adds the uncertainty of the baseline quantile that x
+    was computed from, which under that null is tail × (1 - tail) / n_b.
+    """
+    above, n, w = _arr(above_c), _arr(n_c), _arr(weights)
+    share = np.sum(w * _ratio(above, n), axis=-1)
+    null0 = np.full_like(n, tail) if null_c is None else _arr(null_c)
+    shrunk = (null0 * n + tail) / (n + 1.0)
+    variance = np.sum(w * w * _ratio(shrunk * (1.0 - shrunk), n), axis=-1)
+    if baseline_samples is not None:
+        variance = variance + _ratio(
+            np.full_like(variance, tail * (1.0 - tail)), _arr(baseline_samples)
+        )
+    sign = 1.0 if fail_above else -1.0
+    tau = np.full_like(share, max(tail / 2.0, MIN_TAU))
+    return Contrast(sign * (share - tail), variance, tau)

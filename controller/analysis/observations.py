@@ -1,0 +1,251 @@
+"""What the judge is given: counts per version and cohort, never rates.
+
+A rate or a quantile on its own hides how much evidence is behind it: 2 % of 50
+requests and 2 % of 50,000 are very different things. So every observation is a
+count, cumulative from the start of the analysis (see `controller.metrics`):
+
+- `Proportion`: events out of trials (refusals out of requests);
+- `Histogram`: Prometheus bucket counts (cumulative, by upper bound `le`), the
+  observation count and, when known, the sum of the observed values;
+- `Gauge`: a plain value with no sample count (or with the count it was
+  averaged over, when the provider knows it).
+
+Per metric, each version's answer is either `VersionData` (the samples of every
+cohort label value the query returned, plus an explicit total when the query
+was not split by cohort) or a `MeasurementFailure`: a failed query is data for
+the judge, which turns it into NO_DATA rather than guessing.
+
+Histogram values are read the way Prometheus' `histogram_quantile` reads them:
+observations are spread evenly inside their bucket, the lowest bucket starts at
+0, and nothing is known inside the `+Inf` bucket.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+import numpy as np
+
+
+def _check_count(name: str, value: float) -> None:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite count >= 0, not {value!r}")
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """`events` out of `trials` (may be fractional when a query extrapolates)."""
+
+    events: float
+    trials: float
+
+    def __post_init__(self) -> None:
+        _check_count("events", self.events)
+        _check_count("trials", self.trials)
+        if self.events > self.trials:
+            raise ValueError(f"events ({self.events:g}) exceed trials ({self.trials:g})")
+
+    @property
+    def samples(self) -> float:
+        return self.trials
+
+    @property
+    def rate(self) -> float | None:
+        return self.events / self.trials if self.trials > 0 else None
+
+    def __add__(self, other: Proportion) -> Proportion:
+        return Proportion(self.events + other.events, self.trials + other.trials)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Cumulative bucket counts by upper bound, as Prometheus exposes them.
+
+    `bounds` are the `le` values in increasing order and end with +Inf;
+    `cumulative[i]` counts observations <= bounds[i], so the last one is the
+    total. Counts summed over pods that restarted at different times can be
+    slightly non-monotone; they are made monotone (as `histogram_quantile`
+    does) when the histogram is built with `from_buckets`.
+    """
+
+    bounds: tuple[float, ...]
+    cumulative: tuple[float, ...]
+    sum: float | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.bounds) < 2 or len(self.bounds) != len(self.cumulative):
+            raise ValueError("a histogram needs at least one finite bucket and +Inf")
+        if self.bounds[-1] != math.inf:
+            raise ValueError("the last bucket bound must be +Inf")
+        if any(b >= c for b, c in zip(self.bounds, self.bounds[1:], strict=False)):
+            raise ValueError("bucket bounds must increase")
+        for count in self.cumulative:
+            _check_count("bucket count", count)
+        if any(b > c for b, c in zip(self.cumulative, self.cumulative[1:], strict=False)):
+            raise ValueError("cumulative bucket counts must not decrease")
+        if self.sum is not None and not math.isfinite(self.sum):
+            raise ValueError("the sum must be finite")
+
+    @classmethod
+    def from_buckets(
+        cls, buckets: Mapping[float, float], total: float | None = None, sum: float | None = None
+    ) -> Histogram:
+        """From `{le: cumulative count}`; `total` (the `_count`) fills in +Inf."""
+        items = sorted(buckets.items())
+        if total is not None and (not items or items[-1][0] != math.inf):
+            items.append((math.inf, total))
+        bounds = tuple(le for le, _ in items)
+        counts = np.maximum.accumulate(np.array([max(c, 0.0) for _, c in items], dtype=float))
+        return cls(bounds, tuple(float(c) for c in counts), sum)
+
+    @property
+    def total(self) -> float:
+        return self.cumulative[-1]
+
+    @property
+    def samples(self) -> float:
+        return self.total
+
+    @property
+    def mean(self) -> float | None:
+        if self.sum is None or self.total <= 0:
+            return None
+        return self.sum / self.total
+
+    @property
+    def largest_finite_bound(self) -> float:
+        return self.bounds[-2]
+
+    def _lower_edge(self, i: int) -> float:
+        if i > 0:
+            return self.bounds[i - 1]
+        return 0.0 if self.bounds[0] > 0 else self.bounds[0]
+
+    def count_at_or_below(self, x: float) -> float | None:
+        """Observations <= x, interpolated inside x's bucket; None inside +Inf."""
+        if x > self.largest_finite_bound:
+            return None
+        i = int(np.searchsorted(self.bounds, x, side="left"))
+        lo, hi = self._lower_edge(i), self.bounds[i]
+        below = self.cumulative[i - 1] if i > 0 else 0.0
+        if x <= lo:
+            return below if i > 0 else 0.0
+        share = (x - lo) / (hi - lo)
+        return below + (self.cumulative[i] - below) * share
+
+    def count_above(self, x: float) -> float | None:
+        """Observations > x (interpolated), the exceedance count at x."""
+        at_or_below = self.count_at_or_below(x)
+        return None if at_or_below is None else max(self.total - at_or_below, 0.0)
+
+    def quantile(self, q: float) -> float | None:
+        """The q-quantile exactly as Prometheus' `histogram_quantile` computes it."""
+        if self.total <= 0:
+            return None
+        rank = q * self.total
+        i = int(np.searchsorted(self.cumulative, rank, side="left"))
+        i = min(i, len(self.bounds) - 1)
+        if i == len(self.bounds) - 1:
+            return self.largest_finite_bound
+        if i == 0 and self.bounds[0] <= 0:
+            return self.bounds[0]
+        lo, hi = self._lower_edge(i), self.bounds[i]
+        below = self.cumulative[i - 1] if i > 0 else 0.0
+        in_bucket = self.cumulative[i] - below
+        if in_bucket <= 0:
+            return hi
+        return lo + (hi - lo) * (rank - below) / in_bucket
+
+    def second_moment_bound(self) -> float | None:
+        """An upper bound on the mean of x² for values in [0, 1] (scores).
+
+        Each observation is at most its bucket's upper bound (1 for the +Inf
+        bucket, since scores never exceed 1), so x² is at most that bound squared.
+        """
+        if self.total <= 0:
+            return None
+        counts = np.diff(np.concatenate(([0.0], self.cumulative)))
+        tops = np.minimum(np.array(self.bounds), 1.0)
+        return float(np.sum(counts * tops * tops) / self.total)
+
+    def __add__(self, other: Histogram) -> Histogram:
+        """Bucket-wise sum; the bucket layout must be the same."""
+        if self.bounds != other.bounds:
+            raise ValueError("cannot add histograms with different buckets")
+        total_sum = None if self.sum is None or other.sum is None else self.sum + other.sum
+        counts = tuple(a + b for a, b in zip(self.cumulative, other.cumulative, strict=True))
+        return Histogram(self.bounds, counts, total_sum)
+
+
+@dataclass(frozen=True)
+class Gauge:
+    """A plain value. `samples` is how many requests it summarises, when known."""
+
+    value: float
+    samples: float | None = None
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.value):
+            raise ValueError(f"a gauge value must be finite, not {self.value!r}")
+        if self.samples is not None:
+            _check_count("samples", self.samples)
+
+
+Sample = Proportion | Histogram | Gauge
+
+
+def _frozen_mapping(value: Mapping[str, Sample]) -> Mapping[str, Sample]:
+    return MappingProxyType(dict(value))
+
+
+@dataclass(frozen=True)
+class VersionData:
+    """One version's samples for one metric.
+
+    `by_cohort` maps every cohort label value the query returned (named cohorts
+    and any other label value, such as the traffic no cohort matched) to its
+    sample. `total` is set instead when the query returned one series without a
+    `cohort` label: then only the overall cell can be judged.
+    """
+
+    by_cohort: Mapping[str, Sample] = field(default_factory=dict)
+    total: Sample | None = None
+    #: the query that produced these samples, for the evidence
+    query: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_cohort", _frozen_mapping(self.by_cohort))
+
+
+class FailureKind(StrEnum):
+    """Why a measurement has no value: mirrors the provider's typed errors."""
+
+    UNREACHABLE = "unreachable"  # the source did not answer (TransientError)
+    BAD_QUERY = "bad-query"  # the source rejected the query (PermanentError)
+    NO_DATA = "no-data"  # the source answered with nothing (NoDataError)
+    AMBIGUOUS = "ambiguous"  # several series where one was expected
+
+
+@dataclass(frozen=True)
+class MeasurementFailure:
+    """A measurement that could not be taken; the judge says NO_DATA for it."""
+
+    kind: FailureKind
+    message: str
+    query: str = ""
+
+
+Measurement = VersionData | MeasurementFailure
+
+
+@dataclass(frozen=True)
+class MetricObservation:
+    """Baseline and candidate measurements of one metric at one look."""
+
+    metric: str
+    baseline: Measurement
+    candidate: Measurement

@@ -1,0 +1,114 @@
+"""Observation types: counts are validated, histograms read as Prometheus reads them."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from controller.analysis import Gauge, Histogram, Proportion, VersionData
+
+INF = math.inf
+# 10 observations <= 0.5, 30 <= 1, 38 <= 2.5, 40 in all
+LATENCY = Histogram((0.5, 1.0, 2.5, INF), (10.0, 30.0, 38.0, 40.0), sum=41.0)
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        # rank 4 falls in the first bucket, which starts at 0: 0 + 0.5 * 4/10
+        pytest.param(0.1, 0.2, id="first-bucket-starts-at-zero"),
+        # rank 20 is half-way through (0.5, 1]: 10 of its 20 observations
+        pytest.param(0.5, 0.75, id="interpolated-inside-bucket"),
+        # rank 36 is 6/8 of the way through (1, 2.5]
+        pytest.param(0.9, 1.0 + 1.5 * 6 / 8, id="upper-bucket"),
+        # rank 39 lies in +Inf: Prometheus answers the largest finite bound
+        pytest.param(0.975, 2.5, id="inf-bucket-gives-largest-bound"),
+        pytest.param(0.75, 1.0 + 1.5 * 0 / 8, id="exactly-on-a-boundary"),
+    ],
+)
+def test_quantile_matches_histogram_quantile(q: float, expected: float) -> None:
+    assert LATENCY.quantile(q) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("x", "at_or_below"),
+    [
+        pytest.param(-1.0, 0.0, id="below-everything"),
+        pytest.param(0.25, 5.0, id="half-the-first-bucket"),
+        pytest.param(1.0, 30.0, id="on-a-boundary-is-exact"),
+        pytest.param(1.75, 34.0, id="interpolated"),
+        pytest.param(2.5, 38.0, id="largest-finite-bound"),
+        pytest.param(3.0, None, id="inside-inf-bucket-is-unknown"),
+    ],
+)
+def test_count_at_or_below(x: float, at_or_below: float | None) -> None:
+    assert LATENCY.count_at_or_below(x) == at_or_below
+    above = LATENCY.count_above(x)
+    assert above == (None if at_or_below is None else 40.0 - at_or_below)
+
+
+def test_quantile_and_exceedance_agree() -> None:
+    """q_p <= x exactly when at most (1 - p) of the observations are above x."""
+    for p in (0.1, 0.3, 0.5, 0.8, 0.9):
+        x = LATENCY.quantile(p)
+        assert x is not None
+        above = LATENCY.count_above(x)
+        assert above is not None
+        assert above / LATENCY.total == pytest.approx(1 - p)
+
+
+def test_from_buckets_repairs_non_monotone_sums_and_adds_inf() -> None:
+    h = Histogram.from_buckets({0.5: 4.0, 1.0: 3.0}, total=9.0, sum=6.0)
+    assert h.bounds == (0.5, 1.0, INF)
+    assert h.cumulative == (4.0, 4.0, 9.0)
+    assert h.mean == pytest.approx(6.0 / 9.0)
+
+
+def test_second_moment_bound_is_an_upper_bound_for_scores() -> None:
+    scores = [0.15, 0.42, 0.42, 0.88, 0.91, 0.99]
+    bounds = (0.2, 0.4, 0.6, 0.8, 1.0, INF)
+    cumulative = tuple(float(sum(s <= b for s in scores)) for b in bounds)
+    h = Histogram(bounds, cumulative, sum=sum(scores))
+    true_second = sum(s * s for s in scores) / len(scores)
+    bound = h.second_moment_bound()
+    assert bound is not None
+    assert bound >= true_second
+
+
+def test_empty_histogram_has_no_quantile_or_mean() -> None:
+    h = Histogram((1.0, INF), (0.0, 0.0), sum=0.0)
+    assert h.quantile(0.5) is None
+    assert h.mean is None
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(lambda: Proportion(5, 4), id="events-above-trials"),
+        pytest.param(lambda: Proportion(-1, 4), id="negative-events"),
+        pytest.param(lambda: Proportion(1, math.nan), id="nan-trials"),
+        pytest.param(lambda: Histogram((1.0, 2.0), (1.0, 2.0)), id="no-inf-bucket"),
+        pytest.param(lambda: Histogram((INF,), (1.0,)), id="no-finite-bucket"),
+        pytest.param(lambda: Histogram((2.0, 1.0, INF), (1.0, 1.0, 1.0)), id="bounds-decrease"),
+        pytest.param(lambda: Histogram((1.0, INF), (3.0, 2.0)), id="counts-decrease"),
+        pytest.param(lambda: Gauge(math.inf), id="infinite-gauge"),
+    ],
+)
+def test_invalid_observations_are_refused(build: object) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
+        build()  # type: ignore[operator]
+
+
+def test_histograms_add_bucketwise_only_with_the_same_layout() -> None:
+    total = LATENCY + LATENCY
+    assert total.cumulative == (20.0, 60.0, 76.0, 80.0)
+    assert total.sum == 82.0
+    with pytest.raises(ValueError, match="different buckets"):
+        LATENCY + Histogram((1.0, INF), (1.0, 1.0))
+
+
+def test_version_data_is_read_only() -> None:
+    data = VersionData({"mobile": Proportion(1, 10)})
+    with pytest.raises(TypeError):
+        data.by_cohort["mobile"] = Proportion(2, 10)  # type: ignore[index]
