@@ -1,0 +1,207 @@
+"""The engine's data: rollout state, what a look found, commands, actions.
+
+All frozen. `decide` takes a state and returns a new one; the executor turns the
+actions into effects; the store keeps `RolloutState.to_json()` between ticks, so a
+restarted controller continues from exactly the state it last committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from controller.analysis.verdicts import Verdict
+from controller.engine.phases import Phase
+from controller.routing.base import RouteState
+
+
+class Waiting(StrEnum):
+    """Why a paused rollout waits for a human."""
+
+    OPERATOR = "operator"  # `canaryctl pause`
+    STEP_PAUSE = "step-pause"  # a step with `pause: true`
+    MANUAL_GATE = "manual-gate"  # promotion.manualGate before 100%
+    NO_DATA = "no-data"  # noData.then: pause
+    INCONCLUSIVE = "inconclusive"  # not enough evidence before the timeout
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """Where a rollout is; everything `decide` needs to remember between ticks."""
+
+    phase: Phase
+    step: int  # index into spec.steps; -1 before the first step
+    candidate_version: str
+    generation: int
+    started_at: datetime
+    phase_since: datetime
+    step_since: datetime
+    analysis_since: datetime  # the judge counts from here
+    tick: int = 0
+    no_data_since: datetime | None = None
+    undecided_since: datetime | None = None  # hold passed, verdicts not all PASS yet
+    paused_from: Phase | None = None
+    waiting: Waiting | None = None
+    command_cursor: int = 0
+    reason: str = ""
+    route: RouteState = field(default_factory=RouteState)
+    restore_pending: bool = False  # the rollout ended but restoring the route failed
+
+    def to_json(self) -> dict[str, Any]:
+        def when(value: datetime | None) -> str | None:
+            return value.isoformat() if value is not None else None
+
+        return {
+            "phase": str(self.phase),
+            "step": self.step,
+            "candidateVersion": self.candidate_version,
+            "generation": self.generation,
+            "startedAt": when(self.started_at),
+            "phaseSince": when(self.phase_since),
+            "stepSince": when(self.step_since),
+            "analysisSince": when(self.analysis_since),
+            "tick": self.tick,
+            "noDataSince": when(self.no_data_since),
+            "undecidedSince": when(self.undecided_since),
+            "pausedFrom": str(self.paused_from) if self.paused_from else None,
+            "waiting": str(self.waiting) if self.waiting else None,
+            "commandCursor": self.command_cursor,
+            "reason": self.reason,
+            "route": self.route.to_json(),
+            "restorePending": self.restore_pending,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RolloutState:
+        def when(key: str) -> datetime | None:
+            value = data.get(key)
+            return datetime.fromisoformat(value) if value else None
+
+        def required(key: str) -> datetime:
+            value = when(key)
+            assert value is not None, f"state has no {key}"
+            return value
+
+        return cls(
+            phase=Phase(data["phase"]),
+            step=int(data["step"]),
+            candidate_version=str(data["candidateVersion"]),
+            generation=int(data["generation"]),
+            started_at=required("startedAt"),
+            phase_since=required("phaseSince"),
+            step_since=required("stepSince"),
+            analysis_since=required("analysisSince"),
+            tick=int(data["tick"]),
+            no_data_since=when("noDataSince"),
+            undecided_since=when("undecidedSince"),
+            paused_from=Phase(data["pausedFrom"]) if data.get("pausedFrom") else None,
+            waiting=Waiting(data["waiting"]) if data.get("waiting") else None,
+            command_cursor=int(data["commandCursor"]),
+            reason=str(data["reason"]),
+            route=RouteState.from_json(data["route"]),
+            restore_pending=bool(data.get("restorePending", False)),
+        )
+
+    def evolve(self, **changes: Any) -> RolloutState:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One verdict of a look, as the engine needs it: which metric, cohort, and how bad."""
+
+    metric: str
+    cohort: str
+    verdict: Verdict
+    critical: bool = True
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class Look:
+    """What one look at the metrics found: every cell, or why there were none."""
+
+    cells: tuple[Cell, ...] = ()
+    error: str | None = None  # the metrics source failed (e.g. Prometheus unreachable)
+
+
+class CommandKind(StrEnum):
+    PROMOTE = "promote"  # to the next step (past a pause or the manual gate)
+    PROMOTE_FULL = "promote-full"  # straight to 100% and Promoted
+    PAUSE = "pause"
+    RESUME = "resume"
+    ABORT = "abort"  # roll back, by hand
+
+
+@dataclass(frozen=True)
+class Command:
+    id: int
+    kind: CommandKind
+    actor: str
+    reason: str = ""
+
+
+class EventKind(StrEnum):
+    """What the owners are told about (Slack, webhook, console)."""
+
+    STARTED = "started"
+    STEP_ADVANCED = "step-advanced"
+    ROLLED_BACK = "rolled-back"
+    PROMOTED = "promoted"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    ABORTED = "aborted"
+    HOLDING = "holding"  # not enough traffic / no data
+    RESTARTED = "restarted"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ApplyRoute:
+    """Make the route carry `state` (idempotent: no write when it already does)."""
+
+    state: RouteState
+
+
+@dataclass(frozen=True)
+class RestoreRoute:
+    """Give the route back: to the baseline, or with the candidate as the only backend."""
+
+    promoted: bool
+
+
+@dataclass(frozen=True)
+class Notify:
+    event: EventKind
+    text: str
+    cells: tuple[Cell, ...] = ()
+    mention: bool = False
+
+
+Action = ApplyRoute | RestoreRoute | Notify
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One change of phase or step, for the audit trail."""
+
+    at: datetime
+    from_phase: Phase
+    to_phase: Phase
+    from_step: int
+    to_step: int
+    reason: str
+    actor: str = "controller"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What `decide` returns: the next state, the effects to perform, the audit."""
+
+    state: RolloutState
+    actions: tuple[Action, ...] = ()
+    transitions: tuple[Transition, ...] = ()
+    applied_commands: tuple[Command, ...] = ()

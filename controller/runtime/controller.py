@@ -1,0 +1,187 @@
+"""The long-running controller: leases, one scheduled job per owned rollout, shutdown.
+
+Several replicas can run against one store. Each rollout is owned by one replica
+at a time through a lease row with an expiry: `sync` (every few seconds) takes or
+renews the leases of the rollouts it can, and keeps one APScheduler job per owned,
+live rollout at that rollout's analysis interval (`max_instances=1`, coalescing,
+so a slow tick is never run twice at once nor queued up). A replica that dies stops
+renewing; its leases expire after `lease_ttl` and another replica's next `sync`
+takes them over, resuming each rollout from its last committed state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from controller.engine.executor import Clock, Executor, Observer
+from controller.engine.phases import Phase
+from controller.errors import CanaryError
+from controller.policy import ModelRollout
+from controller.routing.base import TrafficRouter
+from controller.runtime.sources import RolloutSource, Snapshot
+from controller.store.base import LeaseStore, RolloutStore, StaleStateError
+from controller.store.records import StoredRollout
+
+log = logging.getLogger(__name__)
+
+RouterFactory = Callable[[ModelRollout], TrafficRouter]
+
+
+class Store(RolloutStore, LeaseStore, Protocol):
+    """A store that keeps both rollouts and leases (every store here does)."""
+
+
+class Controller:
+    """Owns rollouts through leases and ticks each at its analysis interval."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        source: RolloutSource,
+        routes: RouterFactory,
+        observer: Observer,
+        clock: Clock,
+        replica: str,
+        lease_ttl: timedelta = timedelta(seconds=15),
+        sync_every: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.source = source
+        self.routes = routes
+        self.observer = observer
+        self.clock = clock
+        self.replica = replica
+        self.lease_ttl = lease_ttl
+        self.sync_every = sync_every
+        self.executor = Executor(store, clock)
+        self.scheduler = BackgroundScheduler(job_defaults={"max_instances": 1, "coalesce": True})
+        self._snapshot = Snapshot({}, synced=False)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    # --- one pass over everything --------------------------------------------------
+
+    def sync(self) -> None:
+        """Take or renew leases and keep exactly the needed jobs scheduled."""
+        snapshot = self.source.snapshot()
+        now = self.clock.now()
+        with self._lock:
+            self._snapshot = snapshot
+        stored = {r.key: r for r in self.store.rollouts()}
+        wanted: dict[str, float] = {}
+        for key, rollout in snapshot.rollouts.items():
+            if not _needs_ticks(rollout, stored.get(key)):
+                continue
+            if self.store.acquire(key, self.replica, self.lease_ttl, now):
+                wanted[key] = rollout.spec.analysis.interval.total_seconds()
+        for key, row in stored.items():
+            if key in snapshot.rollouts or not snapshot.synced:
+                continue
+            if Phase(row.phase).terminal and not row.state.get("restorePending"):
+                continue
+            if self.store.acquire(key, self.replica, self.lease_ttl, now):
+                self._end(row)
+        self._schedule(wanted)
+
+    def _schedule(self, wanted: dict[str, float]) -> None:
+        if not self.scheduler.running:
+            return
+        jobs = {job.id: job for job in self.scheduler.get_jobs() if job.id.startswith("tick:")}
+        for job_id, job in jobs.items():
+            key = job_id.removeprefix("tick:")
+            interval = wanted.get(key)
+            if interval is None or job.trigger.interval.total_seconds() != interval:
+                job.remove()
+        for key, interval in wanted.items():
+            if (
+                f"tick:{key}" not in jobs
+                or jobs[f"tick:{key}"].trigger.interval.total_seconds() != interval
+            ):
+                self.scheduler.add_job(
+                    self.tick,
+                    "interval",
+                    args=[key],
+                    seconds=interval,
+                    id=f"tick:{key}",
+                    next_run_time=datetime.now().astimezone(),
+                    replace_existing=True,
+                )
+
+    def tick(self, key: str) -> None:
+        """One tick of one rollout, if this replica still owns it."""
+        if self._stopping.is_set():
+            return
+        with self._lock:
+            rollout = self._snapshot.rollouts.get(key)
+        if rollout is None:
+            return
+        if not self.store.acquire(key, self.replica, self.lease_ttl, self.clock.now()):
+            log.info("lost the lease on %s to another replica", key)
+            return
+        try:
+            result = self.executor.tick(rollout, self.routes(rollout), self.observer)
+        except StaleStateError:
+            log.info("%s was written by another replica; skipping this tick", key)
+            return
+        except CanaryError as exc:
+            log.error("tick of %s failed: %s", key, exc)
+            return
+        for transition in result.decision.transitions:
+            log.info(
+                "%s: %s -> %s (step %d): %s",
+                key,
+                transition.from_phase,
+                transition.to_phase,
+                transition.to_step + 1,
+                transition.reason,
+            )
+
+    def _end(self, row: StoredRollout) -> None:
+        try:
+            rollout = ModelRollout.model_validate(row.policy)
+            self.executor.end(rollout, self.routes(rollout))
+            log.info("%s was deleted: route restored, rollout ended", row.key)
+        except (CanaryError, ValueError) as exc:
+            log.error("could not end deleted rollout %s: %s", row.key, exc)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """The source has synced once and the scheduler runs."""
+        with self._lock:
+            synced = self._snapshot.synced
+        return synced and self.scheduler.running
+
+    def start(self) -> None:
+        self.scheduler.start()
+        self.scheduler.add_job(
+            self.sync,
+            "interval",
+            seconds=self.sync_every,
+            id="sync",
+            next_run_time=datetime.now().astimezone(),
+        )
+
+    def stop(self) -> None:
+        """Finish the ticks in flight, then release every lease this replica holds."""
+        self._stopping.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        for key in self.store.held_by(self.replica, self.clock.now()):
+            self.store.release(key, self.replica)
+
+
+def _needs_ticks(rollout: ModelRollout, row: StoredRollout | None) -> bool:
+    if row is None:
+        return True
+    if row.candidate_version != rollout.spec.candidate.version:
+        return True  # a new candidate restarts even an ended rollout
+    return not Phase(row.phase).terminal or bool(row.state.get("restorePending"))
