@@ -74,10 +74,14 @@ class Clock(Protocol):
 
 @dataclass(frozen=True)
 class TickResult:
+    """What a tick did: the decision (state, actions, transitions), what it looked at,
+    the row committed, and route writes that failed (retried next tick)."""
+
     key: str
     decision: Decision
     stored: StoredRollout | None
     route_errors: tuple[str, ...] = field(default_factory=tuple)
+    look: Look | None = None
 
 
 def dedupe_key(key: str, state: RolloutState, index: int, event: str) -> str:
@@ -104,6 +108,7 @@ class Executor:
             else start(spec, generation, now)
         )
         analyses: tuple[AnalysisRecord, ...] = ()
+        look: Look | None = None
         if stored is not None and spec.candidate.version != state.candidate_version:
             decision = restart(spec, state, generation, now)
         elif state.phase.terminal:
@@ -111,8 +116,13 @@ class Executor:
                 return TickResult(key, Decision(state), stored)  # ended: nothing to do
             decision = Decision(state)
         else:
-            observation = self._observe(observer, rollout, state, now)
-            analyses = observation.records
+            # A pending rollout has served nothing yet: it starts without a look.
+            observation = (
+                Observation(Look())
+                if state.phase is Phase.PENDING
+                else self._observe(observer, rollout, state, now)
+            )
+            analyses, look = observation.records, observation.look
             commands = self._commands(key, state) if stored is not None else ()
             decision = decide(spec, state, observation.look, commands, now)
             decision = Decision(
@@ -121,7 +131,7 @@ class Executor:
                 decision.transitions,
                 decision.applied_commands,
             )
-        return self._perform(rollout, stored, decision, route, analyses, now)
+        return self._perform(rollout, stored, decision, route, analyses, now, look)
 
     def end(self, rollout: ModelRollout, route: TrafficRouter) -> TickResult | None:
         """The ModelRollout was deleted: restore the route and record the end."""
@@ -155,6 +165,7 @@ class Executor:
         route: TrafficRouter,
         analyses: tuple[AnalysisRecord, ...],
         now: datetime,
+        look: Look | None = None,
     ) -> TickResult:
         state = decision.state
         actions = list(decision.actions)
@@ -225,6 +236,7 @@ class Executor:
             Decision(state, decision.actions, decision.transitions),
             committed,
             tuple(errors),
+            look,
         )
 
 

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from controller.engine.executor import Clock, Executor, Observer
+from controller.engine.executor import Clock, Executor, Observer, TickResult
 from controller.engine.phases import Phase
 from controller.errors import CanaryError
 from controller.policy import ModelRollout
@@ -37,6 +37,32 @@ class Store(RolloutStore, LeaseStore, Protocol):
     """A store that keeps both rollouts and leases (every store here does)."""
 
 
+class TickReporter(Protocol):
+    """Tells the world what a committed tick did: logs, ModelRollout status, Events.
+
+    Called after the commit, so it reports only what really happened; a failure
+    to report is logged and never undoes or blocks the tick.
+    """
+
+    def report(self, rollout: ModelRollout, result: TickResult) -> None: ...
+
+
+class LogReporter:
+    """Every transition as one log line (the reporter used without a cluster)."""
+
+    def report(self, rollout: ModelRollout, result: TickResult) -> None:
+        for t in result.decision.transitions:
+            log.info(
+                "%s: %s -> %s (step %d): %s",
+                rollout.key,
+                t.from_phase,
+                t.to_phase,
+                t.to_step + 1,
+                t.reason,
+                extra={"rollout": rollout.key, "phase": str(t.to_phase), "step": t.to_step + 1},
+            )
+
+
 class Controller:
     """Owns rollouts through leases and ticks each at its analysis interval."""
 
@@ -51,6 +77,7 @@ class Controller:
         replica: str,
         lease_ttl: timedelta = timedelta(seconds=15),
         sync_every: float = 5.0,
+        reporters: tuple[TickReporter, ...] = (LogReporter(),),
     ) -> None:
         self.store = store
         self.source = source
@@ -60,6 +87,7 @@ class Controller:
         self.replica = replica
         self.lease_ttl = lease_ttl
         self.sync_every = sync_every
+        self.reporters = reporters
         self.executor = Executor(store, clock)
         self.scheduler = BackgroundScheduler(job_defaults={"max_instances": 1, "coalesce": True})
         self._snapshot = Snapshot({}, synced=False)
@@ -133,21 +161,21 @@ class Controller:
         except CanaryError as exc:
             log.error("tick of %s failed: %s", key, exc)
             return
-        for transition in result.decision.transitions:
-            log.info(
-                "%s: %s -> %s (step %d): %s",
-                key,
-                transition.from_phase,
-                transition.to_phase,
-                transition.to_step + 1,
-                transition.reason,
-            )
+        self._report(rollout, result)
+
+    def _report(self, rollout: ModelRollout, result: TickResult) -> None:
+        for reporter in self.reporters:
+            try:
+                reporter.report(rollout, result)
+            except CanaryError as exc:
+                log.warning("could not report on %s: %s", rollout.key, exc)
 
     def _end(self, row: StoredRollout) -> None:
         try:
             rollout = ModelRollout.model_validate(row.policy)
-            self.executor.end(rollout, self.routes(rollout))
-            log.info("%s was deleted: route restored, rollout ended", row.key)
+            result = self.executor.end(rollout, self.routes(rollout))
+            if result is not None:
+                self._report(rollout, result)
         except (CanaryError, ValueError) as exc:
             log.error("could not end deleted rollout %s: %s", row.key, exc)
 
