@@ -100,6 +100,8 @@ class ApiServer(kmock.KubernetesEmulator):
         factory=list, init=False
     )
     in_flight: int = attrs.field(default=0, init=False)
+    #: requests a fault already took its turn on (a pass-through must not fire the next one)
+    _faulted: set[int] = attrs.field(factory=set, init=False)
 
     # --- objects ---------------------------------------------------------------------------
 
@@ -174,15 +176,18 @@ class ApiServer(kmock.KubernetesEmulator):
         # One reaction per outcome: a reaction that lets a request through is disabled
         # by kmock, which is exactly right for a one-shot Slow or Concurrent.
         def due(request: kmock.Request) -> bool:
-            return matches(request) and bool(queue) and queue[0] is outcome
+            return (
+                matches(request)
+                and bool(queue)
+                and queue[0] is outcome
+                and request.id not in self._faulted
+            )
 
         async def respond(request: kmock.Request) -> object:
             queue.popleft()
-            if isinstance(outcome, Through):
+            self._faulted.add(request.id)
+            if isinstance(outcome, Through | Slow):  # Slow: _handle delays the real answer
                 return NotImplemented
-            if isinstance(outcome, Slow):
-                await asyncio.sleep(outcome.seconds)
-                return NotImplemented  # then the emulator serves the real answer
             if isinstance(outcome, Concurrent):
                 assert request.resource is not None
                 key = (request.resource, request.namespace, request.name)
@@ -209,7 +214,12 @@ class ApiServer(kmock.KubernetesEmulator):
             if isinstance(outcome, int):  # a refused request changes nothing
                 return await kmock.RawHandler._handle(self, request)
             self._check_precondition(request)
-            return await super()._handle(request)
+            response = await super()._handle(request)
+            if isinstance(outcome, Slow):
+                # The request is carried out (and versioned) at once, as a real server
+                # would; only the answer is late.
+                await asyncio.sleep(outcome.seconds)
+            return response
         finally:
             self.in_flight -= 1
 

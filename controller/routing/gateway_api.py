@@ -114,11 +114,13 @@ def _mirror_filter(ref: Mapping[str, Any], target: RouteTarget, percent: int) ->
     return {"type": MIRROR, "requestMirror": mirror}
 
 
-def _routed(rule: Mapping[str, Any], target: RouteTarget, share: int, mirror: int) -> JsonObject:
+def _routed(
+    rule: Mapping[str, Any], target: RouteTarget, share: int, mirror: int, *, split: bool = False
+) -> JsonObject:
     """A target rule (or a cohort's copy of it) sending `share` to the candidate."""
     out = copy.deepcopy(dict(rule))
     ref = _refs(rule)[0]
-    if share:
+    if share or split:
         out["backendRefs"] = [
             {**copy.deepcopy(dict(ref)), "weight": TOTAL - share},
             {**copy.deepcopy(dict(ref)), "name": target.candidate, "weight": share},
@@ -216,7 +218,9 @@ def desired_route(route: Mapping[str, Any], target: RouteTarget, state: RouteSta
     for name, share in state.cohorts:
         header = header_match(target.cohort(name).match)
         for i in targets:
-            rule = _routed(rules[i], target, share, state.mirror_percent)
+            # split even at 0%: the cohort's rule always names the candidate, so it is
+            # recognised as ours after a restart
+            rule = _routed(rules[i], target, share, state.mirror_percent, split=True)
             rule["matches"] = _with_header(rules[i].get("matches"), header)
             if "name" in rule:  # rule names are unique within a route
                 rule["name"] = f"{rule['name']}-canary-{name}"[:253]

@@ -137,11 +137,13 @@ def _candidate_destination(dest: Mapping[str, Any], target: RouteTarget) -> Json
     return out
 
 
-def _routed(http: Mapping[str, Any], target: RouteTarget, share: int, mirror: int) -> JsonObject:
+def _routed(
+    http: Mapping[str, Any], target: RouteTarget, share: int, mirror: int, *, split: bool = False
+) -> JsonObject:
     """A target route (or a cohort's copy of it) sending `share` to the candidate."""
     out = copy.deepcopy(dict(http))
     dest = _destinations(http)[0]
-    if share:
+    if share or split:
         out["route"] = [
             {**copy.deepcopy(dict(dest)), "weight": TOTAL - share},
             {**_candidate_destination(dest, target), "weight": share},
@@ -219,7 +221,9 @@ def desired_service(vs: Mapping[str, Any], target: RouteTarget, state: RouteStat
             out.append(copy.deepcopy(dict(http)))
             continue
         for name, share in state.cohorts:
-            cohort = _routed(http, target, share, state.mirror_percent)
+            # split even at 0%: the cohort's route always names the candidate, so it is
+            # recognised as ours after a restart
+            cohort = _routed(http, target, share, state.mirror_percent, split=True)
             cohort["match"] = _with_header(http.get("match"), target.cohort(name).match)
             base = f"{http['name']}-" if http.get("name") else ""
             cohort["name"] = f"{base}canary-{name}"
