@@ -289,9 +289,10 @@ class Cluster:
                 log.info("%s: patched %s", ref, sorted(patch))
                 return Reconciled(Write(Verb.PATCH, kind.kind, namespace, name), patched)
             except (_Conflict, _Gone):
-                delay = self._retry.delay(attempt)
-                log.info("%s changed since it was read; reading it again in %.2fs", ref, delay)
-                self._sleep(delay)
+                if attempt + 1 < self._retry.attempts:
+                    delay = self._retry.delay(attempt)
+                    log.info("%s changed since it was read; reading it again in %.2fs", ref, delay)
+                    self._sleep(delay)
         raise ConflictError(
             f"{ref} kept changing between our read and our write "
             f"({self._retry.attempts} attempts); trying again later"

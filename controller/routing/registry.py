@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from controller.policy import RouterKind
-from controller.routing.base import RouterBase, RouteTarget, UnknownRouterError
+from controller.routing.base import RouteTarget, TrafficRouter, UnknownRouterError
 from controller.routing.cluster import Cluster
 from controller.routing.gateway_api import GatewayApiRouter
 from controller.routing.istio import IstioRouter
@@ -33,6 +33,7 @@ def router_class(name: str) -> type[NginxRouter | GatewayApiRouter | IstioRouter
         ) from None
 
 
-def create_router(name: str, target: RouteTarget, cluster: Cluster) -> RouterBase:
-    """A router of kind `name` for one rollout's route, talking to `cluster`."""
+def create_router(name: str, target: RouteTarget, cluster: Cluster) -> TrafficRouter:
+    """A router of kind `name` for one rollout's route, talking to `cluster` (the return
+    type makes mypy check that every registered router keeps the port)."""
     return router_class(name)(target, cluster)
