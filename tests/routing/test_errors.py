@@ -244,3 +244,34 @@ def test_retry_after_from_the_server_stretches_the_backoff() -> None:
     assert policy.delay(3) == 0.8
     assert policy.delay(0, retry_after=1.5) == 1.5
     assert policy.delay(0, retry_after=30) == 2.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_404_on_a_write_is_read_again_and_retried(
+    kube: KubeApi, cluster: Cluster, sleeps: Sleeps, kind: RouterKind
+) -> None:
+    """The object seemed gone when written (a delete and re-create in between): the router
+    reads it again and writes what the fresh object needs."""
+    case = CASES[kind]
+    case.install(kube.server)
+    router = case.make(target(), cluster)
+    state = rollout(kind)[0][1]  # shadow: patches the route itself for every router
+    kube.server.fail("PATCH", case.plural, ROUTE, 404)
+
+    assert router.apply(state).state.mirror_percent == state.mirror_percent
+    assert router.observe().mirror_percent == state.mirror_percent
+    assert sleeps == [0.2]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_404_on_a_read_of_an_installed_api_is_a_missing_route(
+    kube: KubeApi, cluster: Cluster, kind: RouterKind
+) -> None:
+    case = CASES[kind]
+    case.install(kube.server)
+    router = case.make(target(), cluster)
+    kube.server.fail("GET", case.plural, ROUTE, 404)
+
+    with pytest.raises(RouteNotFoundError, match="not found"):
+        router.observe()
+    assert router.observe() == RouteState()

@@ -104,6 +104,30 @@ def test_promotion_leaves_the_candidate_as_the_only_backend(
     assert not router.restore(promote=True).changed
 
 
+PROMOTIONS = [
+    pytest.param(kind, index, id=f"{kind}-after-{step}")
+    for kind in CASES
+    for index, (step, _) in enumerate(rollout(kind))
+]
+
+
+@pytest.mark.parametrize(("kind", "steps_done"), PROMOTIONS)
+def test_promotion_from_any_step_gives_the_same_route(
+    kube: KubeApi, cluster: Cluster, kind: RouterKind, steps_done: int
+) -> None:
+    """A human can promote early (`canaryctl promote`): the route ends the same."""
+    case = CASES[kind]
+    case.install(kube.server)
+    router = case.make(target(), cluster)
+    for _, state in rollout(kind)[: steps_done + 1]:
+        router.apply(state)
+
+    router.restore(promote=True)
+
+    golden = yaml.safe_load((GOLDEN / kind / "promoted.yaml").read_text())
+    assert case.objects(kube.server) == golden["objects"]
+
+
 def _stored_original(kube: KubeApi, kind: RouterKind) -> str:
     route = CASES[kind].route_now(kube.server)
     assert route is not None
