@@ -131,8 +131,12 @@ class Cluster:
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        on_retry: Callable[[Kind, str], None] | None = None,
     ) -> None:
+        """`on_retry(kind, reason)` is told of every retry ("conflict" or "unavailable"),
+        for the controller's own metrics."""
         self._objects = CustomObjectsApi(api)
+        self._on_retry = on_retry or (lambda kind, reason: None)
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -292,6 +296,7 @@ class Cluster:
                 if attempt + 1 < self._retry.attempts:
                     delay = self._retry.delay(attempt)
                     log.info("%s changed since it was read; reading it again in %.2fs", ref, delay)
+                    self._on_retry(kind, "conflict")
                     self._sleep(delay)
         raise ConflictError(
             f"{ref} kept changing between our read and our write "
@@ -332,6 +337,7 @@ class Cluster:
             if attempt + 1 < self._retry.attempts:
                 delay = self._retry.delay(attempt, retry_after)
                 log.warning("%s %s failed (%s); retrying in %.2fs", verb, what, last, delay)
+                self._on_retry(kind, "unavailable")
                 self._sleep(delay)
         raise ApiUnavailableError(
             f"{verb} {what} failed {self._retry.attempts} times; the Kubernetes API is "

@@ -1,4 +1,4 @@
-"""Kubernetes objects as plain JSON: merge patches, server fields, snapshots, header regexes.
+"""Kubernetes objects as plain JSON: merge patches, snapshots, managed objects, regexes.
 
 Routers handle every object as the JSON the API server returned, never as a
 client model, so a field this code has never heard of (a newer Gateway API
@@ -23,18 +23,6 @@ from controller.routing.base import (
 
 JsonObject = dict[str, Any]
 
-#: metadata the API server sets and owns: never written back, ignored in comparisons
-SERVER_METADATA = (
-    "resourceVersion",
-    "uid",
-    "creationTimestamp",
-    "generation",
-    "managedFields",
-    "selfLink",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-)
-
 
 def merge_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonObject:
     """The JSON merge patch (RFC 7386) that turns `current` into `desired`; {} if equal.
@@ -55,16 +43,6 @@ def merge_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonO
         elif key not in current or have != want:
             patch[key] = copy.deepcopy(want)
     return patch
-
-
-def without_server_fields(obj: Mapping[str, Any]) -> JsonObject:
-    """`obj` without the metadata the API server manages, for comparisons and golden files."""
-    out = copy.deepcopy(dict(obj))
-    meta = out.get("metadata")
-    if isinstance(meta, dict):
-        for key in SERVER_METADATA:
-            meta.pop(key, None)
-    return out
 
 
 def annotations_of(obj: Mapping[str, Any]) -> dict[str, str]:

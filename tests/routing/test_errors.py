@@ -275,3 +275,20 @@ def test_a_404_on_a_read_of_an_installed_api_is_a_missing_route(
     with pytest.raises(RouteNotFoundError, match="not found"):
         router.observe()
     assert router.observe() == RouteState()
+
+
+def test_every_retry_is_reported_for_the_controllers_metrics(kube: KubeApi) -> None:
+    case = CASES[RouterKind.GATEWAY_API]
+    case.install(kube.server)
+    retries: list[tuple[str, str]] = []
+    kube.server.fail("GET", "httproutes", ROUTE, 503)
+    kube.server.fail("PATCH", "httproutes", ROUTE, 409)
+    with kube.client() as client:
+        cluster = Cluster(
+            client,
+            timeout=TIMEOUT,
+            sleep=lambda _: None,
+            on_retry=lambda kind, reason: retries.append((kind.kind, reason)),
+        )
+        case.make(target(), cluster).apply(RouteState(5))
+    assert retries == [("HTTPRoute", "unavailable"), ("HTTPRoute", "conflict")]
