@@ -7,8 +7,11 @@ instance and hands it to the runtime (to record) and to `controller.api` (to
 serve `/metrics`); tests make their own on a fresh registry, so nothing here is
 a process-wide global except what Python's logging already is.
 
-Label values are bounded on purpose: a rollout's `namespace`/`rollout` (tens in a
+Label values are bounded on purpose: a rollout's namespace and name (tens in a
 cluster), a phase, a verdict, a metric name from a policy, an error class name.
+The rollout's namespace is the label `rollout_namespace`, not `namespace`: the
+Prometheus Operator gives every scraped series a `namespace` label (the pod's),
+and a clash would rename ours to `exported_namespace`.
 Free text such as a rollback reason belongs in the logs and the audit store, not
 in a label, where every distinct value would be a new time series forever.
 
@@ -131,7 +134,7 @@ class ControllerMetrics:
         self.candidate_weight = Gauge(
             f"{p}_rollout_candidate_weight_percent",
             "Share of traffic (0-100) the candidate receives, as last written to the route.",
-            ["namespace", "rollout"],
+            ["rollout_namespace", "rollout"],
             registry=registry,
         )
         self.ticks = Counter(
@@ -149,13 +152,13 @@ class ControllerMetrics:
         self.rollbacks = Counter(
             f"{p}_rollbacks",
             "Rollouts rolled back (automatically or by hand).",
-            ["namespace", "rollout"],
+            ["rollout_namespace", "rollout"],
             registry=registry,
         )
         self.promotions = Counter(
             f"{p}_promotions",
             "Rollouts promoted: the candidate took all traffic.",
-            ["namespace", "rollout"],
+            ["rollout_namespace", "rollout"],
             registry=registry,
         )
         self.verdicts = Counter(
@@ -223,13 +226,13 @@ class ControllerMetrics:
 
     def set_candidate_weight(self, namespace: str, rollout: str, percent: float) -> None:
         """Record the candidate's traffic share (0-100) after a route write or read-back."""
-        self.candidate_weight.labels(namespace=namespace, rollout=rollout).set(percent)
+        self.candidate_weight.labels(rollout_namespace=namespace, rollout=rollout).set(percent)
 
     def record_rollback(self, namespace: str, rollout: str) -> None:
-        self.rollbacks.labels(namespace=namespace, rollout=rollout).inc()
+        self.rollbacks.labels(rollout_namespace=namespace, rollout=rollout).inc()
 
     def record_promotion(self, namespace: str, rollout: str) -> None:
-        self.promotions.labels(namespace=namespace, rollout=rollout).inc()
+        self.promotions.labels(rollout_namespace=namespace, rollout=rollout).inc()
 
     def forget_rollout(self, namespace: str, rollout: str) -> None:
         """Drop the per-rollout gauge of a deleted rollout (counters keep their history)."""

@@ -48,15 +48,21 @@ def test_rollbacks_promotions_and_weights_are_per_rollout(running: Running) -> N
     m.record_rollback("llm", "bot-v7")
     m.record_promotion("search", "ranker-v2")
     m.set_candidate_weight("llm", "bot-v7", 5)
-    assert value(running, "canary_rollbacks_total", namespace="llm", rollout="bot-v7") == 2
-    assert value(running, "canary_promotions_total", namespace="search", rollout="ranker-v2") == 1
-    key = ("canary_rollout_candidate_weight_percent", (("namespace", "llm"), ("rollout", "bot-v7")))
+    assert value(running, "canary_rollbacks_total", rollout_namespace="llm", rollout="bot-v7") == 2
+    assert (
+        value(running, "canary_promotions_total", rollout_namespace="search", rollout="ranker-v2")
+        == 1
+    )
+    key = (
+        "canary_rollout_candidate_weight_percent",
+        (("rollout", "bot-v7"), ("rollout_namespace", "llm")),
+    )
     assert running.samples()[key] == 5
     m.forget_rollout("llm", "bot-v7")
     m.forget_rollout("llm", "bot-v7")  # forgetting twice is harmless
     assert key not in running.samples()
     # counters keep their history: a rollback stays counted after the rollout is gone
-    assert value(running, "canary_rollbacks_total", namespace="llm", rollout="bot-v7") == 2
+    assert value(running, "canary_rollbacks_total", rollout_namespace="llm", rollout="bot-v7") == 2
 
 
 def test_verdicts_by_kind_and_metric(running: Running) -> None:
@@ -136,13 +142,13 @@ def test_instances_do_not_share_state() -> None:
     first.record_rollback("llm", "bot")
     assert (
         first.registry.get_sample_value(
-            "canary_rollbacks_total", {"namespace": "llm", "rollout": "bot"}
+            "canary_rollbacks_total", {"rollout_namespace": "llm", "rollout": "bot"}
         )
         == 1
     )
     assert (
         second.registry.get_sample_value(
-            "canary_rollbacks_total", {"namespace": "llm", "rollout": "bot"}
+            "canary_rollbacks_total", {"rollout_namespace": "llm", "rollout": "bot"}
         )
         is None
     )
