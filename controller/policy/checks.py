@@ -165,12 +165,21 @@ def _router_mirrors(traffic: Traffic, shadow: Shadow) -> Iterator[Problem]:
 
 @check("traffic")
 def _router_sticky(traffic: Traffic) -> Iterator[Problem]:
-    if traffic.sticky_header is not None and not CAPABILITIES[traffic.router].sticky_header:
+    if traffic.sticky_header is None:
+        return
+    if not CAPABILITIES[traffic.router].sticky_header:
         yield _warning(
             "traffic.stickyHeader",
-            f"{traffic.router} cannot keep a conversation on one version by header, so "
-            "a conversation may switch versions between requests; routers that can: "
+            f"{traffic.router} cannot hash a header to keep a conversation on one backend, "
+            "so it is ignored; routers that can: "
             f"{_names(routers_that('sticky_header'))}",
+        )
+    else:
+        yield _warning(
+            "traffic.stickyHeader",
+            f"{traffic.router} keeps a conversation on one pod within a version; the proxy "
+            "picks baseline or candidate per request, so a conversation can still switch "
+            "versions while both serve traffic",
         )
 
 

@@ -31,7 +31,9 @@ class RouterCapabilities:
     mirror: bool
     #: a percentage of requests, rather than all, can be mirrored
     partial_mirror: bool
-    #: a conversation can be kept on one version by hashing a header
+    #: requests with the same header value go to the same backend pod (consistent hash).
+    #: Envoy picks the version per request first, so this keeps a conversation on one
+    #: pod *within* a version, not on one version (istio/istio#9764).
     sticky_header: bool
     #: the regex dialect its proxy uses for header matches
     regex_dialect: RegexDialect
@@ -59,7 +61,7 @@ CAPABILITIES: dict[RouterKind, RouterCapabilities] = {
         regex_dialect=RegexDialect.RE2,
     ),
     # VirtualService http routes with header matches and weights, mirrorPercentage,
-    # and a DestinationRule consistent hash on the sticky header.
+    # and a DestinationRule consistent hash on the sticky header (per pod, per version).
     RouterKind.ISTIO: RouterCapabilities(
         weighted_cohorts=True,
         header_cohorts=None,

@@ -466,3 +466,13 @@ def test_models_are_frozen() -> None:
     [loaded] = load_text(BASE)
     with pytest.raises(ValueError, match="frozen"):
         loaded.rollout.spec.steps[0].weight = 7  # type: ignore[misc]
+
+
+def test_sticky_header_on_istio_warns_it_is_per_pod_not_per_version() -> None:
+    text = policy(
+        ("router: gateway-api", "router: istio"),
+        ("route: bot}", "route: bot, stickyHeader: x-conversation-id}"),
+    )
+    [loaded] = load_text(text)
+    [warning] = loaded.warnings
+    assert "keeps a conversation on one pod within a version" in warning.message
