@@ -312,8 +312,23 @@ _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b(?:xox[abposre]|xapp)-[A-Za-z0-9-]+"), MASK),
     # A password in a URL's userinfo: scheme://user:password@host
     (re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]+@"), r"\g<head>:***@"),
-    # Authorization headers with a bearer or basic credential.
-    (re.compile(r"(?i)\b(?P<scheme>bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\g<scheme> ***"),
+    # An Authorization header's credential, whatever it looks like.
+    (
+        re.compile(
+            r"(?i)\b(?P<head>authorization[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic)\s+)?)"
+            r"[^\s\"',}]+"
+        ),
+        r"\g<head>***",
+    ),
+    # A bearer or basic credential elsewhere: at least 8 characters
+    # with a digit or a symbol in them, so that "basic sanity checks" stays readable.
+    (
+        re.compile(
+            r"(?i)\b(?P<scheme>bearer|basic)\s+"
+            r"(?=[A-Za-z0-9._~+/=-]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]{8,}"
+        ),
+        r"\g<scheme> ***",
+    ),
     # JWTs, such as Kubernetes service-account tokens.
     (re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"), MASK),
     # key=value secrets in DSNs and query strings: password=..., token=...

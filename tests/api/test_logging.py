@@ -144,6 +144,9 @@ def test_an_exception_is_structured_and_redacted() -> None:
             id="dsn-keyword",
         ),
         pytest.param("?api_key=abcd&x=1", "?api_key=***&x=1", id="query-string"),
+        pytest.param("basic sanity checks passed", "basic sanity checks passed", id="prose"),
+        pytest.param("the bearer of the verdict", "the bearer of the verdict", id="prose-2"),
+        pytest.param("Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic ***", id="basic"),
         pytest.param(
             "nothing secret at http://prom:9090/api",
             "nothing secret at http://prom:9090/api",

@@ -17,6 +17,17 @@ from tests.chart.combinations import ALL_SECRETS, COMBINATIONS, POSTGRES
 from tests.chart.helm import FULLNAME, NAMESPACE, Rendered, render
 
 WRITABLE = {"/tmp", "/var/lib/canary"}
+#: The volume types the `restricted` Pod Security Standard allows.
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 
 
 def pod_spec(rendered: Rendered, kind: str = "Deployment") -> dict[str, Any]:
@@ -41,7 +52,9 @@ def test_every_pod_runs_locked_down(values: dict[str, Any]) -> None:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] == 10001
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        assert not pod.get("hostNetwork") and not pod.get("hostPID")
+        assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+        for volume in pod["volumes"]:
+            assert set(volume) - {"name"} <= RESTRICTED_VOLUMES, volume
         for container in containers(pod):
             context = container["securityContext"]
             assert context["runAsNonRoot"] is True
