@@ -52,7 +52,6 @@ from numpy.typing import ArrayLike, NDArray
 # scipy ships no type information (scipy-stubs is not a dependency); its use is
 # confined to this module and typed through the wrappers below.
 from scipy import optimize, special  # type: ignore[import-untyped]
-from scipy.optimize import elementwise  # type: ignore[import-untyped]
 
 Array = NDArray[np.float64]
 
@@ -126,6 +125,10 @@ def _threshold_a(log_target: Array) -> Array:
             for t, h in zip(log_target.ravel(), hi.ravel(), strict=True)
         ]
         return np.asarray(roots, dtype=np.float64).reshape(log_target.shape)
+    # Imported here: it is only needed for planning and simulations, and loading
+    # it costs the controller (and every CLI start) most of a second.
+    from scipy.optimize import elementwise  # type: ignore[import-untyped]
+
     res: Any = elementwise.find_root(f, (np.zeros_like(hi), hi), args=(log_target,))
     root: Array = np.asarray(res.x, dtype=np.float64)
     return root

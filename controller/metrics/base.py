@@ -1,0 +1,150 @@
+"""The metrics port: what a metric source must answer, and its typed errors.
+
+A `MetricProvider` answers one question: for this metric spec and this version,
+what are the counts since the analysis started, per cohort? The Prometheus
+provider asks a server; the simulated provider asks a seeded traffic simulator.
+Neither the engine nor the judge knows which one it has. This module imports no
+HTTP client, so anything can implement the protocol.
+
+Errors are typed so the caller decides by class, never by message:
+
+    CanaryError
+    ├── TransientError
+    │   ├── MetricsUnreachableError  the source did not answer (down, timeout, 5xx)
+    │   └── NoDataError
+    │       └── NoSeriesError        the query returned no series at all
+    └── PermanentError
+        ├── BadQueryError            the source rejected the query (syntax, execution)
+        └── AmbiguousResultError     several series where one was expected
+
+`collect` runs every metric of a policy for both versions and turns these
+errors into `MeasurementFailure`s: a failed measurement is data for the judge
+(NO_DATA), never an exception that would stop a rollback from happening.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+from controller.analysis import FailureKind, MeasurementFailure, MetricObservation, VersionData
+from controller.errors import CanaryError, NoDataError, PermanentError, TransientError
+from controller.policy import MetricSpec
+
+
+class MetricsUnreachableError(TransientError):
+    """The metric source did not answer: connection refused, timeout, 5xx."""
+
+    def __init__(self, message: str, *, query: str = "", retry_after: float | None = None):
+        super().__init__(message, retry_after=retry_after)
+        self.query = query
+
+
+class NoSeriesError(NoDataError):
+    """The query ran but matched no series: probably no traffic yet."""
+
+    def __init__(self, message: str, *, query: str = "", retry_after: float | None = None):
+        super().__init__(message, retry_after=retry_after)
+        self.query = query
+
+
+class BadQueryError(PermanentError):
+    """The source rejected the query; it will keep doing so until the query changes."""
+
+    def __init__(self, message: str, *, query: str = ""):
+        super().__init__(message)
+        self.query = query
+
+
+class AmbiguousResultError(PermanentError):
+    """The result has several series where one was expected (e.g. per pod, not per cohort)."""
+
+    def __init__(self, message: str, *, query: str = ""):
+        super().__init__(message)
+        self.query = query
+
+
+@dataclass(frozen=True)
+class QueryContext:
+    """Everything a query needs besides the metric and the version.
+
+    Counts run from `start` (the start of the analysis) to `end` (this look);
+    `window` is the policy's `analysis.window`, used by gauges only.
+    """
+
+    model: str
+    namespace: str
+    start: datetime
+    end: datetime
+    window: timedelta = timedelta(minutes=5)
+    cohorts: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("start and end must be timezone-aware")
+        if self.end < self.start:
+            raise ValueError("the end of a count cannot be before its start")
+
+    @property
+    def elapsed(self) -> timedelta:
+        return self.end - self.start
+
+
+@runtime_checkable
+class MetricProvider(Protocol):
+    """A source of cumulative counts for a metric spec and a version."""
+
+    def fetch(self, metric: MetricSpec, version: str, context: QueryContext) -> VersionData:
+        """Counts per cohort label value since `context.start`, at `context.end`.
+
+        Raises `MetricsUnreachableError`, `NoSeriesError`, `BadQueryError` or
+        `AmbiguousResultError` (or another `CanaryError`) when it cannot.
+        """
+        ...
+
+
+def failure_kind(error: CanaryError) -> FailureKind:
+    """How the judge should read an error (its class decides, never its message)."""
+    if isinstance(error, AmbiguousResultError):
+        return FailureKind.AMBIGUOUS
+    if isinstance(error, NoDataError):
+        return FailureKind.NO_DATA
+    if isinstance(error, TransientError):
+        return FailureKind.UNREACHABLE
+    return FailureKind.BAD_QUERY
+
+
+def collect(
+    provider: MetricProvider,
+    metrics: Sequence[MetricSpec],
+    *,
+    baseline: str,
+    candidate: str,
+    context: QueryContext,
+) -> dict[str, MetricObservation]:
+    """Every metric measured for both versions; failures recorded, not raised.
+
+    The candidate is queried first: if the source is down there is no point in
+    waiting for the baseline's timeout too, and the judge needs both anyway.
+    """
+    out: dict[str, MetricObservation] = {}
+    for spec in metrics:
+        measured: dict[str, VersionData | MeasurementFailure] = {}
+        for role, version in (("candidate", candidate), ("baseline", baseline)):
+            if role in measured:
+                continue
+            try:
+                measured[role] = provider.fetch(spec, version, context)
+            except CanaryError as exc:
+                measured[role] = MeasurementFailure(
+                    failure_kind(exc), str(exc), getattr(exc, "query", "")
+                )
+                if isinstance(exc, MetricsUnreachableError):
+                    other = "baseline" if role == "candidate" else "candidate"
+                    measured.setdefault(other, measured[role])
+        out[spec.metric_name] = MetricObservation(
+            spec.metric_name, measured["baseline"], measured["candidate"]
+        )
+    return out

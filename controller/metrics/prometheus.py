@@ -1,0 +1,317 @@
+"""The Prometheus provider: one instant query per metric and version.
+
+Built on `prometheus-api-client`'s `PrometheusConnect` (bearer token and CA
+bundle from `Settings`, a timeout on every request, no client-side retries: the
+controller looks again at the next interval anyway, and a slow retry loop would
+only delay a rollback). HTTP answers are turned into typed errors by a response
+hook, from the status code and Prometheus' own `errorType`, never by parsing
+messages:
+
+    connection refused, timeout, 429, 5xx   MetricsUnreachableError (transient)
+    400 bad_data, 422 execution             BadQueryError (permanent)
+    401, 403, 404, TLS failure              PermanentError
+    an empty result                         NoSeriesError (no data)
+    two series for one cohort               AmbiguousResultError
+
+Built-in templates count exactly from the start of the analysis
+(`promql.counter_increase`), every series part (events and trials; buckets,
+count and sum) in one query `by (cohort)`. Custom queries are rendered with
+escaped placeholders; for them `{{window}}` is the time since the analysis
+started (gauges: the policy's `analysis.window`), so `increase(x[{{window}}])`
+counts from the start, with Prometheus' own extrapolation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from pydantic import SecretStr
+from urllib3.util.retry import Retry
+
+from controller.analysis import Gauge, Histogram, Proportion, Sample, VersionData
+from controller.errors import PermanentError
+from controller.metrics import promql
+from controller.metrics.base import (
+    AmbiguousResultError,
+    BadQueryError,
+    MetricsUnreachableError,
+    NoSeriesError,
+    QueryContext,
+)
+from controller.metrics.templates import QUERIES, Reading, histogram_series
+from controller.policy import MetricKind, MetricSpec
+from controller.settings import Settings, redact_url
+
+COHORT = "cohort"
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class _Query:
+    """A rendered query and how to read its result."""
+
+    def __init__(self, text: str, reading: Reading) -> None:
+        self.text = text
+        self.reading = reading
+
+
+class PrometheusProvider:
+    """A `MetricProvider` that asks a Prometheus server (HTTP API v1)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: SecretStr | None = None,
+        ca_file: Path | None = None,
+        timeout_seconds: float = 10.0,
+        step_seconds: float = 15.0,
+        lookback_seconds: float = 600.0,
+    ) -> None:
+        """`step_seconds` is the resolution of exact counts: a counter restart loses
+        at most the increments of the step it happened in, so keep it at about the
+        scrape interval. `lookback_seconds` is the longest scrape gap bridged."""
+        if step_seconds <= 0 or lookback_seconds < step_seconds:
+            raise ValueError("need 0 < step_seconds <= lookback_seconds")
+        self.url = url.rstrip("/")
+        self.timeout_seconds = timeout_seconds
+        self.step_seconds = step_seconds
+        self.lookback_seconds = lookback_seconds
+        session = requests.Session()
+        session.verify = str(ca_file) if ca_file is not None else True
+        session.hooks["response"].append(self._check_response)
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else None
+        self._client = PrometheusConnect(
+            url=self.url,
+            headers=headers,
+            session=session,
+            timeout=timeout_seconds,
+            retry=Retry(total=0, raise_on_status=False),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **options: float) -> PrometheusProvider:
+        return cls(
+            settings.prometheus_url,
+            token=settings.prometheus_token,
+            ca_file=settings.prometheus_ca_file,
+            timeout_seconds=settings.prometheus_timeout_seconds,
+            **options,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __repr__(self) -> str:
+        return f"PrometheusProvider({redact_url(self.url)!r})"
+
+    # --- the MetricProvider protocol ---
+
+    def fetch(self, metric: MetricSpec, version: str, context: QueryContext) -> VersionData:
+        query = self.query_for(metric, version, context)
+        result = self._run(query.text, context)
+        return _read(result, query, metric)
+
+    def query_for(self, metric: MetricSpec, version: str, context: QueryContext) -> _Query:
+        """The PromQL `fetch` sends for `metric` and `version` (for evidence and replay)."""
+        values: dict[str, promql.Value] = {
+            "model": context.model,
+            "version": version,
+            "namespace": context.namespace,
+            "cohort": promql.OneOf(context.cohorts),
+        }
+        if metric.template is not None:
+            return self._template_query(metric.template, values, context)
+        assert metric.query is not None and metric.kind is not None
+        if metric.kind is MetricKind.GAUGE:
+            values["window"] = promql.Duration(context.window.total_seconds())
+            return _Query(promql.render(metric.query, values), Reading.GAUGE)
+        # The query is evaluated at the aligned end (see `_run`), so the window is
+        # the aligned span: `x - x offset {{window}}` then reads exactly the start.
+        window = self._window(context)
+        values["window"] = promql.Duration(max(window.end - window.start, self.step_seconds))
+        if metric.kind is MetricKind.PROPORTION:
+            assert metric.trials is not None
+            parts = {
+                "events": promql.render(metric.query, values),
+                "trials": promql.render(metric.trials, values),
+            }
+            return _Query(promql.tagged(parts), Reading.PROPORTION)
+        return _Query(promql.render(metric.query, values), Reading.HISTOGRAM)
+
+    def _window(self, context: QueryContext) -> promql.CountWindow:
+        return promql.CountWindow.aligned(
+            context.start.timestamp(),
+            context.end.timestamp(),
+            self.step_seconds,
+            self.lookback_seconds,
+        )
+
+    def _template_query(
+        self, name: str, values: Mapping[str, promql.Value], context: QueryContext
+    ) -> _Query:
+        template = QUERIES.get(name)
+        if template is None:
+            raise BadQueryError(f"no PromQL for the template {name!r}")
+        window = self._window(context)
+        selectors = [promql.render(s, values) for s in template.counters]
+        if template.reading is Reading.HISTOGRAM:
+            bucket, count, total = histogram_series(selectors[0])
+            parts = {
+                "bucket": promql.counter_increase(bucket, (COHORT, "le"), window),
+                "count": promql.counter_increase(count, (COHORT,), window),
+                "sum": promql.counter_increase(total, (COHORT,), window),
+            }
+        else:
+            names = (
+                ("events", "trials") if template.reading is Reading.PROPORTION else ("num", "den")
+            )
+            parts = {
+                part: promql.counter_increase(selector, (COHORT,), window)
+                for part, selector in zip(names, selectors, strict=True)
+            }
+        return _Query(promql.tagged(parts), template.reading)
+
+    # --- HTTP ---
+
+    def _run(self, query: str, context: QueryContext) -> list[dict[str, Any]]:
+        evaluation_time = self._window(context).end
+        params = {"time": f"{evaluation_time:.3f}", "timeout": f"{self.timeout_seconds:g}s"}
+        try:
+            result = self._client.custom_query(query, params=params)
+        except _HttpError as exc:
+            raise exc.typed(query) from exc
+        except requests.exceptions.SSLError as exc:
+            raise PermanentError(f"TLS to Prometheus failed: {exc}") from exc
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            raise MetricsUnreachableError(
+                f"Prometheus at {redact_url(self.url)} is unreachable: {type(exc).__name__}",
+                query=query,
+            ) from exc
+        except (requests.exceptions.RequestException, ValueError, KeyError) as exc:
+            raise MetricsUnreachableError(
+                f"Prometheus at {redact_url(self.url)} gave an unreadable answer: {exc}",
+                query=query,
+            ) from exc
+        if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
+            raise BadQueryError("the query must return an instant vector", query=query)
+        return cast(list[dict[str, Any]], result)
+
+    @staticmethod
+    def _check_response(response: requests.Response, *args: object, **kwargs: object) -> None:
+        """Turn a non-200 answer into a typed error before the client sees it."""
+        status = response.status_code
+        if status == 200:
+            return
+        try:
+            body = response.json()
+            detail = f"{body.get('errorType', '')}: {body.get('error', '')}".strip(": ")
+        except ValueError:
+            detail = response.text[:300]
+        raise _HttpError(status, f"Prometheus answered {status}: {detail}", _retry_after(response))
+
+
+class _HttpError(Exception):
+    """A non-200 answer, raised from the response hook and typed where the query is known."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+    def typed(self, query: str) -> Exception:
+        if self.status in _TRANSIENT_STATUS:
+            return MetricsUnreachableError(self.message, query=query, retry_after=self.retry_after)
+        if self.status in (400, 422):
+            return BadQueryError(self.message, query=query)
+        return PermanentError(self.message)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+# --- reading results --------------------------------------------------------------
+
+_Key = tuple[str | None, str, str]  # (cohort or None, part, le)
+
+
+def _series_values(result: Sequence[Mapping[str, Any]], query: _Query) -> dict[_Key, float]:
+    """{(cohort, part, le): value} with duplicates refused and NaN series dropped."""
+    values: dict[_Key, float] = {}
+    for series in result:
+        labels = series.get("metric", {})
+        raw = series.get("value", [None, "NaN"])[1]
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise BadQueryError(f"not a number: {raw!r}", query=query.text) from None
+        if math.isnan(value):
+            continue
+        key: _Key = (labels.get(COHORT), labels.get(promql.PART_LABEL, ""), labels.get("le", ""))
+        if key in values:
+            shown = {k: v for k, v in labels.items() if k != promql.PART_LABEL}
+            raise AmbiguousResultError(
+                f"two series for cohort {key[0]!r}{' ' + key[1] if key[1] else ''}; "
+                f"group the query by cohort only (one of them: {shown})",
+                query=query.text,
+            )
+        values[key] = value
+    if not values:
+        raise NoSeriesError("the query returned no series", query=query.text)
+    return values
+
+
+def _read(result: Sequence[Mapping[str, Any]], query: _Query, metric: MetricSpec) -> VersionData:
+    values = _series_values(result, query)
+    cohorts = sorted({k[0] for k in values}, key=lambda c: (c is None, c or ""))
+    samples: dict[str | None, Sample] = {}
+    for cohort in cohorts:
+        mine = {(part, le): v for (c, part, le), v in values.items() if c == cohort}
+        try:
+            sample = _sample(mine, query, metric)
+        except ValueError as exc:
+            raise AmbiguousResultError(f"cohort {cohort!r}: {exc}", query=query.text) from exc
+        if sample is not None:
+            samples[cohort] = sample
+    total = samples.pop(None, None)
+    if total is not None and samples:
+        raise AmbiguousResultError(
+            "some series have a cohort label and some do not", query=query.text
+        )
+    by_cohort = {str(c): s for c, s in samples.items()}
+    return VersionData(by_cohort=by_cohort, total=total, query=query.text)
+
+
+def _sample(
+    parts: Mapping[tuple[str, str], float], query: _Query, metric: MetricSpec
+) -> Sample | None:
+    if query.reading is Reading.PROPORTION:
+        events = max(parts.get(("events", ""), 0.0), 0.0)
+        if ("trials", "") not in parts:
+            raise ValueError("events without trials")
+        trials = max(parts[("trials", "")], 0.0)
+        # Extrapolating custom queries can put events a hair above trials.
+        return Proportion(min(events, trials), trials)
+    if query.reading is Reading.HISTOGRAM:
+        buckets = {float(le): v for (part, le), v in parts.items() if le and part in ("bucket", "")}
+        if not buckets:
+            raise ValueError("no `le` buckets in the result")
+        count = parts.get(("count", ""))
+        return Histogram.from_buckets(buckets, total=count, sum=parts.get(("sum", "")))
+    if ("num", "") in parts or ("den", "") in parts:
+        den = parts.get(("den", ""), 0.0)
+        if den <= 0:
+            return None
+        return Gauge(parts.get(("num", ""), 0.0) / den, den)
+    value = parts.get(("", ""))
+    return Gauge(value) if value is not None and math.isfinite(value) else None
