@@ -13,8 +13,9 @@ view that is safe to log or show (passwords in URLs masked too).
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -67,6 +68,19 @@ class Settings(BaseSettings):
     policy_dir: Path = Field(
         default=Path("rollouts"), description="Directory source of policy files (no cluster)."
     )
+    source: Literal["kubernetes", "directory"] = Field(
+        default="kubernetes",
+        description="Where rollouts come from: ModelRollout objects, or files in policy_dir.",
+    )
+    replica_id: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        description="This replica's name in the store's leases (the pod name in a cluster).",
+    )
+    lease_ttl_seconds: float = Field(default=15.0, gt=0, le=3600)
+    sync_seconds: float = Field(default=5.0, gt=0, le=600)
+    api_host: str = Field(default="0.0.0.0", description="Address of /healthz, /readyz, /metrics.")
+    api_port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = Field(default="INFO")
     log_format: str = Field(default="json", pattern="^(json|console)$")
 

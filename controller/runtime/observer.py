@@ -1,0 +1,98 @@
+"""The engine's Observer, backed by a metric provider and the analysis judge.
+
+Counts run from the start of the analysis (`state.analysis_since`) to this look,
+so the judge's anytime-valid tests see every request the candidate served; the
+full verdicts go to the audit, the engine gets the per-cell summary it decides on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from controller.analysis import CellVerdict, Judgement, JudgeOptions, judge
+from controller.engine.executor import Observation
+from controller.engine.state import Cell, Look, RolloutState
+from controller.metrics.base import MetricProvider, QueryContext, collect
+from controller.policy import ModelRollout
+from controller.store.records import AnalysisRecord
+
+
+class JudgingObserver:
+    """Looks at a rollout's metrics through `provider` and judges them."""
+
+    def __init__(self, provider: MetricProvider, options: JudgeOptions | None = None) -> None:
+        self.provider = provider
+        self.options = options
+        self.last: dict[str, Judgement] = {}
+
+    def observe(self, rollout: ModelRollout, state: RolloutState, now: datetime) -> Observation:
+        spec = rollout.spec
+        cohorts = tuple(c.name for c in spec.cohorts)
+        context = QueryContext(
+            model=spec.model,
+            namespace=rollout.metadata.namespace,
+            start=state.analysis_since,
+            end=max(now, state.analysis_since),
+            window=spec.analysis.window,
+            cohorts=cohorts,
+        )
+        observations = collect(
+            self.provider,
+            spec.analysis.metrics,
+            baseline=spec.baseline.version,
+            candidate=spec.candidate.version,
+            context=context,
+        )
+        judgement = judge(spec.analysis, cohorts, observations, at=now, options=self.options)
+        self.last[rollout.key] = judgement
+        cells = tuple(
+            Cell(c.metric, c.cohort, c.verdict, c.critical, summary=c.reason)
+            for c in judgement.cells
+        )
+        records = tuple(_record(c, state.tick + 1, now) for c in judgement.cells)
+        return Observation(Look(cells), records)
+
+
+def _record(cell: CellVerdict, tick: int, at: datetime) -> AnalysisRecord:
+    return AnalysisRecord(
+        at=at,
+        tick=tick,
+        metric=cell.metric,
+        cohort=cell.cohort,
+        verdict=str(cell.verdict),
+        query=cell.query,
+        baseline_value=_finite(cell.baseline.value) if cell.baseline else None,
+        candidate_value=_finite(cell.candidate.value) if cell.candidate else None,
+        baseline_samples=_finite(cell.baseline.samples) if cell.baseline else None,
+        candidate_samples=_finite(cell.candidate.samples) if cell.candidate else None,
+        evidence=_json(
+            {
+                "reason": cell.reason,
+                "critical": cell.critical,
+                "decidedBy": cell.decided_by,
+                "noData": cell.no_data,
+                "checks": [dataclasses.asdict(check) for check in cell.checks],
+            }
+        ),
+    )
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _json(value: Any) -> Any:
+    """Plain JSON: enums as their values, non-finite floats as None."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float):
+        return _finite(value)
+    if isinstance(value, dict):
+        return {str(k): _json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json(v) for v in value]
+    return value
