@@ -10,19 +10,26 @@ people or as JSON (`--output json`) for scripts. Exit codes, for every command:
 
 from __future__ import annotations
 
+import getpass
 import json
+import time
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.markup import escape
+from rich.text import Text
 
 from controller import __version__
+from controller.demo import Scenario
 from controller.errors import CanaryError, Severity
 from controller.policy import check_files
 from controller.policy.loader import policy_files
+from controller.store.sql import SqlStore
 
 app = typer.Typer(
     name="canaryctl",
@@ -32,6 +39,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Output(StrEnum):
@@ -122,6 +130,196 @@ def validate(
         summary = f"{len(policies)} valid, {len(errors)} error(s) in {len(files)} file(s)"
         console.print(summary if not errors else f"[red]{summary}[/red]")
     raise typer.Exit(1 if errors or not files else 0)
+
+
+@app.command()
+def run() -> None:
+    """Run the controller (configured by CANARY_* variables; see the README)."""
+    from controller.app import run as run_controller
+    from controller.settings import load_settings
+    from controller.telemetry import configure_logging
+
+    try:
+        settings = load_settings()
+        configure_logging(settings)
+        run_controller(settings)
+    except CanaryError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help="SQLAlchemy URL or SQLite file of the store (default: CANARY_DATABASE_URL).",
+    ),
+]
+
+
+def _store(database: str | None) -> SqlStore:
+    from controller.settings import load_settings
+
+    if database is None:
+        url = load_settings().database_url.get_secret_value()
+    elif "://" in database:
+        url = database
+    else:
+        if not Path(database).is_file():
+            _fail(f"no store at {database}: run `canaryctl demo` or `canaryctl db upgrade` first")
+        url = f"sqlite:///{database}"
+    return SqlStore(url)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    name: Annotated[
+        str | None, typer.Argument(help="namespace/name, or name; all if omitted.")
+    ] = None,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every 2 s.")] = False,
+    database: DatabaseOption = None,
+    output: OutputOption = Output.TEXT,
+) -> None:
+    """Phase, step, weights, hold progress and the cohort x metric verdict grid."""
+    from controller.cli.views import resolve, status_json, status_view
+
+    store = _store(database)
+    try:
+        rows = [resolve(store, name)] if name else list(store.rollouts())
+        if output is Output.JSON:
+            now = datetime.now(UTC)
+            typer.echo(json.dumps([status_json(store, r, now) for r in rows], indent=2))
+            return
+
+        def render() -> Group:
+            now = datetime.now(UTC)
+            current = [store.get(r.key) or r for r in rows] if name else list(store.rollouts())
+            if not current:
+                return Group(Text("no rollouts in the store yet"))
+            return Group(*(status_view(store, r, now) for r in current))
+
+        if not watch:
+            console.print(render())
+            return
+        with Live(render(), console=console, refresh_per_second=1) as live:
+            while True:
+                time.sleep(2)
+                live.update(render())
+    except CanaryError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        store.close()
+
+
+@app.command()
+def history(
+    name: Annotated[str, typer.Argument(help="namespace/name, or name.")],
+    database: DatabaseOption = None,
+    output: OutputOption = Output.TEXT,
+) -> None:
+    """The audit timeline: every transition with the evidence behind it, commands, route writes."""
+    from controller.cli.views import history_json, history_view, resolve
+
+    store = _store(database)
+    try:
+        data = history_json(store, resolve(store, name))
+    except CanaryError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    if output is Output.JSON:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        console.print(history_view(data))
+
+
+def _command(kind: str, name: str, reason: str, actor: str | None, database: str | None) -> None:
+    from controller.cli.views import resolve
+    from controller.engine.state import CommandKind
+    from controller.runtime.manual import submit
+
+    store = _store(database)
+    try:
+        row = resolve(store, name)
+        who = actor or getpass.getuser()
+        submit(store, row.key, CommandKind(kind), actor=who, reason=reason, now=datetime.now(UTC))
+    except CanaryError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    console.print(
+        f"{kind} recorded for {escape(row.key)} by {escape(who)}; "
+        "the controller applies it on the rollout's next tick"
+    )
+
+
+ReasonOption = Annotated[str, typer.Option("--reason", "-r", help="Why, for the audit.")]
+ActorOption = Annotated[
+    str | None, typer.Option("--actor", help="Who, for the audit (default: your user name).")
+]
+
+
+@app.command()
+def promote(
+    name: str,
+    full: Annotated[bool, typer.Option("--full", help="Straight to 100% and Promoted.")] = False,
+    reason: ReasonOption = "",
+    actor: ActorOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Advance to the next step (past a pause or the manual gate), or with --full to 100%."""
+    _command("promote-full" if full else "promote", name, reason, actor, database)
+
+
+@app.command()
+def pause(
+    name: str, reason: ReasonOption = "", actor: ActorOption = None, database: DatabaseOption = None
+) -> None:
+    """Hold the rollout where it is until `resume` (a FAIL still rolls back)."""
+    _command("pause", name, reason, actor, database)
+
+
+@app.command()
+def resume(
+    name: str, reason: ReasonOption = "", actor: ActorOption = None, database: DatabaseOption = None
+) -> None:
+    """Continue a paused rollout."""
+    _command("resume", name, reason, actor, database)
+
+
+@app.command()
+def abort(
+    name: str,
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (required).")],
+    actor: ActorOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Roll back now: the route goes back to the baseline."""
+    _command("abort", name, reason, actor, database)
+
+
+@app.command()
+def demo(
+    scenario: Annotated[
+        Scenario, typer.Option("--scenario", "-s", help="What the candidate does.")
+    ] = Scenario.COHORT_REGRESSION,
+    database: Annotated[
+        Path, typer.Option("--database", help="SQLite file for the audit (recreated).")
+    ] = Path("canary-demo.db"),
+    seed: Annotated[int, typer.Option(help="Seed of the traffic simulator.")] = 7,
+    output: OutputOption = Output.TEXT,
+) -> None:
+    """The whole product on embedded defaults: real engine and judge, simulated traffic."""
+    from controller.cli.demo_view import run_and_show
+
+    run_and_show(scenario, database, seed, json_output=output is Output.JSON)
 
 
 db_app = typer.Typer(help="The audit store.", no_args_is_help=True)

@@ -1,0 +1,191 @@
+"""The composition root: the one place concrete classes are chosen and wired.
+
+`canaryctl run` calls `run(settings)`: it migrates the store, builds the
+controller (source, routers, metrics provider, judge, reporters), serves
+/healthz, /readyz and /metrics, and on SIGTERM becomes unready, finishes the
+ticks in flight, releases its leases and stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+
+from kubernetes import config
+from kubernetes.client import ApiClient
+from sqlalchemy import text
+
+from controller import __version__
+from controller.api.health import Readiness
+from controller.api.server import ApiServer
+from controller.engine.executor import Observer, TickResult
+from controller.engine.phases import Phase
+from controller.metrics.base import MetricProvider
+from controller.metrics.prometheus import PrometheusProvider
+from controller.policy import ModelRollout
+from controller.routing.base import RouteTarget, TrafficRouter
+from controller.routing.cluster import Cluster
+from controller.routing.registry import router_class
+from controller.runtime.controller import Controller, LogReporter, RouterFactory, TickReporter
+from controller.runtime.observer import JudgingObserver
+from controller.runtime.sources import DirectorySource, RolloutSource
+from controller.settings import Settings
+from controller.store.sql import SqlStore, migrate
+from controller.telemetry import ControllerMetrics
+
+log = logging.getLogger(__name__)
+
+
+class WallClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class MetricsReporter:
+    """Records each tick's outcome in the controller's self-metrics."""
+
+    def __init__(self, metrics: ControllerMetrics) -> None:
+        self.metrics = metrics
+
+    def report(self, rollout: ModelRollout, result: TickResult) -> None:
+        ns, name = rollout.metadata.namespace, rollout.metadata.name
+        state = result.decision.state
+        self.metrics.set_candidate_weight(ns, name, state.route.weight)
+        for t in result.decision.transitions:
+            if t.to_phase is Phase.ROLLED_BACK:
+                self.metrics.record_rollback(ns, name)
+            elif t.to_phase is Phase.PROMOTED:
+                self.metrics.record_promotion(ns, name)
+        for cell in result.look.cells if result.look else ():
+            self.metrics.record_verdict(str(cell.verdict), cell.metric)
+
+
+class ClusterRoutes:
+    """One router per rollout, from the policy's `traffic.router`, on one API client."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._routers: dict[tuple[str, str], TrafficRouter] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, rollout: ModelRollout) -> TrafficRouter:
+        target = RouteTarget.of(rollout)
+        key = (rollout.key, repr(target))
+        with self._lock:
+            if key not in self._routers:
+                router_type = router_class(rollout.spec.traffic.router)
+                self._routers[key] = router_type(target, self.cluster)
+            return self._routers[key]
+
+
+def kube_client(settings: Settings) -> ApiClient:
+    """An API client from CANARY_KUBECONFIG, or the pod's service account."""
+    if settings.kubeconfig is not None:
+        # the kubernetes package has no type hints
+        client: ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(settings.kubeconfig)
+        )
+        return client
+    config.load_incluster_config()  # type: ignore[no-untyped-call]
+    return ApiClient()
+
+
+@dataclass
+class Wiring:
+    """What `build` made, for `run` and for tests."""
+
+    controller: Controller
+    store: SqlStore
+    metrics: ControllerMetrics
+    readiness: Readiness
+    api_client: ApiClient | None
+
+
+def build(
+    settings: Settings,
+    *,
+    source: RolloutSource | None = None,
+    routes: RouterFactory | None = None,
+    provider: MetricProvider | None = None,
+    observer: Observer | None = None,
+    reporters: tuple[TickReporter, ...] = (),
+) -> Wiring:
+    """The controller for `settings`; any piece can be replaced (tests, the demo)."""
+    store = SqlStore(settings.database_url.get_secret_value())
+    metrics = ControllerMetrics()
+    metrics.build_info.info({"version": __version__})
+    api_client = kube_client(settings) if routes is None or source is None else None
+    if source is None:
+        if settings.source == "directory":
+            source = DirectorySource(settings.policy_dir)
+        else:
+            from controller.runtime.kube_source import KubernetesSource
+
+            kube_source = KubernetesSource(api_client, namespace=settings.namespace)
+            kube_source.start()
+            source = kube_source
+    if routes is None:
+        assert api_client is not None
+        routes = ClusterRoutes(Cluster(api_client))
+    if observer is None:
+        observer = JudgingObserver(provider or PrometheusProvider.from_settings(settings))
+    controller = Controller(
+        store=store,
+        source=source,
+        routes=routes,
+        observer=observer,
+        clock=WallClock(),
+        replica=settings.replica_id,
+        lease_ttl=timedelta(seconds=settings.lease_ttl_seconds),
+        sync_every=settings.sync_seconds,
+        reporters=(LogReporter(), MetricsReporter(metrics), *reporters),
+    )
+
+    def store_answers() -> bool:
+        with store.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+
+    readiness = Readiness(
+        {
+            "store": store_answers,
+            "scheduler": lambda: controller.scheduler.running,
+            "source": lambda: controller.ready,
+        }
+    )
+    return Wiring(controller, store, metrics, readiness, api_client)
+
+
+def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
+    """Run the controller until SIGTERM / SIGINT (or `stop` is set)."""
+    migrate(settings.database_url.get_secret_value())
+    wiring = build(settings)
+    server = ApiServer(
+        wiring.metrics.registry, wiring.readiness, host=settings.api_host, port=settings.api_port
+    )
+    stop = stop or threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: finishing ticks in flight", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    wiring.controller.start()
+    log.info(
+        "controller %s running as %s (source: %s)",
+        __version__,
+        settings.replica_id,
+        settings.source,
+    )
+    stop.wait()
+    wiring.readiness.mark_stopping()
+    wiring.controller.stop()
+    server.stop()
+    wiring.store.close()
+    log.info("stopped")
