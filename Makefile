@@ -47,9 +47,8 @@ pytest: venv prometheus
 
 test: lint typecheck contracts pytest
 
-# Until the demo issue lands `canaryctl demo`, the demo validates the example policies.
 demo: venv
-	$(BIN)/canaryctl validate policies/
+	$(BIN)/canaryctl demo
 
 crd: venv
 	$(BIN)/python -m controller.policy.crd > charts/canary-controller/crds/modelrollouts.canary.ai.yaml

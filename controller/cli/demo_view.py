@@ -1,0 +1,121 @@
+"""How `canaryctl demo` looks: progress as the rollout runs, the messages owners would get.
+
+With `--output json`, progress goes to stderr and stdout carries exactly one
+JSON object at the end, for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from controller.demo import DemoResult, Scenario, demo_rollout, run_demo
+from controller.engine.executor import TickResult
+from controller.engine.state import EventKind, Notify
+
+_STYLE = {
+    EventKind.ROLLED_BACK: "red",
+    EventKind.ABORTED: "red",
+    EventKind.PROMOTED: "green",
+    EventKind.HOLDING: "yellow",
+    EventKind.PAUSED: "yellow",
+}
+
+
+def _clock(simulated: timedelta) -> str:
+    minutes = int(simulated.total_seconds() // 60)
+    return f"T+{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _message(notify: Notify, channel: str, mention: list[str]) -> Panel:
+    """The notification as the owners would read it in Slack."""
+    headline = notify.text.split(":", 1)[0] + ":" if notify.cells else notify.text
+    lines = [escape(headline)]
+    if notify.mention and mention:
+        lines.insert(0, " ".join(f"@{u}" for u in mention))
+    for cell in notify.cells:
+        lines.append(f"  • {escape(cell.metric)} in {escape(cell.cohort)}: {escape(cell.summary)}")
+    return Panel(
+        "\n".join(lines),
+        title=f"Slack {channel} · {notify.event}",
+        title_align="left",
+        border_style=_STYLE.get(notify.event, "blue"),
+    )
+
+
+def run_and_show(scenario: Scenario, database: Path, seed: int, *, json_output: bool) -> None:
+    out = Console(stderr=json_output, highlight=False)
+    rollout = demo_rollout()
+    owners = rollout.spec.owners.slack
+    channel = owners.channel if owners else "(no channel)"
+    mention = list(owners.mention) if owners else []
+    out.print(
+        f"[bold]canary-controller demo[/bold] · scenario [cyan]{scenario}[/cyan] · "
+        f"{rollout.key}: {rollout.spec.model} {rollout.spec.baseline.version} → "
+        f"{rollout.spec.candidate.version}, {len(rollout.spec.cohorts)} cohorts, "
+        f"judged every {rollout.spec.analysis.interval.total_seconds():.0f}s (simulated)"
+    )
+    started = time.monotonic()
+    ticks = 0
+
+    def progress(tick: TickResult, simulated: timedelta) -> None:
+        nonlocal ticks
+        ticks += 1
+        state = tick.decision.state
+        for t in tick.decision.transitions:
+            out.print(
+                f"{_clock(simulated):>9}  [bold]{t.from_phase} → {t.to_phase}[/bold]"
+                f"  {escape(t.reason)}"
+            )
+        for action in tick.decision.actions:
+            if isinstance(action, Notify):
+                out.print(_message(action, channel, mention))
+        if ticks % 20 == 0 and not state.phase.terminal:
+            verdicts: dict[str, int] = {}
+            for cell in tick.look.cells if tick.look else ():
+                verdicts[str(cell.verdict)] = verdicts.get(str(cell.verdict), 0) + 1
+            summary = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
+            out.print(
+                f"[dim]{_clock(simulated):>9}  {state.phase} step {state.step + 1}, "
+                f"candidate {state.route.weight}% · last look: {summary}[/dim]"
+            )
+
+    result = run_demo(scenario, database, seed=seed, progress=progress)
+    _summary(out, result, time.monotonic() - started)
+    if json_output:
+        sys.stdout.write(json.dumps(result.to_json()) + "\n")
+    if not result.phase.terminal:
+        raise typer.Exit(1)
+
+
+def _summary(out: Console, result: DemoResult, seconds: float) -> None:
+    out.print(
+        f"\n[bold]{result.phase}[/bold] after {result.steps_completed} completed step(s), "
+        f"{_clock(result.simulated)} of simulated time in {seconds:.1f}s."
+    )
+    if result.failures:
+        table = Table(title="why it rolled back")
+        for column in ("metric", "cohort", "baseline", "candidate"):
+            table.add_column(column)
+        for f in result.failures:
+            table.add_row(
+                f.metric,
+                f.cohort,
+                "-" if f.baseline is None else f"{f.baseline:.4f}",
+                "-" if f.candidate is None else f"{f.candidate:.4f}",
+            )
+        out.print(table)
+    out.print(
+        f"The audit is in {result.database}. Try:\n"
+        f"  canaryctl history {result.key} --database {result.database}\n"
+        f"  canaryctl status {result.key} --database {result.database}"
+    )

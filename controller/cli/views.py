@@ -1,0 +1,255 @@
+"""What the CLI shows, built from the store: status rows, verdict grids, the history.
+
+Plain functions from records to dicts (for `--output json`) and to rich
+renderables (for people), so both outputs always say the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from controller.errors import PermanentError
+from controller.policy import ModelRollout
+from controller.store.base import RolloutStore
+from controller.store.records import AnalysisRecord, StoredRollout
+
+ENDED = ("Promoted", "RolledBack", "Aborted", "Failed")
+VERDICT_STYLE = {
+    "pass": "green",
+    "fail": "bold red",
+    "inconclusive": "yellow",
+    "no-data": "magenta",
+}
+
+
+def resolve(store: RolloutStore, name: str) -> StoredRollout:
+    """The rollout called `namespace/name`, or `name` when that is unique."""
+    rows = store.rollouts()
+    matches = [r for r in rows if r.key == name or (r.name == name and "/" not in name)]
+    if not matches:
+        known = ", ".join(r.key for r in rows) or "none yet"
+        raise PermanentError(f"no rollout {name!r} in the store (known: {known})")
+    if len(matches) > 1:
+        keys = ", ".join(r.key for r in matches)
+        raise PermanentError(f"{name!r} is ambiguous ({keys}); give namespace/name")
+    return matches[0]
+
+
+def last_look(store: RolloutStore, row: StoredRollout) -> list[AnalysisRecord]:
+    """The verdicts of the rollout's latest look."""
+    tick = int(row.state.get("tick", 0))
+    found = list(store.analyses(row.key, since_tick=max(tick - 1, 0)))
+    if not found:
+        return []
+    latest = max(a.tick for a in found)
+    return [a for a in found if a.tick == latest]
+
+
+def hold_progress(row: StoredRollout, now: datetime) -> tuple[float, float] | None:
+    """(seconds held, seconds to hold) at the current step or shadow, if any."""
+    policy = ModelRollout.model_validate(row.policy)
+    state = row.state
+    since = datetime.fromisoformat(state["stepSince"])
+    if row.phase == "Shadowing" and policy.spec.shadow is not None:
+        total = policy.spec.shadow.duration
+    elif row.phase == "Progressing" and 0 <= row.step < len(policy.spec.steps):
+        total = policy.spec.steps[row.step].hold
+    else:
+        return None
+    held = min(max(now - since, timedelta(0)), total)
+    return held.total_seconds(), total.total_seconds()
+
+
+def status_json(store: RolloutStore, row: StoredRollout, now: datetime) -> dict[str, Any]:
+    state = row.state
+    progress = hold_progress(row, now)
+    route = dict(state.get("route", {}))
+    if row.phase in ENDED and not state.get("restorePending"):
+        route = {"weight": 100 if row.phase == "Promoted" else 0, "cohorts": {}, "mirrorPercent": 0}
+    return {
+        "rollout": row.key,
+        "phase": row.phase,
+        "step": row.step + 1,
+        "route": route,
+        "candidate": row.candidate_version,
+        "reason": state.get("reason", ""),
+        "waiting": state.get("waiting"),
+        "hold": {"held_s": progress[0], "total_s": progress[1]} if progress else None,
+        "verdicts": [
+            {"metric": a.metric, "cohort": a.cohort, "verdict": a.verdict}
+            for a in last_look(store, row)
+        ],
+        "updated_at": row.updated_at.isoformat() if row.updated_at else None,
+    }
+
+
+def status_view(store: RolloutStore, row: StoredRollout, now: datetime) -> RenderableType:
+    data = status_json(store, row, now)
+    route = data["route"]
+    head = Table.grid(padding=(0, 2))
+    head.add_row(
+        Text(row.key, style="bold"),
+        Text(row.phase, style=_phase_style(row.phase)),
+        f"step {data['step']}" if row.step >= 0 else "before step 1",
+        f"candidate {route.get('weight', 0)}%"
+        + "".join(f", {k} {v}%" for k, v in route.get("cohorts", {}).items())
+        + (f", mirror {route['mirrorPercent']}%" if route.get("mirrorPercent") else ""),
+    )
+    parts: list[RenderableType] = [head, Text(data["reason"], style="dim")]
+    if data["hold"]:
+        held, total = data["hold"]["held_s"], data["hold"]["total_s"]
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(
+            "hold",
+            ProgressBar(total=max(total, 1), completed=held, width=30),
+            f"{held / 60:.1f}/{total / 60:.1f} min",
+        )
+        parts.append(bar)
+    grid = verdict_grid(last_look(store, row))
+    if grid is not None:
+        parts.append(grid)
+    return Group(*parts)
+
+
+def verdict_grid(cells: Sequence[AnalysisRecord]) -> Table | None:
+    """Cohorts down, metrics across, each cell its verdict."""
+    if not cells:
+        return None
+    metrics = list(dict.fromkeys(a.metric for a in cells))
+    cohorts = list(dict.fromkeys(a.cohort for a in cells))
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("cohort")
+    for metric in metrics:
+        table.add_column(metric)
+    by = {(a.cohort, a.metric): a.verdict for a in cells}
+    for cohort in cohorts:
+        table.add_row(
+            cohort,
+            *(
+                Text(by.get((cohort, m), "-"), style=VERDICT_STYLE.get(by.get((cohort, m), ""), ""))
+                for m in metrics
+            ),
+        )
+    return table
+
+
+def history_json(store: RolloutStore, row: StoredRollout) -> dict[str, Any]:
+    analyses = store.analyses(row.key)
+    by_time: dict[datetime, list[AnalysisRecord]] = {}
+    for a in analyses:
+        by_time.setdefault(a.at, []).append(a)
+    events = []
+    for t in store.transitions(row.key):
+        # the cells that decided: the failures if any, else what kept it from passing
+        looked = [a for a in by_time.get(t.at, []) if a.evidence.get("critical", True)]
+        deciding = [a for a in looked if a.verdict == "fail"] or [
+            a
+            for a in looked
+            if a.verdict in ("no-data", "inconclusive") and t.to_phase != "Progressing"
+        ]
+        evidence = [_evidence(a) for a in deciding]
+        events.append(
+            {
+                "at": t.at.isoformat(),
+                "kind": "transition",
+                "from": t.from_phase,
+                "to": t.to_phase,
+                "step": t.to_step + 1,
+                "actor": t.actor,
+                "reason": t.reason,
+                "evidence": evidence,
+            }
+        )
+    for c in store.commands(row.key):
+        events.append(
+            {
+                "at": c.at.isoformat(),
+                "kind": "command",
+                "command": c.command,
+                "actor": c.actor,
+                "reason": c.reason,
+            }
+        )
+    for r in store.route_actions(row.key):
+        events.append(
+            {
+                "at": r.at.isoformat(),
+                "kind": "route",
+                "action": r.action,
+                "desired": r.desired,
+                "error": r.error,
+            }
+        )
+    events.sort(key=lambda e: (e["at"], e["kind"] != "route"))
+    return {"rollout": row.key, "phase": row.phase, "events": events}
+
+
+def _evidence(a: AnalysisRecord) -> dict[str, Any]:
+    return {
+        "metric": a.metric,
+        "cohort": a.cohort,
+        "verdict": a.verdict,
+        "baseline": a.baseline_value,
+        "candidate": a.candidate_value,
+        "baseline_samples": a.baseline_samples,
+        "candidate_samples": a.candidate_samples,
+        "reason": a.evidence.get("reason", ""),
+        "query": a.query,
+    }
+
+
+def history_view(data: dict[str, Any]) -> Table:
+    table = Table(title=f"{data['rollout']} ({data['phase']})", show_lines=False)
+    table.add_column("when")
+    table.add_column("what")
+    table.add_column("who")
+    table.add_column("details", overflow="fold")
+    for e in data["events"]:
+        when = e["at"][:19].replace("T", " ")
+        if e["kind"] == "transition":
+            what = Text(f"{e['from']} → {e['to']}", style=_phase_style(e["to"]))
+            details = escape(e["reason"])
+            for ev in e["evidence"]:
+                details += (
+                    f"\n  {escape(ev['metric'])} in {escape(ev['cohort'])}: {ev['verdict']}"
+                    f" (baseline {_num(ev['baseline'])} n={_num(ev['baseline_samples'])},"
+                    f" candidate {_num(ev['candidate'])} n={_num(ev['candidate_samples'])})"
+                )
+            table.add_row(when, what, e["actor"], details)
+        elif e["kind"] == "command":
+            table.add_row(when, f"command {e['command']}", e["actor"], escape(e["reason"]))
+        else:
+            desired = e["desired"]
+            text = (
+                f"restore to {desired['restore']}"
+                if "restore" in desired
+                else f"candidate {desired.get('weight', 0)}%"
+            )
+            if e["error"]:
+                text += f" [red]failed: {escape(e['error'])}[/red]"
+            table.add_row(when, Text(f"route {e['action']}", style="dim"), "", text)
+    return table
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}"
+
+
+def _phase_style(phase: str) -> str:
+    return {
+        "RolledBack": "bold red",
+        "Aborted": "red",
+        "Failed": "red",
+        "Promoted": "bold green",
+        "Paused": "yellow",
+    }.get(phase, "cyan")

@@ -1,0 +1,153 @@
+"""`canaryctl demo`, and the commands that read and steer the store afterwards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from controller.cli.main import app
+from controller.store.sql import SqlStore
+
+runner = CliRunner()
+KEY = "llm/support-bot-v7"
+
+
+def _demo(tmp_path: Path, scenario: str) -> dict[str, object]:
+    database = tmp_path / f"{scenario}.db"
+    result = runner.invoke(
+        app, ["demo", "--scenario", scenario, "--database", str(database), "--output", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    report: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["database"] == str(database)
+    return report
+
+
+def test_the_default_demo_catches_the_cohort_regression(tmp_path: Path) -> None:
+    report = _demo(tmp_path, "cohort-regression")
+    assert report["phase"] == "RolledBack"
+    [failure] = report["failures"]  # type: ignore[misc]
+    assert (failure["metric"], failure["cohort"]) == ("refusal-rate", "non-english")
+    assert failure["candidate"] > failure["baseline"] + 0.02
+
+
+def test_a_healthy_candidate_is_promoted_through_every_step(tmp_path: Path) -> None:
+    report = _demo(tmp_path, "healthy")
+    assert (report["phase"], report["steps_completed"], report["failures"]) == (
+        "Promoted",
+        5,
+        [],
+    )
+
+
+def test_an_outage_holds_then_follows_the_no_data_rule(tmp_path: Path) -> None:
+    report = _demo(tmp_path, "outage")
+    assert report["phase"] == "RolledBack"
+    store = SqlStore(f"sqlite:///{tmp_path / 'outage.db'}")
+    events = [m.event for m in store.outbox(KEY)]
+    assert "holding" in events
+    last = store.transitions(KEY)[-1]
+    assert last.reason.startswith("no data for 0:10:00")
+    store.close()
+
+
+def test_the_demo_shows_progress_and_the_slack_preview(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--database", str(tmp_path / "d.db")])
+    assert result.exit_code == 0, result.output
+    assert "Shadowing → RolledBack" in result.output
+    assert "Slack #support-bot" in result.output
+    assert "@U024BE7LH" in result.output
+    assert f"canaryctl history {KEY}" in result.output
+
+
+@pytest.fixture
+def demo_db(tmp_path: Path) -> Path:
+    _demo(tmp_path, "cohort-regression")
+    return tmp_path / "cohort-regression.db"
+
+
+def test_history_shows_each_decision_with_its_evidence(demo_db: Path) -> None:
+    result = runner.invoke(
+        app, ["history", "support-bot-v7", "--database", str(demo_db), "-o", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    events = json.loads(result.stdout)["events"]
+    transitions = [e for e in events if e["kind"] == "transition"]
+    assert [(t["from"], t["to"]) for t in transitions] == [
+        ("Pending", "Shadowing"),
+        ("Shadowing", "RolledBack"),
+    ]
+    [evidence] = transitions[-1]["evidence"]
+    assert (evidence["metric"], evidence["cohort"], evidence["verdict"]) == (
+        "refusal-rate",
+        "non-english",
+        "fail",
+    )
+    assert evidence["candidate_samples"] > 200
+    assert any(e["kind"] == "route" and e["action"] == "restore" for e in events)
+    text = runner.invoke(app, ["history", KEY, "--database", str(demo_db)])
+    assert "RolledBack" in text.output
+    assert "n=2483" in text.output or "candidate" in text.output
+
+
+def test_status_shows_phase_route_and_the_verdict_grid(demo_db: Path) -> None:
+    result = runner.invoke(app, ["status", "--database", str(demo_db), "-o", "json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    assert (row["rollout"], row["phase"], row["route"]["weight"]) == (KEY, "RolledBack", 0)
+    cells = {(v["metric"], v["cohort"]): v["verdict"] for v in row["verdicts"]}
+    assert cells[("refusal-rate", "non-english")] == "fail"
+    text = runner.invoke(app, ["status", "support-bot-v7", "--database", str(demo_db)])
+    assert "non-english" in text.output and "fail" in text.output
+
+
+def test_commands_on_an_ended_rollout_are_refused_in_one_line(demo_db: Path) -> None:
+    result = runner.invoke(app, ["resume", KEY, "--database", str(demo_db)])
+    assert result.exit_code == 1
+    assert "cannot resume llm/support-bot-v7: it is RolledBack" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_commands_are_recorded_with_actor_and_reason(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from controller.engine.executor import Executor
+    from controller.routing import MemoryRouter, RouteTarget
+    from controller.store.sql import migrate
+    from tests.engine.test_executor import ROLLOUT, Metrics
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    migrate(url)
+    store = SqlStore(url)
+
+    class Clock:
+        def now(self) -> datetime:
+            return datetime.now(UTC)
+
+    Executor(store, Clock()).tick(ROLLOUT, MemoryRouter(RouteTarget.of(ROLLOUT)), Metrics())
+    for args in (
+        ["pause", "bot-v2", "--reason", "odd answers", "--actor", "alice"],
+        ["abort", "llm/bot-v2", "--reason", "bad", "--actor", "bob"],
+    ):
+        result = runner.invoke(app, [*args, "--database", str(tmp_path / "s.db")])
+        assert result.exit_code == 0, result.output
+        assert "recorded" in result.output
+    assert [(c.command, c.actor, c.reason) for c in store.commands("llm/bot-v2")] == [
+        ("pause", "alice", "odd answers"),
+        ("abort", "bob", "bad"),
+    ]
+    store.close()
+
+
+def test_unknown_rollouts_and_missing_stores_are_one_line_errors(
+    tmp_path: Path, demo_db: Path
+) -> None:
+    missing = runner.invoke(app, ["history", "nope", "--database", str(demo_db)])
+    assert missing.exit_code == 1
+    assert "no rollout 'nope' in the store (known: llm/support-bot-v7)" in missing.output
+    no_store = runner.invoke(app, ["status", "--database", str(tmp_path / "none.db")])
+    assert no_store.exit_code == 1
+    assert "no store at" in no_store.output
