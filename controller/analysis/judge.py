@@ -35,6 +35,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from enum import StrEnum
 
 import numpy as np
 
@@ -84,7 +85,7 @@ class JudgeOptions:
     breaker_share: float = 0.1
 
 
-class Shape:
+class Shape(StrEnum):
     """How a metric's samples are read: the judge's view of a metric kind."""
 
     PROPORTION = "proportion"  # events out of trials
@@ -95,11 +96,11 @@ class Shape:
 
 @dataclass(frozen=True)
 class MetricPlan:
-    """One metric spec, resolved: how to read it and what each of its tests may spend."""
+    """One metric spec, resolved: how its samples are read and which limits it has."""
 
     spec: MetricSpec
     name: str
-    shape: str
+    shape: Shape
     unit: Unit | None
     limits: tuple[tuple[Limit, float], ...]
     quantile: float | None = None
@@ -111,7 +112,7 @@ class MetricPlan:
 
     @property
     def statistical(self) -> bool:
-        return self.shape != Shape.GAUGE
+        return self.shape is not Shape.GAUGE
 
 
 def plan_metric(spec: MetricSpec) -> MetricPlan:
@@ -275,7 +276,7 @@ def judge_cell(
         where = "overall" if cohort == OVERALL else "split by cohort"
         return _no_data(base, strata, f"the query returned no series {where}")
     base = replace(base, query=observation.candidate.query)
-    if plan.shape == Shape.GAUGE:
+    if plan.shape is Shape.GAUGE:
         return _judge_gauge(plan, base, strata, min_samples)
     return _judge_statistical(plan, base, strata, alpha, min_samples, options)
 
@@ -301,17 +302,13 @@ def _finish(
     checks: list[LimitCheck],
     baseline: Arm,
     candidate: Arm,
-    *,
-    lead: str = "",
 ) -> CellVerdict:
     verdict = worst(c.verdict for c in checks)
     deciding = next((c for c in checks if c.verdict is verdict), None)
-    if verdict is Verdict.PASS:
+    if verdict is Verdict.PASS or deciding is None:
         reason = "within every limit: " + "; ".join(c.statement for c in checks)
-    elif deciding is not None:
-        reason = deciding.reason or deciding.statement
     else:
-        reason = lead
+        reason = deciding.reason or deciding.statement
     return CellVerdict(
         base.metric,
         base.cohort,
@@ -330,18 +327,19 @@ def _finish(
 
 
 def _gauge_value(samples: Sequence[Sample | None], weights: Sequence[float]) -> Gauge | None:
-    values = [s for s in samples if s is not None]
-    if len(values) == 1 and isinstance(values[0], Gauge):
-        return values[0]
-    if not values or not all(isinstance(s, Gauge) and s.samples is not None for s in values):
+    """One gauge for the cell: the only one, or the cohorts' mean weighted by traffic."""
+    present = [(s, w) for s, w in zip(samples, weights, strict=True) if s is not None]
+    if len(present) == 1 and isinstance(present[0][0], Gauge):
+        return present[0][0]
+    gauges = [(s, w) for s, w in present if isinstance(s, Gauge) and s.samples is not None]
+    if not gauges or len(gauges) != len(present):
         return None
-    gauges = [s for s in samples if isinstance(s, Gauge)]
-    w = np.array(weights, dtype=float)
-    v = np.array([g.value for g in gauges], dtype=float)
-    counts = np.array([g.samples or 0.0 for g in gauges], dtype=float)
+    w = np.array([w for _, w in gauges], dtype=float)
     if w.sum() <= 0:
         return None
-    return Gauge(float(np.sum(w * v) / w.sum()), float(counts.sum()))
+    v = np.array([g.value for g, _ in gauges], dtype=float)
+    counts = sum(g.samples or 0.0 for g, _ in gauges)
+    return Gauge(float(np.sum(w * v) / w.sum()), float(counts))
 
 
 def _judge_gauge(
@@ -488,7 +486,7 @@ def _means(plan: MetricPlan, strata: _Strata) -> _Means | str:
     rows_c: list[tuple[float, float, float]] = []
     for sample_b, sample_c in zip(strata.baseline, strata.candidate, strict=True):
         for sample, rows in ((sample_b, rows_b), (sample_c, rows_c)):
-            if plan.shape == Shape.PROPORTION:
+            if plan.shape is Shape.PROPORTION:
                 p = _as_proportion(sample, plan)
                 if isinstance(p, str):
                     return p
@@ -505,7 +503,7 @@ def _means(plan: MetricPlan, strata: _Strata) -> _Means | str:
                     return moments
                 rows.append(moments)
     b, c = np.array(rows_b, dtype=float), np.array(rows_c, dtype=float)
-    if plan.shape == Shape.MEAN:
+    if plan.shape is Shape.MEAN:
         return _Means(c[:, 0], c[:, 1], b[:, 0], b[:, 1], c[:, 2], b[:, 2])
     return _Means(c[:, 0], c[:, 1], b[:, 0], b[:, 1])
 
@@ -518,7 +516,7 @@ def _judge_statistical(
     min_samples: int,
     options: JudgeOptions,
 ) -> CellVerdict:
-    if plan.shape == Shape.QUANTILE:
+    if plan.shape is Shape.QUANTILE:
         return _judge_quantile(plan, base, strata, alpha, min_samples, options)
     means = _means(plan, strata)
     if isinstance(means, str):

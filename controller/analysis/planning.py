@@ -119,19 +119,36 @@ def table(
     return "\n".join(rows)
 
 
+#: the example policy (policies/gateway-api-cohorts.yaml): 6 limits × (3 cohorts + overall)
+EXAMPLE_TESTS = 24
+
+
+def tables() -> str:
+    """The tables of docs/judge.md, computed (a test checks the doc is up to date)."""
+    healthy = Scenario(tests=EXAMPLE_TESTS)
+    regressed = Scenario(tests=EXAMPLE_TESTS, true_increase=0.04)
+    tight = Scenario(tests=EXAMPLE_TESTS, max_increase=0.01, true_increase=0.02)
+    parts = [
+        "Healthy candidate (refusals 5 % on both versions), `refusal-rate maxIncrease: 0.02`,"
+        " time until PASS:",
+        table(healthy),
+        "Regressed candidate (refusals 5 % → 9 %), same limit, time until FAIL:",
+        table(regressed),
+        "Regressed candidate (refusals 5 % → 7 %), `refusal-rate maxIncrease: 0.01`,"
+        " time until FAIL:",
+        table(tight),
+        "`error-rate max: 0.01` with a true error rate of 0.2 %, candidate requests until PASS:",
+        "| tests sharing the budget | candidate requests |\n|---|---|\n"
+        + "\n".join(
+            f"| {tests} | {absolute_samples(0.002, 0.01, 0.95, tests):,.0f} |"
+            for tests in (1, 4, 12, EXAMPLE_TESTS, 48)
+        ),
+    ]
+    return "\n\n".join(parts)
+
+
 def main() -> None:
-    healthy = Scenario()
-    regressed = Scenario(true_increase=0.04)
-    print("Healthy candidate (refusals 5% on both), refusal-rate maxIncrease 0.02 -> PASS:\n")
-    print(table(healthy))
-    print("\nRegressed candidate (refusals 5% -> 9%), same limit -> FAIL:\n")
-    print(table(regressed))
-    tight = Scenario(max_increase=0.01, true_increase=0.02)
-    print("\nRegressed candidate (refusals 5% -> 7%), refusal-rate maxIncrease 0.01 -> FAIL:\n")
-    print(table(tight))
-    print("\nerror-rate max 0.01 with a true error rate of 0.2%: candidate requests to PASS:")
-    for tests in (1, 4, 16, 48):
-        print(f"  {tests:>3} tests: {absolute_samples(0.002, 0.01, 0.95, tests):,.0f}")
+    print(tables())
 
 
 if __name__ == "__main__":

@@ -129,6 +129,11 @@ class CellVerdict:
     query: str = ""
 
     @property
+    def waiting_for_traffic(self) -> bool:
+        """INCONCLUSIVE because of `minSamples`, before any test ran ("not enough traffic yet")."""
+        return self.verdict is Verdict.INCONCLUSIVE and not self.checks
+
+    @property
     def deciding_check(self) -> LimitCheck | None:
         for check in self.checks:
             if check.limit is self.decided_by:

@@ -330,6 +330,9 @@ def test_overall_verdict(
     assert cell.reason
     if verdict is Verdict.INCONCLUSIVE and decided_by is None:
         assert cell.reason.startswith("not enough traffic yet")
+        assert cell.waiting_for_traffic
+    else:
+        assert not cell.waiting_for_traffic
 
 
 @pytest.mark.parametrize(
@@ -491,3 +494,16 @@ def test_custom_histogram_uses_its_quantile() -> None:
     check = result.cell("extraction-p90", OVERALL).checks[0]
     assert "p90" in check.statement
     assert check.allowed == pytest.approx(0.1)
+
+
+def test_per_cohort_gauges_combine_into_overall_by_traffic() -> None:
+    baseline = {"a": gauge(200, 9_000), "b": gauge(400, 1_000)}
+    candidate = {"a": gauge(210, 1_000), "b": gauge(1_000, 10)}  # b: few requests, wild
+    result = run(TOKENS_MAX, baseline, candidate, cohorts=["a", "b"])
+    overall = result.cell("tokens-per-request", OVERALL)
+    assert overall.candidate is not None
+    # cohorts weighted by all their traffic (a: 10,000, b: 1,010), not by the candidate's
+    assert overall.candidate.value == pytest.approx((210 * 10_000 + 1_000 * 1_010) / 11_010)
+    assert overall.candidate.samples == 1_010
+    assert result.cell("tokens-per-request", "b").verdict is Verdict.INCONCLUSIVE
+    assert result.cell("tokens-per-request", "a").verdict is Verdict.PASS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -38,8 +39,11 @@ def test_weights_outside_0_and_1_are_refused() -> None:
         candidate_samples(Scenario(), 1.0)
 
 
-def test_the_documented_tables_print(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_documented_tables_are_the_computed_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/judge.md shows what `python -m controller.analysis.planning` prints."""
     planning.main()
     out = capsys.readouterr().out
     assert out.count("| cohort traffic |") == 3
-    assert "| 20 req/s |" in out
+    doc = (Path(__file__).parents[2] / "docs" / "judge.md").read_text()
+    for block in out.strip().split("\n\n"):
+        assert block in doc, f"docs/judge.md is out of date; rerun the planning module:\n{block}"

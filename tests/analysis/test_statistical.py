@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from scipy import stats  # type: ignore[import-untyped]
 
 from controller.analysis import (
     Judgement,
@@ -227,6 +228,24 @@ def test_candidates_exactly_on_their_limits_stay_within_the_budget() -> None:
     report("rollouts on the limits rolled back", f"{rolled_back:.2%} of 2000 (budget {ALPHA:.0%})")
     # at most 9/12 of alpha can be spent here; 3 standard errors of slack for the estimate
     assert rolled_back <= 9 / TESTS * ALPHA + 3 * math.sqrt(ALPHA / 2000)
+    # The same rollouts, judged by a fixed-sample z-test at the same per-test level
+    # re-checked at every look (what repeated-look tools do), on the refusal increase:
+    naive = np.zeros(r.trials_c.shape[:2], dtype=bool)
+    z_crit = float(stats.norm.isf(MAIN_ALPHA))
+    for strata in [slice(i, i + 1) for i in range(len(COHORTS))] + [slice(None)]:
+        c = estimators.relative_contrast(
+            r.refusals_c[..., strata],
+            r.trials_c[..., strata],
+            r.refusals_b[..., strata],
+            r.trials_b[..., strata],
+            Limit.MAX_INCREASE,
+            0.02,
+        )
+        enough = r.trials_c[..., strata].sum(axis=-1) >= POLICY.min_samples
+        naive |= enough & (c.estimate > z_crit * np.sqrt(c.variance))
+    naive_rate = naive.any(axis=1).mean()
+    report("the same, a fixed-sample z-test re-checked every look", f"{naive_rate:.2%} rolled back")
+    assert naive_rate > 2 * rolled_back
 
 
 def test_a_regression_in_one_cohort_is_caught_there() -> None:
