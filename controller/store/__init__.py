@@ -1,15 +1,20 @@
-"""The audit store: current rollout state, the append-only audit trail, leases, outbox.
+"""The audit store: current rollout state, the append-only audit trail, leases, and the
+outbox with its deliveries to Slack and other sinks.
 
-`records` and `base` are plain data and a Protocol (no SQLAlchemy), so the pure
+`records` and `base` are plain data and Protocols (no SQLAlchemy), so the pure
 engine can depend on them; `sql` is the SQLAlchemy implementation (Postgres in
 production, SQLite embedded), `memory` the in-memory one for tests and the demo.
 """
 
-from controller.store.base import LeaseStore, RolloutStore, StaleStateError
+from controller.store.base import LeaseStore, NotificationStore, RolloutStore, StaleStateError
 from controller.store.records import (
     AnalysisRecord,
+    Delivery,
+    DeliveryStatus,
     ManualCommand,
+    NotificationThread,
     OutboxMessage,
+    QueuedMessage,
     RouteActionRecord,
     StoredRollout,
     TickWrite,
@@ -18,9 +23,14 @@ from controller.store.records import (
 
 __all__ = [
     "AnalysisRecord",
+    "Delivery",
+    "DeliveryStatus",
     "LeaseStore",
     "ManualCommand",
+    "NotificationStore",
+    "NotificationThread",
     "OutboxMessage",
+    "QueuedMessage",
     "RolloutStore",
     "RouteActionRecord",
     "StaleStateError",

@@ -9,8 +9,11 @@ from typing import Protocol
 from controller.errors import CanaryError
 from controller.store.records import (
     AnalysisRecord,
+    Delivery,
     ManualCommand,
+    NotificationThread,
     OutboxMessage,
+    QueuedMessage,
     RouteActionRecord,
     StoredRollout,
     TickWrite,
@@ -46,6 +49,68 @@ class RolloutStore(Protocol):
     def commands(self, key: str, *, after_id: int = 0) -> Sequence[ManualCommand]: ...
 
     def outbox(self, key: str) -> Sequence[OutboxMessage]: ...
+
+
+class NotificationStore(Protocol):
+    """Delivery of the outbox to sinks (Slack, webhooks, the console), per sink.
+
+    Kept apart from `RolloutStore`: the delivery worker runs beside the ticks and
+    touches only the outbox, its deliveries and the threads, never a rollout's
+    state, so a slow or failing sink can never hold a tick up. `sinks` is every
+    sink the caller delivers to: each message's own status sums up its
+    deliveries to all of them (see `DeliveryStatus`).
+    """
+
+    def undelivered(self, sink: str, *, limit: int = 500) -> Sequence[QueuedMessage]:
+        """Messages `sink` has not delivered (nor given up on), oldest first."""
+        ...
+
+    def claim_delivery(
+        self,
+        outbox_id: int,
+        sink: str,
+        *,
+        attempts: int,
+        now: datetime,
+        until: datetime,
+        sinks: Sequence[str],
+    ) -> bool:
+        """Record an attempt before it is made: `sending`, one more attempt, claimed
+        until `until`. False, and nothing written, unless the delivery still has
+        `attempts` attempts and is due at `now` (another worker got there first)."""
+        ...
+
+    def finish_delivery(
+        self,
+        outbox_id: int,
+        sink: str,
+        *,
+        attempt: int,
+        status: str,
+        now: datetime,
+        sinks: Sequence[str],
+        error: str | None = None,
+        retry_at: datetime | None = None,
+        ref: str | None = None,
+    ) -> bool:
+        """Record how attempt number `attempt` ended; False if a later claim took over."""
+        ...
+
+    def deliveries(self, key: str) -> Sequence[Delivery]:
+        """Every delivery of a rollout's messages, by message then sink."""
+        ...
+
+    def undelivered_count(self) -> int:
+        """Messages some sink still has to deliver (the outbox depth)."""
+        ...
+
+    def thread(self, key: str, sink: str) -> NotificationThread | None: ...
+
+    def save_thread(
+        self, key: str, sink: str, *, channel: str, ts: str, now: datetime
+    ) -> NotificationThread:
+        """Remember where a rollout's thread is; the first thread saved stays."""
+        ...
 
 
 class LeaseStore(Protocol):

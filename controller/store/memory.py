@@ -11,13 +11,18 @@ from controller.errors import PermanentError
 from controller.store.base import StaleStateError
 from controller.store.records import (
     AnalysisRecord,
+    Delivery,
+    DeliveryStatus,
     ManualCommand,
+    NotificationThread,
     OutboxMessage,
+    QueuedMessage,
     RouteActionRecord,
     StoredRollout,
     TickWrite,
     TransitionRecord,
 )
+from controller.store.summary import OPEN, outbox_summary
 
 
 class MemoryStore:
@@ -33,6 +38,8 @@ class MemoryStore:
         self._outbox: dict[str, list[OutboxMessage]] = {}
         self._dedupe: set[str] = set()
         self._leases: dict[str, tuple[str, datetime]] = {}
+        self._deliveries: dict[tuple[int, str], Delivery] = {}
+        self._threads: dict[tuple[str, str], NotificationThread] = {}
         self._next_id = 0
 
     def _id(self) -> int:
@@ -118,6 +125,136 @@ class MemoryStore:
         with self._lock:
             self._known(key)
             return list(self._outbox.get(key, []))
+
+    # --- delivery of the outbox --------------------------------------------------
+
+    def _message(self, outbox_id: int) -> tuple[str, int]:
+        """The rollout key and list index of an outbox message (lock held)."""
+        for key, messages in self._outbox.items():
+            for index, message in enumerate(messages):
+                if message.id == outbox_id:
+                    return key, index
+        raise PermanentError(f"no outbox message {outbox_id} in the store")
+
+    def undelivered(self, sink: str, *, limit: int = 500) -> Sequence[QueuedMessage]:
+        with self._lock:
+            found: list[QueuedMessage] = []
+            for key, messages in self._outbox.items():
+                for m in messages:
+                    assert m.id is not None
+                    d = self._deliveries.get((m.id, sink))
+                    if m.status not in OPEN or (d is not None and d.status not in OPEN):
+                        continue
+                    found.append(
+                        QueuedMessage(
+                            rollout=key,
+                            outbox_id=m.id,
+                            dedupe_key=m.dedupe_key,
+                            event=m.event,
+                            payload=m.payload,
+                            created_at=m.created_at,
+                            status=d.status if d is not None else DeliveryStatus.PENDING,
+                            attempts=d.attempts if d is not None else 0,
+                            next_attempt_at=d.next_attempt_at if d is not None else None,
+                        )
+                    )
+            found.sort(key=lambda q: q.outbox_id)
+            return found[:limit]
+
+    def claim_delivery(
+        self,
+        outbox_id: int,
+        sink: str,
+        *,
+        attempts: int,
+        now: datetime,
+        until: datetime,
+        sinks: Sequence[str],
+    ) -> bool:
+        with self._lock:
+            self._message(outbox_id)
+            current = self._deliveries.get((outbox_id, sink), Delivery(outbox_id, sink))
+            due = current.next_attempt_at is None or current.next_attempt_at <= now
+            if current.attempts != attempts or current.status not in OPEN or not due:
+                return False
+            self._deliveries[(outbox_id, sink)] = replace(
+                current, status=DeliveryStatus.SENDING, attempts=attempts + 1, next_attempt_at=until
+            )
+            self._summarise(outbox_id, sinks)
+            return True
+
+    def finish_delivery(
+        self,
+        outbox_id: int,
+        sink: str,
+        *,
+        attempt: int,
+        status: str,
+        now: datetime,
+        sinks: Sequence[str],
+        error: str | None = None,
+        retry_at: datetime | None = None,
+        ref: str | None = None,
+    ) -> bool:
+        outcome = DeliveryStatus(status)
+        with self._lock:
+            self._message(outbox_id)
+            current = self._deliveries.get((outbox_id, sink))
+            if (
+                current is None
+                or current.attempts != attempt
+                or current.status != DeliveryStatus.SENDING
+            ):
+                return False
+            self._deliveries[(outbox_id, sink)] = replace(
+                current,
+                status=outcome,
+                last_error=error,
+                next_attempt_at=retry_at if outcome is DeliveryStatus.PENDING else None,
+                delivered_at=now
+                if outcome in (DeliveryStatus.SENT, DeliveryStatus.SKIPPED)
+                else None,
+                ref=ref,
+            )
+            self._summarise(outbox_id, sinks)
+            return True
+
+    def _summarise(self, outbox_id: int, sinks: Sequence[str]) -> None:
+        key, index = self._message(outbox_id)
+        deliveries = [d for (i, _), d in self._deliveries.items() if i == outbox_id]
+        summary = outbox_summary(deliveries, sinks)
+        self._outbox[key][index] = replace(
+            self._outbox[key][index],
+            status=summary.status,
+            attempts=summary.attempts,
+            last_error=summary.last_error,
+        )
+
+    def deliveries(self, key: str) -> Sequence[Delivery]:
+        with self._lock:
+            self._known(key)
+            ids = {m.id for m in self._outbox.get(key, [])}
+            return sorted(
+                (d for (i, _), d in self._deliveries.items() if i in ids),
+                key=lambda d: (d.outbox_id, d.sink),
+            )
+
+    def undelivered_count(self) -> int:
+        with self._lock:
+            return sum(m.status in OPEN for ms in self._outbox.values() for m in ms)
+
+    def thread(self, key: str, sink: str) -> NotificationThread | None:
+        with self._lock:
+            return self._threads.get((key, sink))
+
+    def save_thread(
+        self, key: str, sink: str, *, channel: str, ts: str, now: datetime
+    ) -> NotificationThread:
+        with self._lock:
+            self._known(key)
+            return self._threads.setdefault(
+                (key, sink), NotificationThread(key, sink, channel, ts, now)
+            )
 
     def acquire(self, key: str, holder: str, ttl: timedelta, now: datetime) -> bool:
         with self._lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 JsonDict = Mapping[str, Any]
@@ -102,6 +103,77 @@ class OutboxMessage:
     attempts: int = 0
     last_error: str | None = None
     id: int | None = None
+
+
+class DeliveryStatus(StrEnum):
+    """Where one message stands with one sink (Slack, a webhook, the console).
+
+    A message's own `status` in the outbox sums up its deliveries to every
+    configured sink: `sent` when each sink has it (or `skipped` it), `failed`
+    when each sink is done and one gave up for good, otherwise `sending` while an
+    attempt is in flight and `pending` between attempts.
+    """
+
+    PENDING = "pending"  # not tried yet, or waiting for `next_attempt_at` after a failure
+    SENDING = "sending"  # an attempt was recorded and may be in flight (or died with its worker)
+    SENT = "sent"
+    SKIPPED = "skipped"  # the sink has nowhere to send it (e.g. no Slack channel in the policy)
+    FAILED = "failed"  # permanently: a human must fix the cause (token, channel, ...)
+
+    @property
+    def done(self) -> bool:
+        return self in (DeliveryStatus.SENT, DeliveryStatus.SKIPPED, DeliveryStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One outbox message's delivery to one sink, as visible in history and status.
+
+    `attempts` counts attempts *recorded before sending*, so a worker that died
+    after sending left `attempts > 0` behind: the next attempt must first look
+    whether the message already arrived. While `status` is `sending`,
+    `next_attempt_at` is when the attempt's claim runs out (another worker may
+    then take it over); while `pending`, when the next attempt is due.
+    """
+
+    outbox_id: int
+    sink: str
+    status: str = DeliveryStatus.PENDING
+    attempts: int = 0
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    ref: str | None = None  # where it went, e.g. the Slack message's `ts`
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    """An outbox message that one sink has not delivered yet, with that sink's progress."""
+
+    rollout: str  # the rollout's key
+    outbox_id: int
+    dedupe_key: str
+    event: str
+    payload: JsonDict
+    created_at: datetime
+    status: str = DeliveryStatus.PENDING  # this sink's
+    attempts: int = 0  # this sink's
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NotificationThread:
+    """Where a rollout's conversation lives in one sink: the message that opened it.
+
+    For Slack, `channel` is the channel ID (chat.update and conversations.replies
+    need the ID, not the name) and `ts` the top message's timestamp.
+    """
+
+    rollout: str
+    sink: str
+    channel: str
+    ts: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)

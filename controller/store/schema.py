@@ -117,6 +117,33 @@ class OutboxRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
+class DeliveryRow(Base):
+    """One outbox message's delivery to one sink (migration 0002); updated in place."""
+
+    __tablename__ = "notification_deliveries"
+
+    outbox_id: Mapped[int] = mapped_column(Id, ForeignKey("outbox.id"), primary_key=True)
+    sink: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(When)
+    delivered_at: Mapped[datetime | None] = mapped_column(When)
+    ref: Mapped[str | None] = mapped_column(String(255))
+
+
+class ThreadRow(Base):
+    """Where a rollout's notifications are threaded in one sink (migration 0002)."""
+
+    __tablename__ = "notification_threads"
+
+    rollout_id: Mapped[int] = mapped_column(Id, ForeignKey("rollouts.id"), primary_key=True)
+    sink: Mapped[str] = mapped_column(String(32), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(255))
+    ts: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(When)
+
+
 class LeaseRow(Base):
     __tablename__ = "leases"
 

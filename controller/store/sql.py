@@ -16,7 +16,19 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, case, create_engine, delete, event, insert, select, update
+from sqlalchemy import (
+    Engine,
+    and_,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,8 +38,12 @@ from controller.settings import redact_url
 from controller.store.base import StaleStateError
 from controller.store.records import (
     AnalysisRecord,
+    Delivery,
+    DeliveryStatus,
     ManualCommand,
+    NotificationThread,
     OutboxMessage,
+    QueuedMessage,
     RouteActionRecord,
     StoredRollout,
     TickWrite,
@@ -35,13 +51,16 @@ from controller.store.records import (
 )
 from controller.store.schema import (
     AnalysisRow,
+    DeliveryRow,
     LeaseRow,
     ManualCommandRow,
     OutboxRow,
     RolloutRow,
     RouteActionRow,
+    ThreadRow,
     TransitionRow,
 )
+from controller.store.summary import OPEN, outbox_summary
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -345,6 +364,192 @@ class SqlStore:
                 for r in rows
             ]
 
+    # --- delivery of the outbox --------------------------------------------------
+
+    def undelivered(self, sink: str, *, limit: int = 500) -> Sequence[QueuedMessage]:
+        stmt = (
+            select(OutboxRow, RolloutRow.key, DeliveryRow)
+            .join(RolloutRow, RolloutRow.id == OutboxRow.rollout_id)
+            .outerjoin(
+                DeliveryRow,
+                and_(DeliveryRow.outbox_id == OutboxRow.id, DeliveryRow.sink == sink),
+            )
+            .where(
+                OutboxRow.status.in_(OPEN),
+                or_(DeliveryRow.sink.is_(None), DeliveryRow.status.in_(OPEN)),
+            )
+            .order_by(OutboxRow.id)
+            .limit(limit)
+        )
+        with self._transaction() as s:
+            return [
+                QueuedMessage(
+                    rollout=key,
+                    outbox_id=m.id,
+                    dedupe_key=m.dedupe_key,
+                    event=m.event,
+                    payload=m.payload,
+                    created_at=_utc(m.created_at),
+                    status=d.status if d is not None else DeliveryStatus.PENDING,
+                    attempts=d.attempts if d is not None else 0,
+                    next_attempt_at=_maybe_utc(d.next_attempt_at) if d is not None else None,
+                )
+                for m, key, d in s.execute(stmt)
+            ]
+
+    def claim_delivery(
+        self,
+        outbox_id: int,
+        sink: str,
+        *,
+        attempts: int,
+        now: datetime,
+        until: datetime,
+        sinks: Sequence[str],
+    ) -> bool:
+        with self._transaction() as s:
+            self._lock_message(s, outbox_id)
+            if attempts == 0:
+                dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+                claimed = s.execute(
+                    dialect.insert(DeliveryRow)
+                    .values(
+                        outbox_id=outbox_id,
+                        sink=sink,
+                        status=DeliveryStatus.SENDING,
+                        attempts=1,
+                        next_attempt_at=until,
+                    )
+                    .on_conflict_do_nothing()
+                    .returning(DeliveryRow.attempts)
+                ).scalar_one_or_none()
+            else:
+                claimed = s.execute(
+                    update(DeliveryRow)
+                    .where(
+                        DeliveryRow.outbox_id == outbox_id,
+                        DeliveryRow.sink == sink,
+                        DeliveryRow.attempts == attempts,
+                        DeliveryRow.status.in_(OPEN),
+                        or_(
+                            DeliveryRow.next_attempt_at.is_(None),
+                            DeliveryRow.next_attempt_at <= now,
+                        ),
+                    )
+                    .values(
+                        status=DeliveryStatus.SENDING,
+                        attempts=attempts + 1,
+                        next_attempt_at=until,
+                    )
+                    .returning(DeliveryRow.attempts)
+                ).scalar_one_or_none()
+            if claimed is None:
+                return False
+            self._summarise(s, outbox_id, sinks)
+            return True
+
+    def finish_delivery(
+        self,
+        outbox_id: int,
+        sink: str,
+        *,
+        attempt: int,
+        status: str,
+        now: datetime,
+        sinks: Sequence[str],
+        error: str | None = None,
+        retry_at: datetime | None = None,
+        ref: str | None = None,
+    ) -> bool:
+        outcome = DeliveryStatus(status)
+        with self._transaction() as s:
+            self._lock_message(s, outbox_id)
+            found = s.execute(
+                update(DeliveryRow)
+                .where(
+                    DeliveryRow.outbox_id == outbox_id,
+                    DeliveryRow.sink == sink,
+                    DeliveryRow.attempts == attempt,
+                    DeliveryRow.status == DeliveryStatus.SENDING,
+                )
+                .values(
+                    status=outcome,
+                    last_error=error,
+                    next_attempt_at=retry_at if outcome is DeliveryStatus.PENDING else None,
+                    delivered_at=now if outcome in _DELIVERED else None,
+                    ref=ref,
+                )
+                .returning(DeliveryRow.sink)
+            ).scalar_one_or_none()
+            if found is None:
+                return False
+            self._summarise(s, outbox_id, sinks)
+            return True
+
+    def _lock_message(self, s: Session, outbox_id: int) -> None:
+        """Write-lock the outbox row first, so deliveries of one message to several
+        sinks update its summary one after the other (and SQLite takes its write
+        lock up front instead of failing to upgrade a read lock later)."""
+        found = s.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == outbox_id)
+            .values(attempts=OutboxRow.attempts)
+            .returning(OutboxRow.id)
+        ).scalar_one_or_none()
+        if found is None:
+            raise PermanentError(f"no outbox message {outbox_id} in the store")
+
+    def _summarise(self, s: Session, outbox_id: int, sinks: Sequence[str]) -> None:
+        rows = s.scalars(select(DeliveryRow).where(DeliveryRow.outbox_id == outbox_id)).all()
+        summary = outbox_summary([_delivery(r) for r in rows], sinks)
+        s.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == outbox_id)
+            .values(status=summary.status, attempts=summary.attempts, last_error=summary.last_error)
+        )
+
+    def deliveries(self, key: str) -> Sequence[Delivery]:
+        with self._transaction() as s:
+            rid = self._rollout_id(s, key)
+            rows = s.scalars(
+                select(DeliveryRow)
+                .join(OutboxRow, OutboxRow.id == DeliveryRow.outbox_id)
+                .where(OutboxRow.rollout_id == rid)
+                .order_by(DeliveryRow.outbox_id, DeliveryRow.sink)
+            )
+            return [_delivery(r) for r in rows]
+
+    def undelivered_count(self) -> int:
+        with self._transaction() as s:
+            return s.execute(
+                select(func.count()).select_from(OutboxRow).where(OutboxRow.status.in_(OPEN))
+            ).scalar_one()
+
+    def thread(self, key: str, sink: str) -> NotificationThread | None:
+        with self._transaction() as s:
+            row = s.execute(
+                select(ThreadRow)
+                .join(RolloutRow, RolloutRow.id == ThreadRow.rollout_id)
+                .where(RolloutRow.key == key, ThreadRow.sink == sink)
+            ).scalar_one_or_none()
+            return _thread(key, row) if row is not None else None
+
+    def save_thread(
+        self, key: str, sink: str, *, channel: str, ts: str, now: datetime
+    ) -> NotificationThread:
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        with self._transaction() as s:
+            rid = self._rollout_id(s, key)
+            s.execute(
+                dialect.insert(ThreadRow)
+                .values(rollout_id=rid, sink=sink, channel=channel, ts=ts, created_at=now)
+                .on_conflict_do_nothing()
+            )
+            row = s.execute(
+                select(ThreadRow).where(ThreadRow.rollout_id == rid, ThreadRow.sink == sink)
+            ).scalar_one()
+            return _thread(key, row)
+
     # --- leases ----------------------------------------------------------------
 
     def acquire(self, key: str, holder: str, ttl: timedelta, now: datetime) -> bool:
@@ -387,6 +592,30 @@ def _case_same_holder(stmt: Any) -> Any:
         (LeaseRow.holder == stmt.excluded.holder, LeaseRow.acquired_at),
         else_=stmt.excluded.acquired_at,
     )
+
+
+_DELIVERED = (DeliveryStatus.SENT, DeliveryStatus.SKIPPED)
+
+
+def _maybe_utc(value: datetime | None) -> datetime | None:
+    return _utc(value) if value is not None else None
+
+
+def _delivery(row: DeliveryRow) -> Delivery:
+    return Delivery(
+        outbox_id=row.outbox_id,
+        sink=row.sink,
+        status=row.status,
+        attempts=row.attempts,
+        last_error=row.last_error,
+        next_attempt_at=_maybe_utc(row.next_attempt_at),
+        delivered_at=_maybe_utc(row.delivered_at),
+        ref=row.ref,
+    )
+
+
+def _thread(key: str, row: ThreadRow) -> NotificationThread:
+    return NotificationThread(key, row.sink, row.channel, row.ts, _utc(row.created_at))
 
 
 def _rollout(row: RolloutRow) -> StoredRollout:
