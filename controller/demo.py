@@ -36,7 +36,7 @@ from controller.metrics.simulated import (
     TrafficSimulator,
 )
 from controller.policy import ModelRollout, load_text
-from controller.routing import MemoryRouter, RouteTarget
+from controller.routing import MemoryRouter, RouteChange, RouteState, RouteTarget, TrafficRouter
 from controller.runtime.observer import JudgingObserver
 from controller.store.sql import SqlStore, migrate
 
@@ -86,23 +86,31 @@ class Scenario(StrEnum):
     OUTAGE = "outage"
 
 
-def _cohorts(scenario: Scenario) -> list[CohortTraffic]:
-    v6, v7 = "v6", "v7"
-    same = Behaviour()
-    non_english_v7 = (
-        Behaviour(refusal_rate=0.10) if scenario is Scenario.COHORT_REGRESSION else same
-    )
+def _cohorts(scenario: Scenario, rollout: ModelRollout) -> list[CohortTraffic]:
+    """The policy's cohorts (60% of the traffic between them) and everyone else.
+
+    In `cohort-regression` the candidate refuses twice as often in the first
+    cohort only (the whole traffic when there are none): small enough to hide
+    in the overall rate, not in that cohort's.
+    """
+    baseline, candidate = rollout.spec.baseline.version, rollout.spec.candidate.version
+    names = [c.name for c in rollout.spec.cohorts]
+    regressed = names[0] if names else "other"
+    same, worse = Behaviour(), Behaviour(refusal_rate=0.10)
+    shares = {name: 0.6 / len(names) for name in names}
+    shares["other"] = 1.0 - sum(shares.values())
     return [
-        CohortTraffic("non-english", 0.20, {v6: same, v7: non_english_v7}),
         CohortTraffic(
-            "mobile", 0.30, {v6: Behaviour(latency_median=0.8), v7: Behaviour(latency_median=0.8)}
-        ),
-        CohortTraffic(
-            "power-users",
-            0.10,
-            {v6: Behaviour(quality=(9.0, 2.0)), v7: Behaviour(quality=(9.0, 2.0))},
-        ),
-        CohortTraffic("other", 0.40, {v6: same, v7: same}),
+            name,
+            share,
+            {
+                baseline: same,
+                candidate: worse
+                if scenario is Scenario.COHORT_REGRESSION and name == regressed
+                else same,
+            },
+        )
+        for name, share in shares.items()
     ]
 
 
@@ -166,28 +174,35 @@ def run_demo(
     seed: int = 7,
     progress: Progress | None = None,
     pace: float = 0.0,
+    rollout: ModelRollout | None = None,
+    router: TrafficRouter | None = None,
+    rps: float = RPS,
 ) -> DemoResult:
-    """Run one rollout to its end on simulated time; the audit goes to `database` (recreated)."""
+    """Run one rollout to its end on simulated time; the audit goes to `database` (recreated).
+
+    By default the demo policy on the in-memory router; `canaryctl rehearse` passes
+    a policy of its own, its real router, and `pace` seconds between looks.
+    """
     database.unlink(missing_ok=True)
     url = f"sqlite:///{database}"
     migrate(url)
     store = SqlStore(url)
-    rollout = demo_rollout()
+    rollout = rollout or demo_rollout()
     start = datetime.now(UTC).replace(microsecond=0)
     clock = DemoClock(start)
     simulator = TrafficSimulator(
         model=rollout.spec.model,
         baseline=rollout.spec.baseline.version,
         candidate=rollout.spec.candidate.version,
-        cohorts=_cohorts(scenario),
-        requests_per_second=RPS,
+        cohorts=_cohorts(scenario, rollout),
+        requests_per_second=rps,
         start=start,
         seed=seed,
         scrape_interval=timedelta(seconds=15),
     )
     provider = SimulatedProvider(simulator)
     observer = JudgingObserver(provider)
-    router = MemoryRouter(RouteTarget.of(rollout))
+    router = router or MemoryRouter(RouteTarget.of(rollout))
     executor = Executor(store, clock)
     interval = rollout.spec.analysis.interval
     result = DemoResult(scenario, Phase.PENDING, 0, database=str(database), key=rollout.key)
@@ -242,3 +257,74 @@ def _failures(store: SqlStore, key: str) -> list[Failure]:
         for r in rows
         if r.tick == last_tick and r.verdict == "fail" and r.evidence.get("critical", True)
     ]
+
+
+class RehearsalRouter:
+    """A real router that never really promotes: a rehearsal always gives the route back.
+
+    Promotion would leave the candidate as the route's only backend; in a
+    rehearsal that is recorded as a promotion but carried out as a restore.
+    """
+
+    def __init__(self, router: TrafficRouter) -> None:
+        self.router = router
+        self.routes: list[dict[str, Any]] = []
+
+    @property
+    def kind(self) -> Any:
+        return self.router.kind
+
+    @property
+    def capabilities(self) -> Any:
+        return self.router.capabilities
+
+    def observe(self) -> RouteState:
+        return self.router.observe()
+
+    def apply(self, desired: RouteState) -> RouteChange:
+        change = self.router.apply(desired)
+        if change.changed:
+            self.routes.append(
+                {**self.router.observe().to_json(), "writes": [str(w) for w in change.writes]}
+            )
+        return change
+
+    def restore(self, *, promote: bool = False) -> RouteChange:
+        change = self.router.restore(promote=False)
+        self.routes.append(
+            {**self.router.observe().to_json(), "restored": True, "promoted": promote}
+        )
+        return change
+
+
+def rehearse(
+    rollout: ModelRollout,
+    router: TrafficRouter,
+    scenario: Scenario,
+    database: Path,
+    *,
+    pace: float,
+    seed: int = 7,
+    rps: float = RPS,
+    progress: Progress | None = None,
+) -> tuple[DemoResult, list[dict[str, Any]]]:
+    """Drive `rollout`'s real router through the simulated rollout, then give the route back.
+
+    Returns the result and the route as it was after each write.
+    """
+    rehearsal = RehearsalRouter(router)
+    try:
+        result = run_demo(
+            scenario,
+            database,
+            seed=seed,
+            progress=progress,
+            pace=pace,
+            rollout=rollout,
+            router=rehearsal,
+            rps=rps,
+        )
+    finally:
+        if rehearsal.observe() != RouteState():
+            rehearsal.restore()
+    return result, rehearsal.routes

@@ -18,9 +18,11 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from controller.demo import DemoResult, Scenario, demo_rollout, run_demo
+from controller.demo import DemoResult, Scenario, demo_rollout, rehearse, run_demo
 from controller.engine.executor import TickResult
 from controller.engine.state import EventKind, Notify
+from controller.policy import ModelRollout
+from controller.routing import TrafficRouter
 
 _STYLE = {
     EventKind.ROLLED_BACK: "red",
@@ -119,3 +121,36 @@ def _summary(out: Console, result: DemoResult, seconds: float) -> None:
         f"  canaryctl history {result.key} --database {result.database}\n"
         f"  canaryctl status {result.key} --database {result.database}"
     )
+
+
+def show_rehearsal(
+    rollout: ModelRollout,
+    router: TrafficRouter,
+    scenario: Scenario,
+    database: Path,
+    pace: float,
+    *,
+    rps: float,
+    json_output: bool,
+) -> None:
+    """Run `canaryctl rehearse` and show it like the demo, plus the route after each write."""
+    out = Console(stderr=json_output, highlight=False)
+    out.print(
+        f"[bold]rehearsal[/bold] of {rollout.key} on {rollout.spec.traffic.router} route "
+        f"{rollout.metadata.namespace}/{rollout.spec.traffic.route} · scenario {scenario}"
+    )
+
+    def progress(tick: TickResult, simulated: timedelta) -> None:
+        for t in tick.decision.transitions:
+            out.print(f"{_clock(simulated):>9}  {t.from_phase} → {t.to_phase}  {escape(t.reason)}")
+
+    started = time.monotonic()
+    result, routes = rehearse(
+        rollout, router, scenario, database, pace=pace, rps=rps, progress=progress
+    )
+    for route in routes:
+        out.print(f"  route: {escape(json.dumps(route))}")
+    _summary(out, result, time.monotonic() - started)
+    out.print("The route has been given back as it was before the rehearsal.")
+    if json_output:
+        sys.stdout.write(json.dumps({**result.to_json(), "routes": routes}) + "\n")

@@ -26,7 +26,7 @@ from rich.text import Text
 
 from controller import __version__
 from controller.demo import Scenario
-from controller.errors import CanaryError, Severity
+from controller.errors import CanaryError, PolicyError, Severity
 from controller.policy import check_files
 from controller.policy.loader import policy_files
 from controller.store.sql import SqlStore
@@ -320,6 +320,100 @@ def demo(
     from controller.cli.demo_view import run_and_show
 
     run_and_show(scenario, database, seed, json_output=output is Output.JSON)
+
+
+@app.command()
+def apply(
+    file: Annotated[Path, typer.Argument(help="A policy file.", exists=True, dir_okay=False)],
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Write into this directory source instead of the cluster."),
+    ] = None,
+) -> None:
+    """Validate a policy, then apply it to the cluster (or to a directory source)."""
+    from controller.cli.apply import to_cluster, to_directory
+    from controller.policy import load_file
+
+    try:
+        loaded = load_file(file)
+        for problem in (w for p in loaded for w in p.warnings):
+            err_console.print(f"[yellow]WARN[/yellow] {escape(str(problem))}")
+        for policy in loaded:
+            if directory is not None:
+                target = to_directory(policy.rollout, file, directory)
+                console.print(f"{escape(policy.rollout.key)} written to {escape(str(target))}")
+            else:
+                from controller.app import kube_client
+                from controller.settings import load_settings
+
+                client = kube_client(load_settings())
+                try:
+                    outcome = to_cluster(policy.rollout, client)
+                finally:
+                    client.close()  # type: ignore[no-untyped-call]  # the client has no annotations
+                console.print(f"modelrollout {escape(policy.rollout.key)} {outcome}")
+    except PolicyError as exc:
+        for problem in exc.problems:
+            err_console.print(f"[red]ERROR[/red] {escape(str(problem))}")
+        raise typer.Exit(1) from exc
+    except CanaryError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def rehearse(
+    policy: Annotated[
+        Path, typer.Argument(help="The policy to rehearse.", exists=True, dir_okay=False)
+    ],
+    scenario: Annotated[Scenario, typer.Option("--scenario", "-s")] = Scenario.HEALTHY,
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="Default: CANARY_KUBECONFIG, or in-cluster.")
+    ] = None,
+    pace: Annotated[float, typer.Option(help="Real seconds between looks (a short hold).")] = 1.0,
+    rps: Annotated[
+        float, typer.Option(help="Simulated requests per second (use your real traffic).")
+    ] = 60.0,
+    database: Annotated[Path, typer.Option(help="SQLite file for the audit (recreated).")] = Path(
+        "canary-rehearsal.db"
+    ),
+    output: OutputOption = Output.TEXT,
+) -> None:
+    """Drive the policy's real router on the real route with simulated traffic, then restore it."""
+    from controller.app import kube_client
+    from controller.cli.demo_view import show_rehearsal
+    from controller.policy import load_file
+    from controller.routing.base import RouteTarget
+    from controller.routing.cluster import Cluster
+    from controller.routing.registry import router_class
+    from controller.settings import load_settings
+
+    try:
+        [loaded] = load_file(policy)
+        settings = load_settings(**({"kubeconfig": kubeconfig} if kubeconfig else {}))
+        client = kube_client(settings)
+        rollout = loaded.rollout
+        target = RouteTarget.of(rollout)
+        router = router_class(rollout.spec.traffic.router)(target, Cluster(client))
+        try:
+            show_rehearsal(
+                rollout,
+                router,
+                scenario,
+                database,
+                pace,
+                rps=rps,
+                json_output=output is Output.JSON,
+            )
+        finally:
+            client.close()  # type: ignore[no-untyped-call]  # the client has no annotations
+    except ValueError:
+        _fail(f"{policy} must hold exactly one ModelRollout to rehearse")
+    except PolicyError as exc:
+        for problem in exc.problems:
+            err_console.print(f"[red]ERROR[/red] {escape(str(problem))}")
+        raise typer.Exit(1) from exc
+    except CanaryError as exc:
+        _fail(str(exc))
 
 
 db_app = typer.Typer(help="The audit store.", no_args_is_help=True)
