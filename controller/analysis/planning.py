@@ -7,7 +7,7 @@ candidate PASSes, or a regressed one FAILs, in 80 % of rollouts, and how many
 minutes that is at a given request rate and weight.
 
 Run `python -m controller.analysis.planning` to print the tables of
-docs/judge.md.
+the README (How the judge decides).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ EXAMPLE_TESTS = 24
 
 
 def tables() -> str:
-    """The tables of docs/judge.md, computed (a test checks the doc is up to date)."""
+    """The step tables of the README (How the judge decides); a test keeps them in sync."""
     healthy = Scenario(tests=EXAMPLE_TESTS)
     regressed = Scenario(tests=EXAMPLE_TESTS, true_increase=0.04)
     tight = Scenario(tests=EXAMPLE_TESTS, max_increase=0.01, true_increase=0.02)

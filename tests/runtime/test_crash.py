@@ -85,7 +85,12 @@ class Traffic(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        rates = {("good", "v1"): 0.05, ("good", "v2"): 0.05, ("bad", "v1"): 0.05, ("bad", "v2"): 0.2}
+        rates = {
+            ("good", "v1"): 0.05,
+            ("good", "v2"): 0.05,
+            ("bad", "v1"): 0.05,
+            ("bad", "v2"): 0.2,
+        }
         while not self.stopping.wait(0.2):
             for (model, version), refusal in rates.items():
                 labels = {"model": model, "version": version, "cohort": "all"}
@@ -118,7 +123,9 @@ def world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, object
                     "kind": "Config",
                     "clusters": [{"name": "kmock", "cluster": {"server": kube.url}}],
                     "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
-                    "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
+                    "contexts": [
+                        {"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}
+                    ],
                     "current-context": "kmock",
                 }
             )
@@ -136,7 +143,12 @@ def world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, object
             "CANARY_API_HOST": "127.0.0.1",
         }
         try:
-            yield {"env": env, "kube": kube, "url": postgres_server_url, "log": tmp_path / "run.log"}
+            yield {
+                "env": env,
+                "kube": kube,
+                "url": postgres_server_url,
+                "log": tmp_path / "run.log",
+            }
         finally:
             traffic.stopping.set()
             prometheus.stop()
