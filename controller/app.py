@@ -130,9 +130,22 @@ def build(
             source = kube_source
     if routes is None:
         assert api_client is not None
-        routes = ClusterRoutes(Cluster(api_client))
+        routes = ClusterRoutes(
+            Cluster(
+                api_client,
+                on_retry=lambda kind, reason: metrics.record_route_write_retry(kind.kind, reason),
+            )
+        )
     if observer is None:
-        observer = JudgingObserver(provider or PrometheusProvider.from_settings(settings))
+        observer = JudgingObserver(
+            provider
+            or PrometheusProvider.from_settings(
+                settings,
+                on_query=lambda seconds, error: metrics.record_prometheus_query(
+                    seconds, error=error
+                ),
+            )
+        )
     controller = Controller(
         store=store,
         source=source,
@@ -143,6 +156,7 @@ def build(
         lease_ttl=timedelta(seconds=settings.lease_ttl_seconds),
         sync_every=settings.sync_seconds,
         reporters=(LogReporter(), MetricsReporter(metrics), *reporters),
+        metrics=metrics,
     )
 
     def store_answers() -> bool:

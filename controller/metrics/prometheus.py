@@ -24,7 +24,8 @@ counts from the start, with Prometheus' own extrapolation.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -50,6 +51,13 @@ from controller.settings import Settings, redact_url
 COHORT = "cohort"
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
+#: `on_query(seconds, error)`: one query's latency and its error's class name, if any
+QueryObserver = Callable[[float, str | None], None]
+
+
+def _ignore_query(seconds: float, error: str | None) -> None:
+    return None
+
 
 class _Query:
     """A rendered query and how to read its result."""
@@ -71,16 +79,20 @@ class PrometheusProvider:
         timeout_seconds: float = 10.0,
         step_seconds: float = 15.0,
         lookback_seconds: float = 600.0,
+        on_query: QueryObserver | None = None,
     ) -> None:
         """`step_seconds` is the resolution of exact counts: a counter restart loses
         at most the increments of the step it happened in, so keep it at about the
-        scrape interval. `lookback_seconds` is the longest scrape gap bridged."""
+        scrape interval. `lookback_seconds` is the longest scrape gap bridged.
+        `on_query(seconds, error)` is told of every query: its latency and, if it
+        failed, the class name of the error raised (for the controller's own metrics)."""
         if step_seconds <= 0 or lookback_seconds < step_seconds:
             raise ValueError("need 0 < step_seconds <= lookback_seconds")
         self.url = url.rstrip("/")
         self.timeout_seconds = timeout_seconds
         self.step_seconds = step_seconds
         self.lookback_seconds = lookback_seconds
+        self._on_query = on_query or _ignore_query
         session = requests.Session()
         session.verify = str(ca_file) if ca_file is not None else True
         session.hooks["response"].append(self._check_response)
@@ -94,12 +106,15 @@ class PrometheusProvider:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, **options: float) -> PrometheusProvider:
+    def from_settings(
+        cls, settings: Settings, *, on_query: QueryObserver | None = None, **options: float
+    ) -> PrometheusProvider:
         return cls(
             settings.prometheus_url,
             token=settings.prometheus_token,
             ca_file=settings.prometheus_ca_file,
             timeout_seconds=settings.prometheus_timeout_seconds,
+            on_query=on_query,
             **options,
         )
 
@@ -179,6 +194,17 @@ class PrometheusProvider:
     # --- HTTP ---
 
     def _run(self, query: str, context: QueryContext) -> list[dict[str, Any]]:
+        start = time.perf_counter()
+        error: str | None = None
+        try:
+            return self._ask(query, context)
+        except Exception as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            self._on_query(time.perf_counter() - start, error)
+
+    def _ask(self, query: str, context: QueryContext) -> list[dict[str, Any]]:
         evaluation_time = self._window(context).end
         params = {"time": f"{evaluation_time:.3f}", "timeout": f"{self.timeout_seconds:g}s"}
         try:

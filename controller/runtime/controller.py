@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import CollectorRegistry
 
 from controller.engine.executor import Clock, Executor, Observer, TickResult
 from controller.engine.phases import Phase
@@ -27,6 +29,7 @@ from controller.routing.base import TrafficRouter
 from controller.runtime.sources import RolloutSource, Snapshot
 from controller.store.base import LeaseStore, RolloutStore, StaleStateError
 from controller.store.records import StoredRollout
+from controller.telemetry import ControllerMetrics, LeaseChange, TickOutcome
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,9 @@ class Controller:
         lease_ttl: timedelta = timedelta(seconds=15),
         sync_every: float = 5.0,
         reporters: tuple[TickReporter, ...] = (LogReporter(),),
+        metrics: ControllerMetrics | None = None,
     ) -> None:
+        """`metrics` records ticks, leases and phases (a private registry if not given)."""
         self.store = store
         self.source = source
         self.routes = routes
@@ -88,11 +93,14 @@ class Controller:
         self.lease_ttl = lease_ttl
         self.sync_every = sync_every
         self.reporters = reporters
+        self.metrics = metrics or ControllerMetrics(CollectorRegistry())
         self.executor = Executor(store, clock)
         self.scheduler = BackgroundScheduler(job_defaults={"max_instances": 1, "coalesce": True})
         self._snapshot = Snapshot({}, synced=False)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        #: the leases this replica held after the last sync, to count what changed
+        self._held: set[str] = set()
 
     # --- one pass over everything --------------------------------------------------
 
@@ -103,12 +111,17 @@ class Controller:
         with self._lock:
             self._snapshot = snapshot
         stored = {r.key: r for r in self.store.rollouts()}
+        self.metrics.set_rollout_phases(r.phase for r in stored.values())
         wanted: dict[str, float] = {}
+        refused: set[str] = set()
         for key, rollout in snapshot.rollouts.items():
             if not _needs_ticks(rollout, stored.get(key)):
                 continue
             if self.store.acquire(key, self.replica, self.lease_ttl, now):
                 wanted[key] = rollout.spec.analysis.interval.total_seconds()
+            else:
+                refused.add(key)
+        self._count_leases(set(wanted), lost=self._held & refused)
         for key, row in stored.items():
             if key in snapshot.rollouts or not snapshot.synced:
                 continue
@@ -117,6 +130,15 @@ class Controller:
             if self.store.acquire(key, self.replica, self.lease_ttl, now):
                 self._end(row)
         self._schedule(wanted)
+
+    def _count_leases(self, held: set[str], *, lost: set[str]) -> None:
+        for _ in held - self._held:
+            self.metrics.record_lease_change(LeaseChange.ACQUIRED)
+        for key in lost:
+            log.warning("another replica holds the lease on %s now", key)
+            self.metrics.record_lease_change(LeaseChange.LOST)
+        self._held = held
+        self.metrics.set_leases_held(len(held))
 
     def _schedule(self, wanted: dict[str, float]) -> None:
         if not self.scheduler.running:
@@ -150,18 +172,26 @@ class Controller:
             rollout = self._snapshot.rollouts.get(key)
         if rollout is None:
             return
-        if not self.store.acquire(key, self.replica, self.lease_ttl, self.clock.now()):
-            log.info("lost the lease on %s to another replica", key)
-            return
+        start = time.perf_counter()
+        outcome = TickOutcome.SKIPPED
         try:
-            result = self.executor.tick(rollout, self.routes(rollout), self.observer)
-        except StaleStateError:
-            log.info("%s was written by another replica; skipping this tick", key)
-            return
-        except CanaryError as exc:
-            log.error("tick of %s failed: %s", key, exc)
-            return
-        self._report(rollout, result)
+            if not self.store.acquire(key, self.replica, self.lease_ttl, self.clock.now()):
+                log.info("lost the lease on %s to another replica", key)
+                return
+            outcome = TickOutcome.ERROR
+            try:
+                result = self.executor.tick(rollout, self.routes(rollout), self.observer)
+            except StaleStateError:
+                outcome = TickOutcome.SKIPPED
+                log.info("%s was written by another replica; skipping this tick", key)
+                return
+            except CanaryError as exc:
+                log.error("tick of %s failed: %s", key, exc)
+                return
+            outcome = TickOutcome.OK
+            self._report(rollout, result)
+        finally:
+            self.metrics.record_tick(time.perf_counter() - start, outcome)
 
     def _report(self, rollout: ModelRollout, result: TickResult) -> None:
         for reporter in self.reporters:
@@ -205,6 +235,9 @@ class Controller:
             self.scheduler.shutdown(wait=True)
         for key in self.store.held_by(self.replica, self.clock.now()):
             self.store.release(key, self.replica)
+            self.metrics.record_lease_change(LeaseChange.RELEASED)
+        self._held = set()
+        self.metrics.set_leases_held(0)
 
 
 def _needs_ticks(rollout: ModelRollout, row: StoredRollout | None) -> bool:

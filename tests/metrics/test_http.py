@@ -226,3 +226,23 @@ def test_the_ca_file_is_trusted_and_nothing_else(tls: tuple[str, Path, Script]) 
     with pytest.raises(PermanentError, match="TLS"):
         untrusted.fetch(SPEC, "v1", CONTEXT)
     untrusted.close()
+
+
+def test_every_query_is_reported_with_its_latency_and_error_class(
+    fake: tuple[Script, str],
+) -> None:
+    script, url = fake
+    seen: list[tuple[float, str | None]] = []
+    provider = PrometheusProvider.from_settings(
+        Settings(prometheus_url=url), on_query=lambda seconds, error: seen.append((seconds, error))
+    )
+    provider.fetch(SPEC, "v1", CONTEXT)
+    script.status, script.body = 503, _error("unavailable", "too many queries")
+    with pytest.raises(MetricsUnreachableError):
+        provider.fetch(SPEC, "v1", CONTEXT)
+    script.status, script.body = 400, _error("bad_data", "parse error")
+    with pytest.raises(BadQueryError):
+        provider.fetch(SPEC, "v1", CONTEXT)
+    assert [error for _, error in seen] == [None, "MetricsUnreachableError", "BadQueryError"]
+    assert all(seconds >= 0 for seconds, _ in seen)
+    provider.close()

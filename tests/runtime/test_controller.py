@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from controller.analysis.verdicts import Verdict
 from controller.engine.executor import Observation
@@ -18,6 +19,7 @@ from controller.runtime.controller import Controller
 from controller.runtime.sources import DirectorySource
 from controller.store.memory import MemoryStore
 from controller.store.sql import SqlStore, migrate
+from controller.telemetry import ControllerMetrics
 from tests.databases import postgres_server_url  # noqa: F401  (fixture)
 from tests.policy.base import BASE, policy
 
@@ -54,7 +56,12 @@ class Passing:
 
 
 def make(
-    store: MemoryStore | SqlStore, directory: Path, clock: Clock, routes: Routes, name: str
+    store: MemoryStore | SqlStore,
+    directory: Path,
+    clock: Clock,
+    routes: Routes,
+    name: str,
+    metrics: ControllerMetrics | None = None,
 ) -> Controller:
     return Controller(
         store=store,
@@ -64,6 +71,7 @@ def make(
         clock=clock,
         replica=name,
         lease_ttl=timedelta(seconds=15),
+        metrics=metrics,
     )
 
 
@@ -189,3 +197,39 @@ def test_each_rollout_has_exactly_one_owner(tmp_path: Path, replicas: int) -> No
     owned = [set(store.held_by(f"r{n}", clock.now())) for n in range(replicas)]
     assert set().union(*owned) == {f"llm/bot-{i}" for i in range(6)}
     assert sum(len(o) for o in owned) == 6
+
+
+def test_ticks_leases_and_phases_are_counted_in_the_self_metrics(tmp_path: Path) -> None:
+    (tmp_path / "bot.yaml").write_text(BASE)
+    store, clock, routes = MemoryStore(), Clock(), Routes()
+    metrics_a, metrics_b = (
+        ControllerMetrics(CollectorRegistry()),
+        ControllerMetrics(CollectorRegistry()),
+    )
+    a = make(store, tmp_path, clock, routes, "a", metrics_a)
+    b = make(store, tmp_path, clock, routes, "b", metrics_b)
+
+    def value(metrics: ControllerMetrics, name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    a.sync()
+    b.sync()
+    a.tick(KEY)
+    b.tick(KEY)  # a owns it: b's tick is skipped
+    assert value(metrics_a, "canary_ticks_total", outcome="ok") == 1
+    assert value(metrics_a, "canary_tick_duration_seconds_count") == 1
+    assert value(metrics_b, "canary_ticks_total", outcome="skipped") == 1
+    assert value(metrics_a, "canary_leases_held") == 1
+    assert value(metrics_a, "canary_lease_changes_total", change="acquired") == 1
+    assert value(metrics_b, "canary_leases_held") == 0
+    # a stalls past its lease; b takes the rollout over; a finds it lost
+    clock.at += timedelta(seconds=16)
+    b.sync()
+    a.sync()
+    assert value(metrics_b, "canary_lease_changes_total", change="acquired") == 1
+    assert value(metrics_a, "canary_lease_changes_total", change="lost") == 1
+    assert value(metrics_a, "canary_leases_held") == 0
+    assert value(metrics_a, "canary_rollouts", phase="Progressing") == 1
+    b.stop()
+    assert value(metrics_b, "canary_lease_changes_total", change="released") == 1
+    assert value(metrics_b, "canary_leases_held") == 0
