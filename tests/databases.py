@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
@@ -22,9 +23,9 @@ def admin_url() -> str:
     return os.environ.get("CANARY_TEST_DATABASE_URL", DEFAULT_ADMIN_URL)
 
 
-@pytest.fixture(scope="session")
-def postgres_server_url() -> Iterator[str]:
-    """A URL of a fresh, empty Postgres database, dropped at the end of the session."""
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A URL of a new, empty Postgres database, dropped when the block ends."""
     admin = make_url(admin_url())
     name = f"canary_test_{uuid.uuid4().hex[:12]}"
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
@@ -40,3 +41,18 @@ def postgres_server_url() -> Iterator[str]:
         with engine.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A URL of a fresh, empty Postgres database, dropped at the end of the session."""
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_test_url() -> Iterator[str]:
+    """A Postgres database of this test's own, for tests that read every row of a table
+    (a delivery worker takes whatever the outbox holds, not only its test's rollout)."""
+    with fresh_database() as url:
+        yield url
