@@ -24,8 +24,10 @@ from controller.api.health import Readiness
 from controller.api.server import ApiServer
 from controller.engine.executor import Observer, TickResult
 from controller.engine.phases import Phase
+from controller.errors import CanaryError
 from controller.metrics.base import MetricProvider
 from controller.metrics.prometheus import PrometheusProvider
+from controller.notify import DeliveryWorker, Notifier, SlackNotifier, WebhookNotifier
 from controller.policy import ModelRollout
 from controller.routing.base import RouteTarget, TrafficRouter
 from controller.routing.cluster import Cluster
@@ -54,7 +56,7 @@ class MetricsReporter:
     def report(self, rollout: ModelRollout, result: TickResult) -> None:
         ns, name = rollout.metadata.namespace, rollout.metadata.name
         state = result.decision.state
-        self.metrics.set_candidate_weight(ns, name, state.route.weight)
+        self.metrics.set_candidate_weight(ns, name, state.serving().weight)
         for t in result.decision.transitions:
             if t.to_phase is Phase.ROLLED_BACK:
                 self.metrics.record_rollback(ns, name)
@@ -174,10 +176,24 @@ def build(
     return Wiring(controller, store, metrics, readiness, api_client)
 
 
+def notifiers(settings: Settings) -> list[Notifier]:
+    """The sinks the outbox is delivered to: Slack with CANARY_SLACK_TOKEN, the JSON
+    webhook with CANARY_WEBHOOK_URL; none without either (messages stay queued)."""
+    found: list[Notifier] = []
+    if settings.slack_token is not None:
+        found.append(SlackNotifier.from_settings(settings))
+    if settings.webhook_url is not None:
+        found.append(WebhookNotifier(settings.webhook_url))
+    return found
+
+
 def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     """Run the controller until SIGTERM / SIGINT (or `stop` is set)."""
     migrate(settings.database_url.get_secret_value())
     wiring = build(settings)
+    sinks = notifiers(settings)
+    # Delivery runs on threads of its own: a slow or failing sink never holds up a tick.
+    delivery = DeliveryWorker(wiring.store, sinks, metrics=wiring.metrics) if sinks else None
     server = ApiServer(
         wiring.metrics.registry, wiring.readiness, host=settings.api_host, port=settings.api_port
     )
@@ -191,6 +207,9 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     wiring.controller.start()
+    if delivery is not None:
+        delivery.start()
+        _check_slack(sinks)
     log.info(
         "controller %s running as %s (source: %s)",
         __version__,
@@ -200,6 +219,19 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     stop.wait()
     wiring.readiness.mark_stopping()
     wiring.controller.stop()
+    if delivery is not None and not delivery.stop():
+        log.warning("a notification was still in flight at shutdown; it is retried on restart")
     server.stop()
     wiring.store.close()
     log.info("stopped")
+
+
+def _check_slack(sinks: list[Notifier]) -> None:
+    """Say in the log, at startup, whether Slack takes the bot token (after the
+    controller started: a slow Slack delays no tick)."""
+    for sink in sinks:
+        if isinstance(sink, SlackNotifier):
+            try:
+                log.info("Slack notifications as %s", sink.check())
+            except CanaryError as exc:
+                log.error("Slack notifications will fail: %s", exc)

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     slack_base_url: str = Field(
         default="https://slack.com/api/", description="Slack Web API base URL."
     )
+    webhook_url: SecretStr | None = Field(
+        default=None,
+        description="URL that gets every notification as a JSON POST (docs/notifications.md);"
+        " a secret, as such URLs often carry one.",
+    )
     kubeconfig: Path | None = Field(
         default=None, description="Kubeconfig to use; in-cluster config when unset."
     )
@@ -113,7 +118,9 @@ class Settings(BaseSettings):
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, SecretStr):
-                value = redact_url(value.get_secret_value()) if name.endswith("_url") else "***"
+                # a webhook URL's secret is in its path or query, not a password: mask it whole
+                shown = name.endswith("_url") and name != "webhook_url"
+                value = redact_url(value.get_secret_value()) if shown else "***"
             elif isinstance(value, Path):
                 value = str(value)
             out[name] = value

@@ -45,6 +45,15 @@ def test_secrets_are_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.redacted()["slack_token"] == "***"
 
 
+def test_a_webhook_url_is_a_secret_masked_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "https://hooks.example.com/services/T000/B000/s3cr3tpath"
+    monkeypatch.setenv("CANARY_WEBHOOK_URL", url)
+    settings = load_settings()
+    assert settings.webhook_url is not None and settings.webhook_url.get_secret_value() == url
+    assert settings.redacted()["webhook_url"] == "***"
+    assert "s3cr3tpath" not in repr(settings) + str(settings.redacted())
+
+
 def test_secrets_are_read_from_a_mounted_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

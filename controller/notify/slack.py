@@ -137,7 +137,7 @@ class SlackNotifier:
         if not channel:
             return Receipt(skipped=True)
         if retry:
-            found = self._find(note, channel, thread)
+            found = self._look_for(note, channel, thread)
             if found is not None:
                 log.info(
                     "%s was already in Slack (%s); not posting it again",
@@ -195,6 +195,21 @@ class SlackNotifier:
             )
 
     # --- finding a message posted before -------------------------------------------
+
+    def _look_for(self, note: Notification, channel: str, thread: Thread | None) -> Thread | None:
+        """`_find`, but a lookup Slack refuses for good (a token without the history
+        scopes, say) posts the message rather than failing it: a message the owners
+        might read twice beats one they never read."""
+        try:
+            return self._find(note, channel, thread)
+        except PermanentError as exc:
+            log.warning(
+                "cannot look for %s in Slack before posting it again: %s",
+                note.dedupe_key,
+                exc,
+                extra={"rollout": note.rollout},
+            )
+            return None
 
     def _find(self, note: Notification, channel: str, thread: Thread | None) -> Thread | None:
         """The message carrying `note`'s key, if an earlier attempt posted it."""

@@ -257,3 +257,16 @@ def test_the_token_is_checked_at_startup_from_settings(slack: FakeSlack) -> None
         SlackNotifier.from_settings(bad).check()
     with pytest.raises(PermanentError, match="no Slack token configured"):
         SlackNotifier.from_settings(Settings(slack_token=None))
+
+
+def test_a_retry_that_may_not_look_posts_rather_than_losing_the_message(
+    slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = notifier(slack)
+    opened = client.deliver(started(), None, retry=False).opened
+    slack.fail("conversations.replies", fake_slack.error("missing_scope"))
+    receipt = client.deliver(rollback(), opened, retry=True)
+    top, reply = slack.posted()
+    assert receipt.ref == reply["ts"] and reply["thread_ts"] == top["ts"]
+    assert "cannot look for llm/support-bot-v7#" in caplog.text
+    assert "missing_scope" in caplog.text

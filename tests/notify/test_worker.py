@@ -8,9 +8,7 @@ restart (the worker dies between sending and marking, and starts again).
 from __future__ import annotations
 
 import io
-import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,8 +42,9 @@ from controller.store.memory import MemoryStore
 from controller.store.sql import SqlStore, migrate
 from controller.telemetry import ControllerMetrics
 from tests.databases import postgres_test_url  # noqa: F401  (fixture)
-from tests.notify import fake_slack
+from tests.notify import fake_slack, hook_receiver
 from tests.notify.fake_slack import TOKEN, FakeSlack
+from tests.notify.hook_receiver import Hook
 from tests.notify.samples import FAIL_REASON, T0, analysis
 from tests.policy.base import policy
 
@@ -465,45 +464,10 @@ def test_a_bug_in_a_notifier_gives_up_that_message_and_goes_on(slack: FakeSlack)
 # --- other sinks ---------------------------------------------------------------------
 
 
-@dataclass
-class Hook:
-    """A webhook receiver: answers with the queued statuses, then 204."""
-
-    statuses: list[int] = field(default_factory=list)
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)
-    url: str = ""
-
-
 @pytest.fixture
 def hook() -> Iterator[Hook]:
-    receiver = Hook()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            code = receiver.statuses.pop(0) if receiver.statuses else 204
-            if code == 204:
-                receiver.bodies.append(json.loads(body))
-                receiver.keys.append(self.headers["Idempotency-Key"])
-            self.send_response(code)
-            if code == 503:
-                self.send_header("Retry-After", "20")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/canary?secret=s3cr3t"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield receiver
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with hook_receiver.running() as receiver:
+        yield receiver
 
 
 def test_a_webhook_gets_the_same_events_without_holding_slack_back(
