@@ -16,12 +16,12 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from controller.engine.state import RolloutState
 from controller.errors import PermanentError
 from controller.policy import ModelRollout
 from controller.store.base import RolloutStore
 from controller.store.records import AnalysisRecord, StoredRollout
 
-ENDED = ("Promoted", "RolledBack", "Aborted", "Failed")
 VERDICT_STYLE = {
     "pass": "green",
     "fail": "bold red",
@@ -71,9 +71,7 @@ def hold_progress(row: StoredRollout, now: datetime) -> tuple[float, float] | No
 def status_json(store: RolloutStore, row: StoredRollout, now: datetime) -> dict[str, Any]:
     state = row.state
     progress = hold_progress(row, now)
-    route = dict(state.get("route", {}))
-    if row.phase in ENDED and not state.get("restorePending"):
-        route = {"weight": 100 if row.phase == "Promoted" else 0, "cohorts": {}, "mirrorPercent": 0}
+    route = RolloutState.from_json(state).serving().to_json()
     return {
         "rollout": row.key,
         "phase": row.phase,

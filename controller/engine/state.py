@@ -105,6 +105,14 @@ class RolloutState:
             restore_pending=bool(data.get("restorePending", False)),
         )
 
+    def serving(self) -> RouteState:
+        """What the route carries now: the recorded state while the rollout runs; once it
+        ended and the route was given back, all traffic to the candidate if it was
+        promoted, none otherwise (`route` keeps the last state written during the rollout)."""
+        if self.phase.terminal and not self.restore_pending:
+            return RouteState(weight=100 if self.phase is Phase.PROMOTED else 0)
+        return self.route
+
     def evolve(self, **changes: Any) -> RolloutState:
         return replace(self, **changes)
 

@@ -272,6 +272,17 @@ def test_promotion_keeps_the_candidate() -> None:
     assert RestoreRoute(promoted=True) in d.actions
 
 
+def test_what_the_route_serves_after_the_end_is_the_baseline_or_the_candidate() -> None:
+    running = at_step(1)
+    assert running.serving() == running.route and running.route.weight > 0
+    rolled_back = decide(SPEC, running, FAIL, [], T0 + MIN).state
+    assert rolled_back.route == running.route  # the last state written, for the record
+    assert rolled_back.serving() == RouteState(weight=0)
+    assert rolled_back.evolve(restore_pending=True).serving() == running.route
+    promoted = decide(SPEC, at_step(2), PASS, [], T0).state
+    assert promoted.serving() == RouteState(weight=100)
+
+
 def test_a_terminal_rollout_does_nothing() -> None:
     done = at_step(1).evolve(phase=Phase.ROLLED_BACK)
     d = decide(SPEC, done, FAIL, [Command(1, CommandKind.RESUME, "alice")], T0)

@@ -13,156 +13,18 @@ recorded state.
 
 from __future__ import annotations
 
-import copy
-import os
 import random
 import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import yaml
-
-from controller.store.sql import SqlStore, migrate
-from tests.databases import postgres_server_url  # noqa: F401  (fixture)
+from controller.store.sql import SqlStore
 from tests.kube import KubeApi, without_server_metadata
-from tests.metrics.servers import ContractExporter, ExporterServer, PrometheusServer
-from tests.routing.cases import HTTP_ROUTE, HTTP_ROUTES
+from tests.routing.cases import HTTP_ROUTES
+from tests.runtime.live import NAMESPACE, route, start
 
 SEED = 20261122
 KILLS = 50
-NAMESPACE = "llm"
-CANARYCTL = str(Path(sys.executable).with_name("canaryctl"))
-
-
-def _policy(name: str, model: str) -> str:
-    return f"""\
-apiVersion: canary.ai/v1alpha1
-kind: ModelRollout
-metadata: {{name: {name}, namespace: {NAMESPACE}}}
-spec:
-  model: {model}
-  baseline: {{version: v1, service: {name}-v1}}
-  candidate: {{version: v2, service: {name}-v2}}
-  traffic: {{router: gateway-api, route: {name}}}
-  steps:
-    - {{weight: 10, hold: 40s}}
-    - {{weight: 50, hold: 40s}}
-    - {{weight: 100, hold: 20s}}
-  analysis:
-    interval: 1s
-    window: 1m
-    confidence: 0.9
-    minSamples: 50
-    noData: {{action: hold, timeout: 10m, then: pause}}
-    metrics:
-      - {{template: refusal-rate, maxIncrease: 0.05}}
-"""
-
-
-def _route(name: str) -> dict[str, object]:
-    route = copy.deepcopy(HTTP_ROUTE)
-    route["metadata"]["name"] = name  # type: ignore[index]
-    route["metadata"]["namespace"] = NAMESPACE  # type: ignore[index]
-    route.pop("status")
-    for rule in route["spec"]["rules"]:  # type: ignore[index]
-        for ref in rule["backendRefs"]:
-            if ref["name"] != "status-page":
-                ref["name"] = f"{name}-v1"
-    return route
-
-
-class Traffic(threading.Thread):
-    """Requests to both versions of both models; `bad-v2` refuses four times as often."""
-
-    def __init__(self, exporter: ContractExporter) -> None:
-        super().__init__(daemon=True)
-        self.exporter = exporter
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        rates = {
-            ("good", "v1"): 0.05,
-            ("good", "v2"): 0.05,
-            ("bad", "v1"): 0.05,
-            ("bad", "v2"): 0.2,
-        }
-        while not self.stopping.wait(0.2):
-            for (model, version), refusal in rates.items():
-                labels = {"model": model, "version": version, "cohort": "all"}
-                self.exporter.add_counter("llm_requests", 100, outcome="ok", **labels)
-                self.exporter.add_counter("llm_refusals", 100 * refusal, **labels)
-
-
-@pytest.fixture
-def world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, object]]:  # noqa: F811
-    migrate(postgres_server_url)
-    exporter = ContractExporter()
-    exporter_server = ExporterServer(exporter)
-    traffic = Traffic(exporter)
-    traffic.start()
-    (tmp_path / "prom").mkdir()
-    prometheus = PrometheusServer(tmp_path / "prom", exporter_server.port)
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "good.yaml").write_text(_policy("good", "good"))
-    (policies / "bad.yaml").write_text(_policy("bad", "bad"))
-    with KubeApi() as kube:
-        kube.server.register(HTTP_ROUTES, "HTTPRoute")
-        for name in ("good", "bad"):
-            kube.server.put(HTTP_ROUTES, _route(name))
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "kmock", "cluster": {"server": kube.url}}],
-                    "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
-                    "contexts": [
-                        {"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}
-                    ],
-                    "current-context": "kmock",
-                }
-            )
-        )
-        env = {
-            **os.environ,
-            "CANARY_SOURCE": "directory",
-            "CANARY_POLICY_DIR": str(policies),
-            "CANARY_DATABASE_URL": postgres_server_url,
-            "CANARY_KUBECONFIG": str(kubeconfig),
-            "CANARY_PROMETHEUS_URL": prometheus.url,
-            "CANARY_REPLICA_ID": "crash-test",
-            "CANARY_SYNC_SECONDS": "0.5",
-            "CANARY_API_PORT": "0",
-            "CANARY_API_HOST": "127.0.0.1",
-        }
-        try:
-            yield {
-                "env": env,
-                "kube": kube,
-                "url": postgres_server_url,
-                "log": tmp_path / "run.log",
-            }
-        finally:
-            traffic.stopping.set()
-            prometheus.stop()
-            exporter_server.close()
-
-
-def _start(world: dict[str, object]) -> subprocess.Popen[bytes]:
-    with Path(str(world["log"])).open("ab") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [CANARYCTL, "run"],
-            env=world["env"],  # type: ignore[arg-type]
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
 
 
 def _ended(store: SqlStore) -> bool:
@@ -178,7 +40,7 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(world: dict[str, ob
     kills = 0
     deadline = time.monotonic() + 240
     while kills < KILLS and time.monotonic() < deadline:
-        process = _start(world)
+        process = start(world)
         time.sleep(rng.uniform(0.2, 2.5))
         process.send_signal(signal.SIGKILL)
         process.wait(10)
@@ -186,7 +48,7 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(world: dict[str, ob
     assert kills == KILLS, f"only {kills} kills in the time budget"
     assert not _ended(store), "the rollout must still be running when the kills end"
     # one last life, to the end
-    process = _start(world)
+    process = start(world)
     try:
         while not _ended(store) and time.monotonic() < deadline + 120:
             time.sleep(0.5)
@@ -222,10 +84,10 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(world: dict[str, ob
     promoted = kube.server.get(HTTP_ROUTES, NAMESPACE, "good")
     rolled_back = kube.server.get(HTTP_ROUTES, NAMESPACE, "bad")
     assert promoted is not None and rolled_back is not None
-    expected_promoted = _route("good")
+    expected_promoted = route("good")
     for rule in expected_promoted["spec"]["rules"]:  # type: ignore[index]
         for ref in rule["backendRefs"]:
             ref["name"] = ref["name"].replace("good-v1", "good-v2")
     assert without_server_metadata(promoted) == without_server_metadata(expected_promoted)
-    assert without_server_metadata(rolled_back) == without_server_metadata(_route("bad"))
+    assert without_server_metadata(rolled_back) == without_server_metadata(route("bad"))
     store.close()
