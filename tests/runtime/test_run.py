@@ -45,6 +45,22 @@ def _value(
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+def _wait_until_ready(base: str, deadline: float, log: Path) -> None:
+    ready: tuple[int, str] = (0, "")
+    while time.monotonic() < deadline:
+        try:
+            ready = _get(f"{base}/readyz")
+        except OSError:  # not listening yet
+            time.sleep(0.2)
+            continue
+        if ready[0] == 200:
+            break
+        time.sleep(0.2)
+    assert ready[0] == 200, (ready, log.read_text()[-3000:])
+    assert json.loads(ready[1])["ready"] is True
+    assert _get(f"{base}/healthz")[0] == 200
+
+
 def test_the_running_controller_serves_health_readiness_and_real_metrics(
     world: dict[str, object],
 ) -> None:
@@ -56,21 +72,7 @@ def test_the_running_controller_serves_health_readiness_and_real_metrics(
     log = Path(str(world["log"]))
     try:
         deadline = time.monotonic() + 60
-        ready: tuple[int, str] = (0, "")
-        while time.monotonic() < deadline:
-            try:
-                ready = _get(f"{base}/readyz")
-            except OSError:
-                time.sleep(0.2)
-                continue
-            if ready[0] == 200:
-                break
-            time.sleep(0.2)
-        assert ready[0] == 200, (ready, log.read_text()[-3000:])
-        checks = json.loads(ready[1])
-        assert checks["ready"] is True, checks
-        assert _get(f"{base}/healthz")[0] == 200
-
+        _wait_until_ready(base, deadline, log)
         bad = f"{NAMESPACE}/bad"
         samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
         while time.monotonic() < deadline:
