@@ -19,7 +19,7 @@ Scenarios:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -35,6 +35,7 @@ from controller.metrics.simulated import (
     SimulatedProvider,
     TrafficSimulator,
 )
+from controller.notify import DeliveryWorker, Notifier
 from controller.policy import ModelRollout, load_text
 from controller.routing import MemoryRouter, RouteChange, RouteState, RouteTarget, TrafficRouter
 from controller.runtime.observer import JudgingObserver
@@ -177,11 +178,14 @@ def run_demo(
     rollout: ModelRollout | None = None,
     router: TrafficRouter | None = None,
     rps: float = RPS,
+    notifiers: Sequence[Notifier] = (),
 ) -> DemoResult:
     """Run one rollout to its end on simulated time; the audit goes to `database` (recreated).
 
     By default the demo policy on the in-memory router; `canaryctl rehearse` passes
     a policy of its own, its real router, and `pace` seconds between looks.
+    The outbox is delivered to `notifiers` after each tick, the way the controller's
+    delivery worker would (here in step with the simulated clock).
     """
     database.unlink(missing_ok=True)
     url = f"sqlite:///{database}"
@@ -204,6 +208,7 @@ def run_demo(
     observer = JudgingObserver(provider)
     router = router or MemoryRouter(RouteTarget.of(rollout))
     executor = Executor(store, clock)
+    delivery = DeliveryWorker(store, notifiers, clock=clock) if notifiers else None
     interval = rollout.spec.analysis.interval
     result = DemoResult(scenario, Phase.PENDING, 0, database=str(database), key=rollout.key)
     try:
@@ -224,6 +229,8 @@ def run_demo(
             result.messages.extend(a for a in tick.decision.actions if isinstance(a, Notify))
             if progress is not None:
                 progress(tick, result.simulated)
+            if delivery is not None:
+                delivery.run_once()
             if state.phase.terminal or result.simulated >= MAX_SIMULATED:
                 if state.phase is Phase.ROLLED_BACK:
                     result.failures = _failures(store, rollout.key)

@@ -20,11 +20,12 @@ from rich.table import Table
 
 from controller.demo import DemoResult, Scenario, demo_rollout, rehearse, run_demo
 from controller.engine.executor import TickResult
-from controller.engine.state import EventKind, Notify
+from controller.engine.state import EventKind
+from controller.notify import ConsoleNotifier, Notification
 from controller.policy import ModelRollout
 from controller.routing import TrafficRouter
 
-_STYLE = {
+_STYLE: dict[str, str] = {
     EventKind.ROLLED_BACK: "red",
     EventKind.ABORTED: "red",
     EventKind.PROMOTED: "green",
@@ -38,28 +39,26 @@ def _clock(simulated: timedelta) -> str:
     return f"T+{minutes // 60}h{minutes % 60:02d}m"
 
 
-def _message(notify: Notify, channel: str, mention: list[str]) -> Panel:
-    """The notification as the owners would read it in Slack."""
-    headline = notify.text.split(":", 1)[0] + ":" if notify.cells else notify.text
-    lines = [escape(headline)]
-    if notify.mention and mention:
-        lines.insert(0, " ".join(f"@{u}" for u in mention))
-    for cell in notify.cells:
-        lines.append(f"  • {escape(cell.metric)} in {escape(cell.cohort)}: {escape(cell.summary)}")
-    return Panel(
-        "\n".join(lines),
-        title=f"Slack {channel} · {notify.event}",
-        title_align="left",
-        border_style=_STYLE.get(notify.event, "blue"),
-    )
+def _slack_panels(out: Console) -> ConsoleNotifier:
+    """The console notifier, framing each message the owners would read in Slack."""
+
+    def show(note: Notification, text: str) -> None:
+        _, _, message = text.partition("\n")  # the panel's title says where it goes
+        out.print(
+            Panel(
+                escape(message),
+                title=f"Slack {escape(note.channel or '(no channel)')} · {note.event}",
+                title_align="left",
+                border_style=_STYLE.get(note.event, "blue"),
+            )
+        )
+
+    return ConsoleNotifier(show=show)
 
 
 def run_and_show(scenario: Scenario, database: Path, seed: int, *, json_output: bool) -> None:
     out = Console(stderr=json_output, highlight=False)
     rollout = demo_rollout()
-    owners = rollout.spec.owners.slack
-    channel = owners.channel if owners else "(no channel)"
-    mention = list(owners.mention) if owners else []
     out.print(
         f"[bold]canary-controller demo[/bold] · scenario [cyan]{scenario}[/cyan] · "
         f"{rollout.key}: {rollout.spec.model} {rollout.spec.baseline.version} → "
@@ -78,9 +77,6 @@ def run_and_show(scenario: Scenario, database: Path, seed: int, *, json_output: 
                 f"{_clock(simulated):>9}  [bold]{t.from_phase} → {t.to_phase}[/bold]"
                 f"  {escape(t.reason)}"
             )
-        for action in tick.decision.actions:
-            if isinstance(action, Notify):
-                out.print(_message(action, channel, mention))
         if ticks % 20 == 0 and not state.phase.terminal:
             verdicts: dict[str, int] = {}
             for cell in tick.look.cells if tick.look else ():
@@ -91,7 +87,9 @@ def run_and_show(scenario: Scenario, database: Path, seed: int, *, json_output: 
                 f"candidate {state.route.weight}% · last look: {summary}[/dim]"
             )
 
-    result = run_demo(scenario, database, seed=seed, progress=progress)
+    result = run_demo(
+        scenario, database, seed=seed, progress=progress, notifiers=[_slack_panels(out)]
+    )
     _summary(out, result, time.monotonic() - started)
     if json_output:
         sys.stdout.write(json.dumps(result.to_json()) + "\n")

@@ -20,7 +20,7 @@ from controller.engine.state import RolloutState
 from controller.errors import PermanentError
 from controller.policy import ModelRollout
 from controller.store.base import RolloutStore
-from controller.store.records import AnalysisRecord, StoredRollout
+from controller.store.records import AnalysisRecord, OutboxMessage, StoredRollout
 
 VERDICT_STYLE = {
     "pass": "green",
@@ -86,6 +86,20 @@ def status_json(store: RolloutStore, row: StoredRollout, now: datetime) -> dict[
             for a in last_look(store, row)
         ],
         "updated_at": row.updated_at.isoformat() if row.updated_at else None,
+        "notifications": notifications_json(store.outbox(row.key)),
+    }
+
+
+def notifications_json(outbox: Sequence[OutboxMessage]) -> dict[str, Any]:
+    """How the rollout's notifications stand: still queued, given up on, and why."""
+    return {
+        "queued": sum(m.status in ("pending", "sending") for m in outbox),
+        "failed": sum(m.status == "failed" for m in outbox),
+        "problems": [
+            {"event": m.event, "status": m.status, "attempts": m.attempts, "error": m.last_error}
+            for m in outbox
+            if m.last_error and m.status != "sent"
+        ][-5:],
     }
 
 
@@ -114,7 +128,26 @@ def status_view(store: RolloutStore, row: StoredRollout, now: datetime) -> Rende
     grid = verdict_grid(last_look(store, row))
     if grid is not None:
         parts.append(grid)
+    notes = _notifications_line(data["notifications"])
+    if notes is not None:
+        parts.append(notes)
     return Group(*parts)
+
+
+def _notifications_line(data: dict[str, Any]) -> Text | None:
+    """A line only when owners may be missing messages: failed, or queued behind an error."""
+    problems = data["problems"]
+    if data["failed"]:
+        line = f"notifications: {data['failed']} failed"
+        if problems:
+            line += f" ({problems[-1]['error']})"
+        return Text(line, style="bold red")
+    if problems:
+        return Text(
+            f"notifications: {data['queued']} queued, retrying ({problems[-1]['error']})",
+            style="yellow",
+        )
+    return None
 
 
 def verdict_grid(cells: Sequence[AnalysisRecord]) -> Table | None:
@@ -186,6 +219,17 @@ def history_json(store: RolloutStore, row: StoredRollout) -> dict[str, Any]:
                 "error": r.error,
             }
         )
+    for m in store.outbox(row.key):
+        events.append(
+            {
+                "at": m.created_at.isoformat(),
+                "kind": "notification",
+                "event": m.event,
+                "status": m.status,
+                "attempts": m.attempts,
+                "error": m.last_error,
+            }
+        )
     events.sort(key=lambda e: (e["at"], e["kind"] != "route"))
     return {"rollout": row.key, "phase": row.phase, "events": events}
 
@@ -224,6 +268,8 @@ def history_view(data: dict[str, Any]) -> Table:
             table.add_row(when, what, e["actor"], details)
         elif e["kind"] == "command":
             table.add_row(when, f"command {e['command']}", e["actor"], escape(e["reason"]))
+        elif e["kind"] == "notification":
+            table.add_row(when, Text(f"notify {e['event']}", style="dim"), "", _delivery(e))
         else:
             desired = e["desired"]
             text = (
@@ -235,6 +281,18 @@ def history_view(data: dict[str, Any]) -> Table:
                 text += f" [red]failed: {escape(e['error'])}[/red]"
             table.add_row(when, Text(f"route {e['action']}", style="dim"), "", text)
     return table
+
+
+def _delivery(e: dict[str, Any]) -> str:
+    """Where a notification stands, with the error a human has to fix, if any."""
+    attempts = f", {e['attempts']} attempt(s)" if e["attempts"] > 1 else ""
+    if e["status"] == "failed":
+        return f"[red]failed{attempts}: {escape(e['error'] or '')}[/red]"
+    if e["status"] in ("pending", "sending"):
+        if e["error"]:
+            return f"[yellow]{e['status']}, retrying{attempts}: {escape(e['error'])}[/yellow]"
+        return str(e["status"])
+    return f"{e['status']}{attempts}"
 
 
 def _num(value: float | None) -> str:

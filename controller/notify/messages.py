@@ -170,7 +170,7 @@ def _step(note: Notification) -> str:
     if note.phase == "Shadowing":
         return "shadow"
     if note.step < 0:
-        return "not started"
+        return "before step 1"
     of = f" of {note.steps}" if note.steps else ""
     return f"{note.step + 1}{of}"
 

@@ -240,7 +240,7 @@ def test_a_promotion_says_how_long_it_took_and_how_each_cohort_did() -> None:
         pytest.param({"phase": "Aborted", "step": 2}, "3 of 5", "all on baseline v6", id="aborted"),
         pytest.param(
             {"phase": "Pending", "step": -1, "route": {}},
-            "not started",
+            "before step 1",
             "0% to candidate",
             id="pending",
         ),
