@@ -11,6 +11,7 @@ POSTGRES: dict[str, Any] = {"database": {"existingSecret": "canary-db"}}
 ALL_SECRETS: dict[str, Any] = {
     "database": {"existingSecret": "canary-db", "key": "url"},
     "slack": {"existingSecret": "canary-slack", "key": "bot-token"},
+    "webhook": {"existingSecret": "canary-webhook", "key": "url"},
     "prometheus": {
         "url": "https://prometheus.monitoring.svc:9091",
         "token": {"existingSecret": "canary-prometheus", "key": "token"},

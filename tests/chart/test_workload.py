@@ -174,6 +174,8 @@ def test_secrets_are_files_named_as_settings_reads_them(
     assert settings.slack_token.get_secret_value() == "canary-slack/bot-token"
     assert settings.prometheus_token is not None
     assert settings.prometheus_token.get_secret_value() == "canary-prometheus/token"
+    assert settings.webhook_url is not None
+    assert settings.webhook_url.get_secret_value() == "canary-webhook/url"
     assert settings.prometheus_ca_file is not None
     assert settings.prometheus_ca_file.read_text() == "canary-prometheus-ca/ca.pem\n"
     assert settings.prometheus_url == "https://prometheus.monitoring.svc:9091"
@@ -183,6 +185,7 @@ def test_secrets_are_files_named_as_settings_reads_them(
     # no secret travels as a plain environment variable
     for value in env_of(container).values():
         assert "canary-db" not in value and "bot-token" not in value
+        assert "canary-webhook" not in value
 
 
 def test_the_defaults_configure_a_working_controller(

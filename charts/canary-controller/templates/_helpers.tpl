@@ -88,7 +88,7 @@ SQLite (the file lives on the pod's own volume, where no Job can reach it).
 
 {{/* True (non-empty) when any secret is mounted as a file in the secrets directory. */}}
 {{- define "canary-controller.hasSecrets" -}}
-{{- if or .Values.database.existingSecret .Values.slack.existingSecret .Values.prometheus.token.existingSecret }}true{{ end }}
+{{- if or .Values.database.existingSecret .Values.slack.existingSecret .Values.prometheus.token.existingSecret .Values.webhook.existingSecret }}true{{ end }}
 {{- end }}
 
 {{- define "canary-controller.secretsDir" -}}
@@ -101,7 +101,7 @@ SQLite (the file lives on the pod's own volume, where no Job can reach it).
 
 {{/*
 The Secrets, projected into one directory under the names controller.settings
-reads (a file per setting: database_url, slack_token, prometheus_token).
+reads (a file per setting: database_url, slack_token, prometheus_token, webhook_url).
 */}}
 {{- define "canary-controller.secretsVolume" -}}
 - name: secrets
@@ -125,6 +125,12 @@ reads (a file per setting: database_url, slack_token, prometheus_token).
           name: {{ . }}
           items:
             - {key: {{ $.Values.prometheus.token.key | quote }}, path: prometheus_token}
+      {{- end }}
+      {{- with .Values.webhook.existingSecret }}
+      - secret:
+          name: {{ . }}
+          items:
+            - {key: {{ $.Values.webhook.key | quote }}, path: webhook_url}
       {{- end }}
 {{- end }}
 
