@@ -10,7 +10,18 @@ not, where our routers depend on it:
   `managedFields`, so "compare minus server metadata" is a real comparison;
 - optimistic concurrency: a PATCH carrying a stale `metadata.resourceVersion`
   fails with 409 Conflict and changes nothing;
-- `201 Created` for a create (the generated client reads the body only then).
+- `201 Created` for a create (the generated client reads the body only then);
+- watches that honour `resourceVersion` (the changes after it, replayed from a
+  change log), `timeoutSeconds` and `allowWatchBookmarks`, lists that carry the
+  current `resourceVersion`, and `410 Gone` for a version older than the last
+  compaction (`expire()`);
+- a `status` subresource for kinds registered with one: a write to `/status`
+  changes only `.status`, a write to the object never does.
+
+Watches can be cut the ways a real connection ends: `end_watches()` closes them
+cleanly (a server-side timeout), `end_watches(drop=True)` aborts the TCP
+connection mid-stream, `stall_watches()` stops delivering on the open ones (a
+hung connection) until they are cut.
 
 Faults are kmock reactions queued per request: `fail(...)` answers the next
 matching requests with an HTTP error (the write is *not* applied), a `Slow`
@@ -68,11 +79,15 @@ class Through:
 
 Outcome = int | Slow | Concurrent | Through
 
+#: how often an open watch looks for new changes (the emulator's own poll, not the client's)
+WATCH_POLL = 0.005
+
 _REASONS = {
     401: "Unauthorized",
     403: "Forbidden",
     404: "NotFound",
     409: "Conflict",
+    410: "Expired",
     422: "Invalid",
     429: "TooManyRequests",
     500: "InternalError",
@@ -91,6 +106,16 @@ def status_error(status: int, message: str = "") -> kmock.KubernetesError:
     )
 
 
+@dataclass(frozen=True)
+class _Change:
+    """One entry of the change log that watches are served from."""
+
+    version: int
+    resource: kmock.resource
+    namespace: str | None
+    event: JsonObject
+
+
 @attrs.define(kw_only=True)
 class ApiServer(kmock.KubernetesEmulator):
     """kmock's emulator with resource versions, preconditions, 201s and queued faults."""
@@ -102,15 +127,30 @@ class ApiServer(kmock.KubernetesEmulator):
     in_flight: int = attrs.field(default=0, init=False)
     #: requests a fault already took its turn on (a pass-through must not fire the next one)
     _faulted: set[int] = attrs.field(factory=set, init=False)
+    #: the newest resourceVersion handed out
+    last_version: int = attrs.field(default=999, init=False)
+    _changes: list[_Change] = attrs.field(factory=list, init=False)
+    #: versions below this were compacted away: watching from one answers 410 Gone
+    _compacted: int = attrs.field(default=0, init=False)
+    #: watches opened now get this epoch; every cut or stall starts a new one
+    _watch_epoch: int = attrs.field(default=0, init=False)
+    #: (epoch, drop) per `end_watches`: it ended the watches opened at that epoch or before
+    _cuts: list[tuple[int, bool]] = attrs.field(factory=list, init=False)
+    #: watches opened at an epoch below this deliver nothing (a hung connection)
+    _stalled_below: int = attrs.field(default=0, init=False)
 
     # --- objects ---------------------------------------------------------------------------
 
-    def register(self, plural_path: str, kind: str) -> None:
-        """Serve a resource (`group/version/plural`) in discovery, like an installed CRD."""
+    def register(self, plural_path: str, kind: str, *, subresources: tuple[str, ...] = ()) -> None:
+        """Serve a resource (`group/version/plural`) in discovery, like an installed CRD.
+
+        With `subresources=("status",)` its status is a subresource, as the CRD declares.
+        """
         self.resources[plural_path] = kmock.ResourceInfo(
             kind=kind,
             namespaced=True,
-            verbs={"get", "list", "create", "patch", "update", "delete"},
+            verbs={"get", "list", "watch", "create", "patch", "update", "delete"},
+            subresources=set(subresources),
         )
 
     def put(self, plural_path: str, obj: Mapping[str, Any]) -> None:
@@ -118,7 +158,7 @@ class ApiServer(kmock.KubernetesEmulator):
         meta = obj["metadata"]
         key = (kmock.resource(plural_path), meta["namespace"], meta["name"])
         self.objects[key] = copy.deepcopy(dict(obj))
-        self._stamp(self.objects[key], created=True)
+        self._stamp(self.objects[key], created=True, where=key)
 
     def get(self, plural_path: str, namespace: str, name: str) -> JsonObject | None:
         """The stored object (a copy), or None if it does not exist."""
@@ -127,12 +167,24 @@ class ApiServer(kmock.KubernetesEmulator):
             return None
         return copy.deepcopy(self.objects[key].raw)
 
-    def _stamp(self, obj: kmock.Object, *, created: bool = False) -> None:
+    def _next_version(self) -> int:
+        self.last_version = next(self._versions)
+        return self.last_version
+
+    def _stamp(
+        self,
+        obj: kmock.Object,
+        *,
+        created: bool = False,
+        where: tuple[kmock.resource, str | None, str] | None = None,
+    ) -> None:
+        """Set the server metadata of a written object; with its key `where`, tell the watches."""
         raw = obj.raw
         meta = dict(raw.get("metadata") or {})
         previous = obj.history[-2] if len(obj.history) > 1 else None
         spec_changed = previous is None or dict(previous).get("spec") != raw.get("spec")
-        meta["resourceVersion"] = str(next(self._versions))
+        version = self._next_version()
+        meta["resourceVersion"] = str(version)
         if created or "uid" not in meta:
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = datetime.datetime.now(datetime.UTC).strftime(
@@ -146,6 +198,108 @@ class ApiServer(kmock.KubernetesEmulator):
             if key in meta and not meta[key]:
                 del meta[key]
         obj["metadata"] = meta
+        if where is not None:
+            kind = "ADDED" if created else "MODIFIED"
+            self._log_change(version, where, {"type": kind, "object": copy.deepcopy(obj.raw)})
+
+    def _log_change(
+        self, version: int, key: tuple[kmock.resource, str | None, str], event: JsonObject
+    ) -> None:
+        self._changes.append(_Change(version, key[0], key[1], event))
+
+    # --- watches ---------------------------------------------------------------------------
+
+    def expire(self) -> None:
+        """Compact the change log: a watch from any version handed out so far gets 410 Gone."""
+        self._compacted = self._next_version()
+
+    def end_watches(self, *, drop: bool = False) -> None:
+        """End every open watch: cleanly (as a server-side timeout does), or by dropping
+        the TCP connection mid-stream. Watches opened afterwards are not affected."""
+        self._cuts.append((self._watch_epoch, drop))
+        self._watch_epoch += 1
+
+    def stall_watches(self) -> None:
+        """The open watches deliver nothing more, not even their end (a hung connection),
+        until they are ended or the client gives up. Watches opened afterwards work."""
+        self._watch_epoch += 1
+        self._stalled_below = self._watch_epoch
+
+    def _cut(self, epoch: int) -> bool | None:
+        """How a watch opened at `epoch` was ended (drop or not), or None if it was not."""
+        for at, drop in self._cuts:
+            if at >= epoch:
+                return drop
+        return None
+
+    def watches(self, plural: str) -> list[kmock.Request]:
+        """Every watch request on `plural` so far, in order."""
+        return [
+            r
+            for r in self
+            if r.action == kmock.action.WATCH and r.resource is not None
+            if r.resource.plural == plural
+        ]
+
+    def lists(self, plural: str) -> list[kmock.Request]:
+        """Every list request on `plural` so far, in order."""
+        return [
+            r
+            for r in self
+            if r.action == kmock.action.LIST and r.resource is not None
+            if r.resource.plural == plural
+        ]
+
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        listing = await super()._serve_list(request)
+        listing["metadata"] = {"resourceVersion": str(self.last_version)}
+        return listing
+
+    async def _serve_watch(self, request: kmock.Request) -> Any:  # an async generator
+        yield b""  # send the headers now: the stream is open even if nothing happens
+        loop = asyncio.get_running_loop()
+        epoch = self._watch_epoch
+        params = request.params
+        since = params.get("resourceVersion") or ""
+        timeout = float(params.get("timeoutSeconds") or 0)
+        deadline = loop.time() + timeout if timeout else None
+        if since not in ("", "0") and int(since) < self._compacted:
+            yield {"type": "ERROR", "object": _gone(since, self._compacted)}
+            return
+        if since in ("", "0"):  # no version: the current objects first, as ADDED
+            start = self.last_version
+            for (resource, namespace, _), obj in list(self.objects.items()):
+                if resource == request.resource and not obj.deleted and _in(request, namespace):
+                    yield {"type": "ADDED", "object": copy.deepcopy(obj.raw)}
+        else:
+            start = int(since)
+        assert request._raw_request is not None
+        cursor = 0
+        while True:
+            transport = request._raw_request.transport
+            if transport is None or transport.is_closing():
+                return  # the client went away
+            drop = self._cut(epoch)
+            if drop is not None:
+                if drop:
+                    transport.abort()
+                return
+            if epoch < self._stalled_below:
+                await asyncio.sleep(WATCH_POLL)
+                continue
+            while cursor < len(self._changes):
+                change = self._changes[cursor]
+                cursor += 1
+                if change.version <= start or change.resource != request.resource:
+                    continue
+                if _in(request, change.namespace):
+                    yield change.event
+            if deadline is not None and loop.time() >= deadline:
+                if params.get("allowWatchBookmarks") == "true":
+                    version = str(self.last_version)
+                    yield {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": version}}}
+                return
+            await asyncio.sleep(WATCH_POLL)
 
     # --- faults ----------------------------------------------------------------------------
 
@@ -193,7 +347,7 @@ class ApiServer(kmock.KubernetesEmulator):
                 key = (request.resource, request.namespace, request.name)
                 before = copy.deepcopy(self.objects[key].raw)
                 self.objects[key].patch(dict(outcome.patch))
-                self._stamp(self.objects[key])
+                self._stamp(self.objects[key], where=key)
                 return before
             raise status_error(outcome)
 
@@ -214,7 +368,11 @@ class ApiServer(kmock.KubernetesEmulator):
             if isinstance(outcome, int):  # a refused request changes nothing
                 return await kmock.RawHandler._handle(self, request)
             self._check_precondition(request)
+            self._keep_to_subresource(request)
+            before = self._deleting(request)
             response = await super()._handle(request)
+            if before is not None:
+                self._log_deleted(request, before)
             if isinstance(outcome, Slow):
                 # The request is carried out (and versioned) at once, as a real server
                 # would; only the answer is late.
@@ -222,6 +380,42 @@ class ApiServer(kmock.KubernetesEmulator):
             return response
         finally:
             self.in_flight -= 1
+
+    def _has_status(self, request: kmock.Request) -> bool:
+        resource = request.resource
+        return any(
+            resource == registered and "status" in info.subresources
+            for registered, info in self.resources.items()
+        )
+
+    def _keep_to_subresource(self, request: kmock.Request) -> None:
+        """A write to `/status` changes the status only; any other write never does."""
+        data = request.data
+        if not isinstance(data, dict) or not self._has_status(request):
+            return
+        if request.action == kmock.action.UPDATE and request.subresource == "status":
+            for field in [k for k in data if k != "status"]:
+                del data[field]
+        elif request.action in (kmock.action.UPDATE, kmock.action.CREATE):
+            data.pop("status", None)
+
+    def _deleting(self, request: kmock.Request) -> JsonObject | None:
+        """The object a DELETE request is about to delete (to tell the watches)."""
+        if request.action != kmock.action.DELETE or request.resource is None:
+            return None
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None
+        return copy.deepcopy(self.objects[key].raw)
+
+    def _log_deleted(self, request: kmock.Request, before: JsonObject) -> None:
+        assert request.resource is not None and request.name is not None
+        key = (request.resource, request.namespace, request.name)
+        if key in self.objects and not self.objects[key].deleted:
+            return  # finalizers hold it
+        version = self._next_version()
+        before.setdefault("metadata", {})["resourceVersion"] = str(version)
+        self._log_change(version, key, {"type": "DELETED", "object": before})
 
     def _check_precondition(self, request: kmock.Request) -> None:
         if request.action != kmock.action.UPDATE or not isinstance(request.data, dict):
@@ -244,11 +438,12 @@ class ApiServer(kmock.KubernetesEmulator):
     async def _serve_create(self, request: kmock.Request) -> Any:
         namespace = request.namespace or request.data.get("metadata", {}).get("namespace")
         key = (request.resource, namespace, request.data.get("metadata", {}).get("name"))
-        self._stamp(self.objects[key], created=True)
+        self._stamp(self.objects[key], created=True, where=key)
         return kmock.Response(status=201, payload=await super()._serve_create(request))
 
     async def _serve_update(self, request: kmock.Request) -> Any:
-        self._stamp(self.objects[(request.resource, request.namespace, request.name)])
+        key = (request.resource, request.namespace, request.name)
+        self._stamp(self.objects[key], where=key)
         return await super()._serve_update(request)
 
     # --- what was asked ----------------------------------------------------------------------
@@ -325,6 +520,24 @@ class KubeApi:
         config = Configuration(host=self.url)
         config.retries = 0
         return ApiClient(config)
+
+
+def _in(request: kmock.Request, namespace: str | None) -> bool:
+    """Whether an object in `namespace` is one `request` asks about (all, or its namespace)."""
+    return request.namespace is None or namespace == request.namespace
+
+
+def _gone(since: str, oldest: int) -> JsonObject:
+    """The Status of a watch from a compacted version, as the API server words it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": "Failure",
+        "code": 410,
+        "reason": "Expired",
+        "message": f"too old resource version: {since} ({oldest})",
+    }
 
 
 def without_server_metadata(obj: Mapping[str, Any]) -> JsonObject:

@@ -123,7 +123,7 @@ class Controller:
                 refused.add(key)
         self._count_leases(set(wanted), lost=self._held & refused)
         for key, row in stored.items():
-            if key in snapshot.rollouts or not snapshot.synced:
+            if key in snapshot.rollouts or key in snapshot.invalid or not snapshot.synced:
                 continue
             if Phase(row.phase).terminal and not row.state.get("restorePending"):
                 continue

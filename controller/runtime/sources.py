@@ -3,7 +3,10 @@
 A source gives a snapshot: every valid rollout by key. An invalid policy is
 reported (with its path and reasons) and left out, so it never moves traffic;
 a rollout whose file disappears is gone from the snapshot, which the runtime
-treats like a deleted ModelRollout.
+treats like a deleted ModelRollout. A ModelRollout whose latest spec is invalid
+is listed in `invalid` instead: the object still exists, so its rollout is
+neither ticked nor ended, and nothing changes until the spec is fixed (as if a
+validating webhook had refused the change).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class Snapshot:
     problems: tuple[Problem, ...] = field(default_factory=tuple)
     #: False while the source has not completed its first full read
     synced: bool = True
+    #: keys of rollouts that exist but whose latest spec is invalid: left alone, not ended
+    invalid: frozenset[str] = frozenset()
 
 
 class RolloutSource(Protocol):
