@@ -209,7 +209,10 @@ class _Tick:
             since = self.state.no_data_since or self.now
             if self.state.no_data_since is None:
                 self.state = self.state.evolve(no_data_since=since)
-                self.actions.append(Notify(EventKind.HOLDING, f"holding: {why}", tuple(no_data)))
+                if policy.action is not NoDataAction.ROLLBACK:  # else the rollback says why
+                    self.actions.append(
+                        Notify(EventKind.HOLDING, f"holding: {why}", tuple(no_data))
+                    )
             if policy.action is NoDataAction.ROLLBACK:
                 self.rollback(f"no data, and noData.action is rollback: {why}", tuple(no_data))
             elif self.now - since >= policy.timeout:

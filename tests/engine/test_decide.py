@@ -46,6 +46,10 @@ ROLLBACK_ON_NO_DATA = load_text(
     )
 )[0].rollout.spec
 
+ROLLBACK_ON_NO_DATA_AT_ONCE = load_text(
+    policy(("    window: 5m\n", "    window: 5m\n    noData: {action: rollback}\n"))
+)[0].rollout.spec
+
 
 def look(*verdicts: Verdict, critical: bool = True) -> Look:
     cohorts = ("overall", "mobile", "non-english")
@@ -177,6 +181,16 @@ TABLE = [
         0,
         [EventKind.ROLLED_BACK],
         id="no-data-timeout-rolls-back",
+    ),
+    pytest.param(
+        ROLLBACK_ON_NO_DATA_AT_ONCE,
+        at_step(0, spec=ROLLBACK_ON_NO_DATA_AT_ONCE),
+        NODATA,
+        1 * MIN,
+        Phase.ROLLED_BACK,
+        0,
+        [EventKind.ROLLED_BACK],  # one message: no "holding" just before it
+        id="no-data-rolls-back-at-once",
     ),
     pytest.param(
         SPEC,
