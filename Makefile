@@ -7,13 +7,14 @@ BIN := $(VENV)/bin
 UV = $(shell PYTHON=$(PYTHON) bash tools/ensure-uv.sh)
 STAMP := $(VENV)/.synced
 
-.PHONY: help venv test lint format typecheck contracts pytest demo crd lock prometheus clean
+.PHONY: help venv test lint format typecheck contracts pytest demo bench-detection crd lock prometheus clean
 
 help:
 	@echo "make demo   - run the demo on embedded defaults"
 	@echo "make test   - lint, type-check, import contracts and the whole test suite"
 	@echo "make crd    - regenerate the ModelRollout CRD from the policy models"
 	@echo "make lock   - re-pin requirements/*.lock from pyproject.toml (hashes only)"
+	@echo "make bench-detection - detection benchmark: ours vs Flagger/Argo-style analysis (bench/results)"
 
 # The environment is rebuilt only when a lock file or pyproject.toml changes.
 $(STAMP): requirements/dev.lock pyproject.toml
@@ -49,6 +50,10 @@ test: lint typecheck contracts pytest
 
 demo: venv
 	$(BIN)/canaryctl demo
+
+# Tens of minutes on 2 cores; `python -m bench.detection --quick` is the 2-minute version.
+bench-detection: venv
+	$(BIN)/python -m bench.detection
 
 crd: venv
 	$(BIN)/python -m controller.policy.crd > charts/canary-controller/crds/modelrollouts.canary.ai.yaml
