@@ -68,8 +68,11 @@ class Judge:
     """An observer like `JudgingObserver`: cells for the engine, rows for the audit."""
 
     verdict: Verdict = Verdict.PASS  # of refusal-rate in mobile; every other cell passes
+    error: str | None = None  # the metrics source failed: no cells at all
 
     def observe(self, rollout: ModelRollout, state: RolloutState, now: datetime) -> Observation:
+        if self.error is not None:
+            return Observation(Look(error=self.error))
         cells, rows = [], []
         for metric in ("refusal-rate", "error-rate"):
             for cohort in ("overall", "mobile"):
@@ -204,6 +207,31 @@ def test_every_event_of_a_rollout_reaches_slack_in_order_as_one_thread(
     assert top["edited"]
     assert top["blocks"][0]["text"]["text"] == ":white_check_mark: llm/bot-v2: Promoted"
     assert len(slack.calls_of("chat.update")) == len(events) - 1
+
+
+def test_no_data_and_an_abort_reach_the_thread_and_the_owners(slack: FakeSlack) -> None:
+    store = MemoryStore()
+    rollout = Rollout(store)
+    rollout.tick()  # started
+    rollout.judge.error = "metrics unavailable: Prometheus did not answer"
+    rollout.tick(2)  # holding (once)
+    rollout.command("abort")
+    worker = DeliveryWorker(store, [slack_notifier(slack)], clock=Clock())
+    for _ in range(4):
+        worker.run_once()
+    assert [m.event for m in store.outbox(KEY)] == ["started", "holding", "aborted"]
+    assert_one_thread(slack, store)
+    top, holding, aborted = slack.posted()
+    assert holding["blocks"][1]["text"]["text"] == (
+        "No data from Prometheus (metrics unavailable: Prometheus did not answer):"
+        " holding the step."
+    )
+    assert holding["reply_broadcast"] is None  # a hold stays in the thread
+    assert aborted["blocks"][0]["text"]["text"] == ":no_entry: Aborted: llm/bot-v2"
+    assert aborted["blocks"][1]["text"]["text"] == "<@U024BE7LH> Aborted by alice: checking."
+    assert aborted["reply_broadcast"] is True
+    assert aborted["text"].startswith("<@U024BE7LH> Aborted: llm/bot-v2 (bot v1 → v2), Aborted,")
+    assert top["blocks"][0]["text"]["text"] == ":no_entry: llm/bot-v2: Aborted"
 
 
 # --- done when: a hanging Slack does not delay a rollback ----------------------------
