@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from kubernetes import config
 from kubernetes.client import ApiClient
@@ -38,6 +39,9 @@ from controller.runtime.sources import DirectorySource, RolloutSource
 from controller.settings import Settings
 from controller.store.sql import SqlStore, migrate
 from controller.telemetry import ControllerMetrics
+
+if TYPE_CHECKING:
+    from controller.runtime.kube_source import KubernetesSource
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,8 @@ class Wiring:
     metrics: ControllerMetrics
     readiness: Readiness
     api_client: ApiClient | None
+    #: the ModelRollout watch (with source=kubernetes), stopped after the controller
+    kube_source: KubernetesSource | None = None
 
 
 def build(
@@ -121,15 +127,23 @@ def build(
     metrics = ControllerMetrics()
     metrics.build_info.info({"version": __version__})
     api_client = kube_client(settings) if routes is None or source is None else None
+    kube_source: KubernetesSource | None = None
     if source is None:
         if settings.source == "directory":
             source = DirectorySource(settings.policy_dir)
         else:
             from controller.runtime.kube_source import KubernetesSource
+            from controller.runtime.kube_status import KubeStatusReporter
 
-            kube_source = KubernetesSource(api_client, namespace=settings.namespace)
+            assert api_client is not None
+            # Status and Events go to the objects the source reads, invalid ones included.
+            status = KubeStatusReporter(api_client, instance=settings.replica_id)
+            kube_source = KubernetesSource(
+                api_client, namespace=settings.namespace, on_invalid=status.report_invalid
+            )
             kube_source.start()
             source = kube_source
+            reporters = (*reporters, status)
     if routes is None:
         assert api_client is not None
         routes = ClusterRoutes(
@@ -173,7 +187,7 @@ def build(
             "source": lambda: controller.ready,
         }
     )
-    return Wiring(controller, store, metrics, readiness, api_client)
+    return Wiring(controller, store, metrics, readiness, api_client, kube_source)
 
 
 def notifiers(settings: Settings) -> list[Notifier]:
@@ -219,6 +233,8 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     stop.wait()
     wiring.readiness.mark_stopping()
     wiring.controller.stop()
+    if wiring.kube_source is not None:
+        wiring.kube_source.stop()
     if delivery is not None and not delivery.stop():
         log.warning("a notification was still in flight at shutdown; it is retried on restart")
     server.stop()

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from controller.policy.model import API_GROUP, KIND, ModelRollout
+from controller.policy.status import RolloutStatus
 
 PLURAL = "modelrollouts"
 VERSION = "v1alpha1"
@@ -88,6 +89,15 @@ def spec_schema() -> dict[str, Any]:
     return spec
 
 
+def status_schema() -> dict[str, Any]:
+    """The structural OpenAPI schema of `status` (written by the controller only)."""
+    schema = RolloutStatus.model_json_schema(by_alias=True, mode="serialization")
+    status = _structural(schema, schema.get("$defs", {}))
+    assert isinstance(status, dict)
+    status["description"] = "Written by the controller."
+    return status
+
+
 def build_crd() -> dict[str, Any]:
     """The ModelRollout CustomResourceDefinition as a plain object."""
     column = "additionalPrinterColumns"
@@ -132,11 +142,7 @@ def build_crd() -> dict[str, Any]:
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
                                 "spec": spec_schema(),
-                                "status": {
-                                    "type": "object",
-                                    "description": "Written by the controller.",
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                },
+                                "status": status_schema(),
                             },
                         }
                     },

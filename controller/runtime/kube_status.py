@@ -1,0 +1,514 @@
+"""Report each tick on its ModelRollout: the `status` subresource (as a diff) and Events.
+
+After a tick commits, `KubeStatusReporter.report` computes the whole status the
+rollout should show (pure: `desired_status`), compares it with the status the
+object has, and writes only what differs, as one JSON merge patch on the status
+subresource; when nothing differs, nothing is written. Each phase or step
+transition also becomes a core/v1 Event on the ModelRollout, whose reason names
+the transition (`StepAdvanced`, `RolledBack`, ...) and whose message says why.
+
+The status the object has is remembered from the last write, with the
+resourceVersion that write returned; when the rollout the controller holds
+carries another resourceVersion (someone else wrote the object, or it is a new
+replica's first tick), it is read again first. So a steady rollout costs no
+request at all.
+
+Reporting never fails or holds up a tick: every request has a short timeout,
+all of a tick's requests share a small time budget, and a failure (timeout,
+5xx, 409, 404) is logged and forgotten: the next tick writes whatever is still
+different. Event names are derived from the transition, so an Event reported
+twice is created once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, cast
+
+import urllib3
+from kubernetes.client import ApiClient, ApiException, CoreV1Api, CoreV1Event, CustomObjectsApi
+
+from controller.analysis.verdicts import worst
+from controller.engine.executor import TickResult
+from controller.engine.phases import Phase
+from controller.engine.state import Look, RolloutState, Transition
+from controller.policy import API_GROUP, API_VERSION, KIND, OVERALL, ModelRollout
+from controller.policy.crd import PLURAL, VERSION
+from controller.policy.status import CohortVerdicts, Condition, ConditionType, RolloutStatus
+from controller.routing.base import RouteState
+from controller.routing.manifests import merge_patch
+from controller.runtime.kube_source import InvalidRollout
+
+log = logging.getLogger(__name__)
+
+JsonObject = dict[str, Any]
+MERGE_PATCH = "application/merge-patch+json"
+COMPONENT = "canary-controller"
+
+#: every status field the controller owns (anything else in `status` is left alone)
+OWNED = tuple(field.alias or name for name, field in RolloutStatus.model_fields.items())
+_OWNED_CONDITIONS = frozenset(str(c) for c in ConditionType)
+_ROLLED_BACK = frozenset({Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED})
+_MOVING = frozenset({Phase.PENDING, Phase.SHADOWING, Phase.PROGRESSING})
+
+
+# --- what the status should say (pure) -------------------------------------------------------
+
+
+def desired_status(
+    rollout: ModelRollout, result: TickResult, current: Mapping[str, Any], now: datetime
+) -> JsonObject:
+    """The status a tick's result calls for, given the `current` one (for the times of
+    conditions that did not flip, and the verdicts of ticks that did not look)."""
+    state = result.decision.state
+    route = serving(state)
+    generation = state.generation
+    observed = max(generation, _int(current.get("observedGeneration")))
+    conditions = _conditions(current)
+    valid = conditions.get(str(ConditionType.VALID))
+    if valid is None or valid.status == "True" or (valid.observed_generation or 0) <= generation:
+        _set(conditions, ConditionType.VALID, True, "Valid", "", now, generation)
+    if result.route_errors:
+        error = result.route_errors[-1]
+        _set(conditions, ConditionType.READY, False, "RouteWriteFailed", error, now, generation)
+    elif state.restore_pending:
+        message = "the route could not be given back yet; retried every tick"
+        _set(conditions, ConditionType.READY, False, "RestorePending", message, now, generation)
+    else:
+        _set(conditions, ConditionType.READY, True, "RouteInSync", str(route), now, generation)
+    reason = _reason(state)
+    moving = state.phase in _MOVING
+    _set(conditions, ConditionType.PROGRESSING, moving, reason, state.reason, now, generation)
+    back = state.phase in _ROLLED_BACK
+    message = state.reason if back else ""
+    _set(conditions, ConditionType.ROLLED_BACK, back, reason, message, now, generation)
+    verdicts = _verdicts(result.look)
+    if verdicts is None and state.phase is not Phase.PENDING:
+        kept = current.get("verdicts")
+        verdicts = [CohortVerdicts.model_validate(v) for v in kept] if kept else None
+    status = RolloutStatus(
+        observed_generation=observed,
+        phase=str(state.phase),
+        step=state.step + 1,
+        steps=len(rollout.spec.steps),
+        weight=route.weight,
+        cohort_weights=route.cohort_weights or None,
+        mirror_percent=route.mirror_percent or None,
+        candidate_version=state.candidate_version,
+        reason=state.reason or None,
+        last_transition_time=_seconds(state.step_since),
+        verdicts=verdicts or None,
+        conditions=_ordered(conditions),
+    )
+    return _json(status, current)
+
+
+def invalid_status(
+    invalid: InvalidRollout, current: Mapping[str, Any], now: datetime
+) -> JsonObject:
+    """The current status with `Valid=False`: the latest spec is ignored, and why."""
+    conditions = _conditions(current)
+    message = _truncate(invalid.message, 1024)
+    generation = invalid.generation
+    _set(conditions, ConditionType.VALID, False, "InvalidSpec", message, now, generation)
+    kept = {k: v for k, v in current.items() if k in OWNED and k != "conditions"}
+    try:
+        status = RolloutStatus.model_validate(kept)
+    except ValueError:  # a status someone broke: ours is rewritten by the next tick
+        status = RolloutStatus()
+    status = status.model_copy(
+        update={
+            "observed_generation": max(generation, _int(current.get("observedGeneration"))),
+            "conditions": _ordered(conditions),
+        }
+    )
+    return _json(status, current)
+
+
+def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonObject:
+    """The merge patch from `current` to `desired` over the owned fields only; {} if none."""
+    have = {k: v for k, v in current.items() if k in OWNED}
+    want = {k: v for k, v in desired.items() if k in OWNED}
+    return merge_patch(have, want)
+
+
+def serving(state: RolloutState) -> RouteState:
+    """What the route carries: the recorded state while the rollout runs; once it ended
+    and the route was given back, all of it to the candidate if promoted, else none."""
+    if state.phase.terminal and not state.restore_pending:
+        return RouteState(100 if state.phase is Phase.PROMOTED else 0)
+    return state.route
+
+
+def _reason(state: RolloutState) -> str:
+    if state.phase is Phase.PAUSED and state.waiting is not None:
+        return "WaitingFor" + "".join(w.capitalize() for w in str(state.waiting).split("-"))
+    return str(state.phase)
+
+
+def _verdicts(look: Look | None) -> list[CohortVerdicts] | None:
+    if look is None or not look.cells:
+        return None
+    cohorts: dict[str, dict[str, str]] = {}
+    worst_of: dict[str, list[Any]] = {}
+    for cell in look.cells:
+        cohorts.setdefault(cell.cohort, {})[cell.metric] = str(cell.verdict)
+        worst_of.setdefault(cell.cohort, []).append(cell.verdict)
+    order = sorted(cohorts, key=lambda c: (c != OVERALL, list(cohorts).index(c)))
+    return [
+        CohortVerdicts(cohort=c, verdict=str(worst(worst_of[c])), metrics=cohorts[c]) for c in order
+    ]
+
+
+def _conditions(current: Mapping[str, Any]) -> dict[str, Condition]:
+    found: dict[str, Condition] = {}
+    for raw in current.get("conditions") or ():
+        try:
+            condition = Condition.model_validate(raw)
+        except ValueError:
+            continue  # a condition someone else wrote badly is replaced, not kept
+        if condition.type in _OWNED_CONDITIONS:
+            found[condition.type] = condition
+    return found
+
+
+def _set(
+    conditions: dict[str, Condition],
+    kind: ConditionType,
+    status: bool,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int,
+) -> None:
+    """Set a condition; its lastTransitionTime moves only when its status flips."""
+    value: Literal["True", "False"] = "True" if status else "False"
+    before = conditions.get(str(kind))
+    since = before.last_transition_time if before and before.status == value else _seconds(now)
+    conditions[str(kind)] = Condition(
+        type=str(kind),
+        status=value,
+        reason=reason,
+        message=_truncate(message, 1024),
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+
+
+def _ordered(conditions: dict[str, Condition]) -> list[Condition]:
+    return [conditions[str(k)] for k in ConditionType if str(k) in conditions]
+
+
+def _json(status: RolloutStatus, current: Mapping[str, Any]) -> JsonObject:
+    """`status` as JSON, with what other writers put in `current` kept as it is: fields
+    that are not ours, and conditions of other types (after ours)."""
+    out = {k: v for k, v in current.items() if k not in OWNED}
+    out.update(status.model_dump(mode="json", exclude_none=True))
+    theirs = [
+        c
+        for c in current.get("conditions") or ()
+        if isinstance(c, Mapping) and c.get("type") not in _OWNED_CONDITIONS
+    ]
+    if theirs:
+        out["conditions"] = [*out.get("conditions", []), *theirs]
+    return out
+
+
+def _seconds(when: datetime) -> datetime:
+    """Kubernetes times have whole seconds."""
+    return when.astimezone(UTC).replace(microsecond=0)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- Events (pure) ---------------------------------------------------------------------------
+
+_WARNINGS = frozenset({Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED})
+
+
+def event_reason(t: Transition) -> str:
+    """The Event reason of a transition: what happened, in one CamelCase word."""
+    to, src = t.to_phase, t.from_phase
+    if to is Phase.PENDING:
+        return "Restarted"
+    if to is Phase.PROGRESSING:
+        if src is Phase.PAUSED:
+            return "Resumed"
+        return "StepAdvanced" if src is Phase.PROGRESSING else "Started"
+    if to is Phase.SHADOWING:
+        return "Resumed" if src is Phase.PAUSED else "Shadowing"
+    return str(to)
+
+
+def transition_event(rollout: ModelRollout, t: Transition, *, instance: str = "") -> JsonObject:
+    """The core/v1 Event for transition `t` of `rollout`; named after the transition,
+    so the same transition reported twice is the same Event."""
+    meta = rollout.metadata
+    steps = len(rollout.spec.steps)
+    where = f"step {t.to_step + 1}/{steps}" if t.to_step >= 0 else "before the first step"
+    message = f"{t.from_phase} -> {t.to_phase} ({where}): {t.reason}"
+    if t.actor != "controller":
+        message += f" (by {t.actor})"
+    identity = (
+        f"{meta.uid}|{t.at.isoformat()}|{t.from_phase}|{t.to_phase}|{t.from_step}|{t.to_step}"
+    )
+    when = _seconds(t.at).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _event(
+        rollout,
+        name=f"{meta.name}.{hashlib.sha256(identity.encode()).hexdigest()[:16]}",
+        reason=event_reason(t),
+        message=message,
+        warning=t.to_phase in _WARNINGS,
+        when=when,
+        instance=instance,
+    )
+
+
+def invalid_event(invalid: InvalidRollout, now: datetime, *, instance: str = "") -> JsonObject:
+    identity = f"{invalid.uid}|{invalid.generation}|invalid"
+    return _raw_event(
+        namespace=invalid.namespace,
+        involved=_involved(invalid.namespace, invalid.name, invalid.uid),
+        name=f"{invalid.name}.{hashlib.sha256(identity.encode()).hexdigest()[:16]}",
+        reason="InvalidSpec",
+        message=_truncate(
+            f"generation {invalid.generation} is invalid and ignored: {invalid.message}", 1024
+        ),
+        warning=True,
+        when=_seconds(now).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        instance=instance,
+    )
+
+
+def _event(
+    rollout: ModelRollout,
+    *,
+    name: str,
+    reason: str,
+    message: str,
+    warning: bool,
+    when: str,
+    instance: str,
+) -> JsonObject:
+    meta = rollout.metadata
+    return _raw_event(
+        namespace=meta.namespace,
+        involved=_involved(meta.namespace, meta.name, meta.uid or ""),
+        name=name,
+        reason=reason,
+        message=_truncate(message, 1024),
+        warning=warning,
+        when=when,
+        instance=instance,
+    )
+
+
+def _involved(namespace: str, name: str, uid: str) -> JsonObject:
+    ref: JsonObject = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "namespace": namespace,
+        "name": name,
+    }
+    if uid:
+        ref["uid"] = uid
+    return ref
+
+
+def _raw_event(
+    *,
+    namespace: str,
+    involved: JsonObject,
+    name: str,
+    reason: str,
+    message: str,
+    warning: bool,
+    when: str,
+    instance: str,
+) -> JsonObject:
+    event: JsonObject = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": namespace},
+        "involvedObject": involved,
+        "reason": reason,
+        "message": message,
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": COMPONENT},
+        "reportingComponent": f"{API_GROUP}/{COMPONENT}",
+        "firstTimestamp": when,
+        "lastTimestamp": when,
+        "count": 1,
+    }
+    if instance:
+        event["source"]["host"] = instance
+        event["reportingInstance"] = instance
+    return event
+
+
+# --- the writer ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Known:
+    """The status an object had after our last write, and the version that write made."""
+
+    resource_version: str
+    status: JsonObject
+
+
+class _OutOfTime(Exception):
+    """Internal: the tick's reporting budget is spent."""
+
+
+class KubeStatusReporter:
+    """A TickReporter that writes the ModelRollout status (as a diff) and Events."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        *,
+        timeout: float = 2.0,
+        budget: float = 5.0,
+        instance: str = "",
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        """`timeout` bounds each request, `budget` all the requests of one report."""
+        self._objects = CustomObjectsApi(api)
+        self._core = CoreV1Api(api)
+        self.timeout = timeout
+        self.budget = budget
+        self.instance = instance
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._known: dict[str, _Known] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    # --- the two reports -------------------------------------------------------------------
+
+    def report(self, rollout: ModelRollout, result: TickResult) -> None:
+        deadline = time.monotonic() + self.budget
+        now = self._clock()
+        meta = rollout.metadata
+        self._write_status(
+            meta.namespace,
+            meta.name,
+            meta.resource_version,
+            lambda current: desired_status(rollout, result, current, now),
+            deadline,
+        )
+        for t in result.decision.transitions:
+            self._create_event(transition_event(rollout, t, instance=self.instance), deadline)
+
+    def report_invalid(self, invalid: InvalidRollout) -> None:
+        """Say on the object that its latest spec is invalid (a source's `on_invalid`)."""
+        deadline = time.monotonic() + self.budget
+        now = self._clock()
+        self._write_status(
+            invalid.namespace,
+            invalid.name,
+            invalid.resource_version,
+            lambda current: invalid_status(invalid, current, now),
+            deadline,
+        )
+        self._create_event(invalid_event(invalid, now, instance=self.instance), deadline)
+
+    # --- requests --------------------------------------------------------------------------
+
+    def _write_status(
+        self,
+        namespace: str,
+        name: str,
+        version: str | None,
+        build: Callable[[Mapping[str, Any]], JsonObject],
+        deadline: float,
+    ) -> None:
+        key = f"{namespace}/{name}"
+        with self._lock(key):
+            try:
+                known = self._known.get(key)
+                if known is None or not version or known.resource_version != version:
+                    known = self._read(namespace, name, deadline)
+                desired = build(known.status)
+                patch = status_patch(known.status, desired)
+                if not patch:
+                    self._known[key] = known
+                    log.debug("status of %s unchanged: no write", key)
+                    return
+                self._known.pop(key, None)  # unknown until the write answers
+                answer = self._objects.patch_namespaced_custom_object_status(
+                    API_GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    {"status": patch},
+                    _content_type=MERGE_PATCH,
+                    _request_timeout=self._timeout(deadline),
+                )
+                self._known[key] = _known(cast(JsonObject, answer))
+                log.debug("status of %s patched: %s", key, sorted(patch))
+            except Exception as exc:  # a report never fails a tick
+                self._known.pop(key, None)
+                _log_failure(f"write the status of ModelRollout {key}", exc)
+
+    def _read(self, namespace: str, name: str, deadline: float) -> _Known:
+        found = self._objects.get_namespaced_custom_object_status(
+            API_GROUP, VERSION, namespace, PLURAL, name, _request_timeout=self._timeout(deadline)
+        )
+        return _known(cast(JsonObject, found))
+
+    def _create_event(self, event: JsonObject, deadline: float) -> None:
+        namespace, name = event["metadata"]["namespace"], event["metadata"]["name"]
+        try:
+            body = CoreV1Event.from_dict(event)
+            assert body is not None
+            self._core.create_namespaced_event(
+                namespace, body, _request_timeout=self._timeout(deadline)
+            )
+        except ApiException as exc:
+            if exc.status == 409:  # this transition was reported before
+                log.debug("event %s/%s exists already", namespace, name)
+                return
+            _log_failure(f"create the {event['reason']} event in {namespace}", exc)
+        except Exception as exc:  # a report never fails a tick
+            _log_failure(f"create the {event['reason']} event in {namespace}", exc)
+
+    def _timeout(self, deadline: float) -> tuple[float, float]:
+        left = deadline - time.monotonic()
+        if left <= 0.01:
+            raise _OutOfTime(f"the reporting budget of {self.budget}s is spent")
+        seconds = min(self.timeout, left)
+        return (seconds, seconds)
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+
+def _known(obj: Mapping[str, Any]) -> _Known:
+    meta = obj.get("metadata") or {}
+    return _Known(str(meta.get("resourceVersion") or ""), dict(obj.get("status") or {}))
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    if isinstance(exc, ApiException) and exc.status == 404:
+        log.info("could not %s: it no longer exists", what)
+    elif isinstance(exc, ApiException):
+        log.warning("could not %s: HTTP %s %s", what, exc.status, exc.reason or "")
+    elif isinstance(exc, _OutOfTime | urllib3.exceptions.HTTPError | OSError):
+        log.warning("could not %s: %s", what, exc)
+    else:
+        log.exception("could not %s", what)
