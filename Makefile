@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV = $(shell PYTHON=$(PYTHON) bash tools/ensure-uv.sh)
 STAMP := $(VENV)/.synced
 
-.PHONY: help venv test lint format typecheck contracts pytest demo bench-detection crd lock prometheus clean
+.PHONY: help venv test lint format typecheck contracts pytest demo bench-detection bench-scale crd lock prometheus clean
 
 help:
 	@echo "make demo   - run the demo on embedded defaults"
@@ -15,6 +15,7 @@ help:
 	@echo "make crd    - regenerate the ModelRollout CRD from the policy models"
 	@echo "make lock   - re-pin requirements/*.lock from pyproject.toml (hashes only)"
 	@echo "make bench-detection - detection benchmark: ours vs Flagger/Argo-style analysis (bench/results)"
+	@echo "make bench-scale - scale benchmark: one controller, N=100/1000/5000 rollouts, real Postgres (bench/results)"
 
 # The environment is rebuilt only when a lock file or pyproject.toml changes.
 $(STAMP): requirements/dev.lock pyproject.toml
@@ -54,6 +55,11 @@ demo: venv
 # Tens of minutes on 2 cores; `python -m bench.detection --quick` is the 2-minute version.
 bench-detection: venv
 	$(BIN)/python -m bench.detection
+
+# Needs Postgres on 127.0.0.1:5432 (or CANARY_BENCH_DATABASE_URL); about 15 minutes on 2 cores.
+# `python -m bench.scale --quick` is the half-minute version.
+bench-scale: venv
+	$(BIN)/python -m bench.scale
 
 crd: venv
 	$(BIN)/python -m controller.policy.crd > charts/canary-controller/crds/modelrollouts.canary.ai.yaml
