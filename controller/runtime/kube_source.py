@@ -36,6 +36,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -52,6 +53,9 @@ from controller.runtime.sources import Snapshot
 log = logging.getLogger(__name__)
 
 JsonObject = dict[str, Any]
+
+#: a watch that ends sooner than this with nothing in it is retried after a backoff
+SHORT_WATCH = 1.0
 
 
 @dataclass(frozen=True)
@@ -250,8 +254,14 @@ class _Stream:
             try:
                 if since is None:
                     since = self._relist()
+                began, following = time.monotonic(), since
                 since = self._follow(since)
-                failures = 0
+                if since == following and time.monotonic() - began < SHORT_WATCH:
+                    # over at once with nothing in it (a proxy closing watches?): no busy loop
+                    failures += 1
+                    source._stopping.wait(source.backoff.delay(failures))
+                else:
+                    failures = 0
             except _Stopped:
                 break
             except Exception as exc:

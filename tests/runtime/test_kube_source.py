@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 
+import kmock
 import pytest
 from kubernetes.client import ApiClient
 
@@ -318,3 +319,14 @@ def test_the_controller_leaves_an_invalid_edit_alone_and_ends_a_deleted_rollout(
     stored = store.get("llm/bot-v2")
     assert stored is not None and stored.phase == "Aborted"
     assert routes.weight("llm/bot-v2") == 0
+
+
+def test_watches_that_end_at_once_do_not_spin(
+    kube: KubeApi, rollouts: Rollouts, source: KubernetesSource
+) -> None:
+    kube.server[kmock.action.WATCH] << b""  # every watch: 200, and the stream ends at once
+    started(source)
+    time.sleep(1.0)
+    assert 3 <= len(kube.server.watches("modelrollouts")) <= 12, len(
+        kube.server.watches("modelrollouts")
+    )
