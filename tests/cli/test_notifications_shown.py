@@ -123,3 +123,25 @@ def test_a_slack_outage_shows_messages_queued_with_the_error(
     history = json.loads(_cli("history", KEY, "--database", database, "-o", "json"))
     notes = [(e["event"], e["status"]) for e in history["events"] if e["kind"] == "notification"]
     assert notes == [("started", "pending"), ("holding", "pending")]
+
+
+def test_the_demo_shows_the_slack_messages_with_their_evidence(tmp_path: Path) -> None:
+    rolled_back = " ".join(_cli("demo", "--database", str(tmp_path / "r.db")).split())
+    assert "Slack #support-bot · rolled-back" in rolled_back
+    assert "@U024BE7LH Traffic is back on v6: refusal-rate failed in cohort non-english." in (
+        rolled_back.replace(" │ ", " ")
+    )
+    for part in ("Baseline v6:", "Candidate v7:", "Limit: maxIncrease", "Interval:", "PromQL"):
+        assert part in rolled_back
+    promoted = " ".join(
+        _cli("demo", "--scenario", "healthy", "--database", str(tmp_path / "h.db")).split()
+    )
+    assert "Slack #support-bot · promoted" in promoted
+    assert "🎉 Promoted: llm/support-bot-v7" in promoted
+    assert "Promoted after 1h 55m: v7 now takes all traffic" in promoted
+    assert "Per cohort (candidate vs baseline)" in promoted
+    store = SqlStore(f"sqlite:///{tmp_path / 'h.db'}")
+    try:
+        assert {m.status for m in store.outbox("llm/support-bot-v7")} == {"sent"}
+    finally:
+        store.close()
