@@ -204,8 +204,8 @@ def notifiers(settings: Settings) -> list[Notifier]:
 def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     """Run the controller until SIGTERM / SIGINT (or `stop` is set)."""
     migrate(settings.database_url.get_secret_value())
+    sinks = notifiers(settings)  # first: a bad webhook URL fails before anything starts
     wiring = build(settings)
-    sinks = notifiers(settings)
     # Delivery runs on threads of its own: a slow or failing sink never holds up a tick.
     delivery = DeliveryWorker(wiring.store, sinks, metrics=wiring.metrics) if sinks else None
     server = ApiServer(
