@@ -2,8 +2,9 @@
 
 `canaryctl run` calls `run(settings)`: it migrates the store, builds the
 controller (source, routers, metrics provider, judge, reporters), serves
-/healthz, /readyz and /metrics, and on SIGTERM becomes unready, finishes the
-ticks in flight, releases its leases and stops.
+/healthz, /readyz and /metrics, delivers the outbox to Slack and the webhook on
+a worker of its own, and on SIGTERM becomes unready, finishes the ticks in
+flight, releases its leases and stops.
 """
 
 from __future__ import annotations
