@@ -33,7 +33,7 @@ def rollout(name: str = "bot-v2", namespace: str = "llm", **spec: Any) -> dict[s
     return obj
 
 
-def wait_for(what: str, check: Callable[[], bool], seconds: float = 5.0) -> None:
+def wait_for(what: str, check: Callable[[], bool], seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while not check():
         if time.monotonic() > deadline:

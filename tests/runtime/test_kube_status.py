@@ -260,7 +260,7 @@ def test_each_transition_is_one_event_even_if_reported_twice(world: World) -> No
         pytest.param(500, id="500"),
         pytest.param(409, id="409"),
         pytest.param(503, id="503"),
-        pytest.param(Slow(1.5), id="timeout"),
+        pytest.param(Slow(3), id="timeout"),
     ],
 )
 def test_a_failed_status_write_is_logged_and_written_next_tick(
@@ -271,7 +271,7 @@ def test_a_failed_status_write_is_logged_and_written_next_tick(
     began = time.monotonic()
     with caplog.at_level(logging.WARNING):
         world.tick(timedelta(minutes=10, seconds=30))  # step 2, but the write fails
-    assert time.monotonic() - began < 1.5
+    assert time.monotonic() - began < 2.5  # the budget (2s), not the slow answer (3s)
     assert "could not write the status of ModelRollout llm/bot-v2" in caplog.text
     if not isinstance(outcome, Slow):  # a slow answer was carried out all the same
         assert world.status()["step"] == 1
@@ -296,7 +296,7 @@ def test_the_budget_bounds_a_report_against_a_hung_server(world: World) -> None:
     world.reporter.budget = 0.8
     began = time.monotonic()
     world.tick(timedelta(minutes=10, seconds=30))
-    assert time.monotonic() - began < 1.2
+    assert time.monotonic() - began < 2.0
 
 
 def test_a_deleted_rollout_is_reported_without_error(
