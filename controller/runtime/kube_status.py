@@ -34,7 +34,7 @@ from typing import Any, Literal, cast
 import urllib3
 from kubernetes.client import ApiClient, ApiException, CoreV1Api, CoreV1Event, CustomObjectsApi
 
-from controller.analysis.verdicts import worst
+from controller.analysis.verdicts import Verdict, worst
 from controller.engine.executor import TickResult
 from controller.engine.phases import Phase
 from controller.engine.state import Look, RolloutState, Transition
@@ -90,8 +90,7 @@ def desired_status(
     _set(conditions, ConditionType.ROLLED_BACK, back, reason, message, now, generation)
     verdicts = _verdicts(result.look)
     if verdicts is None and state.phase is not Phase.PENDING:
-        kept = current.get("verdicts")
-        verdicts = [CohortVerdicts.model_validate(v) for v in kept] if kept else None
+        verdicts = _kept_verdicts(current)
     status = RolloutStatus(
         observed_generation=observed,
         phase=str(state.phase),
@@ -156,7 +155,7 @@ def _verdicts(look: Look | None) -> list[CohortVerdicts] | None:
     if look is None or not look.cells:
         return None
     cohorts: dict[str, dict[str, str]] = {}
-    worst_of: dict[str, list[Any]] = {}
+    worst_of: dict[str, list[Verdict]] = {}
     for cell in look.cells:
         cohorts.setdefault(cell.cohort, {})[cell.metric] = str(cell.verdict)
         worst_of.setdefault(cell.cohort, []).append(cell.verdict)
@@ -164,6 +163,14 @@ def _verdicts(look: Look | None) -> list[CohortVerdicts] | None:
     return [
         CohortVerdicts(cohort=c, verdict=str(worst(worst_of[c])), metrics=cohorts[c]) for c in order
     ]
+
+
+def _kept_verdicts(current: Mapping[str, Any]) -> list[CohortVerdicts] | None:
+    """The verdicts of the last look (a tick without a look keeps them)."""
+    try:
+        return [CohortVerdicts.model_validate(v) for v in current.get("verdicts") or ()] or None
+    except ValueError:  # someone else's edit: dropped, and written again at the next look
+        return None
 
 
 def _conditions(current: Mapping[str, Any]) -> dict[str, Condition]:
@@ -264,55 +271,36 @@ def transition_event(rollout: ModelRollout, t: Transition, *, instance: str = ""
     identity = (
         f"{meta.uid}|{t.at.isoformat()}|{t.from_phase}|{t.to_phase}|{t.from_step}|{t.to_step}"
     )
-    when = _seconds(t.at).strftime("%Y-%m-%dT%H:%M:%SZ")
     return _event(
-        rollout,
-        name=f"{meta.name}.{hashlib.sha256(identity.encode()).hexdigest()[:16]}",
+        namespace=meta.namespace,
+        involved=_involved(meta.namespace, meta.name, meta.uid or ""),
+        name=_event_name(meta.name, identity),
         reason=event_reason(t),
         message=message,
         warning=t.to_phase in _WARNINGS,
-        when=when,
+        when=t.at,
         instance=instance,
     )
 
 
 def invalid_event(invalid: InvalidRollout, now: datetime, *, instance: str = "") -> JsonObject:
-    identity = f"{invalid.uid}|{invalid.generation}|invalid"
-    return _raw_event(
+    """The Warning Event for a generation of a ModelRollout that is invalid."""
+    return _event(
         namespace=invalid.namespace,
         involved=_involved(invalid.namespace, invalid.name, invalid.uid),
-        name=f"{invalid.name}.{hashlib.sha256(identity.encode()).hexdigest()[:16]}",
+        name=_event_name(invalid.name, f"{invalid.uid}|{invalid.generation}|invalid"),
         reason="InvalidSpec",
-        message=_truncate(
-            f"generation {invalid.generation} is invalid and ignored: {invalid.message}", 1024
-        ),
+        message=f"generation {invalid.generation} is invalid and ignored: {invalid.message}",
         warning=True,
-        when=_seconds(now).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        when=now,
         instance=instance,
     )
 
 
-def _event(
-    rollout: ModelRollout,
-    *,
-    name: str,
-    reason: str,
-    message: str,
-    warning: bool,
-    when: str,
-    instance: str,
-) -> JsonObject:
-    meta = rollout.metadata
-    return _raw_event(
-        namespace=meta.namespace,
-        involved=_involved(meta.namespace, meta.name, meta.uid or ""),
-        name=name,
-        reason=reason,
-        message=_truncate(message, 1024),
-        warning=warning,
-        when=when,
-        instance=instance,
-    )
+def _event_name(name: str, identity: str) -> str:
+    """`<name>.<digest of identity>`, within the 253 characters of an object name."""
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return f"{name[:236].rstrip('.-')}.{digest}"
 
 
 def _involved(namespace: str, name: str, uid: str) -> JsonObject:
@@ -327,7 +315,7 @@ def _involved(namespace: str, name: str, uid: str) -> JsonObject:
     return ref
 
 
-def _raw_event(
+def _event(
     *,
     namespace: str,
     involved: JsonObject,
@@ -335,21 +323,22 @@ def _raw_event(
     reason: str,
     message: str,
     warning: bool,
-    when: str,
+    when: datetime,
     instance: str,
 ) -> JsonObject:
+    stamp = _seconds(when).strftime("%Y-%m-%dT%H:%M:%SZ")
     event: JsonObject = {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"name": name, "namespace": namespace},
         "involvedObject": involved,
         "reason": reason,
-        "message": message,
+        "message": _truncate(message, 1024),
         "type": "Warning" if warning else "Normal",
         "source": {"component": COMPONENT},
         "reportingComponent": f"{API_GROUP}/{COMPONENT}",
-        "firstTimestamp": when,
-        "lastTimestamp": when,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
         "count": 1,
     }
     if instance:
