@@ -216,7 +216,7 @@ class KubernetesSource:
     def _invalid(self, invalid: InvalidRollout) -> None:
         for problem in invalid.problems:
             log.warning(
-                "ModelRollout %s (generation %d) is invalid and is not rolled out: %s: %s",
+                "ModelRollout %s generation %d is invalid and ignored until fixed: %s: %s",
                 invalid.key,
                 invalid.generation,
                 problem.path or "<object>",
