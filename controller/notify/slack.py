@@ -13,7 +13,10 @@ attempt of the same message was recorded (the worker died after sending, or the
 answer timed out after Slack had posted), the notifier first looks for the key:
 in the thread (`conversations.replies`), or in the channel's recent history
 (`conversations.history`) for a message that would open the thread, and finds
-the message already posted instead of posting it twice.
+the message already posted instead of posting it twice. Looking needs the
+history scopes (and `conversations.list`'s read scopes for a channel given by
+name); when Slack refuses the look for good, the message is posted anyway:
+read twice is better than never read.
 
 Errors are sorted once, here, into the controller's tree: HTTP 429 is a
 `TransientError` with Slack's `Retry-After`; HTTP 5xx, timeouts and unreachable
