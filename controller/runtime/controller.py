@@ -4,7 +4,8 @@ Several replicas can run against one store. Each rollout is owned by one replica
 at a time through a lease row with an expiry: `sync` (every few seconds) takes or
 renews the leases of the rollouts it can, and keeps one APScheduler job per owned,
 live rollout at that rollout's analysis interval (`max_instances=1`, coalescing,
-so a slow tick is never run twice at once nor queued up). A replica that dies stops
+so a slow tick is never run twice at once nor queued up, and no misfire grace, so
+a tick that starts late still runs rather than being dropped). A replica that dies stops
 renewing; its leases expire after `lease_ttl` and another replica's next `sync`
 takes them over, resuming each rollout from its last committed state.
 """
@@ -95,7 +96,12 @@ class Controller:
         self.reporters = reporters
         self.metrics = metrics or ControllerMetrics(CollectorRegistry())
         self.executor = Executor(store, clock)
-        self.scheduler = BackgroundScheduler(job_defaults={"max_instances": 1, "coalesce": True})
+        # No misfire grace: a tick that cannot start on time (every job comes due at once,
+        # more ticks than threads) runs late instead of being dropped, which APScheduler
+        # does after 1 s by default, to the same rollouts every interval.
+        self.scheduler = BackgroundScheduler(
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+        )
         self._snapshot = Snapshot({}, synced=False)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
