@@ -41,7 +41,6 @@ from controller.engine.state import Look, RolloutState, Transition
 from controller.policy import API_GROUP, API_VERSION, KIND, OVERALL, ModelRollout
 from controller.policy.crd import PLURAL, VERSION
 from controller.policy.status import CohortVerdicts, Condition, ConditionType, RolloutStatus
-from controller.routing.base import RouteState
 from controller.routing.manifests import merge_patch
 from controller.runtime.kube_source import InvalidRollout
 
@@ -67,7 +66,7 @@ def desired_status(
     """The status a tick's result calls for, given the `current` one (for the times of
     conditions that did not flip, and the verdicts of ticks that did not look)."""
     state = result.decision.state
-    route = serving(state)
+    route = state.serving()
     generation = state.generation
     observed = max(generation, _int(current.get("observedGeneration")))
     conditions = _conditions(current)
@@ -135,14 +134,6 @@ def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> Json
     have = {k: v for k, v in current.items() if k in OWNED}
     want = {k: v for k, v in desired.items() if k in OWNED}
     return merge_patch(have, want)
-
-
-def serving(state: RolloutState) -> RouteState:
-    """What the route carries: the recorded state while the rollout runs; once it ended
-    and the route was given back, all of it to the candidate if promoted, else none."""
-    if state.phase.terminal and not state.restore_pending:
-        return RouteState(100 if state.phase is Phase.PROMOTED else 0)
-    return state.route
 
 
 def _reason(state: RolloutState) -> str:

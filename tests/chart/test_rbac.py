@@ -3,9 +3,9 @@
 Where each permission comes from (docs/deploy.md explains them for operators):
 
 - canary.ai modelrollouts get/list/watch: the ModelRollout source (runtime);
-- canary.ai modelrollouts/status get/update/patch: the phase, step and weights
-  written back to each ModelRollout's status (runtime);
-- core events create/patch: a Kubernetes Event per transition (runtime);
+- canary.ai modelrollouts/status get/patch: the phase, step and weights written
+  back to each ModelRollout's status as a merge patch (runtime/kube_status.py);
+- core events create: a Kubernetes Event per transition (runtime/kube_status.py);
 - the routers' verbs, from controller/routing (docs/routing.md): every write goes
   through `routing.cluster.Cluster.reconcile`, which reads (get) and then creates,
   merge-patches or deletes one named object; nothing lists, watches or updates.
@@ -26,10 +26,8 @@ CORE: set[Grant] = {
     ("canary.ai", "modelrollouts", "list"),
     ("canary.ai", "modelrollouts", "watch"),
     ("canary.ai", "modelrollouts/status", "get"),
-    ("canary.ai", "modelrollouts/status", "update"),
     ("canary.ai", "modelrollouts/status", "patch"),
     ("", "events", "create"),
-    ("", "events", "patch"),
 }
 # routing/nginx.py: the stable Ingress is read and patched, the canary Ingress
 # beside it created, patched and deleted.

@@ -20,11 +20,11 @@ Not here, on purpose:
   verbs: ["get", "list", "watch"]
 - apiGroups: ["canary.ai"]
   resources: ["modelrollouts/status"]
-  verbs: ["get", "update", "patch"]
-# Kubernetes Events on the ModelRollout for each transition (a repeated event is patched).
+  verbs: ["get", "patch"]
+# Kubernetes Events on the ModelRollout, one per transition (named after it: a repeat is refused).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- if .Values.rbac.routers.nginxIngress }}
 # routing/nginx.py: reads and annotates the stable Ingress (get, patch) and
 # creates, updates and deletes the managed canary Ingress beside it.
