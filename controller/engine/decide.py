@@ -319,6 +319,19 @@ def restart(spec: RolloutSpec, state: RolloutState, generation: int, now: dateti
     return Decision(tick.state, tuple(tick.actions), tuple(tick.transitions))
 
 
+def fail(spec: RolloutSpec, state: RolloutState, reason: str, now: datetime) -> Decision:
+    """The route cannot carry the rollout (a permanent error: missing, forbidden,
+    not pointing at the baseline...): give it back and end the rollout as Failed,
+    telling the owners, rather than retrying something that cannot succeed."""
+    if state.phase.terminal:
+        return Decision(state)
+    tick = _Tick(spec, state, now)
+    tick.move(Phase.FAILED, state.step, reason)
+    tick.actions.insert(0, RestoreRoute(promoted=False))
+    tick.actions.append(Notify(EventKind.FAILED, reason, mention=True))
+    return Decision(tick.state, tuple(tick.actions), tuple(tick.transitions))
+
+
 def end_deleted(spec: RolloutSpec, state: RolloutState, now: datetime) -> Decision:
     """The ModelRollout was deleted: restore the route and end the rollout."""
     if state.phase.terminal:

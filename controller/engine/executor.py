@@ -12,6 +12,9 @@
 - A route write that fails transiently is recorded and retried on the next tick:
   live phases re-apply the wanted route every tick; an ended rollout whose restore
   failed keeps `restore_pending` and is restored again until it succeeds.
+- A route that cannot carry the rollout at all (a `PermanentError`: the route is
+  missing, RBAC forbids the write, it does not point at the baseline...) ends the
+  rollout as Failed in the same tick: the route is given back and the owners told.
 
 The engine reaches the outside only through ports: the routers' `TrafficRouter`,
 the store's `RolloutStore`, and the `Observer` below, which the runtime backs with
@@ -25,9 +28,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from controller.engine.decide import decide, end_deleted, restart, start
+from controller.engine.decide import decide, end_deleted, fail, restart, start
 from controller.engine.phases import Phase
 from controller.engine.state import (
+    Action,
     ApplyRoute,
     Command,
     CommandKind,
@@ -38,7 +42,7 @@ from controller.engine.state import (
     RolloutState,
     Transition,
 )
-from controller.errors import CanaryError
+from controller.errors import CanaryError, PermanentError
 from controller.policy import ModelRollout
 from controller.routing.base import TrafficRouter
 from controller.store.base import RolloutStore
@@ -167,39 +171,24 @@ class Executor:
         now: datetime,
         look: Look | None = None,
     ) -> TickResult:
-        state = decision.state
         actions = list(decision.actions)
-        if state.phase.terminal and state.restore_pending and not decision.transitions:
-            actions.insert(0, RestoreRoute(promoted=state.phase is Phase.PROMOTED))
-        records: list[RouteActionRecord] = []
-        errors: list[str] = []
-        for action in actions:
-            if isinstance(action, Notify):
-                continue
-            try:
-                if isinstance(action, RestoreRoute):
-                    change = route.restore(promote=action.promoted)
-                    state = state.evolve(restore_pending=False)
-                else:
-                    change = route.apply(action.state)
-            except CanaryError as exc:
-                if isinstance(action, RestoreRoute):
-                    state = state.evolve(restore_pending=True)
-                errors.append(str(exc))
-                log.error("route write failed for %s: %s", rollout.key, exc)
-                records.append(
-                    RouteActionRecord(now, _action_name(action), _desired(action), error=str(exc))
-                )
-                continue
-            records.append(
-                RouteActionRecord(
-                    now,
-                    _action_name(action),
-                    _desired(action),
-                    {**change.state.to_json(), "writes": [str(w) for w in change.writes]},
-                    change.changed,
-                )
+        ended = decision.state.phase.terminal and not decision.transitions
+        if ended and decision.state.restore_pending:
+            actions.insert(0, RestoreRoute(promoted=decision.state.phase is Phase.PROMOTED))
+        writes = _RouteWrites(rollout.key, route, now)
+        state = writes.perform(decision.state, actions)
+        if writes.permanent is not None and not state.phase.terminal:
+            failure = fail(
+                rollout.spec, state, f"the route cannot be written: {writes.permanent}", now
             )
+            state = writes.perform(failure.state, list(failure.actions))
+            decision = Decision(
+                state,
+                decision.actions + failure.actions,
+                decision.transitions + failure.transitions,
+                decision.applied_commands,
+            )
+        records, errors = writes.records, writes.errors
         messages = tuple(
             OutboxMessage(
                 dedupe_key(rollout.key, state, i, str(a.event)),
@@ -238,6 +227,54 @@ class Executor:
             tuple(errors),
             look,
         )
+
+
+class _RouteWrites:
+    """Performs a tick's route actions in order and records each, failed ones included."""
+
+    def __init__(self, key: str, route: TrafficRouter, now: datetime) -> None:
+        self.key = key
+        self.route = route
+        self.now = now
+        self.records: list[RouteActionRecord] = []
+        self.errors: list[str] = []
+        #: the first permanent error of an ApplyRoute: the route cannot carry the rollout
+        self.permanent: PermanentError | None = None
+
+    def perform(self, state: RolloutState, actions: list[Action]) -> RolloutState:
+        """Perform the route actions; returns `state` with `restore_pending` updated."""
+        for action in actions:
+            if isinstance(action, Notify):
+                continue
+            try:
+                if isinstance(action, RestoreRoute):
+                    change = self.route.restore(promote=action.promoted)
+                    state = state.evolve(restore_pending=False)
+                else:
+                    change = self.route.apply(action.state)
+            except CanaryError as exc:
+                if isinstance(action, RestoreRoute):
+                    state = state.evolve(restore_pending=True)
+                elif isinstance(exc, PermanentError) and self.permanent is None:
+                    self.permanent = exc
+                self.errors.append(str(exc))
+                log.error("route write failed for %s: %s", self.key, exc)
+                self.records.append(
+                    RouteActionRecord(
+                        self.now, _action_name(action), _desired(action), error=str(exc)
+                    )
+                )
+                continue
+            self.records.append(
+                RouteActionRecord(
+                    self.now,
+                    _action_name(action),
+                    _desired(action),
+                    {**change.state.to_json(), "writes": [str(w) for w in change.writes]},
+                    change.changed,
+                )
+            )
+        return state
 
 
 def _action_name(action: ApplyRoute | RestoreRoute) -> str:

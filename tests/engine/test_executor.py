@@ -10,10 +10,11 @@ import pytest
 
 from controller.analysis.verdicts import Verdict
 from controller.engine.executor import Executor, Observation
-from controller.engine.state import Cell, Look, RestoreRoute, RolloutState
+from controller.engine.state import Cell, Look, Notify, RestoreRoute, RolloutState
 from controller.errors import TransientError
 from controller.policy import ModelRollout, load_text
 from controller.routing import MemoryRouter, RouteTarget
+from controller.routing.base import RouteNotFoundError
 from controller.store import ManualCommand, StaleStateError, TickWrite
 from controller.store.memory import MemoryStore
 from controller.store.records import StoredRollout
@@ -177,6 +178,43 @@ def test_a_failed_restore_is_retried_until_it_succeeds() -> None:
     assert [t.to_phase for t in store.transitions(ROLLOUT.key)].count("RolledBack") == 1
     errors = [a.error for a in store.route_actions(ROLLOUT.key) if a.error]
     assert errors == ["API server unavailable (503)"] * 2
+
+
+MISSING = "HTTPRoute llm/bot not found: create it, or fix spec.traffic.route"
+
+
+def test_a_route_that_cannot_carry_the_rollout_fails_it_and_tells_the_owners() -> None:
+    store, clock, route, metrics = MemoryStore(), Clock(), Route(), Metrics()
+    executor = Executor(store, clock)
+    run(executor, clock, route, metrics, 2)  # on the first step
+    route.fail_next(RouteNotFoundError(MISSING))
+    result = executor.tick(ROLLOUT, route, metrics)
+    assert result.decision.state.phase == "Failed"
+    assert route.observe().weight == 0  # given back in the same tick
+    transitions = store.transitions(ROLLOUT.key)
+    assert (transitions[-1].to_phase, transitions[-1].reason) == (
+        "Failed",
+        f"the route cannot be written: {MISSING}",
+    )
+    failed = [m for m in store.outbox(ROLLOUT.key) if m.event == "failed"]
+    assert len(failed) == 1 and failed[0].payload["phase"] == "Failed"
+    notify = next(a for a in result.decision.actions if isinstance(a, Notify))
+    assert notify.event == "failed" and notify.mention
+    actions = [(a.action, a.error) for a in store.route_actions(ROLLOUT.key)][-2:]
+    assert actions == [
+        ("apply", MISSING),
+        ("restore", None),
+    ]
+    run(executor, clock, route, metrics, 2)  # ended: no more writes
+    assert [t.to_phase for t in store.transitions(ROLLOUT.key)].count("Failed") == 1
+
+
+def test_a_transient_route_error_is_retried_not_failed() -> None:
+    store, clock, route, metrics = MemoryStore(), Clock(), Route(), Metrics()
+    executor = Executor(store, clock)
+    run(executor, clock, route, metrics, 2)
+    route.fail_next(TransientError("API server unavailable (503)"))
+    assert executor.tick(ROLLOUT, route, metrics).decision.state.phase == "Progressing"
 
 
 def test_a_human_command_is_applied_once_and_audited() -> None:
