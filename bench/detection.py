@@ -42,6 +42,7 @@ from bench.detection_engines import (
     POLICY,
     PROMOTED,
     ROLLED_BACK,
+    WHAT_IF,
     Engine,
     Outcome,
     all_engines,
@@ -134,6 +135,12 @@ class Config:
     scenarios: tuple[str, ...] = tuple(s.name for s in SCENARIOS)
     seed: int = 20261202
     workers: int = 2
+    #: also run `what-if-no-pass-needed` (not the product; see bench.detection_engines)
+    what_if: bool = False
+
+    @property
+    def engines(self) -> tuple[str, ...]:
+        return (*ENGINE_NAMES, WHAT_IF) if self.what_if else ENGINE_NAMES
 
 
 FULL = Config(aa_rollouts=500, rollouts=60, horizon_minutes=100)
@@ -150,15 +157,16 @@ class Task:
     index: int
     seed: int
     looks: int
+    what_if: bool = False
 
 
-_ENGINES: list[Engine] = []
+_ENGINES: dict[bool, list[Engine]] = {}
 
 
-def _engines() -> list[Engine]:
-    if not _ENGINES:
-        _ENGINES.extend(all_engines())
-    return _ENGINES
+def _engines(what_if: bool) -> list[Engine]:
+    if what_if not in _ENGINES:
+        _ENGINES[what_if] = all_engines(what_if=what_if)
+    return _ENGINES[what_if]
 
 
 def run_task(task: Task) -> tuple[Task, dict[str, Outcome], float]:
@@ -174,7 +182,7 @@ def run_task(task: Task) -> tuple[Task, dict[str, Outcome], float]:
     harmed = scenario.change.harmful_cohorts
     outcomes: dict[str, Outcome] = {}
     ours_seconds = 0.0
-    for engine in _engines():
+    for engine in _engines(task.what_if):
         began = time.perf_counter()
         outcomes[engine.name] = engine.run(stream, harmed)
         if engine.name == "ours":
@@ -191,7 +199,7 @@ def tasks(config: Config) -> list[Task]:
             for i in range(count):
                 entropy = [config.seed, s_index, int(rate), i]
                 seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
-                out.append(Task(name, rate, i, seed, looks))
+                out.append(Task(name, rate, i, seed, looks, config.what_if))
     return out
 
 
@@ -356,12 +364,12 @@ def oracle_seconds(scenario: Scenario, rate: float) -> float:
 
 
 def summarise(config: Config, results: list[tuple[Task, dict[str, Outcome]]]) -> dict[str, Any]:
-    cells: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in ENGINE_NAMES}
+    cells: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in config.engines}
     for name in config.scenarios:
         scenario = SCENARIO_BY_NAME[name]
         for rate in config.rates:
             mine = [o for t, o in results if t.scenario == name and t.rate == rate]
-            for engine in ENGINE_NAMES:
+            for engine in config.engines:
                 cells[engine][key(name, rate)] = cell_figures(
                     [o[engine] for o in mine], scenario.healthy
                 )
@@ -369,7 +377,7 @@ def summarise(config: Config, results: list[tuple[Task, dict[str, Outcome]]]) ->
         key(s, r) for s in config.scenarios for r in config.rates if not SCENARIO_BY_NAME[s].healthy
     ]
     engines: dict[str, Any] = {}
-    for engine in ENGINE_NAMES:
+    for engine in config.engines:
         aa = [o[engine] for t, o in results if t.scenario == "aa"]
         rolled = sum(o.result == ROLLED_BACK for o in aa)
         engines[engine] = {
@@ -563,7 +571,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         y = float(np.median(detected)) / 60
         x = 100 * e["false_rollback_rate"]
         low, high = (100 * v for v in e["false_rollback_wilson95"])
-        ax.errorbar(x, y, xerr=[[x - low], [high - x]], fmt="o", capsize=3, label=engine)
+        xerr = [[max(x - low, 0.0)], [max(high - x, 0.0)]]
+        ax.errorbar(x, y, xerr=xerr, fmt="o", capsize=3, label=engine)
         ax.annotate(
             f"{engine} ({100 * caught:.0f} % caught)",
             (x, y),
@@ -586,7 +595,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlim(-5, 105)
     ax.set_title("Detection time vs false rollbacks (bench/detection.py)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -614,8 +623,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenarios", nargs="+", choices=[s.name for s in SCENARIOS])
     parser.add_argument("--workers", type=int)
     parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--what-if",
+        action="store_true",
+        help="also run ours advancing on time unless a cell FAILs (not the product)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory of the results")
+    parser.add_argument(
+        "--render", type=Path, metavar="JSON", help="only re-render the .md and .png of a result"
+    )
     args = parser.parse_args(argv)
+    if args.render is not None:
+        report = json.loads(args.render.read_text())
+        args.render.with_suffix(".md").write_text(markdown(report))
+        plot(report, args.render.with_suffix(".png"))
+        return 0
     config = QUICK if args.quick else FULL
     overrides = {
         "aa_rollouts": args.aa_rollouts,
@@ -625,6 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scenarios": tuple(args.scenarios) if args.scenarios else None,
         "workers": args.workers,
         "seed": args.seed,
+        "what_if": args.what_if or None,
     }
     config = Config(**{**asdict(config), **{k: v for k, v in overrides.items() if v is not None}})
     if "aa" not in config.scenarios:

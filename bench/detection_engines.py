@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -55,7 +55,7 @@ from bench.detection_sim import (
     quality_model,
     ttft_model,
 )
-from controller.analysis import Histogram, Proportion, Sample, VersionData, judge
+from controller.analysis import Histogram, Proportion, Sample, Verdict, VersionData, judge
 from controller.engine.decide import decide, start
 from controller.engine.phases import Phase
 from controller.engine.state import Cell, Look, RolloutState
@@ -104,6 +104,7 @@ spec:
 )
 
 PROMOTED, ROLLED_BACK, PAUSED, UNFINISHED = "promoted", "rolled-back", "paused", "unfinished"
+WHAT_IF = "what-if-no-pass-needed"
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,10 @@ class Ours:
                 for c in judgement.cells
             )
         )
-        return decide(spec, state, look, (), now).state
+        return decide(spec, state, self._look(look), (), now).state
+
+    def _look(self, look: Look) -> Look:
+        return look
 
 
 # --- canary-only range checks (Flagger, Argo) ------------------------------------------
@@ -310,21 +314,27 @@ def histogram_quantile(q: float, buckets: np.ndarray) -> float | None:
     return lower + (TTFT_BUCKETS[i] - lower) * (rank - below) / inside if inside > 0 else lower
 
 
-def range_check(window: np.ndarray | None, ranges: Ranges) -> bool | None:
-    """All metrics of the canary over a window within range; None when a value is missing."""
+def range_checks(window: np.ndarray | None, ranges: Ranges) -> dict[str, bool | None]:
+    """Each metric of the canary over a window: within range, or None when it has no value."""
     if window is None:
-        return None
+        return dict.fromkeys(("refusal", "error", "score", "ttft-p95"))
     total = window.sum(axis=0)  # every cohort together: these tools do not see cohorts
     requests, judged = total[REQUESTS], total[Q0:QSUM].sum()
     p95 = histogram_quantile(0.95, total[T0:TSUM])
-    if requests <= 0 or judged <= 0 or p95 is None:
+    return {
+        "refusal": bool(total[REFUSALS] / requests <= ranges.refusal_max) if requests else None,
+        "error": bool(total[ERRORS] / requests <= ranges.error_max) if requests else None,
+        "score": bool(total[QSUM] / judged >= ranges.quality_min) if judged else None,
+        "ttft-p95": bool(p95 <= ranges.ttft_p95_max) if p95 is not None else None,
+    }
+
+
+def range_check(window: np.ndarray | None, ranges: Ranges) -> bool | None:
+    """All metrics of the canary over a window within range; None when a value is missing."""
+    checks = range_checks(window, ranges).values()
+    if any(c is None for c in checks):
         return None
-    return bool(
-        total[REFUSALS] / requests <= ranges.refusal_max
-        and total[ERRORS] / requests <= ranges.error_max
-        and total[QSUM] / judged >= ranges.quality_min
-        and p95 <= ranges.ttft_p95_max
-    )
+    return all(checks)
 
 
 class _Stepper:
@@ -504,8 +514,69 @@ class NaiveZ:
         return Outcome(UNFINISHED, stream.looks * LOOK_SECONDS, affected, steps.weight)
 
 
-def all_engines() -> list[Engine]:
-    return [Ours(), Flagger(1), Flagger(5), Flagger(10), Argo(0), NaiveZ()]
+class OursNoPassNeeded(Ours):
+    """A what-if, NOT the product: the real judge and `decide`, but a step advances
+    once its hold has passed unless a cell FAILs (INCONCLUSIVE is shown to
+    `decide` as PASS; NO_DATA stays NO_DATA).
+
+    It measures what the anytime-valid FAIL side alone would give if the
+    product advanced on time like Flagger and Argo do; its false rollbacks are
+    still bounded by the same budget, since FAIL is decided the same way.
+    """
+
+    name = WHAT_IF
+
+    def _look(self, look: Look) -> Look:
+        return Look(
+            tuple(
+                replace(c, verdict=Verdict.PASS) if c.verdict is Verdict.INCONCLUSIVE else c
+                for c in look.cells
+            ),
+            look.error,
+        )
+
+
+def all_engines(*, what_if: bool = False) -> list[Engine]:
+    engines: list[Engine] = [Ours(), Flagger(1), Flagger(5), Flagger(10), Argo(0), NaiveZ()]
+    if what_if:
+        engines.append(OursNoPassNeeded())
+    return engines
 
 
 ENGINE_NAMES = ("ours", "flagger-t1", "flagger-t5", "flagger-t10", "argo-fl0", "naive-z")
+
+
+def _explain_ranges(streams: int = 40) -> None:
+    """Why range checks fail on healthy canaries: per metric, at the 1 % step, per look."""
+    from bench.detection_sim import Change, Noise, simulate
+
+    ranges = Ranges.from_baseline()
+    print(f"ranges: {ranges}")
+    for rps in (10.0, 100.0):
+        for name, looks in (("flagger [1m]", 1), ("argo [5m]", 5)):
+            failed: dict[str, int] = {}
+            missing: dict[str, int] = {}
+            n = 0
+            for seed in range(streams):
+                stream = simulate(rps=rps, looks=10, change=Change(), noise=Noise(), seed=seed)
+                views = _views(stream)
+                for t in range(stream.looks):
+                    _serve(stream, t, 1, views)
+                    if t + 1 < looks:
+                        continue
+                    n += 1
+                    checks = range_checks(views[CANDIDATE].window(looks), ranges)
+                    for metric, ok in checks.items():
+                        missing[metric] = missing.get(metric, 0) + (ok is None)
+                        failed[metric] = failed.get(metric, 0) + (ok is False)
+            print(
+                f"{rps:g} req/s, 1 % weight, {name}, {n} healthy checks: "
+                + ", ".join(
+                    f"{m} out of range {failed[m] / n:.0%} / no value {missing[m] / n:.0%}"
+                    for m in failed
+                )
+            )
+
+
+if __name__ == "__main__":
+    _explain_ranges()
