@@ -1,0 +1,1 @@
+"""Benchmarks of the controller: detection quality and scale (issue #9)."""
