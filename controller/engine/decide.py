@@ -40,7 +40,7 @@ from controller.engine.state import (
     Transition,
     Waiting,
 )
-from controller.policy import NoDataAction, NoDataTimeout, RolloutSpec
+from controller.policy import AdvanceOn, NoDataAction, NoDataTimeout, RolloutSpec
 from controller.routing.base import RouteState
 
 LIVE = frozenset({Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED})
@@ -222,8 +222,10 @@ class _Tick:
         if self.now - self.state.step_since < hold:
             return
         undecided = tuple(c for c in required if c.verdict is not Verdict.PASS)
-        if not undecided:
-            self.advance()
+        if not undecided or (
+            self.spec.analysis.advance_on is AdvanceOn.NO_FAILURE and not self._next_is_last()
+        ):
+            self.advance()  # (a FAIL has rolled back before this is reached)
             return
         since = self.state.undecided_since or self.now
         if self.state.undecided_since is None:
@@ -243,6 +245,11 @@ class _Tick:
                 f"still inconclusive {policy.timeout} after the hold",
                 undecided,
             )
+
+    def _next_is_last(self) -> bool:
+        """Is the next step the last one (all traffic), or the promotion itself?"""
+        current = self.state.step if self.state.phase is Phase.PROGRESSING else -1
+        return current + 1 >= len(self.spec.steps) - 1
 
     def give_up(
         self, then: NoDataTimeout, waiting: Waiting, reason: str, cells: tuple[Cell, ...] = ()

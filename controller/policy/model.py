@@ -118,6 +118,16 @@ class NoDataTimeout(StrEnum):
     PAUSE = "pause"
 
 
+class AdvanceOn(StrEnum):
+    """When a step whose hold has passed gives way to the next one."""
+
+    #: every critical cell PASSes: the candidate is shown to be within every limit
+    PASS = "pass"
+    #: no critical cell FAILs (INCONCLUSIVE is enough) until the last step; the
+    #: promotion to 100 % still needs every critical cell to PASS
+    NO_FAILURE = "no-failure"
+
+
 class Metadata(_Frozen):
     """The Kubernetes object metadata a policy uses; server-set fields are read-only."""
 
@@ -324,6 +334,9 @@ class Analysis(_Frozen):
     confidence: Annotated[float, Strict(), Field(ge=0.5, le=0.9999)] = 0.95
     min_samples: Annotated[int, Strict(), Field(ge=1, le=10_000_000)] = 200
     no_data: NoData = Field(default_factory=NoData)
+    #: `pass`: a step advances once every critical cell PASSes; `no-failure`: once
+    #: none FAILs, except into the last step (100 %), which still needs every PASS
+    advance_on: AdvanceOn = AdvanceOn.PASS
     metrics: list[MetricSpec] = Field(min_length=1, max_length=64)
 
 

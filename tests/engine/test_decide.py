@@ -37,6 +37,9 @@ GATED_SPEC = load_text(policy() + "  promotion: {manualGate: true}\n")[0].rollou
 PAUSING_SPEC = load_text(
     policy(("{weight: 50, hold: 10m}", "{weight: 50, hold: 10m, pause: true}"))
 )[0].rollout.spec
+NO_FAILURE_SPEC = load_text(
+    policy(("    window: 5m\n", "    window: 5m\n    advanceOn: no-failure\n"))
+)[0].rollout.spec
 ROLLBACK_ON_NO_DATA = load_text(
     policy(
         (
@@ -131,6 +134,56 @@ TABLE = [
         0,
         [EventKind.ROLLED_BACK],
         id="fail-rolls-back-at-once",
+    ),
+    pytest.param(
+        NO_FAILURE_SPEC,
+        at_step(0, spec=NO_FAILURE_SPEC),
+        MIXED,
+        10 * MIN,
+        Phase.PROGRESSING,
+        1,
+        [EventKind.STEP_ADVANCED],
+        id="no-failure-advances-on-inconclusive",
+    ),
+    pytest.param(
+        NO_FAILURE_SPEC,
+        at_step(1, spec=NO_FAILURE_SPEC),
+        MIXED,
+        10 * MIN,
+        Phase.PROGRESSING,
+        1,
+        [EventKind.HOLDING],
+        id="no-failure-needs-every-pass-for-the-last-step",
+    ),
+    pytest.param(
+        NO_FAILURE_SPEC,
+        at_step(1, spec=NO_FAILURE_SPEC),
+        PASS,
+        10 * MIN,
+        Phase.PROGRESSING,
+        2,
+        [EventKind.STEP_ADVANCED],
+        id="no-failure-all-pass-goes-to-the-last-step",
+    ),
+    pytest.param(
+        NO_FAILURE_SPEC,
+        at_step(0, spec=NO_FAILURE_SPEC),
+        FAIL,
+        10 * MIN,
+        Phase.ROLLED_BACK,
+        0,
+        [EventKind.ROLLED_BACK],
+        id="no-failure-still-rolls-back-on-fail",
+    ),
+    pytest.param(
+        NO_FAILURE_SPEC,
+        at_step(0, spec=NO_FAILURE_SPEC),
+        NODATA,
+        10 * MIN,
+        Phase.PROGRESSING,
+        0,
+        [EventKind.HOLDING],
+        id="no-failure-holds-without-data",
     ),
     pytest.param(
         SPEC,
