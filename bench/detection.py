@@ -559,6 +559,20 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
     regressions = list(report["oracle_detect_s"])
+    if not regressions:  # healthy scenarios only: the false rollbacks alone
+        names = list(report["engines"])
+        rates = [100 * report["engines"][n]["false_rollback_rate"] for n in names]
+        bounds = [[100 * v for v in report["engines"][n]["false_rollback_wilson95"]] for n in names]
+        xerr = [
+            [max(r - b[0], 0.0) for r, b in zip(rates, bounds, strict=True)],
+            [max(b[1] - r, 0.0) for r, b in zip(rates, bounds, strict=True)],
+        ]
+        ax.barh(names, rates, xerr=xerr, capsize=3)
+        ax.set_xlabel("false rollbacks on A/A rollouts (%, 95 % Wilson interval)")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return
     for engine, e in report["engines"].items():
         detected = [
             report["cells"][engine][k]["detect_median_s"]
