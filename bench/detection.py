@@ -38,11 +38,12 @@ from scipy import stats  # type: ignore[import-untyped]
 
 from bench.detection_engines import (
     ENGINE_NAMES,
+    EXTRA,
     HOLD_MINUTES,
+    NO_FAILURE,
     POLICY,
     PROMOTED,
     ROLLED_BACK,
-    WHAT_IF,
     Engine,
     Outcome,
     all_engines,
@@ -135,15 +136,15 @@ class Config:
     scenarios: tuple[str, ...] = tuple(s.name for s in SCENARIOS)
     seed: int = 20261202
     workers: int = 2
-    #: also run `what-if-no-pass-needed` (not the product; see bench.detection_engines)
-    what_if: bool = False
+    #: engines run besides ENGINE_NAMES (bench.detection_engines.EXTRA)
+    extra: tuple[str, ...] = ()
 
     @property
     def engines(self) -> tuple[str, ...]:
-        return (*ENGINE_NAMES, WHAT_IF) if self.what_if else ENGINE_NAMES
+        return (*ENGINE_NAMES, *self.extra)
 
 
-FULL = Config(aa_rollouts=500, rollouts=60, horizon_minutes=100)
+FULL = Config(aa_rollouts=500, rollouts=60, horizon_minutes=100, extra=(NO_FAILURE,))
 QUICK = Config(aa_rollouts=8, rollouts=3, horizon_minutes=90)
 
 
@@ -157,16 +158,16 @@ class Task:
     index: int
     seed: int
     looks: int
-    what_if: bool = False
+    extra: tuple[str, ...] = ()
 
 
-_ENGINES: dict[bool, list[Engine]] = {}
+_ENGINES: dict[tuple[str, ...], list[Engine]] = {}
 
 
-def _engines(what_if: bool) -> list[Engine]:
-    if what_if not in _ENGINES:
-        _ENGINES[what_if] = all_engines(what_if=what_if)
-    return _ENGINES[what_if]
+def _engines(extra: tuple[str, ...]) -> list[Engine]:
+    if extra not in _ENGINES:
+        _ENGINES[extra] = all_engines(extra)
+    return _ENGINES[extra]
 
 
 def run_task(task: Task) -> tuple[Task, dict[str, Outcome], float]:
@@ -182,7 +183,7 @@ def run_task(task: Task) -> tuple[Task, dict[str, Outcome], float]:
     harmed = scenario.change.harmful_cohorts
     outcomes: dict[str, Outcome] = {}
     ours_seconds = 0.0
-    for engine in _engines(task.what_if):
+    for engine in _engines(task.extra):
         began = time.perf_counter()
         outcomes[engine.name] = engine.run(stream, harmed)
         if engine.name == "ours":
@@ -199,7 +200,7 @@ def tasks(config: Config) -> list[Task]:
             for i in range(count):
                 entropy = [config.seed, s_index, int(rate), i]
                 seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
-                out.append(Task(name, rate, i, seed, looks, config.what_if))
+                out.append(Task(name, rate, i, seed, looks, config.extra))
     return out
 
 
@@ -638,9 +639,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument(
-        "--what-if",
-        action="store_true",
-        help="also run ours advancing on time unless a cell FAILs (not the product)",
+        "--extra",
+        nargs="*",
+        choices=sorted(EXTRA),
+        help=f"engines to run besides the six (the full run adds {NO_FAILURE})",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory of the results")
     parser.add_argument(
@@ -661,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scenarios": tuple(args.scenarios) if args.scenarios else None,
         "workers": args.workers,
         "seed": args.seed,
-        "what_if": args.what_if or None,
+        "extra": tuple(args.extra) if args.extra is not None else None,
     }
     config = Config(**{**asdict(config), **{k: v for k, v in overrides.items() if v is not None}})
     if "aa" not in config.scenarios:
@@ -678,7 +680,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runtime_s": runtime,
         "ours_engine_cpu_s": ours_cpu,
         "machine": machine(),
-        "policy": POLICY,
+        "policy": POLICY,  # ours; ours-no-failure: the same with `advanceOn: no-failure`
         "scenarios": {s.name: s.description for s in SCENARIOS if s.name in config.scenarios},
         "cells": report["cells"],
     }

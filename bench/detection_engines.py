@@ -69,8 +69,11 @@ TTFT_RATIO = 1.15
 ERROR_MAX = 0.02
 HOLD_MINUTES = (10, 15, 30, 30)  # steps 1, 5, 20, 50 %; then 100 %
 
-POLICY = (
-    """\
+
+def policy(advance_on: str = "pass") -> str:
+    """The benchmark's rollout policy for ours; `advance_on` is `analysis.advanceOn`."""
+    return (
+        """\
 apiVersion: canary.ai/v1alpha1
 kind: ModelRollout
 metadata: {name: bench-v2, namespace: bench}
@@ -81,8 +84,10 @@ spec:
   traffic: {router: gateway-api, route: bench}
   cohorts:
 """
-    + "".join(f"    - {{name: {c}, match: {{header: x-cohort, value: {c}}}}}\n" for c in COHORTS)
-    + f"""\
+        + "".join(
+            f"    - {{name: {c}, match: {{header: x-cohort, value: {c}}}}}\n" for c in COHORTS
+        )
+        + f"""\
   steps:
     - {{weight: 1, hold: {HOLD_MINUTES[0]}m}}
     - {{weight: 5, hold: {HOLD_MINUTES[1]}m}}
@@ -95,16 +100,21 @@ spec:
     confidence: 0.95
     minSamples: 200
     noData: {{action: hold, timeout: 1h, then: pause}}
+    advanceOn: {advance_on}
     metrics:
       - {{template: refusal-rate,  maxIncrease: {REFUSAL_MARGIN}}}
       - {{template: quality-score, maxDecrease: {QUALITY_MARGIN}}}
       - {{template: ttft-p95,      maxRatio: {TTFT_RATIO}}}
       - {{template: error-rate,    max: {ERROR_MAX}}}
 """
-)
+    )
+
+
+POLICY = policy()
 
 PROMOTED, ROLLED_BACK, PAUSED, UNFINISHED = "promoted", "rolled-back", "paused", "unfinished"
 WHAT_IF = "what-if-no-pass-needed"
+NO_FAILURE = "ours-no-failure"
 
 
 @dataclass(frozen=True)
@@ -123,8 +133,8 @@ class Engine(Protocol):
     def run(self, stream: Stream, harmed: tuple[int, ...]) -> Outcome: ...
 
 
-def bench_rollout() -> ModelRollout:
-    [loaded] = load_text(POLICY, "<bench policy>")
+def bench_rollout(advance_on: str = "pass") -> ModelRollout:
+    [loaded] = load_text(policy(advance_on), "<bench policy>")
     return loaded.rollout
 
 
@@ -188,9 +198,10 @@ class Ours:
     """The real judge and the real engine, one look per analysis interval."""
 
     name = "ours"
+    advance_on = "pass"
 
     def __init__(self) -> None:
-        self.rollout = bench_rollout()
+        self.rollout = bench_rollout(self.advance_on)
         spec = self.rollout.spec
         self.cohorts = tuple(c.name for c in spec.cohorts)
 
@@ -536,10 +547,21 @@ class OursNoPassNeeded(Ours):
         )
 
 
-def all_engines(*, what_if: bool = False) -> list[Engine]:
+class OursNoFailure(Ours):
+    """The product with `analysis.advanceOn: no-failure`: a step advances once its hold
+    has passed unless a critical cell FAILs, except into 100 %, which needs every PASS."""
+
+    name = NO_FAILURE
+    advance_on = "no-failure"
+
+
+#: engines run only when asked for (`--extra`)
+EXTRA: dict[str, type[Ours]] = {NO_FAILURE: OursNoFailure, WHAT_IF: OursNoPassNeeded}
+
+
+def all_engines(extra: tuple[str, ...] = ()) -> list[Engine]:
     engines: list[Engine] = [Ours(), Flagger(1), Flagger(5), Flagger(10), Argo(0), NaiveZ()]
-    if what_if:
-        engines.append(OursNoPassNeeded())
+    engines.extend(EXTRA[name]() for name in extra)
     return engines
 
 
