@@ -210,9 +210,9 @@ def markdown(report: dict[str, Any]) -> str:
         "| N | rollouts ticked | ticks | ticks/s | coverage | each rollout every s "
         "| missed | tick p50 ms | tick p99 ms | start late p99 s | CPU ms/tick "
         "| core share at 30 s | queries/tick | DB writes/tick (by sync) "
-        "| rows written/tick | RSS steady MiB | RSS peak MiB | sync s mean / max "
-        "| first round s |",
-        "|" + "---:|" * 19,
+        "| rows written/tick | RSS steady MiB | RSS peak MiB | longest sync s "
+        "| leases expired | first round s |",
+        "|" + "---:|" * 20,
     ]
     for r in results:
         cpu_ms = r["cpu_s_per_tick"] * 1000 if r["cpu_s_per_tick"] is not None else None
@@ -226,8 +226,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {_num(r['queries_per_tick'])} | {_num(r['db_writes_per_tick'])} "
             f"({_num(r['db_sync_writes_per_tick'])}) "
             f"| {_num(r['db_rows_written_per_tick'])} | {_num(r['rss_steady_mib'], 0)} "
-            f"| {_num(r['rss_peak_mib'], 0)} | {_num(r['sync_s_mean'], 2)} / "
-            f"{_num(r['sync_s_max'], 2)} "
+            f"| {_num(r['rss_peak_mib'], 0)} | {_num(r['sync_s_max_in_run'])} "
+            f"| {r['leases_expired_at_end']} "
             f"| {_num(r['first_round_s'])} |"
         )
     lines += [

@@ -186,6 +186,7 @@ class Recorder:
         self.lock = threading.Lock()
         self.ticks: list[Tick] = []
         self.syncs: list[tuple[float, float]] = []  # (started, seconds)
+        self.sync_started_at: float | None = None
         self.started_at: dict[str, datetime] = {}
         self.lateness: list[tuple[float, float]] = []  # (perf_counter at start, seconds late)
         self.missed: list[float] = []
@@ -215,12 +216,15 @@ class Recorder:
         def run() -> None:
             start = time.perf_counter()
             self._where.sync = True
+            with self.lock:
+                self.sync_started_at = start
             try:
                 sync()
             finally:
                 self._where.sync = False
                 with self.lock:
                     self.syncs.append((start, time.perf_counter() - start))
+                    self.sync_started_at = None
 
         return run
 
@@ -387,6 +391,12 @@ class Measured:
     syncs: int
     sync_s_mean: float | None
     sync_s_max: float | None
+    #: every sync since the start (first round included), and the longest one, counting
+    #: a sync still running at the end of the window for as long as it had run
+    syncs_in_run: int
+    sync_s_max_in_run: float
+    #: rollouts whose lease had expired when the window ended (not renewed in time)
+    leases_expired_at_end: int
     prometheus_queries: int
     queries_per_tick: float | None
     db_statements_per_tick: float | None
@@ -520,6 +530,12 @@ def _drive(
         progress(f"N={config.n}: round {r + 1}/{config.rounds}, {ticked} ticks so far")
     window.end = time.perf_counter()
     cpu_used = time.process_time() - cpu_before
+    # With one replica an expired lease is renewed by the next tick; with several, any
+    # other replica may take it.
+    held = len(store.held_by("bench-scale", datetime.now(UTC)))
+    with recorder.lock:
+        syncing = recorder.sync_started_at
+    sync_running = time.perf_counter() - syncing if syncing is not None else 0.0
     queries = prometheus_requests(config.prometheus_url) - queries_before
     pg_after = pg_counters(config.admin_url, config.database)
     controller.stop()
@@ -539,6 +555,7 @@ def _drive(
         first_round,
         first_round_cpu,
         phases,
+        (config.n - held, sync_running),
     )
 
 
@@ -555,10 +572,12 @@ def _summarise(
     first_round: float,
     first_round_cpu: float,
     phases: dict[str, int],
+    leases: tuple[int, float],
 ) -> Measured:
     with recorder.lock:
         ticks = [t for t in recorder.ticks if window.within(t.started)]
         syncs = window.select(iter(recorder.syncs))
+        all_syncs = [seconds for _, seconds in recorder.syncs]
         late = window.select(iter(recorder.lateness))
         missed = sum(1 for at in recorder.missed if window.within(at))
         skipped = sum(1 for at, job in recorder.skipped if window.within(at) and job != "sync")
@@ -623,6 +642,9 @@ def _summarise(
         syncs=len(sync_seconds),
         sync_s_mean=statistics.fmean(sync_seconds) if sync_seconds else None,
         sync_s_max=max(sync_seconds) if sync_seconds else None,
+        syncs_in_run=len(all_syncs),
+        sync_s_max_in_run=max([*all_syncs, leases[1]]),
+        leases_expired_at_end=leases[0],
         prometheus_queries=queries,
         queries_per_tick=per_tick(queries),
         db_statements_per_tick=per_tick(len(statements)),

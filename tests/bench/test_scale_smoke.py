@@ -58,6 +58,8 @@ def test_the_quick_run_measures_every_size(quick_run: tuple[dict[str, Any], Path
         assert 0 < r["rss_start_mib"] <= r["rss_peak_mib"]
         assert r["rss_steady_mib"] <= r["rss_peak_mib"]
         assert set(r["phases"]) <= {"Shadowing", "Progressing"}
+        assert r["syncs_in_run"] >= 1
+        assert 0 <= r["leases_expired_at_end"] <= r["n"]
 
 
 def test_growth_is_relative_to_the_smallest_size(quick_run: tuple[dict[str, Any], Path]) -> None:
