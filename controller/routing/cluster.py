@@ -103,7 +103,13 @@ class _Retry(Exception):
 
 
 class _Conflict(Exception):
-    """Internal: 409 on a write (stale resourceVersion, or the object already exists)."""
+    """Internal: 409 on a write (stale resourceVersion, or the object already exists).
+
+    `after_lost_answer`: an earlier try of the same request failed in transit, so the
+    object may have changed because that try landed: the conflict may be with ourselves.
+    """
+
+    after_lost_answer = False
 
 
 class _Gone(Exception):
@@ -266,14 +272,18 @@ class Cluster:
         survive. Nothing is written when nothing differs ("no changes").
         """
         ref = kind.ref(namespace, name)
+        #: a write whose answer was lost and that may have landed: reported if nothing is left
+        landed: Write | None = None
         for attempt in range(self._retry.attempts):
             current = self.get(kind, namespace, name)
             desired = build(current)
+            attempted: Write | None = None
             try:
                 if current is None and desired is None:
                     return Reconciled(None, None)
                 if current is None:
                     assert desired is not None
+                    attempted = Write(Verb.CREATE, kind.kind, namespace, name)
                     created = self.create(kind, namespace, desired)
                     log.info("%s: created", ref)
                     return Reconciled(Write(Verb.CREATE, kind.kind, namespace, name), created)
@@ -285,14 +295,17 @@ class Cluster:
                 patch = merge_patch(current, desired)
                 if not patch:
                     log.info("%s: no changes, skipping patch", ref)
-                    return Reconciled(None, current)
+                    return Reconciled(landed, current)
                 version = current.get("metadata", {}).get("resourceVersion")
                 if version is not None:
                     patch.setdefault("metadata", {})["resourceVersion"] = version
+                attempted = Write(Verb.PATCH, kind.kind, namespace, name)
                 patched = self.patch(kind, namespace, name, patch)
                 log.info("%s: patched %s", ref, sorted(patch))
                 return Reconciled(Write(Verb.PATCH, kind.kind, namespace, name), patched)
-            except (_Conflict, _Gone):
+            except (_Conflict, _Gone) as exc:
+                if isinstance(exc, _Conflict) and exc.after_lost_answer:
+                    landed = attempted
                 if attempt + 1 < self._retry.attempts:
                     delay = self._retry.delay(attempt)
                     log.info("%s changed since it was read; reading it again in %.2fs", ref, delay)
@@ -318,6 +331,7 @@ class Cluster:
         """Send one request, retrying transient failures; translate every error."""
         what = kind.ref(namespace, name) if name else f"{kind.resource} in {namespace}"
         last = ""
+        lost_answer = False  # an earlier try may have landed
         for attempt in range(self._retry.attempts):
             try:
                 result = request()
@@ -326,8 +340,12 @@ class Cluster:
                     self._raise_for(exc, verb, kind, namespace, what)
                 except _Retry as retry:
                     last, retry_after = str(retry), retry.retry_after
+                except _Conflict as conflict:
+                    conflict.after_lost_answer = lost_answer
+                    raise
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 last, retry_after = f"{type(exc).__name__}: {exc}", None
+                lost_answer = True
             else:
                 if not raw:
                     return result

@@ -198,6 +198,7 @@ def test_a_write_that_landed_but_timed_out_is_not_done_twice(
 
     assert router.observe() == RouteState(5)
     assert change.state == RouteState(5)
+    assert change.changed  # the write landed, though its answer was lost
     route = kube.server.objects[case.route_path, NAMESPACE, ROUTE]
     versions = [v for v in route.history if v is not None]
     assert len(versions) == 2, "created, then patched once"

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from controller.store.sql import migrate
-from tests.databases import postgres_server_url  # noqa: F401  (fixture)
+from tests.databases import postgres_test_url  # noqa: F401  (fixture)
 from tests.kube import KubeApi
 from tests.metrics.servers import ContractExporter, ExporterServer, PrometheusServer
 from tests.routing.cases import HTTP_ROUTE, HTTP_ROUTES
@@ -89,8 +89,8 @@ class Traffic(threading.Thread):
 
 
 @pytest.fixture
-def world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, object]]:  # noqa: F811
-    migrate(postgres_server_url)
+def world(tmp_path: Path, postgres_test_url: str) -> Iterator[dict[str, object]]:  # noqa: F811
+    migrate(postgres_test_url)
     exporter = ContractExporter()
     exporter_server = ExporterServer(exporter)
     traffic = Traffic(exporter)
@@ -124,7 +124,7 @@ def world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, object
             **os.environ,
             "CANARY_SOURCE": "directory",
             "CANARY_POLICY_DIR": str(policies),
-            "CANARY_DATABASE_URL": postgres_server_url,
+            "CANARY_DATABASE_URL": postgres_test_url,
             "CANARY_KUBECONFIG": str(kubeconfig),
             "CANARY_PROMETHEUS_URL": prometheus.url,
             "CANARY_REPLICA_ID": "crash-test",
@@ -136,7 +136,7 @@ def world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, object
             yield {
                 "env": env,
                 "kube": kube,
-                "url": postgres_server_url,
+                "url": postgres_test_url,
                 "log": tmp_path / "run.log",
             }
         finally:

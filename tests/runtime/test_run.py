@@ -68,6 +68,14 @@ def test_the_running_controller_serves_health_readiness_and_real_metrics(
     world["env"]["CANARY_API_PORT"] = str(port)  # type: ignore[index]
     base = f"http://{LOOPBACK}:{port}"
     store = SqlStore(str(world["url"]))
+    try:
+        _run_until_rolled_back(world, store, base)
+        assert store.held_by("crash-test", datetime.now(UTC)) == []  # released at SIGTERM
+    finally:
+        store.close()
+
+
+def _run_until_rolled_back(world: dict[str, object], store: SqlStore, base: str) -> None:
     process = start(world)
     log = Path(str(world["log"]))
     try:
@@ -117,8 +125,6 @@ def test_the_running_controller_serves_health_readiness_and_real_metrics(
         raise AssertionError("the port is still open after SIGTERM")
     except OSError:
         pass
-    assert store.held_by("crash-test", datetime.now(UTC)) == []
-    store.close()
 
 
 def _version() -> str:
