@@ -5,6 +5,7 @@
   counts Prometheus would hold), the real judge (`controller.analysis.judge`) and
   the real pure engine (`controller.engine.decide.decide`); the route the engine
   wants sets the next interval's weight. Nothing is re-implemented.
+  `ours-no-failure` is the same with the policy's `analysis.advanceOn: no-failure`.
 - `flagger-tN`: Flagger's model. Every look, each metric's canary-only value over
   the last minute (`[{{ interval }}]`) is compared to an absolute range; a metric
   with no value counts as a failed check (Flagger's "no values found"). The
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -55,7 +56,7 @@ from bench.detection_sim import (
     quality_model,
     ttft_model,
 )
-from controller.analysis import Histogram, Proportion, Sample, Verdict, VersionData, judge
+from controller.analysis import Histogram, Proportion, Sample, VersionData, judge
 from controller.engine.decide import decide, start
 from controller.engine.phases import Phase
 from controller.engine.state import Cell, Look, RolloutState
@@ -113,7 +114,6 @@ spec:
 POLICY = policy()
 
 PROMOTED, ROLLED_BACK, PAUSED, UNFINISHED = "promoted", "rolled-back", "paused", "unfinished"
-WHAT_IF = "what-if-no-pass-needed"
 NO_FAILURE = "ours-no-failure"
 
 
@@ -266,10 +266,7 @@ class Ours:
                 for c in judgement.cells
             )
         )
-        return decide(spec, state, self._look(look), (), now).state
-
-    def _look(self, look: Look) -> Look:
-        return look
+        return decide(spec, state, look, (), now).state
 
 
 # --- canary-only range checks (Flagger, Argo) ------------------------------------------
@@ -525,28 +522,6 @@ class NaiveZ:
         return Outcome(UNFINISHED, stream.looks * LOOK_SECONDS, affected, steps.weight)
 
 
-class OursNoPassNeeded(Ours):
-    """A what-if, NOT the product: the real judge and `decide`, but a step advances
-    once its hold has passed unless a cell FAILs (INCONCLUSIVE is shown to
-    `decide` as PASS; NO_DATA stays NO_DATA).
-
-    It measures what the anytime-valid FAIL side alone would give if the
-    product advanced on time like Flagger and Argo do; its false rollbacks are
-    still bounded by the same budget, since FAIL is decided the same way.
-    """
-
-    name = WHAT_IF
-
-    def _look(self, look: Look) -> Look:
-        return Look(
-            tuple(
-                replace(c, verdict=Verdict.PASS) if c.verdict is Verdict.INCONCLUSIVE else c
-                for c in look.cells
-            ),
-            look.error,
-        )
-
-
 class OursNoFailure(Ours):
     """The product with `analysis.advanceOn: no-failure`: a step advances once its hold
     has passed unless a critical cell FAILs, except into 100 %, which needs every PASS."""
@@ -556,7 +531,7 @@ class OursNoFailure(Ours):
 
 
 #: engines run only when asked for (`--extra`)
-EXTRA: dict[str, type[Ours]] = {NO_FAILURE: OursNoFailure, WHAT_IF: OursNoPassNeeded}
+EXTRA: dict[str, type[Ours]] = {NO_FAILURE: OursNoFailure}
 
 
 def all_engines(extra: tuple[str, ...] = ()) -> list[Engine]:
