@@ -9,10 +9,10 @@ How a cell is judged, in order (the first rule that applies decides):
 
 1. A failed measurement, or a candidate with no samples in the cell: NO_DATA.
 2. The circuit breaker: with at least `breaker_min_samples` candidate samples,
-   a candidate at least halfway from the limit to the worst possible value
-   (more than half of requests failing for `error-rate max: 0.01`) whose
-   excess an exact test confirms FAILs at once, without waiting for
-   `minSamples`.
+   a candidate grossly beyond the limit (five times its allowed share of bad
+   requests, or halfway to all of them bad if nearer: 5 % failing for
+   `error-rate max: 0.01`) whose excess an exact test confirms FAILs at once,
+   without waiting for `minSamples`.
 3. Fewer than `minSamples` candidate samples (or baseline samples, for a limit
    relative to the baseline): INCONCLUSIVE, "not enough traffic yet". Never PASS.
 4. Every limit of the metric is a one-sided hypothesis tested with an
@@ -720,6 +720,23 @@ def _relative_statement(limit: Limit, threshold: float, fmt: _Format) -> str:
     return f"{_relative_quantity(limit)} <= {fmt(threshold)}"
 
 
+#: how far beyond the allowed share of bad requests a candidate is grossly beyond it
+GROSS_FACTOR = 5.0
+
+
+def _gross(allowed: float, *, fail_above: bool) -> float:
+    """The value from which a candidate is grossly beyond `allowed`.
+
+    On the share of bad requests (the value itself when higher is worse, its
+    complement otherwise): GROSS_FACTOR times the allowed share, or halfway from
+    it to all requests bad, whichever is nearer (2 % allowed: 10 %; 30 %
+    allowed: 65 %). Increasing in `allowed` either way.
+    """
+    bad = allowed if fail_above else 1.0 - allowed
+    gross_bad = min(bad * GROSS_FACTOR, bad + (1.0 - bad) / 2.0)
+    return gross_bad if fail_above else 1.0 - gross_bad
+
+
 def _maybe_gross(limit: Limit, threshold: float, candidate: float, baseline: float) -> bool:
     """A cheap necessary condition for the breaker, before any confidence bound.
 
@@ -733,8 +750,8 @@ def _maybe_gross(limit: Limit, threshold: float, candidate: float, baseline: flo
         allowed = baseline * threshold
     else:
         allowed = baseline - threshold
-        return allowed > 0.0 and candidate <= allowed / 2.0
-    return allowed < 1.0 and candidate >= allowed + (1.0 - allowed) / 2.0
+        return allowed > 0.0 and candidate <= _gross(allowed, fail_above=False)
+    return allowed < 1.0 and candidate >= _gross(allowed, fail_above=True)
 
 
 def _breaker(
@@ -748,10 +765,11 @@ def _breaker(
 ) -> LimitCheck | None:
     """The circuit breaker: FAIL now on a gross failure, confirmed by an exact test.
 
-    Gross means at least halfway from the allowed value to the worst possible
-    one (1 for "higher is worse", 0 otherwise) on all the cell's candidate
-    requests together; the exact Beta-mixture test then has to reject "within
-    the allowed value" with the breaker's share of the budget. For a relative
+    Gross (`_gross`) means at least five times the allowed share of bad requests
+    (or halfway from it to all requests bad, if nearer) on all the cell's
+    candidate requests together; the exact Beta-mixture test then has to reject
+    "within the allowed value" with the breaker's share of the budget, so which
+    candidates are eligible changes how soon it fires, never its false alarms. For a relative
     limit the allowed value is built from the baseline's own exact confidence
     bound, so the baseline's noise cannot trip it either.
     """
@@ -774,8 +792,7 @@ def _breaker(
             allowed = lower_b - threshold
     if not 0.0 < allowed < 1.0:
         return None
-    worst_value = 1.0 if fail_above else 0.0
-    gross = allowed + (worst_value - allowed) / 2.0
+    gross = _gross(allowed, fail_above=fail_above)
     value = s_c / n_c
     if (value < gross) if fail_above else (value > gross):
         return None

@@ -79,7 +79,15 @@ CASES = [
         ERROR_MAX, {}, one(p(12, 19)), Verdict.INCONCLUSIVE, None, id="breaker-needs-20-requests"
     ),
     pytest.param(
-        ERROR_MAX, {}, one(p(4, 25)), Verdict.INCONCLUSIVE, None, id="breaker-ignores-non-gross"
+        ERROR_MAX, {}, one(p(1, 25)), Verdict.INCONCLUSIVE, None, id="breaker-ignores-non-gross"
+    ),
+    pytest.param(
+        ERROR_MAX,
+        {},
+        one(p(4, 25)),
+        Verdict.FAIL,
+        Limit.BREAKER,
+        id="breaker-five-times-the-allowed-share-is-gross",
     ),
     # --- relative limits on a proportion (normal mixture) ---
     pytest.param(
@@ -189,7 +197,12 @@ CASES = [
         QUALITY_SHARE, {}, one(scores(5_000, 8, 2)), Verdict.PASS, Limit.MAX, id="few-low-scores"
     ),
     pytest.param(
-        QUALITY_SHARE, {}, one(scores(5_000, 3, 3)), Verdict.FAIL, Limit.MAX, id="half-low-scores"
+        QUALITY_SHARE,
+        {},
+        one(scores(5_000, 3, 3)),
+        Verdict.FAIL,
+        Limit.BREAKER,  # five times the allowed share of low scores: gross
+        id="half-low-scores",
     ),
     # --- latency tails as exceedance shares ---
     pytest.param(
