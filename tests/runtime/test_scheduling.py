@@ -14,13 +14,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from controller.analysis.verdicts import Verdict
+from controller.engine.executor import Observation
+from controller.engine.state import Cell, Look, RolloutState
 from controller.policy import ModelRollout
-from controller.routing import MemoryRouter
+from controller.routing import MemoryRouter, RouteTarget
 from controller.runtime.controller import Controller
 from controller.runtime.sources import DirectorySource
 from controller.store.memory import MemoryStore
 from tests.policy.base import BASE
-from tests.runtime.test_controller import Passing, Routes
 
 #: more rollouts than APScheduler's 10 worker threads
 ROLLOUTS = 12
@@ -28,12 +30,20 @@ ROLLOUTS = 12
 TICK_SECONDS = 1.2
 
 
-class SlowRoutes(Routes):
-    """Routes whose every tick takes TICK_SECONDS, like a slow API server."""
+class Passing:
+    def observe(self, rollout: ModelRollout, state: RolloutState, now: datetime) -> Observation:
+        return Observation(Look((Cell("refusal-rate", "overall", Verdict.PASS),)))
+
+
+class SlowRoutes:
+    """One in-memory route per rollout; every tick takes TICK_SECONDS, like a slow API server."""
+
+    def __init__(self) -> None:
+        self.routers: dict[str, MemoryRouter] = {}
 
     def __call__(self, rollout: ModelRollout) -> MemoryRouter:
         time.sleep(TICK_SECONDS)
-        return super().__call__(rollout)
+        return self.routers.setdefault(rollout.key, MemoryRouter(RouteTarget.of(rollout)))
 
 
 class WallClock:
