@@ -126,7 +126,6 @@ def build(
     """The controller for `settings`; any piece can be replaced (tests, the demo)."""
     store = SqlStore(settings.database_url.get_secret_value())
     metrics = ControllerMetrics()
-    metrics.build_info.info({"version": __version__})
     api_client = kube_client(settings) if routes is None or source is None else None
     kube_source: KubernetesSource | None = None
     if source is None:
