@@ -10,9 +10,10 @@ message is lost or sent twice (see `worker`).
     slack      SlackNotifier on slack-sdk's WebClient: one thread per rollout
     webhook    WebhookNotifier: one JSON POST per event
     console    ConsoleNotifier: prints the Slack message as terminal text
-    worker     DeliveryWorker, Backoff, and the DeliveryStore port it needs
+    worker     DeliveryWorker and the DeliveryStore port it needs (Backoff: controller.backoff)
 """
 
+from controller.backoff import Backoff
 from controller.notify.base import (
     CellNote,
     Evidence,
@@ -32,7 +33,7 @@ from controller.notify.messages import (
 )
 from controller.notify.slack import SlackNotifier
 from controller.notify.webhook import WebhookNotifier
-from controller.notify.worker import Backoff, DeliveryStore, DeliveryWorker
+from controller.notify.worker import DeliveryStore, DeliveryWorker
 
 __all__ = [
     "Backoff",

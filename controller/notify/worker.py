@@ -36,12 +36,19 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from controller.backoff import Backoff
 from controller.errors import PermanentError, TransientError
-from controller.notify.base import AnalysisLike, Notification, Notifier, Receipt, Thread
+from controller.notify.base import (
+    AnalysisLike,
+    Notification,
+    Notifier,
+    OutboxLike,
+    Receipt,
+    Thread,
+)
 from controller.telemetry import ControllerMetrics, log_context, redact
 
 log = logging.getLogger(__name__)
@@ -53,7 +60,7 @@ EVIDENCE_EVENTS = frozenset({"rolled-back", "holding", "paused", "promoted", "ab
 # --- the ports ---------------------------------------------------------------------
 
 
-class Queued(Protocol):
+class Queued(OutboxLike, Protocol):
     """An outbox message one sink has not delivered yet (the store's `QueuedMessage`)."""
 
     @property
@@ -61,18 +68,6 @@ class Queued(Protocol):
 
     @property
     def outbox_id(self) -> int: ...
-
-    @property
-    def dedupe_key(self) -> str: ...
-
-    @property
-    def event(self) -> str: ...
-
-    @property
-    def payload(self) -> Mapping[str, Any]: ...
-
-    @property
-    def created_at(self) -> datetime: ...
 
     @property
     def attempts(self) -> int: ...
@@ -152,17 +147,8 @@ class WallClock:
         return datetime.now(UTC)
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Delay before the next attempt after `attempts` failed ones: first, first × factor, ...
-    up to `longest`. Slack's `Retry-After` overrides it."""
-
-    first: float = 2.0
-    factor: float = 2.0
-    longest: float = 300.0
-
-    def delay(self, attempts: int) -> float:
-        return float(min(self.longest, self.first * self.factor ** max(0, attempts - 1)))
+#: Slack's `Retry-After` overrides it
+DELIVERY_BACKOFF = Backoff(first=2.0, factor=2.0, longest=300.0)
 
 
 # --- the worker --------------------------------------------------------------------
@@ -194,7 +180,7 @@ class DeliveryWorker:
             raise ValueError(f"two notifiers share a name: {names}")
         self.store = store
         self.clock = clock or WallClock()
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or DELIVERY_BACKOFF
         self.claim_for = claim_for
         self.poll_every = poll_every
         self.metrics = metrics

@@ -45,6 +45,7 @@ import urllib3
 from kubernetes.client import ApiClient, ApiException, CustomObjectsApi
 from kubernetes.watch.watch import iter_resp_lines
 
+from controller.backoff import Backoff
 from controller.errors import PolicyError, Problem
 from controller.policy import API_GROUP, ModelRollout, parse_object
 from controller.policy.crd import PLURAL, VERSION
@@ -56,19 +57,8 @@ JsonObject = dict[str, Any]
 
 #: a watch that ends sooner than this with nothing in it is retried after a backoff
 SHORT_WATCH = 1.0
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Delays between failed attempts: `initial`, growing by `factor`, never above `maximum`."""
-
-    initial: float = 0.5
-    factor: float = 2.0
-    maximum: float = 30.0
-
-    def delay(self, failures: int) -> float:
-        """Seconds to wait after `failures` consecutive failures (1 or more)."""
-        return float(min(self.maximum, self.initial * self.factor ** max(0, failures - 1)))
+#: between failed lists and watches: 0.5 s doubling to 30 s
+WATCH_BACKOFF = Backoff(first=0.5, factor=2.0, longest=30.0)
 
 
 @dataclass(frozen=True)
@@ -128,7 +118,7 @@ class KubernetesSource:
         self.watch_seconds = watch_seconds
         self.read_timeout = watch_seconds + grace_seconds
         self.request_timeout = request_timeout
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or WATCH_BACKOFF
         self.on_invalid = on_invalid
         self._lock = threading.Lock()
         self._stopping = threading.Event()

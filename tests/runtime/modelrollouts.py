@@ -10,7 +10,8 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient, CustomObjectsApi
 
-from controller.runtime.kube_source import Backoff, InvalidRollout, KubernetesSource
+from controller.backoff import Backoff
+from controller.runtime.kube_source import InvalidRollout, KubernetesSource
 from tests.kube import KubeApi
 from tests.policy.base import BASE
 
@@ -22,7 +23,7 @@ MERGE_PATCH = "application/merge-patch+json"
 #: short enough to keep the tests fast, long enough not to race the emulator's poll
 WATCH_SECONDS = 1
 GRACE = 0.5
-FAST = Backoff(initial=0.05, factor=2.0, maximum=0.2)
+FAST = Backoff(first=0.05, factor=2.0, longest=0.2)
 
 
 def rollout(name: str = "bot-v2", namespace: str = "llm", **spec: Any) -> dict[str, Any]:

@@ -15,8 +15,9 @@ import kmock
 import pytest
 from kubernetes.client import ApiClient
 
+from controller.backoff import Backoff
 from controller.runtime.controller import Controller
-from controller.runtime.kube_source import Backoff, KubernetesSource
+from controller.runtime.kube_source import KubernetesSource
 from controller.store.memory import MemoryStore
 from tests.kube import KubeApi, Slow
 from tests.runtime.modelrollouts import (  # noqa: F401  (fixtures)
@@ -175,7 +176,7 @@ def test_server_errors_and_timeouts_are_retried_with_backoff(
 
 
 def test_backoff_is_bounded() -> None:
-    backoff = Backoff(initial=0.5, factor=2.0, maximum=30.0)
+    backoff = Backoff(first=0.5, factor=2.0, longest=30.0)
     assert [backoff.delay(n) for n in (1, 2, 3, 7, 50)] == [0.5, 1.0, 2.0, 30.0, 30.0]
 
 
