@@ -36,7 +36,7 @@ from controller.routing.cluster import Cluster
 from controller.routing.registry import router_class
 from controller.runtime.controller import Controller, LogReporter, RouterFactory, TickReporter
 from controller.runtime.observer import JudgingObserver
-from controller.runtime.sources import DirectorySource, RolloutSource
+from controller.runtime.sources import DEFAULT_GRACE, DirectorySource, RolloutSource
 from controller.settings import Settings
 from controller.store.sql import SqlStore, migrate
 from controller.telemetry import ControllerMetrics
@@ -130,7 +130,15 @@ def build(
     kube_source: KubernetesSource | None = None
     if source is None:
         if settings.source == "directory":
-            source = DirectorySource(settings.policy_dir)
+            # A vanished file ends its rollout only after two syncs, so an editor's
+            # delete-and-rewrite or a `mv` away and back ends nothing.
+            source = DirectorySource(
+                settings.policy_dir,
+                grace=max(DEFAULT_GRACE, 2 * settings.sync_seconds),
+                on_problem=lambda key, why: store.record_source_problem(
+                    key, why, datetime.now(UTC)
+                ),
+            )
         else:
             from controller.runtime.kube_source import KubernetesSource
             from controller.runtime.kube_status import KubeStatusReporter
