@@ -138,6 +138,7 @@ class DirectorySource:
             )
             for key in keys - rollouts.keys():
                 held.setdefault(key, why)
+                self._known.setdefault(key, path)  # named only: deleting the file ends it too
             if not keys:
                 self._say_file(str(path), why)
         for key, path in self._known.items():
@@ -167,17 +168,18 @@ class DirectorySource:
             self._tell(key, None)
         for key, why in held.items():
             self._tell(key, why)
-        for file in set(self._said_files) - {str(p) for p in reads if reads[p].errors} - {""}:
-            del self._said_files[file]
+        for file in set(self._said_files) - {str(p) for p in reads if reads[p].errors}:
+            if file not in ("", "<unsynced>"):
+                del self._said_files[file]
         # Before a first read that names every file's rollouts, a stored rollout missing
         # from the snapshot may only be in a file that cannot be read: conclude nothing.
         if not self._synced:
             self._synced = all(r.named or not r.errors for r in reads.values())
             if not self._synced:
-                log.warning(
-                    "not synced: a policy file in %s cannot be read as YAML; no rollout is"
-                    " treated as deleted until it can",
-                    self.directory,
+                self._say_file(
+                    "<unsynced>",
+                    f"not synced: a policy file in {self.directory} cannot be read as YAML;"
+                    " no rollout is treated as deleted until it can",
                 )
         return Snapshot(rollouts, tuple(problems), self._synced, frozenset(held))
 

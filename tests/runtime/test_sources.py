@@ -234,3 +234,26 @@ def test_stores_keep_the_problem_until_it_clears(
     finally:
         if isinstance(store, SqlStore):
             store.close()
+
+
+def test_a_file_invalid_since_startup_and_then_deleted_also_gets_the_grace_period(
+    policies: Path,
+) -> None:
+    (policies / "bot.yaml").write_text(with_weight(500))
+    ticks = Ticks()
+    directory = source(policies, ticks)
+    assert held(directory.snapshot())
+    (policies / "bot.yaml").unlink()
+    assert held(directory.snapshot())
+    ticks.at += GRACE
+    snapshot = directory.snapshot()
+    assert KEY not in snapshot.invalid and KEY not in snapshot.rollouts
+
+
+def test_an_unsynced_start_is_said_once(policies: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (policies / "bot.yaml").write_bytes(b"\x00\x01")
+    directory = source(policies, Ticks())
+    with caplog.at_level(logging.WARNING, "controller.runtime.sources"):
+        for _ in range(3):
+            assert not directory.snapshot().synced
+    assert sum("not synced" in r.getMessage() for r in caplog.records) == 1
