@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from kubernetes import config
 from kubernetes.client import ApiClient
+from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
 from controller import __version__
@@ -36,7 +37,7 @@ from controller.routing.cluster import Cluster
 from controller.routing.registry import router_class
 from controller.runtime.controller import Controller, LogReporter, RouterFactory, TickReporter
 from controller.runtime.observer import JudgingObserver
-from controller.runtime.sources import DirectorySource, RolloutSource
+from controller.runtime.sources import DEFAULT_GRACE, DirectorySource, RolloutSource
 from controller.settings import Settings
 from controller.store.sql import SqlStore, migrate
 from controller.telemetry import ControllerMetrics
@@ -130,7 +131,15 @@ def build(
     kube_source: KubernetesSource | None = None
     if source is None:
         if settings.source == "directory":
-            source = DirectorySource(settings.policy_dir)
+            # A vanished file ends its rollout only after two syncs, so an editor's
+            # delete-and-rewrite or a `mv` away and back ends nothing.
+            source = DirectorySource(
+                settings.policy_dir,
+                grace=max(DEFAULT_GRACE, 2 * settings.sync_seconds),
+                on_problem=lambda key, why: store.record_source_problem(
+                    key, why, datetime.now(UTC)
+                ),
+            )
         else:
             from controller.runtime.kube_source import KubernetesSource
             from controller.runtime.kube_status import KubeStatusReporter
@@ -208,9 +217,7 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     wiring = build(settings)
     # Delivery runs on threads of its own: a slow or failing sink never holds up a tick.
     delivery = DeliveryWorker(wiring.store, sinks, metrics=wiring.metrics) if sinks else None
-    server = ApiServer(
-        wiring.metrics.registry, wiring.readiness, host=settings.api_host, port=settings.api_port
-    )
+    servers = api_servers(settings, wiring.metrics.registry, wiring.readiness)
     stop = stop or threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -219,7 +226,8 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server.start()
+    for server in servers:
+        server.start()
     wiring.controller.start()
     if delivery is not None:
         delivery.start()
@@ -237,9 +245,31 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
         wiring.kube_source.stop()
     if delivery is not None and not delivery.stop():
         log.warning("a notification was still in flight at shutdown; it is retried on restart")
-    server.stop()
+    for server in servers:
+        server.stop()
     wiring.store.close()
     log.info("stopped")
+
+
+def api_servers(
+    settings: Settings, registry: CollectorRegistry, readiness: Readiness
+) -> list[ApiServer]:
+    """The health endpoints and /metrics on one server (CANARY_API_HOST/PORT), or /metrics
+    on a second one when CANARY_METRICS_PORT is set (CANARY_METRICS_HOST, else the API host)."""
+    if settings.metrics_port is None:
+        return [ApiServer(registry, readiness, host=settings.api_host, port=settings.api_port)]
+    return [
+        ApiServer(
+            registry, readiness, host=settings.api_host, port=settings.api_port, metrics=False
+        ),
+        ApiServer(
+            registry,
+            readiness,
+            host=settings.metrics_host or settings.api_host,
+            port=settings.metrics_port,
+            health=False,
+        ),
+    ]
 
 
 def _check_slack(sinks: list[Notifier]) -> None:

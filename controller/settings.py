@@ -84,8 +84,22 @@ class Settings(BaseSettings):
     )
     lease_ttl_seconds: float = Field(default=15.0, gt=0, le=3600)
     sync_seconds: float = Field(default=5.0, gt=0, le=600)
-    api_host: str = Field(default="0.0.0.0", description="Address of /healthz, /readyz, /metrics.")
+    api_host: str = Field(
+        default="127.0.0.1",
+        description="Address of /healthz, /readyz (and /metrics unless metrics_port is set):"
+        " loopback unless asked, as the endpoints have no authentication; the Helm chart sets"
+        " 0.0.0.0 so kubelet and Prometheus reach the pod, behind its NetworkPolicy.",
+    )
     api_port: int = Field(default=8080, ge=0, le=65535)
+    metrics_host: str | None = Field(
+        default=None, description="Address of /metrics when metrics_port is set; api_host if unset."
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="/metrics on this port, apart from the health endpoints (unset: with them).",
+    )
     log_level: str = Field(default="INFO")
     log_format: str = Field(default="json", pattern="^(json|console)$")
 

@@ -138,6 +138,11 @@ class ApiServer(kmock.KubernetesEmulator):
     _cuts: list[tuple[int, bool]] = attrs.field(factory=list, init=False)
     #: watches opened at an epoch below this deliver nothing (a hung connection)
     _stalled_below: int = attrs.field(default=0, init=False)
+    #: per resource (`group/version/plural`), the defaulting its CRD's schema applies to
+    #: every object written (as a real API server does); none unless a test sets it
+    _defaulting: dict[kmock.resource, Callable[[JsonObject], JsonObject]] = attrs.field(
+        factory=dict, init=False
+    )
 
     # --- objects ---------------------------------------------------------------------------
 
@@ -152,6 +157,11 @@ class ApiServer(kmock.KubernetesEmulator):
             verbs={"get", "list", "watch", "create", "patch", "update", "delete"},
             subresources=set(subresources),
         )
+
+    def default_specs(self, plural_path: str, default: Callable[[JsonObject], JsonObject]) -> None:
+        """Apply `default` to the spec of every object of a resource written from now on,
+        as the API server applies the defaults of a CRD's schema."""
+        self._defaulting[kmock.resource(plural_path)] = default
 
     def put(self, plural_path: str, obj: Mapping[str, Any]) -> None:
         """Store an object as if it had been created through the API."""
@@ -179,6 +189,8 @@ class ApiServer(kmock.KubernetesEmulator):
         where: tuple[kmock.resource, str | None, str] | None = None,
     ) -> None:
         """Set the server metadata of a written object; with its key `where`, tell the watches."""
+        if where is not None and (default := self._defaulting.get(where[0])) is not None:
+            obj["spec"] = default(copy.deepcopy(obj.raw.get("spec") or {}))
         raw = obj.raw
         meta = dict(raw.get("metadata") or {})
         previous = obj.history[-2] if len(obj.history) > 1 else None

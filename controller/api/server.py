@@ -4,9 +4,11 @@ A deliberately small WSGI application on the standard library's `wsgiref`
 server, with one thread per request, run in a background thread. It has three
 read-only endpoints and no state of its own, so a web framework would add
 nothing but weight; `/metrics` is prometheus-client's own WSGI app (content
-negotiation, OpenMetrics, gzip), mounted as it is.
+negotiation, OpenMetrics, gzip), mounted as it is. One server can serve the
+health endpoints and another `/metrics` (`health=False` / `metrics=False`), so
+each can be bound to the address of those who need it.
 
-    server = ApiServer(metrics.registry, readiness, host="0.0.0.0", port=8080)
+    server = ApiServer(metrics.registry, readiness, host="127.0.0.1", port=8080)
     server.start()
     ...
     readiness.mark_stopping()   # on SIGTERM: unready first,
@@ -51,8 +53,10 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
 
-def create_app(registry: CollectorRegistry, readiness: Readiness) -> WsgiApp:
-    """The WSGI application behind the three endpoints."""
+def create_app(
+    registry: CollectorRegistry, readiness: Readiness, *, health: bool = True, metrics: bool = True
+) -> WsgiApp:
+    """The WSGI application behind the endpoints: the health ones, `/metrics`, or both."""
     metrics_app = make_wsgi_app(registry)
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -62,12 +66,12 @@ def create_app(registry: CollectorRegistry, readiness: Readiness) -> WsgiApp:
             return _answer(
                 start_response, method, "405 Method Not Allowed", b"", [("Allow", "GET, HEAD")]
             )
-        if path == "/metrics":
+        if path == "/metrics" and metrics:
             served: Iterable[bytes] = metrics_app(environ, start_response)
             return served
-        if path == "/healthz":
+        if path == "/healthz" and health:
             return _answer(start_response, method, "200 OK", b"ok\n")
-        if path == "/readyz":
+        if path == "/readyz" and health:
             report = readiness.evaluate()
             body = json.dumps(report.to_json(), sort_keys=True).encode() + b"\n"
             status = "200 OK" if report.ready else "503 Service Unavailable"
@@ -103,6 +107,9 @@ class ApiServer:
     """Serves the endpoints from a background thread until `stop()`.
 
     `port=0` picks a free port (tests); `address` tells which one was bound.
+    The default host is loopback: the endpoints have no authentication, so
+    listening on every interface (as in a pod, for kubelet and Prometheus) is
+    asked for explicitly.
     """
 
     def __init__(
@@ -110,10 +117,15 @@ class ApiServer:
         registry: CollectorRegistry,
         readiness: Readiness,
         *,
-        host: str = "0.0.0.0",  # in a pod, kubelet and Prometheus must reach it
+        host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
+        health: bool = True,
+        metrics: bool = True,
     ) -> None:
-        self._app = create_app(registry, readiness)
+        self._app = create_app(registry, readiness, health=health, metrics=metrics)
+        self._serves = ", ".join(
+            [*(["/healthz", "/readyz"] if health else []), *(["/metrics"] if metrics else [])]
+        )
         self._host = host
         self._port = port
         self._server: _ThreadingServer | None = None
@@ -151,7 +163,7 @@ class ApiServer:
             daemon=True,
         )
         self._thread.start()
-        log.info("serving /healthz, /readyz and /metrics", extra={"address": self.url})
+        log.info("serving %s", self._serves, extra={"address": self.url})
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop answering and close the socket. Safe to call twice, or before `start()`."""

@@ -423,12 +423,16 @@ app.add_typer(db_app, name="db")
 @db_app.command("upgrade")
 def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Alembic revision to reach.")] = "head",
+    database: DatabaseOption = None,
 ) -> None:
-    """Create or migrate the store's tables (CANARY_DATABASE_URL)."""
+    """Create or migrate the store's tables (--database, or CANARY_DATABASE_URL)."""
     from controller.settings import load_settings, redact_url
     from controller.store.sql import migrate
 
-    url = load_settings().database_url.get_secret_value()
+    if database is None:
+        url = load_settings().database_url.get_secret_value()
+    else:  # a file that does not exist yet is fine here: upgrading creates it
+        url = database if "://" in database else f"sqlite:///{database}"
     try:
         migrate(url, revision)
     except CanaryError as exc:

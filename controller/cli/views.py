@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Group, RenderableType
 from rich.markup import escape
@@ -19,8 +19,13 @@ from rich.text import Text
 from controller.engine.state import RolloutState
 from controller.errors import PermanentError
 from controller.policy import ModelRollout
-from controller.store.base import RolloutStore
+from controller.store.base import RolloutStore, SourceProblemStore
 from controller.store.records import AnalysisRecord, OutboxMessage, StoredRollout
+
+
+class StatusStore(RolloutStore, SourceProblemStore, Protocol):
+    """What `canaryctl status` reads: rollouts, and why a source holds one as it is."""
+
 
 VERDICT_STYLE = {
     "pass": "green",
@@ -68,8 +73,9 @@ def hold_progress(row: StoredRollout, now: datetime) -> tuple[float, float] | No
     return held.total_seconds(), total.total_seconds()
 
 
-def status_json(store: RolloutStore, row: StoredRollout, now: datetime) -> dict[str, Any]:
+def status_json(store: StatusStore, row: StoredRollout, now: datetime) -> dict[str, Any]:
     state = row.state
+    held = store.source_problem(row.key)
     progress = hold_progress(row, now)
     route = RolloutState.from_json(state).serving().to_json()
     return {
@@ -87,6 +93,9 @@ def status_json(store: RolloutStore, row: StoredRollout, now: datetime) -> dict[
         ],
         "updated_at": row.updated_at.isoformat() if row.updated_at else None,
         "notifications": notifications_json(store.outbox(row.key)),
+        "source_problem": (
+            {"problem": held.problem, "since": held.since.isoformat()} if held else None
+        ),
     }
 
 
@@ -103,7 +112,7 @@ def notifications_json(outbox: Sequence[OutboxMessage]) -> dict[str, Any]:
     }
 
 
-def status_view(store: RolloutStore, row: StoredRollout, now: datetime) -> RenderableType:
+def status_view(store: StatusStore, row: StoredRollout, now: datetime) -> RenderableType:
     data = status_json(store, row, now)
     route = data["route"]
     head = Table.grid(padding=(0, 2))
@@ -116,6 +125,8 @@ def status_view(store: RolloutStore, row: StoredRollout, now: datetime) -> Rende
         + (f", mirror {route['mirrorPercent']}%" if route.get("mirrorPercent") else ""),
     )
     parts: list[RenderableType] = [head, Text(data["reason"], style="dim")]
+    if data["source_problem"]:
+        parts.append(Text(f"held: {data['source_problem']['problem']}", style="bold yellow"))
     if data["hold"]:
         held, total = data["hold"]["held_s"], data["hold"]["total_s"]
         bar = Table.grid(padding=(0, 1))

@@ -17,6 +17,13 @@ the same write that changes it: the target rules' original backendRefs (keyed
 by their matches) and the matches of the cohort rules it added. A restarted
 controller gives the route back from that alone; a rule edited by someone
 else during the rollout is kept as they left it.
+
+The API server stores an HTTPRoute with its CRD's schema defaults filled in
+(`weight: 1`, `group: ""` and `kind: Service` on backendRefs, a `PathPrefix /`
+match on a rule without one, ...), so what is read back never equals what was
+written field for field. Every comparison (is there anything to write? which
+saved rule is this? is this one of our cohort rules?) is therefore made on
+`with_defaults` of both sides: the router writes only on a real change.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from controller.policy import HeaderMatch, RouterKind
 from controller.routing.base import (
     NEUTRAL,
     PROMOTED,
+    SNAPSHOT_ANNOTATION,
     TOTAL,
     NotRoutedToBaselineError,
     OwnershipError,
@@ -53,6 +61,122 @@ log = logging.getLogger(__name__)
 #: HTTPRoute's own limit on spec.rules (the API server rejects more)
 MAX_RULES = 16
 MIRROR = "RequestMirror"
+
+
+#: the match a rule without `matches` gets (and a match without `path`)
+DEFAULT_PATH: JsonObject = {"type": "PathPrefix", "value": "/"}
+
+
+def _default_ref(ref: Mapping[str, Any], *, weighted: bool) -> JsonObject:
+    out = {"group": "", "kind": "Service", **ref}
+    if weighted:
+        out.setdefault("weight", 1)
+    return out
+
+
+def _default_filters(filters: Sequence[Mapping[str, Any]]) -> list[JsonObject]:
+    out: list[JsonObject] = []
+    for given in filters:
+        flt = copy.deepcopy(dict(given))
+        mirror = flt.get("requestMirror")
+        if isinstance(mirror, dict) and isinstance(mirror.get("backendRef"), Mapping):
+            mirror["backendRef"] = _default_ref(mirror["backendRef"], weighted=False)
+        redirect = flt.get("requestRedirect")
+        if isinstance(redirect, dict):
+            redirect.setdefault("statusCode", 302)
+        out.append(flt)
+    return out
+
+
+def default_matches(matches: Sequence[Mapping[str, Any]] | None) -> list[JsonObject]:
+    """A rule's matches with the defaults the API server fills in (see `with_defaults`)."""
+    out = []
+    for match in [{}] if matches is None else matches:
+        m = copy.deepcopy(dict(match))
+        m["path"] = {**DEFAULT_PATH, **(m.get("path") or {})}
+        for key in ("headers", "queryParams"):
+            if key in m:
+                m[key] = [{"type": "Exact", **h} for h in m[key] or []]
+        out.append(m)
+    return out
+
+
+def with_defaults(spec: Mapping[str, Any]) -> JsonObject:
+    """An HTTPRoute spec as the API server stores it, with the Gateway API v1 CRD's
+    schema defaults applied (pure; the argument is not changed):
+
+    - `parentRefs[]`: `group: gateway.networking.k8s.io`, `kind: Gateway`;
+    - `rules` absent: one rule matching `PathPrefix /`; `rules[].matches` absent:
+      `[{path: {type: PathPrefix, value: /}}]`; a match's `path` absent: the same,
+      `path.type`: PathPrefix, `path.value`: `/`;
+    - `headers[].type` and `queryParams[].type` of a match: Exact;
+    - `backendRefs[]` (a rule's, and a RequestMirror filter's): `group: ""`,
+      `kind: Service`; a rule's `backendRefs[].weight`: 1;
+    - `requestRedirect.statusCode`: 302.
+
+    Both sides of a comparison go through it, so a default written out and one
+    left to the server compare equal. `port` has no default (it is required for
+    a Service, and validation, not defaulting, enforces that).
+    """
+    out = copy.deepcopy(dict(spec))
+    if "parentRefs" in out:
+        out["parentRefs"] = [
+            {"group": "gateway.networking.k8s.io", "kind": "Gateway", **p}
+            for p in out["parentRefs"] or []
+        ]
+    rules = out.get("rules")
+    out["rules"] = [_default_rule(rule) for rule in ([{}] if rules is None else rules)]
+    return out
+
+
+def _default_rule(rule: Mapping[str, Any]) -> JsonObject:
+    out = copy.deepcopy(dict(rule))
+    out["matches"] = default_matches(rule.get("matches"))
+    if "filters" in out:
+        out["filters"] = _default_filters(out["filters"] or [])
+    if "backendRefs" in out:
+        refs = []
+        for given in out["backendRefs"] or []:
+            ref = _default_ref(given, weighted=True)
+            if "filters" in ref:
+                ref["filters"] = _default_filters(ref["filters"] or [])
+            refs.append(ref)
+        out["backendRefs"] = refs
+    return out
+
+
+def same_route(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two HTTPRoutes are the same once the API server's defaults are applied.
+
+    The snapshot annotation is compared by what it says, not as text: the rules
+    saved in it were read from the server, whose key order and defaults may
+    differ from those of the route it was first written from.
+    """
+    return _semantic(a) == _semantic(b)
+
+
+def _semantic(obj: Mapping[str, Any]) -> JsonObject:
+    out = {**obj, "spec": with_defaults(obj.get("spec") or {})}
+    snapshot = read_snapshot(obj)
+    if snapshot is not None:
+        meta = dict(obj.get("metadata") or {})
+        annotations = {**(meta.get("annotations") or {})}
+        annotations[SNAPSHOT_ANNOTATION] = {
+            **snapshot,
+            "targets": [
+                {
+                    **t,
+                    "matches": default_matches(t.get("matches")),
+                    "backendRefs": [
+                        _default_ref(r, weighted=True) for r in t.get("backendRefs") or []
+                    ],
+                }
+                for t in snapshot.get("targets") or []
+            ],
+            "managed": [default_matches(m) for m in snapshot.get("managed") or []],
+        }
+        out["metadata"] = {**meta, "annotations": annotations}
+    return out
 
 
 def _points_at(ref: Mapping[str, Any], service: str, namespace: str) -> bool:
@@ -145,20 +269,25 @@ def original_route(route: Mapping[str, Any], namespace: str) -> JsonObject:
     candidate = str(snapshot.get("candidate", ""))
     saved: list[Mapping[str, Any]] = list(snapshot.get("targets") or [])
     used = [False] * len(saved)
-    managed = list(snapshot.get("managed") or [])
+    managed = [default_matches(m) for m in snapshot.get("managed") or []]
     rules = []
     for rule in (obj.get("spec") or {}).get("rules") or []:
         if not _mentions(rule, candidate, namespace):
             rules.append(rule)
             continue
-        matches = rule.get("matches")
+        matches = default_matches(rule.get("matches"))
         index = next(
-            (i for i, s in enumerate(saved) if not used[i] and s.get("matches") == matches), None
+            (
+                i
+                for i, s in enumerate(saved)
+                if not used[i] and default_matches(s.get("matches")) == matches
+            ),
+            None,
         )
         if index is not None:
             used[index] = True
             rules.append(_given_back(rule, saved[index], candidate, namespace))
-        elif rule.get("matches") in managed:
+        elif matches in managed:
             continue  # a cohort rule we added
         else:
             log.warning(
@@ -280,15 +409,15 @@ def _mirror_share(rule: Mapping[str, Any], target: RouteTarget) -> int:
 def observed_state(route: Mapping[str, Any], target: RouteTarget) -> RouteState:
     """The state an HTTPRoute carries (ValueError-free: odd weights are read as shares)."""
     snapshot = read_snapshot(route) or {}
-    managed = list(snapshot.get("managed") or [])
-    cohort_headers = [(c.name, header_match(c.match)) for c in target.cohorts]
+    managed = [default_matches(m) for m in snapshot.get("managed") or []]
+    cohort_headers = [(c.name, {"type": "Exact", **header_match(c.match)}) for c in target.cohorts]
     weight: int | None = None
     mirror = 0
     cohorts: dict[str, int] = {}
     for rule in (route.get("spec") or {}).get("rules") or []:
-        matches = rule.get("matches")
+        matches = default_matches(rule.get("matches"))
         if managed and matches in managed:
-            headers = ((matches or [{}])[0]).get("headers") or []
+            headers = matches[0].get("headers") or []
             for name, header in cohort_headers:
                 if header in headers and name not in cohorts:
                     cohorts[name] = _candidate_share(rule, target)
@@ -333,7 +462,7 @@ class GatewayApiRouter(RouterBase):
         def build(current: JsonObject | None) -> JsonObject:
             if current is None:
                 raise self._missing()
-            return desired_route(current, self.target, state)
+            return _unless_same(current, desired_route(current, self.target, state))
 
         done = self.cluster.reconcile(HTTP_ROUTE, self.target.namespace, self.target.route, build)
         assert done.object is not None
@@ -347,8 +476,14 @@ class GatewayApiRouter(RouterBase):
                 log.warning("%s is gone; nothing to give back", self._ref)
                 return None
             if promote:
-                return promoted_route(current, self.target)
-            return original_route(current, self.target.namespace)
+                return _unless_same(current, promoted_route(current, self.target))
+            return _unless_same(current, original_route(current, self.target.namespace))
 
         done = self.cluster.reconcile(HTTP_ROUTE, self.target.namespace, self.target.route, build)
         return route_change(PROMOTED if promote else NEUTRAL, done)
+
+
+def _unless_same(current: JsonObject, desired: JsonObject) -> JsonObject:
+    """`current` itself (nothing to write) when `desired` differs from it only by
+    defaults the API server fills in; `desired` otherwise."""
+    return current if same_route(current, desired) else desired

@@ -15,6 +15,7 @@ from controller.store.records import (
     OutboxMessage,
     QueuedMessage,
     RouteActionRecord,
+    SourceProblem,
     StoredRollout,
     TickWrite,
     TransitionRecord,
@@ -123,3 +124,15 @@ class LeaseStore(Protocol):
     def release(self, key: str, holder: str) -> None: ...
 
     def held_by(self, holder: str, now: datetime) -> Sequence[str]: ...
+
+
+class SourceProblemStore(Protocol):
+    """Why a source holds a rollout as it is, for `canaryctl status` (the directory
+    source has no object to write a status on). Any replica may write it: every
+    replica reads the same files and records the same problem."""
+
+    def record_source_problem(self, key: str, problem: str | None, now: datetime) -> None:
+        """Set (or, with None, clear) the problem; `since` stays while it is unchanged."""
+        ...
+
+    def source_problem(self, key: str) -> SourceProblem | None: ...

@@ -18,6 +18,7 @@ from controller.store.records import (
     OutboxMessage,
     QueuedMessage,
     RouteActionRecord,
+    SourceProblem,
     StoredRollout,
     TickWrite,
     TransitionRecord,
@@ -41,6 +42,7 @@ class MemoryStore:
         self._deliveries: dict[tuple[int, str], Delivery] = {}
         self._threads: dict[tuple[str, str], NotificationThread] = {}
         self._next_id = 0
+        self._source_problems: dict[str, SourceProblem] = {}
 
     def _id(self) -> int:
         self._next_id += 1
@@ -272,3 +274,14 @@ class MemoryStore:
     def held_by(self, holder: str, now: datetime) -> Sequence[str]:
         with self._lock:
             return sorted(k for k, (h, exp) in self._leases.items() if h == holder and exp >= now)
+
+    def record_source_problem(self, key: str, problem: str | None, now: datetime) -> None:
+        with self._lock:
+            if problem is None:
+                self._source_problems.pop(key, None)
+            elif getattr(self._source_problems.get(key), "problem", None) != problem:
+                self._source_problems[key] = SourceProblem(key, problem, now)
+
+    def source_problem(self, key: str) -> SourceProblem | None:
+        with self._lock:
+            return self._source_problems.get(key)

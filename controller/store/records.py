@@ -186,3 +186,13 @@ class TickWrite:
     analyses: tuple[AnalysisRecord, ...] = ()
     route_actions: tuple[RouteActionRecord, ...] = ()
     messages: tuple[OutboxMessage, ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    """Why a rollout's source holds it as it is (an invalid or vanished policy file),
+    since when; not audit: updated in place and gone when the problem clears."""
+
+    key: str
+    problem: str
+    since: datetime

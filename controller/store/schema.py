@@ -151,3 +151,13 @@ class LeaseRow(Base):
     holder: Mapped[str] = mapped_column(String(253), index=True)
     acquired_at: Mapped[datetime] = mapped_column(When)
     expires_at: Mapped[datetime] = mapped_column(When)
+
+
+class SourceProblemRow(Base):
+    """Why the policy source holds a rollout as it is (migration 0003); updated in place."""
+
+    __tablename__ = "source_problems"
+
+    rollout_key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    problem: Mapped[str] = mapped_column(Text)
+    since: Mapped[datetime] = mapped_column(When)

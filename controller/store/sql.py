@@ -45,6 +45,7 @@ from controller.store.records import (
     OutboxMessage,
     QueuedMessage,
     RouteActionRecord,
+    SourceProblem,
     StoredRollout,
     TickWrite,
     TransitionRecord,
@@ -57,6 +58,7 @@ from controller.store.schema import (
     OutboxRow,
     RolloutRow,
     RouteActionRow,
+    SourceProblemRow,
     ThreadRow,
     TransitionRow,
 )
@@ -585,6 +587,30 @@ class SqlStore:
                     .order_by(LeaseRow.rollout_key)
                 )
             )
+
+    # --- why the source holds a rollout ---------------------------------------------
+
+    def record_source_problem(self, key: str, problem: str | None, now: datetime) -> None:
+        with self._transaction() as s:
+            if problem is None:
+                s.execute(delete(SourceProblemRow).where(SourceProblemRow.rollout_key == key))
+                return
+            dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+            stmt = dialect.insert(SourceProblemRow).values(
+                rollout_key=key, problem=problem, since=now
+            )
+            s.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[SourceProblemRow.rollout_key],
+                    set_={"problem": stmt.excluded.problem, "since": stmt.excluded.since},
+                    where=SourceProblemRow.problem != stmt.excluded.problem,
+                )
+            )
+
+    def source_problem(self, key: str) -> SourceProblem | None:
+        with self._transaction() as s:
+            row = s.get(SourceProblemRow, key)
+            return None if row is None else SourceProblem(key, row.problem, _utc(row.since))
 
 
 def _case_same_holder(stmt: Any) -> Any:

@@ -69,6 +69,7 @@ def test_defaults_install_the_minimum() -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "NetworkPolicy",  # on by default: the endpoints have no authentication
         "Service",
         "ServiceAccount",
     ]
@@ -81,7 +82,6 @@ def test_defaults_install_the_minimum() -> None:
     ("values", "kinds"),
     [
         pytest.param({"serviceMonitor": {"enabled": True}}, {"ServiceMonitor"}, id="sm"),
-        pytest.param({"networkPolicy": {"enabled": True}}, {"NetworkPolicy"}, id="netpol"),
         pytest.param({"dashboard": {"enabled": True}}, {"ConfigMap"}, id="dashboard"),
         pytest.param({"database": {"existingSecret": "db"}}, {"Job"}, id="migration-job"),
         pytest.param(
@@ -94,6 +94,16 @@ def test_defaults_install_the_minimum() -> None:
 def test_optional_objects_appear_only_when_asked(values: dict[str, Any], kinds: set[str]) -> None:
     base = set(render().kinds())
     assert set(render(values).kinds()) - base == kinds
+
+
+def test_the_network_policy_can_be_turned_off_and_the_notes_say_what_is_open() -> None:
+    off = render({"networkPolicy": {"enabled": False}})
+    assert set(render().kinds()) - set(off.kinds()) == {"NetworkPolicy"}
+    assert "WARNING: networkPolicy.enabled is false" in off.notes
+    assert "set\nnetworkPolicy.metricsFrom to your Prometheus" in render().notes
+    peers = [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    closed = render({"networkPolicy": {"metricsFrom": peers}}).notes
+    assert "networkPolicy" not in closed
 
 
 @pytest.mark.parametrize(

@@ -178,6 +178,8 @@ def test_secrets_are_files_named_as_settings_reads_them(
     assert settings.webhook_url.get_secret_value() == "canary-webhook/url"
     assert settings.prometheus_ca_file is not None
     assert settings.prometheus_ca_file.read_text() == "canary-prometheus-ca/ca.pem\n"
+    # the pod serves its endpoints on every address, /metrics with the health ones
+    assert (settings.api_host, settings.api_port, settings.metrics_port) == ("0.0.0.0", 8080, None)
     assert settings.prometheus_url == "https://prometheus.monitoring.svc:9091"
     assert settings.replica_id == "canary-7d9f-abcde"
     assert settings.api_port == DEFAULT_PORT
@@ -265,6 +267,8 @@ def test_port_service_and_probes_meet_the_api_server() -> None:
         {"name": "http", "containerPort": DEFAULT_PORT, "protocol": "TCP"}
     ]
     assert env_of(container)["CANARY_API_PORT"] == str(DEFAULT_PORT)
+    # the process defaults to loopback; in the pod, kubelet and Prometheus must reach it
+    assert env_of(container)["CANARY_API_HOST"] == "0.0.0.0"
     service = rendered.one("Service")
     assert service["spec"]["ports"][0]["targetPort"] == "http"
     pod_labels = pod_spec_labels(rendered)
@@ -340,7 +344,7 @@ def test_one_replica_gets_no_budget_that_would_block_drains() -> None:
 
 
 def test_the_network_policy_opens_only_the_http_port() -> None:
-    rendered = render({"networkPolicy": {"enabled": True}})
+    rendered = render()  # on by default
     spec = rendered.one("NetworkPolicy")["spec"]
     assert spec["policyTypes"] == ["Ingress"]
     assert spec["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]

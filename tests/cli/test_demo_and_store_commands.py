@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,23 @@ def test_status_shows_phase_route_and_the_verdict_grid(demo_db: Path) -> None:
     assert cells[("refusal-rate", "non-english")] == "fail"
     text = runner.invoke(app, ["status", "support-bot-v7", "--database", str(demo_db)])
     assert "non-english" in text.output and "fail" in text.output
+
+
+def test_status_shows_why_the_policy_source_holds_a_rollout(tmp_path: Path) -> None:
+    database = Path(str(_demo(tmp_path, "healthy")["database"]))
+    store = SqlStore(f"sqlite:///{database}")
+    try:
+        store.record_source_problem(
+            KEY, "bot.yaml is invalid: line 3: spec.stps", datetime.now(UTC)
+        )
+    finally:
+        store.close()
+    [row] = json.loads(
+        runner.invoke(app, ["status", "--database", str(database), "-o", "json"]).stdout
+    )
+    assert row["source_problem"]["problem"] == "bot.yaml is invalid: line 3: spec.stps"
+    text = runner.invoke(app, ["status", KEY, "--database", str(database)]).output
+    assert "held: bot.yaml is invalid" in text
 
 
 def test_commands_on_an_ended_rollout_are_refused_in_one_line(demo_db: Path) -> None:

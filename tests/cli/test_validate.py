@@ -91,6 +91,22 @@ def test_db_upgrade_creates_the_store(tmp_path: Path, monkeypatch: pytest.Monkey
     assert SqlStore(url).rollouts() == []
 
 
+@pytest.mark.parametrize("as_url", [True, False], ids=["url", "file"])
+def test_db_upgrade_takes_the_database_like_other_store_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_url: bool
+) -> None:
+    monkeypatch.setenv("CANARY_DATABASE_URL", f"sqlite:///{tmp_path / 'not-this-one.db'}")
+    path = tmp_path / "chosen.db"
+    result = runner.invoke(
+        app, ["db", "upgrade", "--database", f"sqlite:///{path}" if as_url else str(path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "is at revision head" in result.output
+    assert path.is_file() and not (tmp_path / "not-this-one.db").exists()
+    status = runner.invoke(app, ["status", "--database", str(path), "-o", "json"])
+    assert status.exit_code == 0 and json.loads(status.stdout) == []
+
+
 def test_db_upgrade_on_an_unreachable_database_is_one_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -63,9 +63,12 @@ def make(
     name: str,
     metrics: ControllerMetrics | None = None,
 ) -> Controller:
+    def ticks() -> float:  # the source's monotonic clock follows the test's clock
+        return clock.at.timestamp()
+
     return Controller(
         store=store,
-        source=DirectorySource(directory),
+        source=DirectorySource(directory, clock=ticks),
         routes=routes,
         observer=Passing(),
         clock=clock,
@@ -95,12 +98,41 @@ def test_a_policy_file_is_rolled_out_and_its_deletion_ends_it(tmp_path: Path) ->
     assert routes.weight(KEY) == 5
     assert store.held_by("a", clock.now()) == [KEY]
     (tmp_path / "bot.yaml").unlink()
-    clock.at += timedelta(seconds=5)
     controller.sync()
+    clock.at += timedelta(seconds=5)
+    controller.sync()  # within the grace period: maybe an editor rewriting it
+    stored = store.get(KEY)
+    assert stored is not None and stored.phase == "Progressing"
+    assert routes.weight(KEY) == 5
+    clock.at += timedelta(seconds=5)
+    controller.sync()  # gone for the whole grace period: deleted
     stored = store.get(KEY)
     assert stored is not None and stored.phase == "Aborted"
     assert routes.weight(KEY) == 0
     assert routes.routers[KEY].backend == "bot-v1"
+
+
+def test_a_bad_edit_leaves_the_rollout_and_its_route_as_they_are(tmp_path: Path) -> None:
+    (tmp_path / "bot.yaml").write_text(BASE)
+    store, clock, routes = MemoryStore(), Clock(), Routes()
+    controller = make(store, tmp_path, clock, routes, "a")
+    controller.sync()
+    controller.tick(KEY)
+    revision = store.get(KEY).revision  # type: ignore[union-attr]
+    for garbage in (b"", b"\x00\xff" * 100, BASE.replace("steps:", "stps:").encode()):
+        (tmp_path / "bot.yaml").write_bytes(garbage)
+        for _ in range(4):  # long past the grace period
+            clock.at += timedelta(seconds=30)
+            controller.sync()
+            controller.tick(KEY)
+        stored = store.get(KEY)
+        assert stored is not None and (stored.phase, stored.revision) == ("Progressing", revision)
+        assert routes.weight(KEY) == 5
+    (tmp_path / "bot.yaml").write_text(BASE)  # fixed: the rollout goes on
+    clock.at += timedelta(minutes=10)
+    controller.sync()
+    controller.tick(KEY)
+    assert routes.weight(KEY) == 50
 
 
 def test_an_ended_rollout_gets_no_more_ticks(tmp_path: Path) -> None:

@@ -5,6 +5,10 @@
 
 {{/* The controller's configuration, as controller.settings reads it (CANARY_*). */}}
 {{- define "canary-controller.env" -}}
+# Every address of the pod: kubelet probes it and Prometheus scrapes it there (the
+# controller's own default is loopback); the NetworkPolicy limits who gets in.
+- name: CANARY_API_HOST
+  value: "0.0.0.0"
 - name: CANARY_API_PORT
   value: {{ include "canary-controller.apiPort" . | quote }}
 - name: CANARY_REPLICA_ID
