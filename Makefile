@@ -21,7 +21,7 @@ help:
 $(STAMP): requirements/dev.lock pyproject.toml
 	@uv="$(UV)"; \
 	test -x $(BIN)/python || $$uv venv --quiet --python $(PYTHON) $(VENV); \
-	$$uv pip sync --quiet --require-hashes --python $(BIN)/python requirements/dev.lock; \
+	$$uv pip sync --quiet --require-hashes --compile-bytecode --python $(BIN)/python requirements/dev.lock; \
 	$$uv pip install --quiet --no-deps --no-build-isolation --python $(BIN)/python -e .
 	@touch $@
 

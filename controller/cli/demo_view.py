@@ -18,12 +18,13 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from controller.demo import DemoResult, Scenario, demo_rollout, rehearse, run_demo
+from controller.demo import DemoResult, demo_rollout, rehearse, run_demo
 from controller.engine.executor import TickResult
 from controller.engine.state import EventKind
 from controller.notify import ConsoleNotifier, Notification
 from controller.policy import ModelRollout
 from controller.routing import TrafficRouter
+from controller.scenarios import Scenario
 
 _STYLE: dict[str, str] = {
     EventKind.ROLLED_BACK: "red",

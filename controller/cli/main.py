@@ -16,20 +16,24 @@ import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Console
 from rich.markup import escape
-from rich.text import Text
 
 from controller import __version__
-from controller.demo import Scenario
+from controller.cli.help import HelpGroup
 from controller.errors import CanaryError, PolicyError, Severity
-from controller.policy import check_files
-from controller.policy.loader import policy_files
-from controller.store.sql import SqlStore
+from controller.scenarios import Scenario
+
+if TYPE_CHECKING:
+    from rich.console import Group
+
+    from controller.store.sql import SqlStore
+
+# Every command imports what it needs itself: `canaryctl --help` or `validate`
+# must not pay for scipy, SQLAlchemy, Alembic or the kubernetes client.
 
 app = typer.Typer(
     name="canaryctl",
@@ -37,6 +41,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help: conventional metavars (controller/cli/help.py), and no Markdown
+    # renderer to import on every start
+    rich_markup_mode=None,
+    cls=HelpGroup,
 )
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -48,7 +56,10 @@ class Output(StrEnum):
 
 
 OutputOption = Annotated[
-    Output, typer.Option("--output", "-o", help="text for people, json for scripts.")
+    Output,
+    typer.Option(
+        "--output", "-o", metavar="[text|json]", help="text for people, json for scripts."
+    ),
 ]
 
 
@@ -75,12 +86,17 @@ def validate(
     paths: Annotated[
         list[Path],
         typer.Argument(
-            help="Policy files, or directories searched for *.yaml / *.yml.", exists=True
+            metavar="PATH",
+            help="Policy files, or directories searched for *.yaml / *.yml.",
+            exists=True,
         ),
     ],
     output: OutputOption = Output.TEXT,
 ) -> None:
     """Check ModelRollout policies: every problem, with file, line, column and field path."""
+    from controller.policy import check_files
+    from controller.policy.loader import policy_files
+
     files = policy_files(paths)
     policies, problems = check_files(files)
     errors = [p for p in problems if p.severity is Severity.ERROR]
@@ -152,6 +168,7 @@ DatabaseOption = Annotated[
     str | None,
     typer.Option(
         "--database",
+        metavar="URL",
         help="SQLAlchemy URL or SQLite file of the store (default: CANARY_DATABASE_URL).",
     ),
 ]
@@ -159,6 +176,7 @@ DatabaseOption = Annotated[
 
 def _store(database: str | None) -> SqlStore:
     from controller.settings import load_settings
+    from controller.store.sql import SqlStore
 
     if database is None:
         url = load_settings().database_url.get_secret_value()
@@ -179,13 +197,18 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 @app.command()
 def status(
     name: Annotated[
-        str | None, typer.Argument(help="namespace/name, or name; all if omitted.")
+        str | None,
+        typer.Argument(metavar="NAME", help="namespace/name, or name; all if omitted."),
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every 2 s.")] = False,
     database: DatabaseOption = None,
     output: OutputOption = Output.TEXT,
 ) -> None:
     """Phase, step, weights, hold progress and the cohort x metric verdict grid."""
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
     from controller.cli.views import resolve, status_json, status_view
 
     store = _store(database)
@@ -220,7 +243,7 @@ def status(
 
 @app.command()
 def history(
-    name: Annotated[str, typer.Argument(help="namespace/name, or name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="namespace/name, or name.")],
     database: DatabaseOption = None,
     output: OutputOption = Output.TEXT,
 ) -> None:
@@ -260,15 +283,28 @@ def _command(kind: str, name: str, reason: str, actor: str | None, database: str
     )
 
 
-ReasonOption = Annotated[str, typer.Option("--reason", "-r", help="Why, for the audit.")]
+NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="namespace/name, or name.")]
+ReasonOption = Annotated[
+    str, typer.Option("--reason", "-r", metavar="TEXT", help="Why, for the audit.")
+]
 ActorOption = Annotated[
-    str | None, typer.Option("--actor", help="Who, for the audit (default: your user name).")
+    str | None,
+    typer.Option("--actor", metavar="NAME", help="Who, for the audit (default: your user name)."),
+]
+ScenarioOption = Annotated[
+    Scenario,
+    typer.Option(
+        "--scenario",
+        "-s",
+        metavar=f"[{'|'.join(Scenario)}]",
+        help="What the simulated candidate does.",
+    ),
 ]
 
 
 @app.command()
 def promote(
-    name: str,
+    name: NameArgument,
     full: Annotated[bool, typer.Option("--full", help="Straight to 100% and Promoted.")] = False,
     reason: ReasonOption = "",
     actor: ActorOption = None,
@@ -280,7 +316,10 @@ def promote(
 
 @app.command()
 def pause(
-    name: str, reason: ReasonOption = "", actor: ActorOption = None, database: DatabaseOption = None
+    name: NameArgument,
+    reason: ReasonOption = "",
+    actor: ActorOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     """Hold the rollout where it is until `resume` (a FAIL still rolls back)."""
     _command("pause", name, reason, actor, database)
@@ -288,7 +327,10 @@ def pause(
 
 @app.command()
 def resume(
-    name: str, reason: ReasonOption = "", actor: ActorOption = None, database: DatabaseOption = None
+    name: NameArgument,
+    reason: ReasonOption = "",
+    actor: ActorOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     """Continue a paused rollout."""
     _command("resume", name, reason, actor, database)
@@ -296,8 +338,8 @@ def resume(
 
 @app.command()
 def abort(
-    name: str,
-    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (required).")],
+    name: NameArgument,
+    reason: Annotated[str, typer.Option("--reason", "-r", metavar="TEXT", help="Why (required).")],
     actor: ActorOption = None,
     database: DatabaseOption = None,
 ) -> None:
@@ -307,13 +349,12 @@ def abort(
 
 @app.command()
 def demo(
-    scenario: Annotated[
-        Scenario, typer.Option("--scenario", "-s", help="What the candidate does.")
-    ] = Scenario.COHORT_REGRESSION,
+    scenario: ScenarioOption = Scenario.COHORT_REGRESSION,
     database: Annotated[
-        Path, typer.Option("--database", help="SQLite file for the audit (recreated).")
+        Path,
+        typer.Option("--database", metavar="PATH", help="SQLite file for the audit (recreated)."),
     ] = Path("canary-demo.db"),
-    seed: Annotated[int, typer.Option(help="Seed of the traffic simulator.")] = 7,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the traffic simulator.")] = 7,
     output: OutputOption = Output.TEXT,
 ) -> None:
     """The whole product on embedded defaults: real engine and judge, simulated traffic."""
@@ -324,10 +365,17 @@ def demo(
 
 @app.command()
 def apply(
-    file: Annotated[Path, typer.Argument(help="A policy file.", exists=True, dir_okay=False)],
+    file: Annotated[
+        Path,
+        typer.Argument(metavar="FILE", help="A policy file.", exists=True, dir_okay=False),
+    ],
     directory: Annotated[
         Path | None,
-        typer.Option("--dir", help="Write into this directory source instead of the cluster."),
+        typer.Option(
+            "--dir",
+            metavar="DIR",
+            help="Write into this directory source instead of the cluster.",
+        ),
     ] = None,
 ) -> None:
     """Validate a policy, then apply it to the cluster (or to a directory source)."""
@@ -363,19 +411,31 @@ def apply(
 @app.command()
 def rehearse(
     policy: Annotated[
-        Path, typer.Argument(help="The policy to rehearse.", exists=True, dir_okay=False)
+        Path,
+        typer.Argument(
+            metavar="POLICY", help="The policy to rehearse.", exists=True, dir_okay=False
+        ),
     ],
-    scenario: Annotated[Scenario, typer.Option("--scenario", "-s")] = Scenario.HEALTHY,
+    scenario: ScenarioOption = Scenario.HEALTHY,
     kubeconfig: Annotated[
-        Path | None, typer.Option(help="Default: CANARY_KUBECONFIG, or in-cluster.")
+        Path | None,
+        typer.Option(
+            metavar="PATH",
+            help="Default: CANARY_KUBECONFIG, then KUBECONFIG, ~/.kube/config, in-cluster.",
+        ),
     ] = None,
-    pace: Annotated[float, typer.Option(help="Real seconds between looks (a short hold).")] = 1.0,
+    pace: Annotated[
+        float,
+        typer.Option(metavar="SECONDS", help="Real seconds between looks (a short hold)."),
+    ] = 1.0,
     rps: Annotated[
-        float, typer.Option(help="Simulated requests per second (use your real traffic).")
+        float,
+        typer.Option(metavar="N", help="Simulated requests per second (use your real traffic)."),
     ] = 60.0,
-    database: Annotated[Path, typer.Option(help="SQLite file for the audit (recreated).")] = Path(
-        "canary-rehearsal.db"
-    ),
+    database: Annotated[
+        Path,
+        typer.Option(metavar="PATH", help="SQLite file for the audit (recreated)."),
+    ] = Path("canary-rehearsal.db"),
     output: OutputOption = Output.TEXT,
 ) -> None:
     """Drive the policy's real router on the real route with simulated traffic, then restore it."""
@@ -416,13 +476,17 @@ def rehearse(
         _fail(str(exc))
 
 
-db_app = typer.Typer(help="The audit store.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="The audit store.", no_args_is_help=True, rich_markup_mode=None, cls=HelpGroup
+)
 app.add_typer(db_app, name="db")
 
 
 @db_app.command("upgrade")
 def db_upgrade(
-    revision: Annotated[str, typer.Argument(help="Alembic revision to reach.")] = "head",
+    revision: Annotated[
+        str, typer.Argument(metavar="REVISION", help="Alembic revision to reach.")
+    ] = "head",
 ) -> None:
     """Create or migrate the store's tables (CANARY_DATABASE_URL)."""
     from controller.settings import load_settings, redact_url
