@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
@@ -174,19 +175,64 @@ DatabaseOption = Annotated[
 ]
 
 
-def _store(database: str | None) -> SqlStore:
-    from controller.settings import load_settings
-    from controller.store.sql import SqlStore
+def _store(database: str | None, *, writable: bool = False) -> SqlStore:
+    """The existing store at `database`, opened so that using it cannot create one.
+
+    A SQLite file is opened read-only (`writable` only for the manual commands,
+    which add a row but still never create the file); a missing file, an
+    in-memory database, a database that does not exist or has no tables is
+    refused with how to make one, and nothing is created or changed.
+    """
+    from sqlalchemy import inspect, make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from controller.settings import load_settings, redact_url
 
     if database is None:
         url = load_settings().database_url.get_secret_value()
     elif "://" in database:
         url = database
     else:
-        if not Path(database).is_file():
-            _fail(f"no store at {database}: run `canaryctl demo` or `canaryctl db upgrade` first")
         url = f"sqlite:///{database}"
-    return SqlStore(url)
+    shown = redact_url(url)
+    upgrade = f"`CANARY_DATABASE_URL={shown} canaryctl db upgrade`"
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        _fail(f"{shown} is not a database URL or a SQLite file: {exc}")
+    sqlite = parsed.get_backend_name() == "sqlite"
+    make = (
+        f"run `canaryctl demo` for a demo store, or create an empty one with {upgrade}"
+        if sqlite
+        else f"create its tables with {upgrade}"
+    )
+    if sqlite:
+        if parsed.database in (None, "", ":memory:"):
+            _fail(f"{shown} is an in-memory database, which holds no store")
+        path = Path(parsed.database)
+        if not path.is_file():
+            _fail(f"no store at {path}: {make}")
+        # SQLite creates a missing file on connect; a `file:` URI with a mode never does
+        mode = "rw" if writable else "ro"
+        uri = f"file:{quote(str(path.resolve()))}"
+        read_only = parsed.set(database=uri, query={**parsed.query, "mode": mode, "uri": "true"})
+        url = read_only.render_as_string(hide_password=False)
+    from controller.store.sql import SqlStore
+
+    store = SqlStore(url)
+    try:
+        with store.engine.connect() as connection:
+            has_tables = inspect(connection).has_table("rollouts")
+    except SQLAlchemyError as exc:
+        store.close()
+        reason = str(getattr(exc, "orig", None) or exc).strip()
+        if "does not exist" in reason:  # Postgres: a database that was never created
+            reason += f"; create the database, then {make}"
+        _fail(f"cannot open the store at {shown}: {reason}")
+    if not has_tables:
+        store.close()
+        _fail(f"{shown} is not a canary-controller store (it has no tables): {make}")
+    return store
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -209,9 +255,9 @@ def status(
     from rich.live import Live
     from rich.text import Text
 
+    store = _store(database)  # first: a missing store is said before the views load
     from controller.cli.views import resolve, status_json, status_view
 
-    store = _store(database)
     try:
         rows = [resolve(store, name)] if name else list(store.rollouts())
         if output is Output.JSON:
@@ -248,9 +294,9 @@ def history(
     output: OutputOption = Output.TEXT,
 ) -> None:
     """The audit timeline: every transition with the evidence behind it, commands, route writes."""
+    store = _store(database)
     from controller.cli.views import history_json, history_view, resolve
 
-    store = _store(database)
     try:
         data = history_json(store, resolve(store, name))
     except CanaryError as exc:
@@ -264,11 +310,11 @@ def history(
 
 
 def _command(kind: str, name: str, reason: str, actor: str | None, database: str | None) -> None:
+    store = _store(database, writable=True)
     from controller.cli.views import resolve
     from controller.engine.state import CommandKind
     from controller.runtime.manual import submit
 
-    store = _store(database)
     try:
         row = resolve(store, name)
         who = actor or getpass.getuser()
