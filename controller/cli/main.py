@@ -161,8 +161,7 @@ def run() -> None:
         configure_logging(settings)
         run_controller(settings)
     except CanaryError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
+        _fail(str(exc))
 
 
 DatabaseOption = Annotated[
