@@ -1,7 +1,7 @@
 """`canaryctl demo`: the whole product on embedded defaults, on an accelerated clock.
 
 Nothing is scripted: the real engine and the real judge run a real policy
-(DESIGN.md's support-bot rollout), the in-memory router carries the weights, and
+(a support-bot rollout), the in-memory router carries the weights, and
 a seeded traffic simulator serves baseline and candidate per cohort, read back
 through the same counts Prometheus would return. The audit goes to a SQLite file
 that `canaryctl history` and `status` read afterwards.
