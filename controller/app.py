@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 from kubernetes import config
-from kubernetes.client import ApiClient
+from kubernetes.client import ApiClient, Configuration
 from sqlalchemy import text
 
 from controller import __version__
@@ -102,15 +102,21 @@ def kube_client(settings: Settings) -> ApiClient:
     if settings.kubeconfig is not None and not settings.kubeconfig.is_file():
         raise PermanentError(f"CANARY_KUBECONFIG names {settings.kubeconfig}, which is not a file")
     files = [f for f in settings.kubeconfig_files() if f.is_file()]
+    # The client's own retries off: urllib3 would retry every request three times and
+    # log each retry as a WARNING. The cluster seam, the watch and the status writer
+    # retry and log themselves, once per failed operation.
+    configuration = Configuration()
+    configuration.retries = 0
     try:
         if files:
             # the kubernetes package has no type hints
             client: ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
                 config_file=os.pathsep.join(str(f) for f in files),
                 context=_current_context(files),
+                client_configuration=configuration,
             )
             return client
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException as exc:
         if files:
             where = ", ".join(str(f) for f in files)
@@ -120,7 +126,7 @@ def kube_client(settings: Settings) -> ApiClient:
             f"no Kubernetes configuration: no kubeconfig at {looked}, and not in a pod "
             "(no service account); set CANARY_KUBECONFIG or KUBECONFIG"
         ) from exc
-    return ApiClient()
+    return ApiClient(configuration)
 
 
 def _current_context(files: list[Path]) -> str | None:
