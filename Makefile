@@ -21,7 +21,7 @@ help:
 $(STAMP): requirements/dev.lock pyproject.toml
 	@uv="$(UV)"; \
 	test -x $(BIN)/python || $$uv venv --quiet --python $(PYTHON) $(VENV); \
-	$$uv pip sync --quiet --require-hashes --python $(BIN)/python requirements/dev.lock; \
+	$$uv pip sync --quiet --require-hashes --compile-bytecode --python $(BIN)/python requirements/dev.lock; \
 	$$uv pip install --quiet --no-deps --no-build-isolation --python $(BIN)/python -e .
 	@touch $@
 
@@ -52,11 +52,13 @@ test: lint typecheck contracts pytest
 demo: venv
 	$(BIN)/canaryctl demo
 
-# Tens of minutes on 2 cores; `python -m bench.detection --quick` is the 2-minute version.
+# About 27 minutes on 2 cores (docs/benchmarks.md); `python -m bench.detection --quick`
+# is the under-2-minute version.
 bench-detection: venv
 	$(BIN)/python -m bench.detection
 
-# Needs Postgres on 127.0.0.1:5432 (or CANARY_BENCH_DATABASE_URL); about 15 minutes on 2 cores.
+# Needs Postgres on 127.0.0.1:5432 (or CANARY_BENCH_DATABASE_URL); about 10 minutes on 2 cores
+# (docs/benchmarks.md).
 # `python -m bench.scale --quick` is the half-minute version.
 bench-scale: venv
 	$(BIN)/python -m bench.scale

@@ -1,1 +1,1 @@
-"""Benchmarks of the controller: detection quality and scale (issue #9)."""
+"""Benchmarks of the controller: detection quality, scale and CLI start-up."""

@@ -1,9 +1,9 @@
-"""Scale benchmark: one controller process managing N concurrent rollouts (issue #9).
+"""Scale benchmark: one controller process managing N concurrent rollouts.
 
 For each N (100, 1000, 5000 by default) a fresh Postgres database is created and
 migrated, and the real controller (`controller.app.build`, its APScheduler jobs,
 its leases, the real judge, the real `PrometheusProvider`) runs N rollouts of
-DESIGN.md's policy in its own process (`bench/scale_controller.py`), against a
+the demo's policy in its own process (`bench/scale_controller.py`), against a
 stand-in Prometheus that answers the real queries in a third process
 (`bench/scale_prometheus.py`), so the CPU counted is the controller's alone.
 

@@ -94,7 +94,7 @@ def scaled(seconds: float, speedup: float) -> str:
 
 
 def policy_text(i: int, speedup: float) -> str:
-    """Rollout `i`: DESIGN.md's support-bot policy, its own model and route, time compressed."""
+    """Rollout `i`: the demo's support-bot policy, its own model and route, time compressed."""
 
     def d(seconds: float) -> str:
         return scaled(seconds, speedup)

@@ -3,7 +3,7 @@
 The scale benchmark measures the controller, not Prometheus, so this server
 answers the controller's real queries (the PromQL `PrometheusProvider` renders
 from the built-in templates) with what a Prometheus holding the metric contract
-of DESIGN.md would return: one sample per cohort and query part (`events` /
+of the demo would return: one sample per cohort and query part (`events` /
 `trials`, or a histogram's `bucket` per `le`, `count`, `sum`), counted over the
 span of the query's subquery, for steady healthy traffic of both versions.
 It runs in its own process so its CPU time is never counted as the controller's.

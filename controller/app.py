@@ -10,15 +10,18 @@ flight, releases its leases and stops.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+import yaml
 from kubernetes import config
-from kubernetes.client import ApiClient
+from kubernetes.client import ApiClient, Configuration
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
@@ -27,7 +30,7 @@ from controller.api.health import Readiness
 from controller.api.server import ApiServer
 from controller.engine.executor import Observer, TickResult
 from controller.engine.phases import Phase
-from controller.errors import CanaryError
+from controller.errors import CanaryError, PermanentError
 from controller.metrics.base import MetricProvider
 from controller.metrics.prometheus import PrometheusProvider
 from controller.notify import DeliveryWorker, Notifier, SlackNotifier, WebhookNotifier
@@ -91,15 +94,53 @@ class ClusterRoutes:
 
 
 def kube_client(settings: Settings) -> ApiClient:
-    """An API client from CANARY_KUBECONFIG, or the pod's service account."""
-    if settings.kubeconfig is not None:
-        # the kubernetes package has no type hints
-        client: ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=str(settings.kubeconfig)
-        )
-        return client
-    config.load_incluster_config()  # type: ignore[no-untyped-call]
-    return ApiClient()
+    """An API client configured as kubectl would be, or the pod's service account.
+
+    CANARY_KUBECONFIG; else the files of KUBECONFIG that exist, merged; else
+    `~/.kube/config`; else, inside a pod, its service account. With none of
+    them, a `PermanentError` that says what was looked for.
+    """
+    if settings.kubeconfig is not None and not settings.kubeconfig.is_file():
+        raise PermanentError(f"CANARY_KUBECONFIG names {settings.kubeconfig}, which is not a file")
+    files = [f for f in settings.kubeconfig_files() if f.is_file()]
+    # The client's own retries off: urllib3 would retry every request three times and
+    # log each retry as a WARNING. The cluster seam, the watch and the status writer
+    # retry and log themselves, once per failed operation.
+    configuration = Configuration()
+    configuration.retries = 0
+    try:
+        if files:
+            # the kubernetes package has no type hints
+            client: ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=os.pathsep.join(str(f) for f in files),
+                context=_current_context(files),
+                client_configuration=configuration,
+            )
+            return client
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except config.ConfigException as exc:
+        if files:
+            where = ", ".join(str(f) for f in files)
+            raise PermanentError(f"kubeconfig {where}: {exc}") from exc
+        looked = ", ".join(str(f) for f in settings.kubeconfig_files())
+        raise PermanentError(
+            f"no Kubernetes configuration: no kubeconfig at {looked}, and not in a pod "
+            "(no service account); set CANARY_KUBECONFIG or KUBECONFIG"
+        ) from exc
+    return ApiClient(configuration)
+
+
+def _current_context(files: list[Path]) -> str | None:
+    """The first `current-context` of `files`, as kubectl takes it (the client's merge
+    would take the last)."""
+    for f in files:
+        try:
+            loaded = yaml.safe_load(f.read_text())
+        except (OSError, yaml.YAMLError):
+            return None  # the client's own loading reports what is wrong with the file
+        if isinstance(loaded, dict) and loaded.get("current-context"):
+            return str(loaded["current-context"])
+    return None
 
 
 @dataclass
@@ -212,6 +253,8 @@ def notifiers(settings: Settings) -> list[Notifier]:
 
 def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     """Run the controller until SIGTERM / SIGINT (or `stop` is set)."""
+    # First: with no cluster to talk to, nothing else (the store) is touched.
+    kube_client(settings).close()  # type: ignore[no-untyped-call]  # the client has no annotations
     migrate(settings.database_url.get_secret_value())
     sinks = notifiers(settings)  # first: a bad webhook URL fails before anything starts
     wiring = build(settings)

@@ -1,7 +1,7 @@
 """`canaryctl demo`: the whole product on embedded defaults, on an accelerated clock.
 
 Nothing is scripted: the real engine and the real judge run a real policy
-(DESIGN.md's support-bot rollout), the in-memory router carries the weights, and
+(a support-bot rollout), the in-memory router carries the weights, and
 a seeded traffic simulator serves baseline and candidate per cohort, read back
 through the same counts Prometheus would return. The audit goes to a SQLite file
 that `canaryctl history` and `status` read afterwards.
@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from controller.notify import DeliveryWorker, Notifier
 from controller.policy import ModelRollout, load_text
 from controller.routing import MemoryRouter, RouteChange, RouteState, RouteTarget, TrafficRouter
 from controller.runtime.observer import JudgingObserver
+from controller.scenarios import Scenario
 from controller.store.sql import SqlStore, migrate
 
 DEMO_POLICY = """\
@@ -79,12 +79,6 @@ spec:
 RPS = 60.0
 #: a rollout never takes longer than this in simulated time
 MAX_SIMULATED = timedelta(hours=6)
-
-
-class Scenario(StrEnum):
-    COHORT_REGRESSION = "cohort-regression"
-    HEALTHY = "healthy"
-    OUTAGE = "outage"
 
 
 def _cohorts(scenario: Scenario, rollout: ModelRollout) -> list[CohortTraffic]:

@@ -65,7 +65,14 @@ class Settings(BaseSettings):
         " a secret, as such URLs often carry one.",
     )
     kubeconfig: Path | None = Field(
-        default=None, description="Kubeconfig to use; in-cluster config when unset."
+        default=None,
+        description="Kubeconfig to use; when unset, kubectl's: KUBECONFIG, ~/.kube/config,"
+        " then the pod's service account.",
+    )
+    kubeconfig_path_list: str = Field(
+        default="",
+        validation_alias="KUBECONFIG",
+        description="kubectl's own KUBECONFIG (a path list), used when CANARY_KUBECONFIG is unset.",
     )
     namespace: str = Field(
         default="", description="Namespace to watch for ModelRollouts; empty means all."
@@ -125,6 +132,21 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    def kubeconfig_files(self) -> list[Path]:
+        """Where a kubeconfig is looked for, in order, as kubectl looks.
+
+        CANARY_KUBECONFIG alone when set; else every file of KUBECONFIG (a list
+        separated like PATH; kubectl merges them, the first to name something
+        winning); else `~/.kube/config`. Files that do not exist are the caller's
+        to skip: kubectl ignores them in KUBECONFIG.
+        """
+        if self.kubeconfig is not None:
+            return [self.kubeconfig]
+        listed = [p for p in self.kubeconfig_path_list.split(os.pathsep) if p]
+        if listed:
+            return [Path(p).expanduser() for p in listed]
+        return [Path.home() / ".kube" / "config"]
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict that is safe to log: no secret, no URL password."""

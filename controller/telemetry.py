@@ -561,6 +561,11 @@ def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> l
     quiet = logging.NOTSET if settings.log_level == "DEBUG" else logging.WARNING
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(quiet)
+    # urllib3 logs each of its own retries as a WARNING ("Retrying (Retry(total=2, ...")),
+    # three per failed request: the callers say once what failed, how often and when next.
+    logging.getLogger("urllib3").setLevel(
+        logging.NOTSET if settings.log_level == "DEBUG" else logging.ERROR
+    )
     logging.captureWarnings(True)
     return handler
 

@@ -1,9 +1,13 @@
 """Real databases for tests: a fresh Postgres database per test session, or SQLite.
 
-`CANARY_TEST_DATABASE_URL` names the Postgres server to use (default: the
-development machines' 127.0.0.1:5432, database `test`, user `postgres`); the
-fixture creates a database of its own there and drops it afterwards. An
-unreachable server fails the tests, it does not skip them.
+The Postgres server is, in order: the one `CANARY_TEST_DATABASE_URL` names (an
+admin URL such as `postgresql+psycopg://postgres@127.0.0.1:5432/test`; when it
+is set and does not answer, the tests fail, they do not skip); the one at
+127.0.0.1:5432 (user `postgres`, database `test`) when something answers there;
+otherwise a throwaway cluster of the tests' own on a free loopback port
+(`tests/postgres.py`), started on first use and stopped at the end of the
+session (`tests/conftest.py`). The fixtures create a database of their own on
+that server and drop it afterwards.
 """
 
 from __future__ import annotations
@@ -16,11 +20,37 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
+from tests.postgres import ThrowawayPostgres, answers
+
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
+class _Server:
+    """Which server this session uses, decided on first use."""
+
+    url: str | None = None
+    throwaway: ThrowawayPostgres | None = None
+
+
 def admin_url() -> str:
-    return os.environ.get("CANARY_TEST_DATABASE_URL", DEFAULT_ADMIN_URL)
+    """The admin URL of the tests' Postgres server, starting a throwaway one if needed."""
+    configured = os.environ.get("CANARY_TEST_DATABASE_URL")
+    if configured:
+        return configured
+    if _Server.url is None:
+        if answers("127.0.0.1", 5432):
+            _Server.url = DEFAULT_ADMIN_URL
+        else:
+            _Server.throwaway = ThrowawayPostgres().start()
+            _Server.url = _Server.throwaway.url
+    return _Server.url
+
+
+def stop_throwaway() -> None:
+    """Stop the throwaway server, if one was started (at the end of the session)."""
+    if _Server.throwaway is not None:
+        _Server.throwaway.stop()
+    _Server.url = _Server.throwaway = None
 
 
 @contextmanager

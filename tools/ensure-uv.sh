@@ -12,7 +12,8 @@ if "$PY" -m uv --version >/dev/null 2>&1; then echo "$PY -m uv"; exit 0; fi
 echo "installing uv ${UV_VERSION} from PyPI" >&2
 if ! "$PY" -m pip --version >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1; then
-        apt-get update -qq >&2 && apt-get install -y -qq python3-pip >&2
+        source "$(dirname "$0")/quietly.sh"
+        quietly apt-get update -qq && quietly apt-get install -y -qq python3-pip
     else
         echo "error: neither uv nor pip is available for $PY; install uv first" >&2
         exit 1

@@ -1,6 +1,6 @@
 """The controller's own HTTP surface: health, readiness and Prometheus self-metrics.
 
-Thin on purpose (see DESIGN.md): it serves what the runtime and
+Thin on purpose: it serves what the runtime and
 `controller.telemetry` already know and decides nothing itself.
 """
 

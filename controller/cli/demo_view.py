@@ -7,6 +7,8 @@ JSON object at the end, for scripts.
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 import sys
 import time
 from datetime import timedelta
@@ -18,12 +20,13 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from controller.demo import DemoResult, Scenario, demo_rollout, rehearse, run_demo
+from controller.demo import DemoResult, demo_rollout, rehearse, run_demo
 from controller.engine.executor import TickResult
 from controller.engine.state import EventKind
 from controller.notify import ConsoleNotifier, Notification
 from controller.policy import ModelRollout
 from controller.routing import TrafficRouter
+from controller.scenarios import Scenario
 
 _STYLE: dict[str, str] = {
     EventKind.ROLLED_BACK: "red",
@@ -39,15 +42,30 @@ def _clock(simulated: timedelta) -> str:
     return f"T+{minutes // 60}h{minutes % 60:02d}m"
 
 
+def _console(*, stderr: bool) -> Console:
+    """A console for the demo's progress: on a terminal, lines wrap at its width; to a
+    file, a pipe or a CI log, never (rich would break them at 80 columns, mid-phrase)."""
+    out = Console(stderr=stderr, highlight=False)
+    out.soft_wrap = not out.is_terminal
+    return out
+
+
 def _slack_panels(out: Console) -> ConsoleNotifier:
-    """The console notifier, framing each message the owners would read in Slack."""
+    """The console notifier, framing each message the owners would read in Slack (on a
+    terminal; elsewhere a title line and the message, with no box and no wrapping)."""
 
     def show(note: Notification, text: str) -> None:
         _, _, message = text.partition("\n")  # the panel's title says where it goes
+        title = f"Slack {escape(note.channel or '(no channel)')} · {note.event}"
+        if not out.is_terminal:
+            out.print(f"{title}:")
+            for line in message.splitlines():
+                out.print(f"  {escape(line)}")
+            return
         out.print(
             Panel(
                 escape(message),
-                title=f"Slack {escape(note.channel or '(no channel)')} · {note.event}",
+                title=title,
                 title_align="left",
                 border_style=_STYLE.get(note.event, "blue"),
             )
@@ -57,7 +75,7 @@ def _slack_panels(out: Console) -> ConsoleNotifier:
 
 
 def run_and_show(scenario: Scenario, database: Path, seed: int, *, json_output: bool) -> None:
-    out = Console(stderr=json_output, highlight=False)
+    out = _console(stderr=json_output)
     rollout = demo_rollout()
     out.print(
         f"[bold]canary-controller demo[/bold] · scenario [cyan]{scenario}[/cyan] · "
@@ -114,11 +132,26 @@ def _summary(out: Console, result: DemoResult, seconds: float) -> None:
                 "-" if f.candidate is None else f"{f.candidate:.4f}",
             )
         out.print(table)
+    me, database = _canaryctl(), shlex.quote(str(result.database))
     out.print(
-        f"The audit is in {result.database}. Try:\n"
-        f"  canaryctl history {result.key} --database {result.database}\n"
-        f"  canaryctl status {result.key} --database {result.database}"
+        f"The audit is in {escape(str(result.database))}. Try:\n"
+        f"  {escape(me)} history {result.key} --database {escape(database)}\n"
+        f"  {escape(me)} status {result.key} --database {escape(database)}"
     )
+
+
+def _canaryctl() -> str:
+    """How to run this `canaryctl` from here, for the hints: its name when PATH finds
+    this one, else its path (relative when inside this folder, as `.venv/bin/canaryctl`)."""
+    mine = Path(sys.executable).with_name("canaryctl")
+    if not mine.exists():
+        return "canaryctl"
+    found = shutil.which("canaryctl")
+    if found is not None and Path(found).resolve() == mine.resolve():
+        return "canaryctl"
+    if mine.is_relative_to(Path.cwd()):
+        return shlex.quote(str(mine.relative_to(Path.cwd())))
+    return shlex.quote(str(mine))
 
 
 def show_rehearsal(
@@ -132,7 +165,7 @@ def show_rehearsal(
     json_output: bool,
 ) -> None:
     """Run `canaryctl rehearse` and show it like the demo, plus the route after each write."""
-    out = Console(stderr=json_output, highlight=False)
+    out = _console(stderr=json_output)
     out.print(
         f"[bold]rehearsal[/bold] of {rollout.key} on {rollout.spec.traffic.router} route "
         f"{rollout.metadata.namespace}/{rollout.spec.traffic.route} · scenario {scenario}"

@@ -16,20 +16,25 @@ import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
+from urllib.parse import quote
 
 import typer
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Console
 from rich.markup import escape
-from rich.text import Text
 
 from controller import __version__
-from controller.demo import Scenario
+from controller.cli.help import HelpGroup
 from controller.errors import CanaryError, PolicyError, Severity
-from controller.policy import check_files
-from controller.policy.loader import policy_files
-from controller.store.sql import SqlStore
+from controller.scenarios import Scenario
+
+if TYPE_CHECKING:
+    from rich.console import Group
+
+    from controller.store.sql import SqlStore
+
+# Every command imports what it needs itself: `canaryctl --help` or `validate`
+# must not pay for scipy, SQLAlchemy, Alembic or the kubernetes client.
 
 app = typer.Typer(
     name="canaryctl",
@@ -37,6 +42,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help: conventional metavars (controller/cli/help.py), and no Markdown
+    # renderer to import on every start
+    rich_markup_mode=None,
+    cls=HelpGroup,
 )
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -48,7 +57,10 @@ class Output(StrEnum):
 
 
 OutputOption = Annotated[
-    Output, typer.Option("--output", "-o", help="text for people, json for scripts.")
+    Output,
+    typer.Option(
+        "--output", "-o", metavar="[text|json]", help="text for people, json for scripts."
+    ),
 ]
 
 
@@ -75,12 +87,17 @@ def validate(
     paths: Annotated[
         list[Path],
         typer.Argument(
-            help="Policy files, or directories searched for *.yaml / *.yml.", exists=True
+            metavar="PATH",
+            help="Policy files, or directories searched for *.yaml / *.yml.",
+            exists=True,
         ),
     ],
     output: OutputOption = Output.TEXT,
 ) -> None:
     """Check ModelRollout policies: every problem, with file, line, column and field path."""
+    from controller.policy import check_files
+    from controller.policy.loader import policy_files
+
     files = policy_files(paths)
     policies, problems = check_files(files)
     errors = [p for p in problems if p.severity is Severity.ERROR]
@@ -144,31 +161,77 @@ def run() -> None:
         configure_logging(settings)
         run_controller(settings)
     except CanaryError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
+        _fail(str(exc))
 
 
 DatabaseOption = Annotated[
     str | None,
     typer.Option(
         "--database",
+        metavar="URL",
         help="SQLAlchemy URL or SQLite file of the store (default: CANARY_DATABASE_URL).",
     ),
 ]
 
 
-def _store(database: str | None) -> SqlStore:
-    from controller.settings import load_settings
+def _store(database: str | None, *, writable: bool = False) -> SqlStore:
+    """The existing store at `database`, opened so that using it cannot create one.
+
+    A SQLite file is opened read-only (`writable` only for the manual commands,
+    which add a row but still never create the file); a missing file, an
+    in-memory database, a database that does not exist or has no tables is
+    refused with how to make one, and nothing is created or changed.
+    """
+    from sqlalchemy import inspect, make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from controller.settings import load_settings, redact_url
 
     if database is None:
         url = load_settings().database_url.get_secret_value()
     elif "://" in database:
         url = database
     else:
-        if not Path(database).is_file():
-            _fail(f"no store at {database}: run `canaryctl demo` or `canaryctl db upgrade` first")
         url = f"sqlite:///{database}"
-    return SqlStore(url)
+    shown = redact_url(url)
+    upgrade = f"`CANARY_DATABASE_URL={shown} canaryctl db upgrade`"
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        _fail(f"{shown} is not a database URL or a SQLite file: {exc}")
+    sqlite = parsed.get_backend_name() == "sqlite"
+    make = (
+        f"run `canaryctl demo` for a demo store, or create an empty one with {upgrade}"
+        if sqlite
+        else f"create its tables with {upgrade}"
+    )
+    if sqlite:
+        if parsed.database in (None, "", ":memory:"):
+            _fail(f"{shown} is an in-memory database, which holds no store")
+        path = Path(parsed.database)
+        if not path.is_file():
+            _fail(f"no store at {path}: {make}")
+        # SQLite creates a missing file on connect; a `file:` URI with a mode never does
+        mode = "rw" if writable else "ro"
+        uri = f"file:{quote(str(path.resolve()))}"
+        read_only = parsed.set(database=uri, query={**parsed.query, "mode": mode, "uri": "true"})
+        url = read_only.render_as_string(hide_password=False)
+    from controller.store.sql import SqlStore
+
+    store = SqlStore(url)
+    try:
+        with store.engine.connect() as connection:
+            has_tables = inspect(connection).has_table("rollouts")
+    except SQLAlchemyError as exc:
+        store.close()
+        reason = str(getattr(exc, "orig", None) or exc).strip()
+        if "does not exist" in reason:  # Postgres: a database that was never created
+            reason += f"; create the database, then {make}"
+        _fail(f"cannot open the store at {shown}: {reason}")
+    if not has_tables:
+        store.close()
+        _fail(f"{shown} is not a canary-controller store (it has no tables): {make}")
+    return store
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -179,16 +242,21 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 @app.command()
 def status(
     name: Annotated[
-        str | None, typer.Argument(help="namespace/name, or name; all if omitted.")
+        str | None,
+        typer.Argument(metavar="NAME", help="namespace/name, or name; all if omitted."),
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every 2 s.")] = False,
     database: DatabaseOption = None,
     output: OutputOption = Output.TEXT,
 ) -> None:
     """Phase, step, weights, hold progress and the cohort x metric verdict grid."""
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
+    store = _store(database)  # first: a missing store is said before the views load
     from controller.cli.views import resolve, status_json, status_view
 
-    store = _store(database)
     try:
         rows = [resolve(store, name)] if name else list(store.rollouts())
         if output is Output.JSON:
@@ -220,14 +288,14 @@ def status(
 
 @app.command()
 def history(
-    name: Annotated[str, typer.Argument(help="namespace/name, or name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="namespace/name, or name.")],
     database: DatabaseOption = None,
     output: OutputOption = Output.TEXT,
 ) -> None:
     """The audit timeline: every transition with the evidence behind it, commands, route writes."""
+    store = _store(database)
     from controller.cli.views import history_json, history_view, resolve
 
-    store = _store(database)
     try:
         data = history_json(store, resolve(store, name))
     except CanaryError as exc:
@@ -241,11 +309,11 @@ def history(
 
 
 def _command(kind: str, name: str, reason: str, actor: str | None, database: str | None) -> None:
+    store = _store(database, writable=True)
     from controller.cli.views import resolve
     from controller.engine.state import CommandKind
     from controller.runtime.manual import submit
 
-    store = _store(database)
     try:
         row = resolve(store, name)
         who = actor or getpass.getuser()
@@ -260,15 +328,28 @@ def _command(kind: str, name: str, reason: str, actor: str | None, database: str
     )
 
 
-ReasonOption = Annotated[str, typer.Option("--reason", "-r", help="Why, for the audit.")]
+NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="namespace/name, or name.")]
+ReasonOption = Annotated[
+    str, typer.Option("--reason", "-r", metavar="TEXT", help="Why, for the audit.")
+]
 ActorOption = Annotated[
-    str | None, typer.Option("--actor", help="Who, for the audit (default: your user name).")
+    str | None,
+    typer.Option("--actor", metavar="NAME", help="Who, for the audit (default: your user name)."),
+]
+ScenarioOption = Annotated[
+    Scenario,
+    typer.Option(
+        "--scenario",
+        "-s",
+        metavar=f"[{'|'.join(Scenario)}]",
+        help="What the simulated candidate does.",
+    ),
 ]
 
 
 @app.command()
 def promote(
-    name: str,
+    name: NameArgument,
     full: Annotated[bool, typer.Option("--full", help="Straight to 100% and Promoted.")] = False,
     reason: ReasonOption = "",
     actor: ActorOption = None,
@@ -280,7 +361,10 @@ def promote(
 
 @app.command()
 def pause(
-    name: str, reason: ReasonOption = "", actor: ActorOption = None, database: DatabaseOption = None
+    name: NameArgument,
+    reason: ReasonOption = "",
+    actor: ActorOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     """Hold the rollout where it is until `resume` (a FAIL still rolls back)."""
     _command("pause", name, reason, actor, database)
@@ -288,7 +372,10 @@ def pause(
 
 @app.command()
 def resume(
-    name: str, reason: ReasonOption = "", actor: ActorOption = None, database: DatabaseOption = None
+    name: NameArgument,
+    reason: ReasonOption = "",
+    actor: ActorOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     """Continue a paused rollout."""
     _command("resume", name, reason, actor, database)
@@ -296,8 +383,8 @@ def resume(
 
 @app.command()
 def abort(
-    name: str,
-    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (required).")],
+    name: NameArgument,
+    reason: Annotated[str, typer.Option("--reason", "-r", metavar="TEXT", help="Why (required).")],
     actor: ActorOption = None,
     database: DatabaseOption = None,
 ) -> None:
@@ -307,13 +394,12 @@ def abort(
 
 @app.command()
 def demo(
-    scenario: Annotated[
-        Scenario, typer.Option("--scenario", "-s", help="What the candidate does.")
-    ] = Scenario.COHORT_REGRESSION,
+    scenario: ScenarioOption = Scenario.COHORT_REGRESSION,
     database: Annotated[
-        Path, typer.Option("--database", help="SQLite file for the audit (recreated).")
+        Path,
+        typer.Option("--database", metavar="PATH", help="SQLite file for the audit (recreated)."),
     ] = Path("canary-demo.db"),
-    seed: Annotated[int, typer.Option(help="Seed of the traffic simulator.")] = 7,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the traffic simulator.")] = 7,
     output: OutputOption = Output.TEXT,
 ) -> None:
     """The whole product on embedded defaults: real engine and judge, simulated traffic."""
@@ -324,10 +410,17 @@ def demo(
 
 @app.command()
 def apply(
-    file: Annotated[Path, typer.Argument(help="A policy file.", exists=True, dir_okay=False)],
+    file: Annotated[
+        Path,
+        typer.Argument(metavar="FILE", help="A policy file.", exists=True, dir_okay=False),
+    ],
     directory: Annotated[
         Path | None,
-        typer.Option("--dir", help="Write into this directory source instead of the cluster."),
+        typer.Option(
+            "--dir",
+            metavar="DIR",
+            help="Write into this directory source instead of the cluster.",
+        ),
     ] = None,
 ) -> None:
     """Validate a policy, then apply it to the cluster (or to a directory source)."""
@@ -363,19 +456,31 @@ def apply(
 @app.command()
 def rehearse(
     policy: Annotated[
-        Path, typer.Argument(help="The policy to rehearse.", exists=True, dir_okay=False)
+        Path,
+        typer.Argument(
+            metavar="POLICY", help="The policy to rehearse.", exists=True, dir_okay=False
+        ),
     ],
-    scenario: Annotated[Scenario, typer.Option("--scenario", "-s")] = Scenario.HEALTHY,
+    scenario: ScenarioOption = Scenario.HEALTHY,
     kubeconfig: Annotated[
-        Path | None, typer.Option(help="Default: CANARY_KUBECONFIG, or in-cluster.")
+        Path | None,
+        typer.Option(
+            metavar="PATH",
+            help="Default: CANARY_KUBECONFIG, then KUBECONFIG, ~/.kube/config, in-cluster.",
+        ),
     ] = None,
-    pace: Annotated[float, typer.Option(help="Real seconds between looks (a short hold).")] = 1.0,
+    pace: Annotated[
+        float,
+        typer.Option(metavar="SECONDS", help="Real seconds between looks (a short hold)."),
+    ] = 1.0,
     rps: Annotated[
-        float, typer.Option(help="Simulated requests per second (use your real traffic).")
+        float,
+        typer.Option(metavar="N", help="Simulated requests per second (use your real traffic)."),
     ] = 60.0,
-    database: Annotated[Path, typer.Option(help="SQLite file for the audit (recreated).")] = Path(
-        "canary-rehearsal.db"
-    ),
+    database: Annotated[
+        Path,
+        typer.Option(metavar="PATH", help="SQLite file for the audit (recreated)."),
+    ] = Path("canary-rehearsal.db"),
     output: OutputOption = Output.TEXT,
 ) -> None:
     """Drive the policy's real router on the real route with simulated traffic, then restore it."""
@@ -416,13 +521,17 @@ def rehearse(
         _fail(str(exc))
 
 
-db_app = typer.Typer(help="The audit store.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="The audit store.", no_args_is_help=True, rich_markup_mode=None, cls=HelpGroup
+)
 app.add_typer(db_app, name="db")
 
 
 @db_app.command("upgrade")
 def db_upgrade(
-    revision: Annotated[str, typer.Argument(help="Alembic revision to reach.")] = "head",
+    revision: Annotated[
+        str, typer.Argument(metavar="REVISION", help="Alembic revision to reach.")
+    ] = "head",
     database: DatabaseOption = None,
 ) -> None:
     """Create or migrate the store's tables (--database, or CANARY_DATABASE_URL)."""

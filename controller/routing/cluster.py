@@ -328,7 +328,12 @@ class Cluster:
         *,
         raw: bool = True,
     ) -> Any:
-        """Send one request, retrying transient failures; translate every error."""
+        """Send one request, retrying transient failures; translate every error.
+
+        The retries within one call are logged at DEBUG only: a call that fails is
+        one error, raised with how many tries it took (and logged once by whoever
+        gave up on it); a call that succeeds after failed tries says so in one line.
+        """
         what = kind.ref(namespace, name) if name else f"{kind.resource} in {namespace}"
         last = ""
         lost_answer = False  # an earlier try may have landed
@@ -347,6 +352,10 @@ class Cluster:
                 last, retry_after = f"{type(exc).__name__}: {exc}", None
                 lost_answer = True
             else:
+                if attempt:
+                    log.info(
+                        "%s %s succeeded after %d failed tries (%s)", verb, what, attempt, last
+                    )
                 if not raw:
                     return result
                 if result is None or isinstance(result, dict):
@@ -354,7 +363,7 @@ class Cluster:
                 raise RejectedError(f"{verb} {what}: unexpected answer {type(result).__name__}")
             if attempt + 1 < self._retry.attempts:
                 delay = self._retry.delay(attempt, retry_after)
-                log.warning("%s %s failed (%s); retrying in %.2fs", verb, what, last, delay)
+                log.debug("%s %s failed (%s); retrying in %.2fs", verb, what, last, delay)
                 self._on_retry(kind, "unavailable")
                 self._sleep(delay)
         raise ApiUnavailableError(

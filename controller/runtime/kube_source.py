@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import urllib3
@@ -263,12 +264,17 @@ class _Stream:
                     continue
                 failures += 1  # anything else: back off, then resume (or list again)
                 delay = source.backoff.delay(failures)
+                # one line per failed attempt (the client's own retries are off), saying
+                # how long the trouble has lasted and when the next try is
                 log.warning(
-                    "ModelRollout %s on %s failed (%s); retrying in %.1fs",
+                    "ModelRollout %s on %s failed (%s), %d time(s) in a row; next try in %.1fs, "
+                    "at %s",
                     "list" if since is None else "watch",
                     self.where,
                     _describe(exc),
+                    failures,
                     delay,
+                    (datetime.now(UTC) + timedelta(seconds=delay)).strftime("%H:%M:%SZ"),
                 )
                 source._stopping.wait(delay)
         log.info("ModelRollout watch on %s stopped", self.where)

@@ -1,0 +1,60 @@
+"""What `canaryctl demo` prints, as a newcomer sees it in an empty folder.
+
+The commands it suggests at the end run as printed (from the same folder, with
+the same PATH), and when its output is not a terminal (a pipe, a file, a CI
+log) no line is broken at 80 columns in the middle of a phrase.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.cli.shell import canaryctl, clean_env
+
+KEY = "llm/support-bot-v7"
+
+
+def test_the_suggested_commands_run_as_printed(tmp_path: Path) -> None:
+    done = canaryctl("demo", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    hints = lines[lines.index("The audit is in canary-demo.db. Try:") + 1 :]
+    assert len(hints) == 2
+    for hint in hints:
+        assert hint.startswith("  ") and f" {KEY} --database canary-demo.db" in hint
+        ran = subprocess.run(
+            ["sh", "-c", hint.strip()],
+            cwd=tmp_path,
+            env=clean_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert ran.returncode == 0, (hint, ran.stderr)
+        assert KEY in ran.stdout
+
+
+def test_lines_are_not_wrapped_when_the_output_is_not_a_terminal(tmp_path: Path) -> None:
+    done = canaryctl("demo", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [rollback] = [line for line in done.stdout.splitlines() if "Shadowing → RolledBack" in line]
+    # the whole reason on the transition's line, however long
+    assert rollback.rstrip().endswith("with 99.8125% confidence it lies in [2.06%, 9.03%]")
+    assert len(rollback) > 120
+    # the Slack message is shown as lines, not in an 80-column box
+    assert "Slack #support-bot · rolled-back:" in done.stdout
+    assert "│" not in done.stdout.split("why it rolled back")[0]
+
+
+def test_json_output_keeps_progress_on_stderr_unwrapped(tmp_path: Path) -> None:
+    done = canaryctl("demo", "--output", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["phase"] == "RolledBack"
+    assert any(
+        "Shadowing → RolledBack" in line and line.rstrip().endswith("]")
+        for line in done.stderr.splitlines()
+    )
