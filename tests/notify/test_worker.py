@@ -79,7 +79,11 @@ class Judge:
                 bad = (metric, cohort) == ("refusal-rate", "mobile")
                 verdict = self.verdict if bad else Verdict.PASS
                 summary = FAIL_REASON if verdict is Verdict.FAIL else ""
-                cells.append(Cell(metric, cohort, verdict, summary=summary))
+                # INCONCLUSIVE here is "fewer requests than minSamples": the step holds
+                waiting = verdict is Verdict.INCONCLUSIVE
+                cells.append(
+                    Cell(metric, cohort, verdict, summary=summary, waiting_for_traffic=waiting)
+                )
                 rows.append(analysis(state.tick + 1, metric, cohort, str(verdict), at=now))
         return Observation(Look(tuple(cells)), tuple(rows))
 
@@ -230,6 +234,11 @@ def test_no_data_and_an_abort_reach_the_thread_and_the_owners(slack: FakeSlack) 
     assert aborted["blocks"][0]["text"]["text"] == ":no_entry: Aborted: llm/bot-v2"
     assert aborted["blocks"][1]["text"]["text"] == "<@U024BE7LH> Aborted by alice: checking."
     assert aborted["reply_broadcast"] is True
+    # the engine's cause code reaches Slack with the message it explains
+    assert aborted["blocks"][2]["fields"][-1]["text"] == (
+        "*Cause*\nManual: a human's command, or a pause kept for a human"
+    )
+    assert holding["blocks"][2]["fields"][-1]["text"].startswith("*Cause*\nNoData: ")
     assert aborted["text"].startswith("<@U024BE7LH> Aborted: llm/bot-v2 (bot v1 → v2), Aborted,")
     assert top["blocks"][0]["text"]["text"] == ":no_entry: llm/bot-v2: Aborted"
 
