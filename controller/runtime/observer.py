@@ -50,12 +50,12 @@ class JudgingObserver:
         )
         judgement = judge(spec.analysis, cohorts, observations, at=now, options=self.options)
         self.last[rollout.key] = judgement
-        cells = tuple(_cell(c) for c in judgement.cells)
-        records = tuple(_record(c, state.tick + 1, now) for c in judgement.cells)
+        cells = tuple(engine_cell(c) for c in judgement.cells)
+        records = tuple(audit_record(c, state.tick + 1, now) for c in judgement.cells)
         return Observation(Look(cells), records)
 
 
-def _cell(c: CellVerdict) -> Cell:
+def engine_cell(c: CellVerdict) -> Cell:
     """What the engine decides on. A candidate without requests yet is not missing
     data but not enough evidence: INCONCLUSIVE, waiting for traffic, never `noData`."""
     no_traffic = c.verdict is Verdict.NO_DATA and c.no_data is NoDataReason.NO_CANDIDATE_TRAFFIC
@@ -73,7 +73,7 @@ def _cell(c: CellVerdict) -> Cell:
     )
 
 
-def _record(cell: CellVerdict, tick: int, at: datetime) -> AnalysisRecord:
+def audit_record(cell: CellVerdict, tick: int, at: datetime) -> AnalysisRecord:
     return AnalysisRecord(
         at=at,
         tick=tick,
