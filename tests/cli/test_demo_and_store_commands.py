@@ -33,7 +33,7 @@ def _demo(tmp_path: Path, scenario: str) -> dict[str, object]:
 
 def test_the_default_demo_catches_the_cohort_regression(tmp_path: Path) -> None:
     report = _demo(tmp_path, "cohort-regression")
-    assert report["phase"] == "RolledBack"
+    assert (report["phase"], report["cause"]) == ("RolledBack", "LimitBroken")
     [failure] = report["failures"]  # type: ignore[misc]
     assert (failure["metric"], failure["cohort"]) == ("refusal-rate", "non-english")
     assert failure["candidate"] > failure["baseline"] + 0.02
@@ -46,11 +46,13 @@ def test_a_healthy_candidate_is_promoted_through_every_step(tmp_path: Path) -> N
         5,
         [],
     )
+    assert report["cause"] is None  # promoted on evidence
 
 
 def test_an_outage_holds_then_follows_the_no_data_rule(tmp_path: Path) -> None:
     report = _demo(tmp_path, "outage")
-    assert report["phase"] == "RolledBack"
+    assert (report["phase"], report["cause"]) == ("RolledBack", "NoData")
+    assert report["failures"] == []  # not measured is not failed
     store = SqlStore(f"sqlite:///{tmp_path / 'outage.db'}")
     events = [m.event for m in store.outbox(KEY)]
     assert "holding" in events
@@ -77,7 +79,7 @@ def test_an_outage_holds_then_follows_the_no_data_rule(tmp_path: Path) -> None:
 def test_the_demo_shows_progress_and_the_slack_preview(tmp_path: Path) -> None:
     result = runner.invoke(app, ["demo", "--database", str(tmp_path / "d.db")])
     assert result.exit_code == 0, result.output
-    assert "Shadowing → RolledBack" in result.output
+    assert "Shadowing → RolledBack [LimitBroken]" in result.output
     assert "Slack #support-bot" in result.output
     assert "@U024BE7LH" in result.output
     assert f"canaryctl history {KEY}" in result.output
