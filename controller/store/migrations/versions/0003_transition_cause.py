@@ -7,7 +7,7 @@ revision have none either; adding a nullable column rewrites no row, so the
 append-only triggers are not involved.
 
 Revision ID: 0003_transition_cause
-Revises: 0002
+Revises: 0003_source_problems
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_transition_cause"
-down_revision = "0002"
+down_revision = "0003_source_problems"
 branch_labels = None
 depends_on = None
 
