@@ -35,7 +35,7 @@ from controller.metrics.simulated import (
     TrafficSimulator,
 )
 from controller.notify import DeliveryWorker, Notifier
-from controller.policy import ModelRollout, load_text
+from controller.policy import Cause, ModelRollout, load_text
 from controller.routing import MemoryRouter, RouteChange, RouteState, RouteTarget, TrafficRouter
 from controller.runtime.observer import JudgingObserver
 from controller.scenarios import Scenario
@@ -135,11 +135,13 @@ class DemoResult:
     key: str = ""
     simulated: timedelta = timedelta(0)
     messages: list[Notify] = field(default_factory=list)
+    cause: Cause | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "scenario": str(self.scenario),
             "phase": str(self.phase),
+            "cause": str(self.cause) if self.cause else None,
             "steps_completed": self.steps_completed,
             "failures": [
                 {
@@ -218,6 +220,7 @@ def run_demo(
             tick = executor.tick(rollout, router, observer)
             state = tick.decision.state
             result.phase = state.phase
+            result.cause = state.cause
             result.steps_completed = _steps_completed(state.phase, state.step)
             result.simulated = clock.now() - start
             result.messages.extend(a for a in tick.decision.actions if isinstance(a, Notify))

@@ -127,6 +127,11 @@ class CellVerdict:
     decided_by: Limit | None = None
     no_data: NoDataReason | None = None
     query: str = ""
+    #: the FAIL test has the information at which it catches a candidate at the limit with
+    #: the declared power: not failing by now is evidence enough to promote
+    powered: bool = False
+    #: estimated further candidate samples until this cell decides (None: unknown or decided)
+    needed_samples: float | None = None
 
     @property
     def waiting_for_traffic(self) -> bool:

@@ -91,8 +91,9 @@ def run_and_show(scenario: Scenario, database: Path, seed: int, *, json_output: 
         ticks += 1
         state = tick.decision.state
         for t in tick.decision.transitions:
+            cause = f" [{t.cause}]" if t.cause else ""
             out.print(
-                f"{_clock(simulated):>9}  [bold]{t.from_phase} → {t.to_phase}[/bold]"
+                f"{_clock(simulated):>9}  [bold]{t.from_phase} → {t.to_phase}{escape(cause)}[/bold]"
                 f"  {escape(t.reason)}"
             )
         if ticks % 20 == 0 and not state.phase.terminal:
@@ -173,7 +174,10 @@ def show_rehearsal(
 
     def progress(tick: TickResult, simulated: timedelta) -> None:
         for t in tick.decision.transitions:
-            out.print(f"{_clock(simulated):>9}  {t.from_phase} → {t.to_phase}  {escape(t.reason)}")
+            cause = escape(f" [{t.cause}]") if t.cause else ""
+            out.print(
+                f"{_clock(simulated):>9}  {t.from_phase} → {t.to_phase}{cause}  {escape(t.reason)}"
+            )
 
     started = time.monotonic()
     result, routes = rehearse(

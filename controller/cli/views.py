@@ -18,7 +18,7 @@ from rich.text import Text
 
 from controller.engine.state import RolloutState
 from controller.errors import PermanentError
-from controller.policy import ModelRollout
+from controller.policy import Cause, ModelRollout
 from controller.store.base import RolloutStore, SourceProblemStore
 from controller.store.records import AnalysisRecord, OutboxMessage, StoredRollout
 
@@ -85,6 +85,7 @@ def status_json(store: StatusStore, row: StoredRollout, now: datetime) -> dict[s
         "route": route,
         "candidate": row.candidate_version,
         "reason": state.get("reason", ""),
+        "cause": state.get("cause"),
         "waiting": state.get("waiting"),
         "hold": {"held_s": progress[0], "total_s": progress[1]} if progress else None,
         "verdicts": [
@@ -124,7 +125,7 @@ def status_view(store: StatusStore, row: StoredRollout, now: datetime) -> Render
         + "".join(f", {k} {v}%" for k, v in route.get("cohorts", {}).items())
         + (f", mirror {route['mirrorPercent']}%" if route.get("mirrorPercent") else ""),
     )
-    parts: list[RenderableType] = [head, Text(data["reason"], style="dim")]
+    parts: list[RenderableType] = [head, _reason_line(data["cause"], data["reason"])]
     if data["source_problem"]:
         parts.append(Text(f"held: {data['source_problem']['problem']}", style="bold yellow"))
     if data["hold"]:
@@ -143,6 +144,15 @@ def status_view(store: StatusStore, row: StoredRollout, now: datetime) -> Render
     if notes is not None:
         parts.append(notes)
     return Group(*parts)
+
+
+def _reason_line(cause: str | None, reason: str) -> Text:
+    """The reason, after its cause code when it has one."""
+    line = Text()
+    if cause:
+        line.append(f"[{cause}] ", style=_CAUSE_STYLE.get(cause, "yellow"))
+    line.append(reason, style="dim")
+    return line
 
 
 def _notifications_line(data: dict[str, Any]) -> Text | None:
@@ -190,14 +200,8 @@ def history_json(store: RolloutStore, row: StoredRollout) -> dict[str, Any]:
         by_time.setdefault(a.at, []).append(a)
     events = []
     for t in store.transitions(row.key):
-        # the cells that decided: the failures if any, else what kept it from passing
         looked = [a for a in by_time.get(t.at, []) if a.evidence.get("critical", True)]
-        deciding = [a for a in looked if a.verdict == "fail"] or [
-            a
-            for a in looked
-            if a.verdict in ("no-data", "inconclusive") and t.to_phase != "Progressing"
-        ]
-        evidence = [_evidence(a) for a in deciding]
+        evidence = [_evidence(a) for a in _deciding(t.cause, t.to_phase, looked)]
         events.append(
             {
                 "at": t.at.isoformat(),
@@ -206,6 +210,7 @@ def history_json(store: RolloutStore, row: StoredRollout) -> dict[str, Any]:
                 "to": t.to_phase,
                 "step": t.to_step + 1,
                 "actor": t.actor,
+                "cause": t.cause,
                 "reason": t.reason,
                 "evidence": evidence,
             }
@@ -245,6 +250,25 @@ def history_json(store: RolloutStore, row: StoredRollout) -> dict[str, Any]:
     return {"rollout": row.key, "phase": row.phase, "events": events}
 
 
+def _deciding(
+    cause: str | None, to_phase: str, looked: Sequence[AnalysisRecord]
+) -> list[AnalysisRecord]:
+    """The cells a transition was decided on, chosen by its cause: the failures for a
+    failed metric, the cells without data for NoData, the undecided ones for Deadline.
+    (Transitions recorded before causes existed: the failures, else what kept it.)"""
+    if cause in (Cause.LIMIT_BROKEN, Cause.CIRCUIT_BREAKER):
+        return [a for a in looked if a.verdict == "fail"]
+    if cause == Cause.NO_DATA:
+        return [a for a in looked if a.verdict == "no-data"]
+    if cause == Cause.DEADLINE:
+        return [a for a in looked if a.verdict != "pass"]
+    if cause is not None:
+        return []
+    return [a for a in looked if a.verdict == "fail"] or [
+        a for a in looked if a.verdict in ("no-data", "inconclusive") and to_phase != "Progressing"
+    ]
+
+
 def _evidence(a: AnalysisRecord) -> dict[str, Any]:
     return {
         "metric": a.metric,
@@ -269,6 +293,8 @@ def history_view(data: dict[str, Any]) -> Table:
         when = e["at"][:19].replace("T", " ")
         if e["kind"] == "transition":
             what = Text(f"{e['from']} → {e['to']}", style=_phase_style(e["to"]))
+            if e.get("cause"):
+                what.append(f"\n{e['cause']}", style=_CAUSE_STYLE.get(e["cause"], "yellow"))
             details = escape(e["reason"])
             for ev in e["evidence"]:
                 details += (
@@ -310,6 +336,17 @@ def _num(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.4g}"
+
+
+#: only a failed metric is red: not measuring or not deciding in time is not a failure
+_CAUSE_STYLE: dict[str, str] = {
+    Cause.LIMIT_BROKEN: "bold red",
+    Cause.CIRCUIT_BREAKER: "bold red",
+    Cause.ROUTE_FAILED: "red",
+    Cause.NO_DATA: "magenta",
+    Cause.DEADLINE: "yellow",
+    Cause.MANUAL: "cyan",
+}
 
 
 def _phase_style(phase: str) -> str:

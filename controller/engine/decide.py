@@ -7,20 +7,30 @@ rollback's `RestoreRoute` is always the first action of its tick.
 The rules, per tick:
 1. Commands from humans first, in the order given (abort, pause, resume, promote).
 2. A FAIL of a critical metric in any live phase rolls back at once.
-3. No data (the source failed, or a critical cell has none): hold, or roll back
-   if `noData.action` says so; after `noData.timeout`, `noData.then`.
-4. Once the hold (or shadow duration) has passed, advance when every critical
-   cell is PASS. INCONCLUSIVE holds; if it lasts `noData.timeout` past the hold,
-   `noData.then` applies too: a rollout is never promoted on a guess.
-5. A step with `pause: true`, and the step before 100% under a manual gate, wait
+3. A failed measurement (the source failed, or a critical cell is NO_DATA: a
+   rejected query, no series): hold, or roll back if `noData.action` says so;
+   after `noData.timeout`, `noData.then`. INCONCLUSIVE is not missing data and
+   never triggers `noData`.
+4. Once the hold (or shadow duration) has passed, advance when no critical cell
+   FAILs and each has its `minSamples` (`advanceOn: no-failure`, the default;
+   `advanceOn: pass` asks what promotion asks at every step). Going to 100 % (the
+   last step, or the promotion) needs every critical cell to PASS or be powered:
+   a rollout is never promoted on a guess.
+5. A cell still undecided past `analysis.deadline` pauses the rollout for a human,
+   listing what each undecided cell still needs; it never rolls back on its own.
+6. A step with `pause: true`, and the step before 100% under a manual gate, wait
    for `canaryctl promote` / `resume`.
-6. The wanted route is recomputed every tick (level-triggered): the router reads
+7. The wanted route is recomputed every tick (level-triggered): the router reads
    the route back and re-applies it if someone changed it by hand.
+
+Every transition that ends or pauses a rollout, and every one a human asked for,
+names its `Cause`; a transition on evidence (start, next step, promotion) has none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from controller.analysis.verdicts import Verdict
@@ -40,7 +50,8 @@ from controller.engine.state import (
     Transition,
     Waiting,
 )
-from controller.policy import AdvanceOn, NoDataAction, NoDataTimeout, RolloutSpec
+from controller.policy import AdvanceOn, Cause, NoDataAction, NoDataTimeout, RolloutSpec
+from controller.policy.durations import format_duration
 from controller.routing.base import RouteState
 
 LIVE = frozenset({Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED})
@@ -84,13 +95,30 @@ class _Tick:
 
     # --- moving between phases ---------------------------------------------------
 
-    def move(self, phase: Phase, step: int, reason: str, actor: str = "controller") -> None:
+    def move(
+        self,
+        phase: Phase,
+        step: int,
+        reason: str,
+        actor: str = "controller",
+        cause: Cause | None = None,
+    ) -> None:
         old = self.state
         check_transition(old.phase, phase)
         self.transitions.append(
-            Transition(self.now, old.phase, phase, old.step, step, reason, actor)
+            Transition(self.now, old.phase, phase, old.step, step, reason, actor, cause)
         )
+        deadline_from = old.deadline_start
+        if old.phase is Phase.PAUSED and phase is not Phase.PAUSED:
+            # waiting for a human does not count; letting a deadline pause go on is a
+            # human's decision to give the cells another deadline
+            if old.waiting is Waiting.DEADLINE:
+                deadline_from = self.now
+            else:
+                deadline_from += max(self.now - old.phase_since, timedelta(0))
         self.state = old.evolve(
+            cause=cause,
+            deadline_from=deadline_from,
             phase=phase,
             step=step,
             phase_since=self.now if phase is not old.phase else old.phase_since,
@@ -103,35 +131,50 @@ class _Tick:
         )
 
     def rollback(
-        self, reason: str, cells: tuple[Cell, ...] = (), actor: str = "controller"
+        self,
+        reason: str,
+        cause: Cause,
+        cells: tuple[Cell, ...] = (),
+        actor: str = "controller",
     ) -> None:
-        self.move(Phase.ROLLED_BACK, self.state.step, reason, actor)
+        self.move(Phase.ROLLED_BACK, self.state.step, reason, actor, cause)
         self.actions.insert(0, RestoreRoute(promoted=False))  # the first write of the tick
-        self.actions.append(Notify(EventKind.ROLLED_BACK, reason, cells, mention=True))
+        self.actions.append(Notify(EventKind.ROLLED_BACK, reason, cells, True, cause))
 
     def abort(self, command: Command) -> None:
         reason = f"aborted by {command.actor}" + (f": {command.reason}" if command.reason else "")
-        self.move(Phase.ABORTED, self.state.step, reason, command.actor)
+        self.move(Phase.ABORTED, self.state.step, reason, command.actor, Cause.MANUAL)
         self.actions.insert(0, RestoreRoute(promoted=False))
-        self.actions.append(Notify(EventKind.ABORTED, reason, mention=True))
+        self.actions.append(Notify(EventKind.ABORTED, reason, mention=True, cause=Cause.MANUAL))
 
-    def pause(self, waiting: Waiting, reason: str, actor: str = "controller") -> None:
+    def pause(
+        self,
+        waiting: Waiting,
+        reason: str,
+        cause: Cause,
+        actor: str = "controller",
+        cells: tuple[Cell, ...] = (),
+    ) -> None:
         paused_from = self.state.phase
-        self.move(Phase.PAUSED, self.state.step, reason, actor)
+        self.move(Phase.PAUSED, self.state.step, reason, actor, cause)
         self.state = self.state.evolve(paused_from=paused_from, waiting=waiting)
-        self.actions.append(Notify(EventKind.PAUSED, reason, mention=True))
+        self.actions.append(Notify(EventKind.PAUSED, reason, cells, True, cause))
 
     def promote(self, reason: str, actor: str = "controller") -> None:
-        self.move(Phase.PROMOTED, len(self.spec.steps) - 1, reason, actor)
+        cause = Cause.MANUAL if actor != "controller" else None
+        self.move(Phase.PROMOTED, len(self.spec.steps) - 1, reason, actor, cause)
         self.actions.append(RestoreRoute(promoted=True))
-        self.actions.append(Notify(EventKind.PROMOTED, reason))
+        self.actions.append(Notify(EventKind.PROMOTED, reason, cause=cause))
 
-    def begin(self) -> None:
+    def begin(self, actor: str = "controller") -> None:
+        cause = Cause.MANUAL if actor != "controller" else None
         if self.spec.shadow is not None:
-            self.move(Phase.SHADOWING, -1, "shadowing: mirroring requests to the candidate")
+            reason = "shadowing: mirroring requests to the candidate"
+            self.move(Phase.SHADOWING, -1, reason, actor, cause)
         else:
-            self.move(Phase.PROGRESSING, 0, f"step 1: {self.spec.steps[0].weight}% to candidate")
-        self.actions.append(Notify(EventKind.STARTED, self.state.reason))
+            reason = f"step 1: {self.spec.steps[0].weight}% to candidate"
+            self.move(Phase.PROGRESSING, 0, reason, actor, cause)
+        self.actions.append(Notify(EventKind.STARTED, self.state.reason, cause=cause))
 
     def advance(self, *, approved: bool = False, actor: str = "controller") -> None:
         """Go to the next step (or promote), unless a pause or the manual gate says wait."""
@@ -142,7 +185,8 @@ class _Tick:
             nxt = 0
         else:
             if not approved and steps[state.step].pause and state.phase is not Phase.PAUSED:
-                self.pause(Waiting.STEP_PAUSE, f"step {state.step + 1} passed; waiting for resume")
+                reason = f"step {state.step + 1} passed; waiting for resume"
+                self.pause(Waiting.STEP_PAUSE, reason, Cause.MANUAL)
                 return
             nxt = state.step + 1
         if nxt >= len(steps):
@@ -150,13 +194,16 @@ class _Tick:
             return
         last = nxt == len(steps) - 1
         if last and self.spec.promotion.manual_gate and not approved:
-            self.pause(Waiting.MANUAL_GATE, "ready for 100%; waiting for canaryctl promote")
+            reason = "ready for 100%; waiting for canaryctl promote"
+            self.pause(Waiting.MANUAL_GATE, reason, Cause.MANUAL)
             return
         reason = f"step {nxt + 1}: {steps[nxt].weight}% to candidate"
+        cause = None
         if approved and actor != "controller":
             reason += f" (promoted by {actor})"
-        self.move(Phase.PROGRESSING, nxt, reason, actor)
-        self.actions.append(Notify(EventKind.STEP_ADVANCED, reason))
+            cause = Cause.MANUAL
+        self.move(Phase.PROGRESSING, nxt, reason, actor, cause)
+        self.actions.append(Notify(EventKind.STEP_ADVANCED, reason, cause=cause))
 
     # --- commands ------------------------------------------------------------------
 
@@ -170,12 +217,12 @@ class _Tick:
             self.abort(cmd)
         elif cmd.kind is CommandKind.PAUSE and phase is not Phase.PAUSED:
             reason = f"paused by {cmd.actor}" + (f": {cmd.reason}" if cmd.reason else "")
-            self.pause(Waiting.OPERATOR, reason, cmd.actor)
+            self.pause(Waiting.OPERATOR, reason, Cause.MANUAL, cmd.actor)
         elif cmd.kind is CommandKind.RESUME and phase is Phase.PAUSED:
             self.resume(cmd)
         elif cmd.kind is CommandKind.PROMOTE:
             if phase is Phase.PENDING:
-                self.begin()
+                self.begin(cmd.actor)
             else:
                 self.advance(approved=True, actor=cmd.actor)
         elif cmd.kind is CommandKind.PROMOTE_FULL:
@@ -187,77 +234,98 @@ class _Tick:
             self.advance(approved=True, actor=cmd.actor)
             return
         back = paused_from or Phase.PROGRESSING
-        self.move(back, self.state.step, f"resumed by {cmd.actor}", cmd.actor)
-        self.actions.append(Notify(EventKind.RESUMED, self.state.reason))
+        self.move(back, self.state.step, f"resumed by {cmd.actor}", cmd.actor, Cause.MANUAL)
+        self.actions.append(Notify(EventKind.RESUMED, self.state.reason, cause=Cause.MANUAL))
 
     # --- judging a look ----------------------------------------------------------------
 
     def judge(self, look: Look | None, hold: timedelta) -> None:
         """Hold, advance or give up on the current step (or shadow) from `look`."""
         required = tuple(c for c in look.cells if c.critical) if look else ()
-        no_data = [c for c in required if c.verdict is Verdict.NO_DATA]
-        policy = self.spec.analysis.no_data
+        no_data = tuple(c for c in required if c.verdict is Verdict.NO_DATA)
         if look is None or look.error is not None or no_data:
-            why = (
-                look.error
-                if look is not None and look.error
-                else "no data from Prometheus for "
-                + ", ".join(f"{c.metric} in {c.cohort}" for c in no_data)
-                if no_data
-                else "no look at the metrics yet"
-            )
-            since = self.state.no_data_since or self.now
-            if self.state.no_data_since is None:
-                self.state = self.state.evolve(no_data_since=since)
-                if policy.action is not NoDataAction.ROLLBACK:  # else the rollback says why
-                    self.actions.append(
-                        Notify(EventKind.HOLDING, f"holding: {why}", tuple(no_data))
-                    )
-            if policy.action is NoDataAction.ROLLBACK:
-                self.rollback(f"no data, and noData.action is rollback: {why}", tuple(no_data))
-            elif self.now - since >= policy.timeout:
-                self.give_up(policy.then, Waiting.NO_DATA, f"no data for {policy.timeout}: {why}")
+            self.measurements_failed(look, no_data)
             return
         self.state = self.state.evolve(no_data_since=None)
         if self.now - self.state.step_since < hold:
             return
-        undecided = tuple(c for c in required if c.verdict is not Verdict.PASS)
-        if not undecided or (
-            self.spec.analysis.advance_on is AdvanceOn.NO_FAILURE and not self._next_is_last()
-        ):
+        if self._next_is_last() or self.spec.analysis.advance_on is AdvanceOn.PASS:
+            undecided = tuple(c for c in required if not c.decided_enough_to_promote)
+        else:
+            undecided = tuple(c for c in required if c.waiting_for_traffic)
+        if not undecided:
             self.advance()  # (a FAIL has rolled back before this is reached)
             return
-        since = self.state.undecided_since or self.now
         if self.state.undecided_since is None:
-            self.state = self.state.evolve(undecided_since=since)
-            cohorts = sorted({c.cohort for c in undecided})
-            self.actions.append(
-                Notify(
-                    EventKind.HOLDING,
-                    f"holding: not enough traffic yet in {', '.join(cohorts)}",
-                    undecided,
+            self.state = self.state.evolve(undecided_since=self.now)
+            self.actions.append(Notify(EventKind.HOLDING, _holding(undecided), undecided))
+        deadline = self.spec.deadline
+        if self.now - self.state.deadline_start >= deadline:
+            self.pause(
+                Waiting.DEADLINE,
+                f"undecided at the deadline ({format_duration(deadline)}): "
+                + "; ".join(self._needs(c) for c in undecided),
+                Cause.DEADLINE,
+                cells=tuple(replace(c, summary=self._needs(c)) for c in undecided),
+            )
+
+    def measurements_failed(self, look: Look | None, no_data: tuple[Cell, ...]) -> None:
+        """The metrics could not be measured: `noData` says what to do."""
+        policy = self.spec.analysis.no_data
+        why = (
+            look.error
+            if look is not None and look.error
+            else "no data from Prometheus for "
+            + ", ".join(f"{c.metric} in {c.cohort}" for c in no_data)
+            if no_data
+            else "no look at the metrics yet"
+        )
+        since = self.state.no_data_since or self.now
+        if self.state.no_data_since is None:
+            self.state = self.state.evolve(no_data_since=since)
+            if policy.action is not NoDataAction.ROLLBACK:  # else the rollback says why
+                self.actions.append(
+                    Notify(EventKind.HOLDING, f"holding: {why}", no_data, cause=Cause.NO_DATA)
                 )
-            )
+        if policy.action is NoDataAction.ROLLBACK:
+            reason = f"no data, and noData.action is rollback: {why}"
+            self.rollback(reason, Cause.NO_DATA, no_data)
         elif self.now - since >= policy.timeout:
-            self.give_up(
-                policy.then,
-                Waiting.INCONCLUSIVE,
-                f"still inconclusive {policy.timeout} after the hold",
-                undecided,
-            )
+            reason = f"no data for {format_duration(policy.timeout)}: {why}"
+            if policy.then is NoDataTimeout.ROLLBACK:
+                self.rollback(reason, Cause.NO_DATA, no_data)
+            else:
+                self.pause(Waiting.NO_DATA, reason, Cause.NO_DATA, cells=no_data)
+
+    def _needs(self, cell: Cell) -> str:
+        """What an undecided cell still needs, in samples and, at the rate so far, time."""
+        where = f"{cell.metric} in {cell.cohort}"
+        if cell.waiting_for_traffic:
+            need = "fewer candidate requests than minSamples so far"
+            if cell.candidate_samples is not None:
+                have = self.spec.analysis.min_samples - cell.candidate_samples
+                need = f"{max(have, 1):,.0f} more candidate requests to reach minSamples"
+                need += self._at_rate(cell, max(have, 1))
+            return f"{where}: {need}"
+        if cell.needed_samples is None:
+            return f"{where}: {cell.verdict}, further samples needed unknown"
+        need = f"~{cell.needed_samples:,.0f} more candidate samples"
+        return f"{where}: {need}{self._at_rate(cell, cell.needed_samples)}"
+
+    def _at_rate(self, cell: Cell, samples: float) -> str:
+        """`samples` as time at the candidate's average rate since the analysis began
+        (later steps carry more traffic, so the time is an upper bound)."""
+        seconds = (self.now - self.state.analysis_since).total_seconds()
+        if not cell.candidate_samples or seconds <= 0:
+            return ""
+        rate = cell.candidate_samples / seconds
+        more = timedelta(seconds=round(samples / rate))
+        return f" (about {format_duration(more)} at {rate:.3g}/s, the rate so far)"
 
     def _next_is_last(self) -> bool:
         """Is the next step the last one (all traffic), or the promotion itself?"""
         current = self.state.step if self.state.phase is Phase.PROGRESSING else -1
         return current + 1 >= len(self.spec.steps) - 1
-
-    def give_up(
-        self, then: NoDataTimeout, waiting: Waiting, reason: str, cells: tuple[Cell, ...] = ()
-    ) -> None:
-        if then is NoDataTimeout.ROLLBACK:
-            self.rollback(reason, cells)
-        else:
-            self.pause(waiting, reason)
 
     def done(self) -> Decision:
         if self.state.phase in LIVE:
@@ -295,7 +363,10 @@ def decide(
         worst = "; ".join(
             f"{c.metric} in {c.cohort}" + (f": {c.summary}" if c.summary else "") for c in fails
         )
-        tick.rollback(f"rolled back: {worst}", fails)
+        if any(c.breaker for c in fails):  # a gross failure is the headline
+            tick.rollback(f"circuit breaker tripped: {worst}", Cause.CIRCUIT_BREAKER, fails)
+        else:
+            tick.rollback(f"rolled back: {worst}", Cause.LIMIT_BROKEN, fails)
         return tick.done()
     if tick.transitions:
         return tick.done()  # a step entered by hand is judged on looks taken after it began
@@ -319,6 +390,7 @@ def restart(spec: RolloutSpec, state: RolloutState, generation: int, now: dateti
         generation=generation,
         started_at=now,
         analysis_since=now,
+        deadline_from=None,
         route=RouteState(),
     )
     tick.actions.insert(0, RestoreRoute(promoted=False))
@@ -333,9 +405,9 @@ def fail(spec: RolloutSpec, state: RolloutState, reason: str, now: datetime) -> 
     if state.phase.terminal:
         return Decision(state)
     tick = _Tick(spec, state, now)
-    tick.move(Phase.FAILED, state.step, reason)
+    tick.move(Phase.FAILED, state.step, reason, cause=Cause.ROUTE_FAILED)
     tick.actions.insert(0, RestoreRoute(promoted=False))
-    tick.actions.append(Notify(EventKind.FAILED, reason, mention=True))
+    tick.actions.append(Notify(EventKind.FAILED, reason, mention=True, cause=Cause.ROUTE_FAILED))
     return Decision(tick.state, tuple(tick.actions), tuple(tick.transitions))
 
 
@@ -344,7 +416,17 @@ def end_deleted(spec: RolloutSpec, state: RolloutState, now: datetime) -> Decisi
     if state.phase.terminal:
         return Decision(state)
     tick = _Tick(spec, state, now)
-    tick.move(Phase.ABORTED, state.step, "the ModelRollout was deleted")
+    reason = "the ModelRollout was deleted"
+    tick.move(Phase.ABORTED, state.step, reason, cause=Cause.MANUAL)
     tick.actions.insert(0, RestoreRoute(promoted=False))
-    tick.actions.append(Notify(EventKind.ABORTED, "the ModelRollout was deleted"))
+    tick.actions.append(Notify(EventKind.ABORTED, reason, cause=Cause.MANUAL))
     return Decision(tick.state, tuple(tick.actions), tuple(tick.transitions))
+
+
+def _holding(undecided: tuple[Cell, ...]) -> str:
+    """Why a step whose hold has passed does not advance yet."""
+    waiting = sorted({c.cohort for c in undecided if c.waiting_for_traffic})
+    if waiting:
+        return f"holding: not enough traffic yet in {', '.join(waiting)}"
+    cells = ", ".join(f"{c.metric} in {c.cohort}" for c in undecided)
+    return f"holding: not decided yet, before 100%: {cells}"

@@ -298,6 +298,7 @@ def _transition(t: Transition) -> TransitionRecord:
         to_step=t.to_step,
         reason=t.reason,
         actor=t.actor,
+        cause=str(t.cause) if t.cause else None,
     )
 
 
@@ -310,6 +311,7 @@ def _payload(rollout: ModelRollout, state: RolloutState, notify: Notify) -> dict
         "baseline": spec.baseline.version,
         "candidate": spec.candidate.version,
         "event": str(notify.event),
+        "cause": str(notify.cause) if notify.cause else None,
         "text": notify.text,
         "phase": str(state.phase),
         "step": state.step,

@@ -15,6 +15,7 @@ from typing import Any
 
 from controller.analysis.verdicts import Verdict
 from controller.engine.phases import Phase
+from controller.policy.causes import Cause
 from controller.routing.base import RouteState
 
 
@@ -25,7 +26,10 @@ class Waiting(StrEnum):
     STEP_PAUSE = "step-pause"  # a step with `pause: true`
     MANUAL_GATE = "manual-gate"  # promotion.manualGate before 100%
     NO_DATA = "no-data"  # noData.then: pause
-    INCONCLUSIVE = "inconclusive"  # not enough evidence before the timeout
+    DEADLINE = "deadline"  # still undecided past analysis.deadline
+    #: no longer set (undecided cells now wait for the deadline); kept so that states
+    #: stored by earlier versions still load
+    INCONCLUSIVE = "inconclusive"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,12 @@ class RolloutState:
     reason: str = ""
     route: RouteState = field(default_factory=RouteState)
     restore_pending: bool = False  # the rollout ended but restoring the route failed
+    #: the cause of the latest transition that has one (see `Cause`); None after a
+    #: transition on evidence (a start, a step advanced, a promotion)
+    cause: Cause | None = None
+    #: `analysis.deadline` counts from here: the start, moved on by the time spent
+    #: waiting for a human, and reset when a human lets a deadline pause go on
+    deadline_from: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         def when(value: datetime | None) -> str | None:
@@ -72,6 +82,8 @@ class RolloutState:
             "reason": self.reason,
             "route": self.route.to_json(),
             "restorePending": self.restore_pending,
+            "cause": str(self.cause) if self.cause else None,
+            "deadlineFrom": when(self.deadline_from),
         }
 
     @classmethod
@@ -103,6 +115,8 @@ class RolloutState:
             reason=str(data["reason"]),
             route=RouteState.from_json(data["route"]),
             restore_pending=bool(data.get("restorePending", False)),
+            cause=Cause(data["cause"]) if data.get("cause") else None,
+            deadline_from=when("deadlineFrom"),
         )
 
     def serving(self) -> RouteState:
@@ -113,19 +127,44 @@ class RolloutState:
             return RouteState(weight=100 if self.phase is Phase.PROMOTED else 0)
         return self.route
 
+    @property
+    def deadline_start(self) -> datetime:
+        """Where `analysis.deadline` counts from."""
+        return self.deadline_from or self.started_at
+
     def evolve(self, **changes: Any) -> RolloutState:
         return replace(self, **changes)
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One verdict of a look, as the engine needs it: which metric, cohort, and how bad."""
+    """One verdict of a look, as the engine needs it: which metric, cohort, and how bad.
+
+    NO_DATA means a failed measurement only (the query failed, no series); a cell
+    whose candidate has not served `minSamples` requests yet is INCONCLUSIVE and
+    `waiting_for_traffic`.
+    """
 
     metric: str
     cohort: str
     verdict: Verdict
     critical: bool = True
     summary: str = ""
+    #: a FAIL decided by the circuit breaker (a gross failure), not by a limit's test
+    breaker: bool = False
+    #: the FAIL test has had the information to catch a candidate at the limit with the
+    #: declared power: not failing by now is enough to promote
+    powered: bool = False
+    #: INCONCLUSIVE because the candidate has fewer than `minSamples` requests
+    waiting_for_traffic: bool = False
+    #: the candidate's samples so far, and the estimated further ones this cell needs
+    candidate_samples: float | None = None
+    needed_samples: float | None = None
+
+    @property
+    def decided_enough_to_promote(self) -> bool:
+        """PASS, or powered and not failing: what promotion to 100 % needs of a critical cell."""
+        return self.verdict is Verdict.PASS or (self.powered and self.verdict is not Verdict.FAIL)
 
 
 @dataclass(frozen=True)
@@ -187,6 +226,7 @@ class Notify:
     text: str
     cells: tuple[Cell, ...] = ()
     mention: bool = False
+    cause: Cause | None = None
 
 
 Action = ApplyRoute | RestoreRoute | Notify
@@ -203,6 +243,7 @@ class Transition:
     to_step: int
     reason: str
     actor: str = "controller"
+    cause: Cause | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from controller.policy.causes import Cause
+
 
 class OutboxLike(Protocol):
     """What a notification is built from: an outbox message as the store keeps it."""
@@ -146,7 +148,9 @@ class Notification:
 
     `step` is the engine's index (-1 before the first step, during shadowing);
     `steps` is how many steps the policy has, when known; `started_at` is when
-    this run of the rollout began (for the promotion's duration).
+    this run of the rollout began (for the promotion's duration). `cause` is the
+    engine's cause code (`controller.policy.Cause`), None for an event on evidence
+    and for messages queued before causes existed.
     """
 
     rollout: str
@@ -166,6 +170,7 @@ class Notification:
     cells: tuple[CellNote, ...] = ()
     evidence: tuple[Evidence, ...] = ()
     started_at: datetime | None = None
+    cause: Cause | None = None
 
     @classmethod
     def of(
@@ -206,6 +211,7 @@ class Notification:
             ),
             evidence=tuple(Evidence.of(a) for a in analyses),
             started_at=started_at,
+            cause=_cause(p.get("cause")),
         )
 
     def evidence_for(self, cell: CellNote) -> Evidence | None:
@@ -249,6 +255,13 @@ class Notifier(Protocol):
     def name(self) -> str: ...
 
     def deliver(self, note: Notification, thread: Thread | None, *, retry: bool) -> Receipt: ...
+
+
+def _cause(value: Any) -> Cause | None:
+    try:
+        return Cause(value) if value else None
+    except ValueError:  # a code from a newer version: shown without one, never dropped
+        return None
 
 
 def _float(value: Any) -> float | None:

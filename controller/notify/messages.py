@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from controller.notify.base import CellNote, Evidence, Notification
+from controller.policy.causes import Cause
 
 #: how many metric × cohort cells a message details; the rest are counted
 MAX_CELLS = 6
@@ -137,33 +138,54 @@ def _sentence(note: Notification) -> str:
         took = _duration(note)
         after = f" after {took}" if took else ""
         return f"Promoted{after}: {note.candidate} now takes all traffic ({text})."
-    if note.event == "rolled-back" and note.cells:
-        failed = "; ".join(f"{c.metric} failed in cohort {c.cohort}" for c in note.cells[:3])
-        more = f" and {len(note.cells) - 3} more" if len(note.cells) > 3 else ""
-        return f"Traffic is back on {note.baseline}: {failed}{more}."
+    if note.event == "rolled-back":
+        return f"Traffic is back on {note.baseline}: {_rollback_cause(note)}."
+    if note.event == "paused" and note.cause is Cause.DEADLINE:
+        return (
+            f"{_capital(text)}. A human decides: `canaryctl resume` (another deadline), "
+            "`canaryctl promote` or `canaryctl abort`."
+        )
     if note.event == "paused" and note.mention:
         return f"{_capital(text)}. A human is needed: `canaryctl resume` or `canaryctl abort`."
     return f"{_capital(text)}."
 
 
+def _rollback_cause(note: Notification) -> str:
+    """Why traffic went back, worded from the cause: only a failed metric is called one."""
+    if note.cause is Cause.NO_DATA:
+        return f"the metrics could not be measured ({note.text})"
+    failed = [c for c in note.cells if c.verdict == "fail"]
+    if note.cause not in (None, Cause.LIMIT_BROKEN, Cause.CIRCUIT_BREAKER) or not failed:
+        return note.text
+    how = "tripped the circuit breaker" if note.cause is Cause.CIRCUIT_BREAKER else "failed"
+    named = "; ".join(f"{c.metric} {how} in cohort {c.cohort}" for c in failed[:3])
+    more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+    return f"{named}{more}"
+
+
 def _holding_sentence(note: Notification) -> str:
-    waiting = sorted({c.cohort for c in note.cells if c.verdict == "inconclusive"})
-    if waiting:
-        noun = "cohort" if len(waiting) == 1 else "cohorts"
-        return f"Not enough traffic in {noun} {', '.join(waiting)} yet: holding the step."
+    undecided = sorted({c.cohort for c in note.cells if c.verdict == "inconclusive"})
+    if undecided and note.cause is not Cause.NO_DATA:
+        noun = "cohort" if len(undecided) == 1 else "cohorts"
+        if "not enough traffic" not in note.text:
+            return f"Not decided yet in {noun} {', '.join(undecided)}: holding before 100%."
+        return f"Not enough traffic in {noun} {', '.join(undecided)} yet: holding the step."
     detail = note.text.removeprefix("holding: ")
     detail = detail.removeprefix("no data from Prometheus for ").removeprefix("no data from ")
     return f"No data from Prometheus ({detail}): holding the step."
 
 
 def _overview(note: Notification) -> list[tuple[str, str]]:
-    return [
+    fields = [
         ("Model", note.model or "?"),
         ("Versions", f"{note.baseline} → {note.candidate}"),
         ("Phase", note.phase or "?"),
         ("Step", _step(note)),
         ("Traffic", _traffic(note)),
     ]
+    if note.cause is not None:
+        fields.append(("Cause", f"{note.cause}: {note.cause.meaning}"))
+    return fields
 
 
 def _step(note: Notification) -> str:
@@ -295,6 +317,7 @@ def notification_json(note: Notification) -> dict[str, Any]:
         "dedupeKey": note.dedupe_key,
         "rollout": note.rollout,
         "event": note.event,
+        "cause": str(note.cause) if note.cause else None,
         "at": note.created_at.isoformat(),
         "model": note.model,
         "baseline": note.baseline,

@@ -4,6 +4,7 @@ Import the models and the loader from here; `controller.policy.crd` turns the
 models into the Kubernetes CRD.
 """
 
+from controller.policy.causes import Cause
 from controller.policy.durations import Duration, format_duration, parse_duration
 from controller.policy.loader import (
     LoadedPolicy,
@@ -47,6 +48,7 @@ __all__ = [
     "TEMPLATES",
     "AdvanceOn",
     "Analysis",
+    "Cause",
     "Cohort",
     "Duration",
     "HeaderMatch",

@@ -9,10 +9,12 @@ even when some other section of the same file is broken.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import timedelta
 from difflib import get_close_matches
 from typing import Any
 
 from controller.errors import Problem, Severity
+from controller.policy.durations import format_duration
 from controller.policy.model import (
     OVERALL,
     Analysis,
@@ -234,6 +236,32 @@ def _holds_cover_a_look(steps: list[Step], analysis: Analysis) -> Iterator[Probl
                 f"steps[{i}].hold",
                 "is shorter than analysis.interval, so this step is judged at most once",
             )
+
+
+@check("steps", "analysis")
+def _deadline_covers_the_holds(steps: list[Step], analysis: Analysis) -> Iterator[Problem]:
+    holds = sum((s.hold for s in steps), timedelta(0))
+    if analysis.deadline is not None and analysis.deadline < holds:
+        yield _error(
+            "analysis.deadline",
+            f"is shorter than the sum of the steps' holds ({format_duration(holds)}), "
+            "so every rollout would stop at it; make it longer (the default is twice the holds)",
+        )
+
+
+@check("steps", "shadow", "analysis")
+def _deadline_covers_the_shadow(
+    steps: list[Step], shadow: Shadow, analysis: Analysis
+) -> Iterator[Problem]:
+    holds = sum((s.hold for s in steps), timedelta(0))
+    deadline = analysis.deadline
+    if deadline is not None and holds <= deadline < holds + shadow.duration:
+        yield _error(
+            "analysis.deadline",
+            f"is shorter than the shadow's duration and the steps' holds together "
+            f"({format_duration(holds + shadow.duration)}), so every rollout would stop at it; "
+            "make it longer (the default is twice that)",
+        )
 
 
 @check("shadow", "analysis")

@@ -44,6 +44,9 @@ KIND = "ModelRollout"
 #: the pseudo-cohort that stands for all traffic in verdicts
 OVERALL = "overall"
 
+#: the shortest default `analysis.deadline`, for policies whose holds are (nearly) zero
+MIN_DEADLINE = timedelta(minutes=10)
+
 #: context key that makes RolloutSpec skip the cross-field checks (the loader runs them)
 DEFER_CHECKS = "defer_checks"
 
@@ -119,12 +122,15 @@ class NoDataTimeout(StrEnum):
 
 
 class AdvanceOn(StrEnum):
-    """When a step whose hold has passed gives way to the next one."""
+    """When a step whose hold has passed gives way to the next one (before 100 %)."""
 
-    #: every critical cell PASSes: the candidate is shown to be within every limit
+    # Going to 100 % (the last step, or the promotion) always needs every critical
+    # cell to PASS or to be powered (its FAIL test would have caught a candidate at
+    # the limit by now); this only decides the steps before it.
+
+    #: every critical cell PASSes or is powered, at every step
     PASS = "pass"
-    #: no critical cell FAILs (INCONCLUSIVE is enough) until the last step; the
-    #: promotion to 100 % still needs every critical cell to PASS
+    #: no critical cell FAILs and every critical cell has its `minSamples` (the default)
     NO_FAILURE = "no-failure"
 
 
@@ -334,9 +340,13 @@ class Analysis(_Frozen):
     confidence: Annotated[float, Strict(), Field(ge=0.5, le=0.9999)] = 0.95
     min_samples: Annotated[int, Strict(), Field(ge=1, le=10_000_000)] = 200
     no_data: NoData = Field(default_factory=NoData)
-    #: `pass`: a step advances once every critical cell PASSes; `no-failure`: once
-    #: none FAILs, except into the last step (100 %), which still needs every PASS
-    advance_on: AdvanceOn = AdvanceOn.PASS
+    #: `no-failure`: a step advances once none FAILs and each has its minSamples;
+    #: `pass`: once every critical cell PASSes or is powered. Going to 100 % needs that
+    #: at every setting
+    advance_on: AdvanceOn = AdvanceOn.NO_FAILURE
+    #: past it, a rollout whose cells are still undecided pauses for a human (never a
+    #: rollback); default: twice the sum of the holds and the shadow, at least 10 minutes
+    deadline: Duration | None = None
     metrics: list[MetricSpec] = Field(min_length=1, max_length=64)
 
 
@@ -369,6 +379,19 @@ class RolloutSpec(_Frozen):
         if errors:
             raise PydanticCustomError("policy", "; ".join(f"{p.path}: {p.message}" for p in errors))
         return self
+
+    @property
+    def holds(self) -> timedelta:
+        """The sum of the steps' holds and the shadow's duration: the shortest rollout."""
+        shadow = self.shadow.duration if self.shadow is not None else timedelta(0)
+        return sum((s.hold for s in self.steps), shadow)
+
+    @property
+    def deadline(self) -> timedelta:
+        """`analysis.deadline`, or its default: twice the holds, at least `MIN_DEADLINE`."""
+        if self.analysis.deadline is not None:
+            return self.analysis.deadline
+        return max(2 * self.holds, MIN_DEADLINE)
 
     def cohort(self, name: str) -> Cohort:
         """The cohort called `name` (KeyError when there is none)."""

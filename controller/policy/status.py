@@ -19,6 +19,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from controller.policy.causes import Cause
+
 
 class ConditionType(StrEnum):
     """The conditions the controller sets on a ModelRollout."""
@@ -90,6 +92,12 @@ class RolloutStatus(_Status):
     )
     candidate_version: str | None = None
     reason: str | None = Field(default=None, description="Why the last transition happened.")
+    cause: Cause | None = Field(
+        default=None,
+        description="The cause code of the last transition that ended or paused the rollout, "
+        "or that a human asked for: LimitBroken, CircuitBreaker, NoData, Deadline, Manual or "
+        "RouteFailed. Absent after a transition on evidence (a step advanced, a promotion).",
+    )
     last_transition_time: datetime | None = None
     verdicts: list[CohortVerdicts] | None = Field(
         default=None, description="The judge's verdicts per cohort at the last look."

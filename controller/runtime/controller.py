@@ -62,7 +62,7 @@ class LogReporter:
                 t.from_phase,
                 t.to_phase,
                 t.to_step + 1,
-                t.reason,
+                t.reason + (f" [{t.cause}]" if t.cause else ""),
                 extra={"rollout": rollout.key, "phase": str(t.to_phase), "step": t.to_step + 1},
             )
 

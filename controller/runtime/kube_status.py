@@ -38,7 +38,7 @@ from controller.analysis.verdicts import Verdict, worst
 from controller.engine.executor import TickResult
 from controller.engine.phases import Phase
 from controller.engine.state import Look, RolloutState, Transition
-from controller.policy import API_GROUP, API_VERSION, KIND, OVERALL, ModelRollout
+from controller.policy import API_GROUP, API_VERSION, KIND, OVERALL, Cause, ModelRollout
 from controller.policy.crd import PLURAL, VERSION
 from controller.policy.status import CohortVerdicts, Condition, ConditionType, RolloutStatus
 from controller.routing.manifests import merge_patch
@@ -86,7 +86,8 @@ def desired_status(
     _set(conditions, ConditionType.PROGRESSING, moving, reason, state.reason, now, generation)
     back = state.phase in _ROLLED_BACK
     message = state.reason if back else ""
-    _set(conditions, ConditionType.ROLLED_BACK, back, reason, message, now, generation)
+    why = str(state.cause) if back and state.cause else reason
+    _set(conditions, ConditionType.ROLLED_BACK, back, why, message, now, generation)
     verdicts = _verdicts(result.look)
     if verdicts is None and state.phase is not Phase.PENDING:
         verdicts = _kept_verdicts(current)
@@ -100,6 +101,7 @@ def desired_status(
         mirror_percent=route.mirror_percent or None,
         candidate_version=state.candidate_version,
         reason=state.reason or None,
+        cause=state.cause,
         last_transition_time=_seconds(state.step_since),
         verdicts=verdicts or None,
         conditions=_ordered(conditions),
@@ -234,11 +236,17 @@ def _truncate(text: str, limit: int) -> str:
 # --- Events (pure) ---------------------------------------------------------------------------
 
 _WARNINGS = frozenset({Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED})
+#: transitions whose Event is named by the cause: an ending other than a promotion, a pause
+_STOPS = _WARNINGS | {Phase.PAUSED}
 
 
 def event_reason(t: Transition) -> str:
-    """The Event reason of a transition: what happened, in one CamelCase word."""
+    """The Event reason of a transition: what happened, in one CamelCase word. A rollout
+    that ends or pauses is named by its cause code (`LimitBroken`, `NoData`, `Deadline`...),
+    as in its status and messages; the message says which phase it went to."""
     to, src = t.to_phase, t.from_phase
+    if t.cause is not None and to in _STOPS:
+        return str(t.cause)
     if to is Phase.PENDING:
         return "Restarted"
     if to is Phase.PROGRESSING:
@@ -257,6 +265,8 @@ def transition_event(rollout: ModelRollout, t: Transition, *, instance: str = ""
     steps = len(rollout.spec.steps)
     where = f"step {t.to_step + 1}/{steps}" if t.to_step >= 0 else "before the first step"
     message = f"{t.from_phase} -> {t.to_phase} ({where}): {t.reason}"
+    if t.cause is not None:
+        message += f" [{t.cause}]"
     if t.actor != "controller":
         message += f" (by {t.actor})"
     identity = (
@@ -268,7 +278,8 @@ def transition_event(rollout: ModelRollout, t: Transition, *, instance: str = ""
         name=_event_name(meta.name, identity),
         reason=event_reason(t),
         message=message,
-        warning=t.to_phase in _WARNINGS,
+        # a rollout stopped because the judge could not measure or decide needs a human too
+        warning=t.to_phase in _WARNINGS or t.cause in (Cause.NO_DATA, Cause.DEADLINE),
         when=t.at,
         instance=instance,
     )

@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any
 
 from controller.analysis import CellVerdict, Judgement, JudgeOptions, judge
+from controller.analysis.verdicts import Limit, NoDataReason, Verdict
 from controller.engine.executor import Observation
 from controller.engine.state import Cell, Look, RolloutState
 from controller.metrics.base import MetricProvider, QueryContext, collect
@@ -49,15 +50,30 @@ class JudgingObserver:
         )
         judgement = judge(spec.analysis, cohorts, observations, at=now, options=self.options)
         self.last[rollout.key] = judgement
-        cells = tuple(
-            Cell(c.metric, c.cohort, c.verdict, c.critical, summary=c.reason)
-            for c in judgement.cells
-        )
-        records = tuple(_record(c, state.tick + 1, now) for c in judgement.cells)
+        cells = tuple(engine_cell(c) for c in judgement.cells)
+        records = tuple(audit_record(c, state.tick + 1, now) for c in judgement.cells)
         return Observation(Look(cells), records)
 
 
-def _record(cell: CellVerdict, tick: int, at: datetime) -> AnalysisRecord:
+def engine_cell(c: CellVerdict) -> Cell:
+    """What the engine decides on. A candidate without requests yet is not missing
+    data but not enough evidence: INCONCLUSIVE, waiting for traffic, never `noData`."""
+    no_traffic = c.verdict is Verdict.NO_DATA and c.no_data is NoDataReason.NO_CANDIDATE_TRAFFIC
+    return Cell(
+        c.metric,
+        c.cohort,
+        Verdict.INCONCLUSIVE if no_traffic else c.verdict,
+        c.critical,
+        summary=c.reason,
+        breaker=c.verdict is Verdict.FAIL and c.decided_by is Limit.BREAKER,
+        powered=c.powered,
+        waiting_for_traffic=no_traffic or c.waiting_for_traffic,
+        candidate_samples=_finite(c.candidate.samples) if c.candidate else None,
+        needed_samples=_finite(c.needed_samples),
+    )
+
+
+def audit_record(cell: CellVerdict, tick: int, at: datetime) -> AnalysisRecord:
     return AnalysisRecord(
         at=at,
         tick=tick,
@@ -75,6 +91,8 @@ def _record(cell: CellVerdict, tick: int, at: datetime) -> AnalysisRecord:
                 "critical": cell.critical,
                 "decidedBy": cell.decided_by,
                 "noData": cell.no_data,
+                "powered": cell.powered,
+                "neededSamples": _finite(cell.needed_samples),
                 "checks": [dataclasses.asdict(check) for check in cell.checks],
             }
         ),

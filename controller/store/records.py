@@ -46,6 +46,8 @@ class TransitionRecord:
     actor: str = "controller"
     details: JsonDict = field(default_factory=dict)
     id: int | None = None
+    #: why a transition ended or paused the rollout, or a human's (a `Cause` code)
+    cause: str | None = None
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ class TransitionRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(253))
     details: Mapped[dict[str, Any]] = mapped_column(Json)
+    cause: Mapped[str | None] = mapped_column(String(32))
 
 
 class AnalysisRow(Base):

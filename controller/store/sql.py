@@ -187,6 +187,7 @@ class SqlStore:
                     reason=t.reason,
                     actor=t.actor,
                     details=dict(t.details),
+                    cause=t.cause,
                 )
             )
         for a in write.analyses:
@@ -269,6 +270,7 @@ class SqlStore:
                     actor=r.actor,
                     details=r.details,
                     id=r.id,
+                    cause=r.cause,
                 )
                 for r in rows
             ]

@@ -7,9 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from controller.cli.main import app
+from controller.cli.views import history_json, history_view
+from controller.store import AnalysisRecord, StoredRollout, TickWrite, TransitionRecord
+from controller.store.memory import MemoryStore
 from controller.store.sql import SqlStore
 
 runner = CliRunner()
@@ -29,7 +33,7 @@ def _demo(tmp_path: Path, scenario: str) -> dict[str, object]:
 
 def test_the_default_demo_catches_the_cohort_regression(tmp_path: Path) -> None:
     report = _demo(tmp_path, "cohort-regression")
-    assert report["phase"] == "RolledBack"
+    assert (report["phase"], report["cause"]) == ("RolledBack", "LimitBroken")
     [failure] = report["failures"]  # type: ignore[misc]
     assert (failure["metric"], failure["cohort"]) == ("refusal-rate", "non-english")
     assert failure["candidate"] > failure["baseline"] + 0.02
@@ -42,23 +46,40 @@ def test_a_healthy_candidate_is_promoted_through_every_step(tmp_path: Path) -> N
         5,
         [],
     )
+    assert report["cause"] is None  # promoted on evidence
 
 
 def test_an_outage_holds_then_follows_the_no_data_rule(tmp_path: Path) -> None:
     report = _demo(tmp_path, "outage")
-    assert report["phase"] == "RolledBack"
+    assert (report["phase"], report["cause"]) == ("RolledBack", "NoData")
+    assert report["failures"] == []  # not measured is not failed
     store = SqlStore(f"sqlite:///{tmp_path / 'outage.db'}")
     events = [m.event for m in store.outbox(KEY)]
     assert "holding" in events
     last = store.transitions(KEY)[-1]
-    assert last.reason.startswith("no data for 0:10:00")
+    assert last.reason.startswith("no data for 10m")
+    assert last.cause == "NoData"
     store.close()
+    # every surface says the metrics could not be measured, none that a metric failed
+    history = runner.invoke(
+        app, ["history", KEY, "--database", str(tmp_path / "outage.db"), "-o", "json"]
+    )
+    [rollback] = [e for e in json.loads(history.stdout)["events"] if e.get("to") == "RolledBack"]
+    assert rollback["cause"] == "NoData"
+    assert rollback["evidence"] and {e["verdict"] for e in rollback["evidence"]} == {"no-data"}
+    text = runner.invoke(app, ["history", KEY, "--database", str(tmp_path / "outage.db")])
+    assert "NoData" in text.output and ": fail" not in text.output
+    status = runner.invoke(app, ["status", "--database", str(tmp_path / "outage.db"), "-o", "json"])
+    [row] = json.loads(status.stdout)
+    assert (row["cause"], row["reason"][:15]) == ("NoData", "no data for 10m")
+    shown = runner.invoke(app, ["status", KEY, "--database", str(tmp_path / "outage.db")])
+    assert "[NoData] no data for 10m" in " ".join(shown.output.split())
 
 
 def test_the_demo_shows_progress_and_the_slack_preview(tmp_path: Path) -> None:
     result = runner.invoke(app, ["demo", "--database", str(tmp_path / "d.db")])
     assert result.exit_code == 0, result.output
-    assert "Shadowing → RolledBack" in result.output
+    assert "Shadowing → RolledBack [LimitBroken]" in result.output
     assert "Slack #support-bot" in result.output
     assert "@U024BE7LH" in result.output
     assert f"canaryctl history {KEY}" in result.output
@@ -77,9 +98,9 @@ def test_history_shows_each_decision_with_its_evidence(demo_db: Path) -> None:
     assert result.exit_code == 0, result.output
     events = json.loads(result.stdout)["events"]
     transitions = [e for e in events if e["kind"] == "transition"]
-    assert [(t["from"], t["to"]) for t in transitions] == [
-        ("Pending", "Shadowing"),
-        ("Shadowing", "RolledBack"),
+    assert [(t["from"], t["to"], t["cause"]) for t in transitions] == [
+        ("Pending", "Shadowing", None),
+        ("Shadowing", "RolledBack", "LimitBroken"),
     ]
     [evidence] = transitions[-1]["evidence"]
     assert (evidence["metric"], evidence["cohort"], evidence["verdict"]) == (
@@ -99,6 +120,7 @@ def test_status_shows_phase_route_and_the_verdict_grid(demo_db: Path) -> None:
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.stdout)
     assert (row["rollout"], row["phase"], row["route"]["weight"]) == (KEY, "RolledBack", 0)
+    assert row["cause"] == "LimitBroken"
     cells = {(v["metric"], v["cohort"]): v["verdict"] for v in row["verdicts"]}
     assert cells[("refusal-rate", "non-english")] == "fail"
     text = runner.invoke(app, ["status", "support-bot-v7", "--database", str(demo_db)])
@@ -169,3 +191,30 @@ def test_unknown_rollouts_and_missing_stores_are_one_line_errors(
     no_store = runner.invoke(app, ["status", "--database", str(tmp_path / "none.db")])
     assert no_store.exit_code == 1
     assert "no store at" in no_store.output
+
+
+def test_history_words_a_deadline_pause_by_its_cause_with_the_undecided_cells() -> None:
+    store = MemoryStore()
+    at = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+    reason = "undecided at the deadline (40m): quality-score in power-users: ~1,200 more"
+    looks = tuple(
+        AnalysisRecord(at, 80, metric, cohort, verdict, evidence={"critical": True})
+        for metric, cohort, verdict in (
+            ("quality-score", "power-users", "inconclusive"),
+            ("refusal-rate", "power-users", "pass"),
+        )
+    )
+    rollout = StoredRollout(KEY, "llm", "support-bot-v7", 1, "v7", "Paused", 1, {}, {})
+    paused = TransitionRecord(at, "Progressing", "Paused", 1, 1, reason, cause="Deadline")
+    store.commit(TickWrite(rollout, None, transitions=(paused,), analyses=looks))
+    data = history_json(store, store.rollouts()[0])
+    [event] = [e for e in data["events"] if e["kind"] == "transition"]
+    assert (event["cause"], event["reason"]) == ("Deadline", reason)
+    assert [(e["metric"], e["verdict"]) for e in event["evidence"]] == [
+        ("quality-score", "inconclusive")
+    ]
+    console = Console(width=200, record=True)
+    console.print(history_view(data))
+    shown = console.export_text()
+    assert "Deadline" in shown and "quality-score in power-users: inconclusive" in shown
+    assert "fail" not in shown

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controller.analysis.verdicts import Verdict
-from controller.engine.decide import decide, end_deleted, restart, start, wanted_route
+from controller.engine.decide import decide, end_deleted, fail, restart, start, wanted_route
 from controller.engine.phases import ALLOWED, Phase, check_transition
 from controller.engine.state import (
     ApplyRoute,
@@ -21,7 +21,7 @@ from controller.engine.state import (
     RolloutState,
     Waiting,
 )
-from controller.policy import RolloutSpec, load_text
+from controller.policy import Cause, RolloutSpec, load_text
 from controller.routing.base import RouteState
 from tests.policy.base import policy
 
@@ -52,13 +52,25 @@ ROLLBACK_ON_NO_DATA = load_text(
 ROLLBACK_ON_NO_DATA_AT_ONCE = load_text(
     policy(("    window: 5m\n", "    window: 5m\n    noData: {action: rollback}\n"))
 )[0].rollout.spec
+STRICT_SPEC = load_text(policy(("    window: 5m\n", "    window: 5m\n    advanceOn: pass\n")))[
+    0
+].rollout.spec
+# The holds add up to 20m: the default deadline is 40m.
+DEADLINE = 40 * MIN
 
 
-def look(*verdicts: Verdict, critical: bool = True) -> Look:
+def look(*verdicts: Verdict, critical: bool = True, **kw: object) -> Look:
     cohorts = ("overall", "mobile", "non-english")
     return Look(
         tuple(
-            Cell("refusal-rate", cohorts[i % 3], v, critical, summary=f"cell {i}")
+            Cell(
+                "refusal-rate",
+                cohorts[i % 3],
+                v,
+                critical,
+                summary=f"cell {i}",
+                **(kw if v is not Verdict.PASS else {}),  # type: ignore[arg-type]
+            )
             for i, v in enumerate(verdicts)
         )
     )
@@ -68,6 +80,11 @@ PASS = look(Verdict.PASS, Verdict.PASS, Verdict.PASS)
 MIXED = look(Verdict.PASS, Verdict.INCONCLUSIVE, Verdict.PASS)
 FAIL = look(Verdict.PASS, Verdict.FAIL, Verdict.PASS)
 NODATA = look(Verdict.NO_DATA, Verdict.PASS, Verdict.PASS)
+#: the candidate has fewer than minSamples requests in mobile
+WAITING = look(Verdict.PASS, Verdict.INCONCLUSIVE, Verdict.PASS, waiting_for_traffic=True)
+#: mobile is undecided, but its FAIL test had the power to catch a candidate at the limit
+POWERED = look(Verdict.PASS, Verdict.INCONCLUSIVE, Verdict.PASS, powered=True)
+BREAKER = look(Verdict.PASS, Verdict.FAIL, Verdict.PASS, breaker=True)
 
 
 def at_step(
@@ -89,7 +106,12 @@ def test_a_new_rollout_starts_at_the_first_step() -> None:
     assert d.actions[-1] == ApplyRoute(RouteState(5, {"mobile": 10}))
     assert events(d.actions) == [EventKind.STARTED]
     [t] = d.transitions
-    assert (t.from_phase, t.to_phase, t.to_step) == (Phase.PENDING, Phase.PROGRESSING, 0)
+    assert (t.from_phase, t.to_phase, t.to_step, t.cause) == (
+        Phase.PENDING,
+        Phase.PROGRESSING,
+        0,
+        None,
+    )
 
 
 def test_a_rollout_with_shadow_mirrors_first() -> None:
@@ -102,213 +124,288 @@ def test_a_rollout_with_shadow_mirrors_first() -> None:
     assert (d.state.phase, d.state.step) == (Phase.PROGRESSING, 0)
 
 
+def row(
+    id: str,
+    state: RolloutState,
+    seen: Look,
+    after: timedelta,
+    phase: Phase,
+    step: int,
+    told: list[EventKind],
+    cause: Cause | None = None,
+    spec: RolloutSpec = SPEC,
+) -> object:
+    return pytest.param(spec, state, seen, after, phase, step, told, cause, id=id)
+
+
+P, S, R, A = Phase.PROGRESSING, Phase.PAUSED, Phase.ROLLED_BACK, Phase.PROMOTED
+E = EventKind
 TABLE = [
-    # (spec, state, look, time since T0, expected phase, step, events told)
-    pytest.param(SPEC, at_step(0), PASS, 9 * MIN, Phase.PROGRESSING, 0, [], id="hold-not-over"),
-    pytest.param(
-        SPEC,
-        at_step(0),
-        PASS,
-        10 * MIN,
-        Phase.PROGRESSING,
-        1,
-        [EventKind.STEP_ADVANCED],
-        id="hold-over-all-pass",
-    ),
-    pytest.param(
-        SPEC,
-        at_step(0),
-        MIXED,
-        10 * MIN,
-        Phase.PROGRESSING,
-        0,
-        [EventKind.HOLDING],
-        id="inconclusive-holds",
-    ),
-    pytest.param(
-        SPEC,
-        at_step(0),
-        FAIL,
-        1 * MIN,
-        Phase.ROLLED_BACK,
-        0,
-        [EventKind.ROLLED_BACK],
-        id="fail-rolls-back-at-once",
-    ),
-    pytest.param(
-        NO_FAILURE_SPEC,
-        at_step(0, spec=NO_FAILURE_SPEC),
-        MIXED,
-        10 * MIN,
-        Phase.PROGRESSING,
-        1,
-        [EventKind.STEP_ADVANCED],
-        id="no-failure-advances-on-inconclusive",
-    ),
-    pytest.param(
-        NO_FAILURE_SPEC,
-        at_step(1, spec=NO_FAILURE_SPEC),
-        MIXED,
-        10 * MIN,
-        Phase.PROGRESSING,
-        1,
-        [EventKind.HOLDING],
-        id="no-failure-needs-every-pass-for-the-last-step",
-    ),
-    pytest.param(
-        NO_FAILURE_SPEC,
-        at_step(1, spec=NO_FAILURE_SPEC),
-        PASS,
-        10 * MIN,
-        Phase.PROGRESSING,
-        2,
-        [EventKind.STEP_ADVANCED],
-        id="no-failure-all-pass-goes-to-the-last-step",
-    ),
-    pytest.param(
-        NO_FAILURE_SPEC,
-        at_step(0, spec=NO_FAILURE_SPEC),
-        FAIL,
-        10 * MIN,
-        Phase.ROLLED_BACK,
-        0,
-        [EventKind.ROLLED_BACK],
-        id="no-failure-still-rolls-back-on-fail",
-    ),
-    pytest.param(
-        NO_FAILURE_SPEC,
-        at_step(0, spec=NO_FAILURE_SPEC),
-        NODATA,
-        10 * MIN,
-        Phase.PROGRESSING,
-        0,
-        [EventKind.HOLDING],
-        id="no-failure-holds-without-data",
-    ),
-    pytest.param(
-        SPEC,
+    # advancing: the hold, no FAIL, minSamples; 100 % needs PASS or powered everywhere
+    row("hold-not-over", at_step(0), PASS, 9 * MIN, P, 0, []),
+    row("hold-over-all-pass", at_step(0), PASS, 10 * MIN, P, 1, [E.STEP_ADVANCED]),
+    row("inconclusive-advances-before-100", at_step(0), MIXED, 10 * MIN, P, 1, [E.STEP_ADVANCED]),
+    row("below-min-samples-holds", at_step(0), WAITING, 10 * MIN, P, 0, [E.HOLDING]),
+    row("inconclusive-holds-before-100", at_step(1), MIXED, 10 * MIN, P, 1, [E.HOLDING]),
+    row("powered-goes-to-100", at_step(1), POWERED, 10 * MIN, P, 2, [E.STEP_ADVANCED]),
+    row("never-promotes-on-inconclusive", at_step(1), MIXED, 30 * MIN, P, 1, [E.HOLDING]),
+    row("last-step-promotes", at_step(2), PASS, 0 * MIN, A, 2, [E.PROMOTED]),
+    row("last-step-promotes-when-powered", at_step(2), POWERED, 0 * MIN, A, 2, [E.PROMOTED]),
+    row("last-step-holds-on-inconclusive", at_step(2), MIXED, 0 * MIN, P, 2, [E.HOLDING]),
+    row(
+        "advisory-fail-ignored",
         at_step(0),
         look(Verdict.FAIL, critical=False),
         10 * MIN,
-        Phase.PROGRESSING,
+        P,
         1,
-        [EventKind.STEP_ADVANCED],
-        id="advisory-fail-ignored",
+        [E.STEP_ADVANCED],
     ),
-    pytest.param(
-        SPEC,
+    # advanceOn: pass asks at every step what promotion asks
+    row(
+        "pass-holds-on-inconclusive",
         at_step(0),
-        NODATA,
-        1 * MIN,
-        Phase.PROGRESSING,
+        MIXED,
+        10 * MIN,
+        P,
         0,
-        [EventKind.HOLDING],
-        id="no-data-holds",
+        [E.HOLDING],
+        None,
+        STRICT_SPEC,
     ),
-    pytest.param(
-        SPEC,
+    row(
+        "pass-advances-when-powered",
+        at_step(0),
+        POWERED,
+        10 * MIN,
+        P,
+        1,
+        [E.STEP_ADVANCED],
+        None,
+        STRICT_SPEC,
+    ),
+    # advanceOn: no-failure, written out, is the default
+    row(
+        "no-failure-advances-on-inconclusive",
+        at_step(0),
+        MIXED,
+        10 * MIN,
+        P,
+        1,
+        [E.STEP_ADVANCED],
+        None,
+        NO_FAILURE_SPEC,
+    ),
+    row(
+        "no-failure-needs-pass-for-the-last-step",
+        at_step(1),
+        MIXED,
+        10 * MIN,
+        P,
+        1,
+        [E.HOLDING],
+        None,
+        NO_FAILURE_SPEC,
+    ),
+    row(
+        "no-failure-all-pass-goes-to-the-last-step",
+        at_step(1),
+        PASS,
+        10 * MIN,
+        P,
+        2,
+        [E.STEP_ADVANCED],
+        None,
+        NO_FAILURE_SPEC,
+    ),
+    # failures roll back at once, named by what decided them
+    row(
+        "fail-rolls-back-at-once",
+        at_step(0),
+        FAIL,
+        1 * MIN,
+        R,
+        0,
+        [E.ROLLED_BACK],
+        Cause.LIMIT_BROKEN,
+    ),
+    row(
+        "breaker-rolls-back-at-once",
+        at_step(0),
+        BREAKER,
+        1 * MIN,
+        R,
+        0,
+        [E.ROLLED_BACK],
+        Cause.CIRCUIT_BREAKER,
+    ),
+    row(
+        "fail-on-the-last-step-rolls-back",
+        at_step(2),
+        FAIL,
+        1 * MIN,
+        R,
+        2,
+        [E.ROLLED_BACK],
+        Cause.LIMIT_BROKEN,
+    ),
+    # failed measurements: noData
+    row("no-data-holds", at_step(0), NODATA, 1 * MIN, P, 0, [E.HOLDING]),
+    row(
+        "outage-never-rolls-back-at-once",
         at_step(0),
         Look(error="Prometheus unreachable"),
         30 * MIN,
-        Phase.PROGRESSING,
+        P,
         0,
-        [EventKind.HOLDING],
-        id="outage-never-rolls-back-at-once",
+        [E.HOLDING],
     ),
-    pytest.param(
-        SPEC,
+    row(
+        "no-data-timeout-pauses",
         at_step(0, no_data_since=T0),
         NODATA,
         10 * MIN,
-        Phase.PAUSED,
+        S,
         0,
-        [EventKind.PAUSED],
-        id="no-data-timeout-pauses",
+        [E.PAUSED],
+        Cause.NO_DATA,
     ),
-    pytest.param(
-        ROLLBACK_ON_NO_DATA,
+    row(
+        "no-data-timeout-rolls-back",
         at_step(0, spec=ROLLBACK_ON_NO_DATA, no_data_since=T0),
         NODATA,
         5 * MIN,
-        Phase.ROLLED_BACK,
+        R,
         0,
-        [EventKind.ROLLED_BACK],
-        id="no-data-timeout-rolls-back",
+        [E.ROLLED_BACK],
+        Cause.NO_DATA,
+        ROLLBACK_ON_NO_DATA,
     ),
-    pytest.param(
-        ROLLBACK_ON_NO_DATA_AT_ONCE,
+    row(
+        "no-data-rolls-back-at-once",
         at_step(0, spec=ROLLBACK_ON_NO_DATA_AT_ONCE),
         NODATA,
         1 * MIN,
-        Phase.ROLLED_BACK,
+        R,
         0,
-        [EventKind.ROLLED_BACK],  # one message: no "holding" just before it
-        id="no-data-rolls-back-at-once",
+        [E.ROLLED_BACK],
+        Cause.NO_DATA,
+        ROLLBACK_ON_NO_DATA_AT_ONCE,
     ),
-    pytest.param(
-        SPEC,
-        at_step(0, undecided_since=T0 + 10 * MIN),
-        MIXED,
-        20 * MIN,
-        Phase.PAUSED,
+    row(
+        "no-failure-holds-without-data",
+        at_step(0),
+        NODATA,
+        10 * MIN,
+        P,
         0,
-        [EventKind.PAUSED],
-        id="inconclusive-timeout-pauses",
+        [E.HOLDING],
+        None,
+        NO_FAILURE_SPEC,
     ),
-    pytest.param(
-        SPEC,
-        at_step(2),
-        PASS,
-        0 * MIN,
-        Phase.PROMOTED,
-        2,
-        [EventKind.PROMOTED],
-        id="last-step-promotes",
-    ),
-    pytest.param(
-        SPEC,
-        at_step(1),
+    # not enough evidence is not missing data: noData never applies, the deadline does
+    row(
+        "inconclusive-never-times-out-as-no-data",
+        at_step(1, spec=ROLLBACK_ON_NO_DATA, undecided_since=T0 + 10 * MIN),
         MIXED,
         30 * MIN,
-        Phase.PROGRESSING,
+        P,
         1,
-        [EventKind.HOLDING],
-        id="never-promotes-on-inconclusive",
+        [],
+        None,
+        ROLLBACK_ON_NO_DATA,
     ),
-    pytest.param(
-        PAUSING_SPEC,
+    row(
+        "below-min-samples-never-times-out-as-no-data",
+        at_step(0, spec=ROLLBACK_ON_NO_DATA, undecided_since=T0 + 10 * MIN),
+        WAITING,
+        30 * MIN,
+        P,
+        0,
+        [],
+        None,
+        ROLLBACK_ON_NO_DATA,
+    ),
+    row(
+        "undecided-at-the-deadline-pauses",
+        at_step(1, undecided_since=T0 + 10 * MIN),
+        MIXED,
+        DEADLINE,
+        S,
+        1,
+        [E.PAUSED],
+        Cause.DEADLINE,
+    ),
+    row(
+        "the-deadline-pauses-where-noData-would-roll-back",
+        at_step(1, spec=ROLLBACK_ON_NO_DATA, undecided_since=T0 + 10 * MIN),
+        MIXED,
+        DEADLINE,
+        S,
+        1,
+        [E.PAUSED],
+        Cause.DEADLINE,
+        ROLLBACK_ON_NO_DATA,
+    ),
+    row(
+        "below-min-samples-at-the-deadline-pauses",
+        at_step(0, undecided_since=T0 + 10 * MIN),
+        WAITING,
+        DEADLINE,
+        S,
+        0,
+        [E.PAUSED],
+        Cause.DEADLINE,
+    ),
+    row(
+        "a-decided-rollout-past-the-deadline-advances",
+        at_step(1),
+        PASS,
+        DEADLINE,
+        P,
+        2,
+        [E.STEP_ADVANCED],
+    ),
+    # pauses kept for a human
+    row(
+        "step-pause-waits",
         at_step(1, spec=PAUSING_SPEC),
         PASS,
         10 * MIN,
-        Phase.PAUSED,
+        S,
         1,
-        [EventKind.PAUSED],
-        id="step-pause-waits",
+        [E.PAUSED],
+        Cause.MANUAL,
+        PAUSING_SPEC,
     ),
-    pytest.param(
-        GATED_SPEC,
+    row(
+        "gate-not-yet",
         at_step(0, spec=GATED_SPEC),
         PASS,
         10 * MIN,
-        Phase.PROGRESSING,
+        P,
         1,
-        [EventKind.STEP_ADVANCED],
-        id="gate-not-yet",
-    ),
-    pytest.param(
+        [E.STEP_ADVANCED],
+        None,
         GATED_SPEC,
+    ),
+    row(
+        "gate-before-100",
         at_step(1, spec=GATED_SPEC),
         PASS,
         10 * MIN,
-        Phase.PAUSED,
+        S,
         1,
-        [EventKind.PAUSED],
-        id="gate-before-100",
+        [E.PAUSED],
+        Cause.MANUAL,
+        GATED_SPEC,
     ),
 ]
 
 
-@pytest.mark.parametrize(("spec", "state", "seen", "after", "phase", "step", "told"), TABLE)
+@pytest.mark.parametrize(
+    ("spec", "state", "seen", "after", "phase", "step", "told", "cause"), TABLE
+)
 def test_decision_table(
     spec: RolloutSpec,
     state: RolloutState,
@@ -317,11 +414,16 @@ def test_decision_table(
     phase: Phase,
     step: int,
     told: list[EventKind],
+    cause: Cause | None,
 ) -> None:
     d = decide(spec, state, seen, [], T0 + after)
     assert (d.state.phase, d.state.step) == (phase, step), d.state.reason
     assert events(d.actions) == told
     assert d.state.tick == state.tick + 1
+    assert [t.cause for t in d.transitions] == ([cause] if d.transitions else [])
+    assert d.state.cause is (cause if d.transitions else state.cause)
+    ending = [a for a in d.actions if isinstance(a, Notify) and a.event is not E.HOLDING]
+    assert [a.cause for a in ending] == [cause] * len(ending)
 
 
 def test_rollback_restores_the_route_before_anything_else() -> None:
@@ -376,6 +478,25 @@ def test_commands(kind: CommandKind, phase: Phase, step: int) -> None:
     assert all(t.actor == "alice" for t in d.transitions)
 
 
+@pytest.mark.parametrize(("kind", "phase", "step"), COMMANDS)
+def test_what_a_human_asks_for_is_caused_manually(
+    kind: CommandKind, phase: Phase, step: int
+) -> None:
+    d = decide(SPEC, at_step(1), MIXED, [Command(7, kind, "alice")], T0 + MIN)
+    assert all(t.cause is Cause.MANUAL for t in d.transitions)
+    told = [a for a in d.actions if isinstance(a, Notify)]
+    assert all(a.cause is Cause.MANUAL for a in told)
+    assert bool(d.transitions) == (kind is not CommandKind.RESUME)
+
+
+def test_the_other_endings_name_their_cause() -> None:
+    assert fail(SPEC, at_step(1), "the route is gone", T0).transitions[0].cause is (
+        Cause.ROUTE_FAILED
+    )
+    assert end_deleted(SPEC, at_step(1), T0).transitions[0].cause is Cause.MANUAL
+    assert restart(SPEC, at_step(1), 2, T0).transitions[0].cause is None  # not an ending
+
+
 def test_a_command_is_applied_once() -> None:
     cmd = Command(3, CommandKind.PROMOTE, "alice")
     first = decide(SPEC, at_step(0), MIXED, [cmd], T0 + MIN)
@@ -425,8 +546,8 @@ def test_a_step_pause_resumes_to_the_next_step() -> None:
 
 
 def test_holding_is_told_once_per_episode() -> None:
-    first = decide(SPEC, at_step(0), MIXED, [], T0 + 10 * MIN)
-    second = decide(SPEC, first.state, MIXED, [], T0 + 11 * MIN)
+    first = decide(SPEC, at_step(0), WAITING, [], T0 + 10 * MIN)
+    second = decide(SPEC, first.state, WAITING, [], T0 + 11 * MIN)
     assert events(first.actions) == [EventKind.HOLDING]
     assert events(second.actions) == []
     assert "not enough traffic yet in mobile" in next(
@@ -459,8 +580,17 @@ def test_a_deleted_rollout_ends_with_the_route_restored() -> None:
 
 
 def test_state_survives_its_json_form() -> None:
-    state = at_step(1, no_data_since=T0, command_cursor=4).evolve(waiting=Waiting.NO_DATA)
+    state = at_step(1, no_data_since=T0, command_cursor=4).evolve(
+        waiting=Waiting.DEADLINE, cause=Cause.DEADLINE, deadline_from=T0 + MIN
+    )
     assert RolloutState.from_json(state.to_json()) == state
+
+
+def test_a_state_stored_before_causes_and_deadlines_still_loads() -> None:
+    stored = at_step(1).to_json()
+    del stored["cause"], stored["deadlineFrom"]
+    state = RolloutState.from_json({**stored, "waiting": "inconclusive"})
+    assert (state.cause, state.deadline_start) == (None, state.started_at)
 
 
 @pytest.mark.parametrize("src", list(Phase))
@@ -473,3 +603,101 @@ def test_the_transition_table_is_explicit(src: Phase) -> None:
                 check_transition(src, dst)
     if src.terminal:
         assert ALLOWED[src] == {Phase.PENDING}
+
+
+def test_the_deadline_pause_lists_what_each_undecided_cell_needs() -> None:
+    undecided = Look(
+        (
+            Cell("refusal-rate", "overall", Verdict.PASS),
+            Cell(
+                "quality-score",
+                "power-users",
+                Verdict.INCONCLUSIVE,
+                candidate_samples=2400.0,
+                needed_samples=1200.0,
+            ),
+            Cell("error-rate", "mobile", Verdict.INCONCLUSIVE),
+            Cell("refusal-rate", "mobile", Verdict.PASS, critical=False),
+        )
+    )
+    d = decide(SPEC, at_step(1, undecided_since=T0 + 10 * MIN), undecided, [], T0 + DEADLINE)
+    assert (d.state.phase, d.state.waiting, d.state.cause) == (
+        Phase.PAUSED,
+        Waiting.DEADLINE,
+        Cause.DEADLINE,
+    )
+    # 2,400 samples in 40 minutes is 1/s: 1,200 more take 20 minutes
+    assert d.state.reason == (
+        "undecided at the deadline (40m): quality-score in power-users: ~1,200 more candidate"
+        " samples (about 20m at 1/s, the rate so far); error-rate in mobile: inconclusive,"
+        " further samples needed unknown"
+    )
+    [told] = [a for a in d.actions if isinstance(a, Notify)]
+    assert told.mention and told.cause is Cause.DEADLINE
+    assert [(c.metric, c.cohort) for c in told.cells] == [
+        ("quality-score", "power-users"),
+        ("error-rate", "mobile"),
+    ]
+    assert "1,200 more candidate samples" in told.cells[0].summary
+    assert not any(isinstance(a, RestoreRoute) for a in d.actions)  # never a rollback
+
+
+def test_below_min_samples_at_the_deadline_says_how_many_requests_are_missing() -> None:
+    few = Look(
+        (
+            Cell(
+                "refusal-rate",
+                "mobile",
+                Verdict.INCONCLUSIVE,
+                waiting_for_traffic=True,
+                candidate_samples=120.0,
+            ),
+        )
+    )
+    d = decide(SPEC, at_step(0), few, [], T0 + DEADLINE)
+    assert d.state.reason == (
+        "undecided at the deadline (40m): refusal-rate in mobile: 80 more candidate requests"
+        " to reach minSamples (about 26m40s at 0.05/s, the rate so far)"
+    )
+
+
+def test_resuming_a_deadline_pause_gives_the_cells_another_deadline() -> None:
+    paused = decide(SPEC, at_step(1, undecided_since=T0), MIXED, [], T0 + DEADLINE).state
+    assert paused.waiting is Waiting.DEADLINE
+    resume = [Command(1, CommandKind.RESUME, "erin")]
+    resumed = decide(SPEC, paused, MIXED, resume, T0 + DEADLINE + 5 * MIN).state
+    assert (resumed.phase, resumed.cause) == (Phase.PROGRESSING, Cause.MANUAL)
+    assert resumed.deadline_start == T0 + DEADLINE + 5 * MIN
+    still = decide(SPEC, resumed, MIXED, [], T0 + 2 * DEADLINE).state
+    assert still.phase is Phase.PROGRESSING
+    again = decide(SPEC, still, MIXED, [], T0 + 2 * DEADLINE + 5 * MIN).state
+    assert (again.phase, again.waiting) == (Phase.PAUSED, Waiting.DEADLINE)
+
+
+def test_time_paused_by_a_human_does_not_count_toward_the_deadline() -> None:
+    paused = decide(SPEC, at_step(1), MIXED, [Command(1, CommandKind.PAUSE, "bob")], T0).state
+    resumed = decide(
+        SPEC, paused, MIXED, [Command(2, CommandKind.RESUME, "bob")], T0 + 30 * MIN
+    ).state
+    assert resumed.deadline_start == T0 + 30 * MIN
+    held = decide(SPEC, resumed, MIXED, [], T0 + DEADLINE + 10 * MIN).state
+    assert held.phase is Phase.PROGRESSING  # 40m of running time, but 30m of it paused
+    assert decide(SPEC, held, MIXED, [], T0 + DEADLINE + 30 * MIN).state.phase is Phase.PAUSED
+
+
+def test_promoting_by_hand_past_a_deadline_pause_goes_on() -> None:
+    paused = decide(SPEC, at_step(1, undecided_since=T0), MIXED, [], T0 + DEADLINE).state
+    promoted = decide(
+        SPEC, paused, MIXED, [Command(1, CommandKind.PROMOTE, "erin")], T0 + DEADLINE + MIN
+    )
+    assert (promoted.state.phase, promoted.state.step) == (Phase.PROGRESSING, 2)
+    assert promoted.transitions[0].cause is Cause.MANUAL
+
+
+def test_a_healthy_candidate_that_stays_inconclusive_is_never_rolled_back() -> None:
+    """Even with `noData: {then: rollback}`: only a human ends an undecided rollout."""
+    state, now = start(ROLLBACK_ON_NO_DATA, 1, T0), T0
+    for _ in range(180):
+        state = decide(ROLLBACK_ON_NO_DATA, state, MIXED, [], now).state
+        now += MIN
+    assert (state.phase, state.step, state.cause) == (Phase.PAUSED, 1, Cause.DEADLINE)

@@ -115,6 +115,7 @@ def rollback(tick: int = 3) -> Notification:
             "rolled-back",
             "rolled back: refusal-rate in non-english: " + FAIL_REASON,
             phase="RolledBack",
+            cause="LimitBroken",
             mention=["U024BE7LH"],
             cells=[
                 {

@@ -18,6 +18,7 @@ from controller.notify import (
 )
 from controller.notify.messages import MAX_CELLS, MAX_HEADER
 from controller.notify.worker import key_parts
+from controller.policy import Cause
 from tests.notify.samples import (
     FAIL_REASON,
     QUERY,
@@ -50,6 +51,7 @@ ROLLBACK_BLOCKS: list[dict[str, Any]] = [
             {"type": "mrkdwn", "text": "*Phase*\nRolledBack"},
             {"type": "mrkdwn", "text": "*Step*\n1 of 5"},
             {"type": "mrkdwn", "text": "*Traffic*\nall on baseline v6"},
+            {"type": "mrkdwn", "text": "*Cause*\nLimitBroken: a critical metric breaks its limit"},
         ],
     },
     {"type": "divider"},
@@ -322,6 +324,7 @@ def test_the_terminal_preview_is_the_slack_message_without_markup() -> None:
             "  Phase:                RolledBack",
             "  Step:                 1 of 5",
             "  Traffic:              all on baseline v6",
+            "  Cause:                LimitBroken: a critical metric breaks its limit",
             "─" * 72,
             "❌ refusal-rate in cohort non-english: fail",
             FAIL_REASON,
@@ -346,6 +349,7 @@ def test_the_webhook_body_carries_the_event_and_its_evidence() -> None:
         "phase": "RolledBack",
         "step": 0,
     }
+    assert body["cause"] == "LimitBroken"
     assert body["summary"] == ROLLBACK_TEXT
     assert body["mention"] == ["U024BE7LH"]
     assert body["evidence"][0] == {
@@ -365,6 +369,105 @@ def test_the_webhook_body_carries_the_event_and_its_evidence() -> None:
         "reason": FAIL_REASON,
     }
     assert body["durationSeconds"] is None  # only a promotion has one
+
+
+UNDECIDED = [
+    {"metric": "quality-score", "cohort": "power-users", "verdict": "inconclusive"},
+]
+NO_DATA_CELLS = [{"metric": "refusal-rate", "cohort": "mobile", "verdict": "no-data"}]
+
+
+@pytest.mark.parametrize(
+    ("event", "text", "cause", "cells", "sentence"),
+    [
+        pytest.param(
+            "rolled-back",
+            "no data for 2m: metrics unavailable: Prometheus unreachable",
+            "NoData",
+            [],
+            "Traffic is back on v6: the metrics could not be measured (no data for 2m: metrics"
+            " unavailable: Prometheus unreachable).",
+            id="no-data-rollback",
+        ),
+        pytest.param(
+            "rolled-back",
+            "no data for 2m: no data from Prometheus for refusal-rate in mobile",
+            "NoData",
+            NO_DATA_CELLS,
+            "Traffic is back on v6: the metrics could not be measured (no data for 2m: no data"
+            " from Prometheus for refusal-rate in mobile).",
+            id="no-data-rollback-names-the-cells-measured",
+        ),
+        pytest.param(
+            "paused",
+            "undecided at the deadline (40m): quality-score in power-users: ~1,200 more"
+            " candidate samples",
+            "Deadline",
+            UNDECIDED,
+            "<@U024BE7LH> Undecided at the deadline (40m): quality-score in power-users: ~1,200"
+            " more candidate samples. A human decides: `canaryctl resume` (another deadline),"
+            " `canaryctl promote` or `canaryctl abort`.",
+            id="deadline-pause",
+        ),
+        pytest.param(
+            "rolled-back",
+            "circuit breaker tripped: error-rate in overall: 40% errors",
+            "CircuitBreaker",
+            [{"metric": "error-rate", "cohort": "overall", "verdict": "fail"}],
+            "Traffic is back on v6: error-rate tripped the circuit breaker in cohort overall.",
+            id="circuit-breaker",
+        ),
+        pytest.param(
+            "rolled-back",
+            "still inconclusive 0:02:00 after the hold",
+            None,
+            UNDECIDED,
+            "Traffic is back on v6: still inconclusive 0:02:00 after the hold.",
+            id="queued-before-causes-undecided-is-not-failed",
+        ),
+        pytest.param(
+            "aborted",
+            "aborted by alice: wrong build",
+            "Manual",
+            [],
+            "Aborted by alice: wrong build.",
+            id="manual",
+        ),
+        pytest.param(
+            "failed",
+            "the route cannot be written: httproute bot not found",
+            "RouteFailed",
+            [],
+            "The route cannot be written: httproute bot not found.",
+            id="route-failed",
+        ),
+    ],
+)
+def test_a_transition_is_worded_from_its_cause_never_as_a_failed_metric_unless_one_failed(
+    event: str, text: str, cause: str | None, cells: list[dict[str, str]], sentence: str
+) -> None:
+    mention = ["U024BE7LH"] if event == "paused" else []
+    n = note(event, text, cells=cells, mention=mention, cause=cause)
+    message = slack_message(n)
+    assert message.blocks[1]["text"]["text"] == sentence
+    if cause is None or not Cause(cause).failed_metric:
+        assert "failed in" not in message.text
+        assert all("failed in" not in str(b) for b in message.blocks)
+    fields = [f["text"] for f in message.blocks[2]["fields"]]
+    if cause is not None:
+        assert fields[-1] == f"*Cause*\n{cause}: {Cause(cause).meaning}"
+        assert notification_json(n)["cause"] == cause
+    else:
+        assert not any(f.startswith("*Cause*") for f in fields)
+        assert notification_json(n)["cause"] is None
+
+
+def test_holding_before_100_percent_is_not_called_a_lack_of_traffic() -> None:
+    text = "holding: not decided yet, before 100%: quality-score in power-users"
+    message = slack_message(note("holding", text, cells=UNDECIDED))
+    assert message.blocks[1]["text"]["text"] == (
+        "Not decided yet in cohort power-users: holding before 100%."
+    )
 
 
 def test_evidence_without_a_deciding_limit_uses_the_check_with_the_same_verdict() -> None:

@@ -69,6 +69,8 @@ class Judge:
 
     verdict: Verdict = Verdict.PASS  # of refusal-rate in mobile; every other cell passes
     error: str | None = None  # the metrics source failed: no cells at all
+    #: an INCONCLUSIVE verdict means "fewer requests than minSamples" (else: undecided)
+    waiting: bool = True
 
     def observe(self, rollout: ModelRollout, state: RolloutState, now: datetime) -> Observation:
         if self.error is not None:
@@ -79,7 +81,11 @@ class Judge:
                 bad = (metric, cohort) == ("refusal-rate", "mobile")
                 verdict = self.verdict if bad else Verdict.PASS
                 summary = FAIL_REASON if verdict is Verdict.FAIL else ""
-                cells.append(Cell(metric, cohort, verdict, summary=summary))
+                # INCONCLUSIVE here is "fewer requests than minSamples": the step holds
+                waiting = verdict is Verdict.INCONCLUSIVE and self.waiting
+                cells.append(
+                    Cell(metric, cohort, verdict, summary=summary, waiting_for_traffic=waiting)
+                )
                 rows.append(analysis(state.tick + 1, metric, cohort, str(verdict), at=now))
         return Observation(Look(tuple(cells)), tuple(rows))
 
@@ -230,8 +236,46 @@ def test_no_data_and_an_abort_reach_the_thread_and_the_owners(slack: FakeSlack) 
     assert aborted["blocks"][0]["text"]["text"] == ":no_entry: Aborted: llm/bot-v2"
     assert aborted["blocks"][1]["text"]["text"] == "<@U024BE7LH> Aborted by alice: checking."
     assert aborted["reply_broadcast"] is True
+    # the engine's cause code reaches Slack with the message it explains
+    assert aborted["blocks"][2]["fields"][-1]["text"] == (
+        "*Cause*\nManual: a human's command, or a pause kept for a human"
+    )
+    assert holding["blocks"][2]["fields"][-1]["text"].startswith("*Cause*\nNoData: ")
     assert aborted["text"].startswith("<@U024BE7LH> Aborted: llm/bot-v2 (bot v1 → v2), Aborted,")
     assert top["blocks"][0]["text"]["text"] == ":no_entry: llm/bot-v2: Aborted"
+
+
+def test_an_undecided_candidate_pauses_at_the_deadline_and_is_never_called_failed(
+    slack: FakeSlack,
+) -> None:
+    store = MemoryStore()
+    rollout = Rollout(store)
+    rollout.judge.verdict, rollout.judge.waiting = Verdict.INCONCLUSIVE, False
+    rollout.tick(45)  # step 1 advances without a FAIL; 100 % waits for a decision; 40m
+    worker = DeliveryWorker(store, [slack_notifier(slack)], clock=Clock())
+    for _ in range(6):
+        worker.run_once()
+    assert [m.event for m in store.outbox(KEY)] == [
+        "started",
+        "step-advanced",
+        "holding",
+        "paused",
+    ]
+    assert [t.cause for t in store.transitions(KEY)] == [None, None, "Deadline"]
+    *_, holding, paused = slack.posted()
+    assert holding["blocks"][1]["text"]["text"] == (
+        "Not decided yet in cohort mobile: holding before 100%."
+    )
+    assert paused["blocks"][1]["text"]["text"] == (
+        "<@U024BE7LH> Undecided at the deadline (40m): refusal-rate in mobile: inconclusive,"
+        " further samples needed unknown. A human decides: `canaryctl resume` (another"
+        " deadline), `canaryctl promote` or `canaryctl abort`."
+    )
+    assert paused["blocks"][2]["fields"][-1]["text"] == (
+        "*Cause*\nDeadline: the judge could not decide before the deadline"
+    )
+    assert "fail" not in paused["text"]
+    assert rollout.route.observe().weight == 50  # paused where it was: nothing rolled back
 
 
 # --- done when: a hanging Slack does not delay a rollback ----------------------------

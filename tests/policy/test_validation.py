@@ -286,6 +286,30 @@ BROKEN = [
         "duplicate key 'window'; it is already set at line 18",
         id="duplicate-key",
     ),
+    pytest.param(
+        policy(("window: 5m", "window: 5m\n    deadline: 15m")),
+        "spec.analysis.deadline",
+        19,
+        "is shorter than the sum of the steps' holds (20m)",
+        id="deadline-shorter-than-the-holds",
+    ),
+    pytest.param(
+        policy(
+            ("  analysis:\n", "  shadow: {duration: 30m}\n  analysis:\n"),
+            ("window: 5m", "window: 5m\n    deadline: 45m"),
+        ),
+        "spec.analysis.deadline",
+        20,
+        "shorter than the shadow's duration and the steps' holds together (50m)",
+        id="deadline-shorter-than-shadow-and-holds",
+    ),
+    pytest.param(
+        policy(("window: 5m", "window: 5m\n    deadline: soon")),
+        "spec.analysis.deadline",
+        19,
+        "is not a duration",
+        id="deadline-not-a-duration",
+    ),
 ]
 
 
@@ -460,6 +484,21 @@ def test_a_policy_round_trips_through_its_json_form() -> None:
         "pause": False,
     }
     assert ModelRollout.model_validate(data) == loaded.rollout
+
+
+def test_the_deadline_defaults_to_twice_the_holds() -> None:
+    spec = load_text(policy())[0].rollout.spec
+    assert (spec.analysis.deadline, spec.deadline) == (None, timedelta(minutes=40))
+    shadowed = load_text(policy(("  analysis:\n", "  shadow: {duration: 30m}\n  analysis:\n")))[
+        0
+    ].rollout.spec
+    assert shadowed.deadline == timedelta(minutes=100)
+    no_holds = load_text(
+        policy(("hold: 10m, cohortWeights", "hold: 0s, cohortWeights"), ("hold: 10m}", "hold: 1m}"))
+    )[0].rollout.spec
+    assert no_holds.deadline == timedelta(minutes=10)  # never shorter than that
+    given = load_text(policy(("window: 5m", "window: 5m\n    deadline: 2h")))[0].rollout.spec
+    assert given.deadline == timedelta(hours=2)
 
 
 def test_models_are_frozen() -> None:

@@ -17,7 +17,7 @@ from controller.engine.executor import Executor, Observation, TickResult
 from controller.engine.phases import Phase
 from controller.engine.state import Cell, Look, RolloutState, Transition
 from controller.errors import Problem
-from controller.policy import ModelRollout, parse_object
+from controller.policy import Cause, ModelRollout, parse_object
 from controller.routing import MemoryRouter, RouteTarget
 from controller.runtime.kube_source import InvalidRollout
 from controller.runtime.kube_status import (
@@ -221,15 +221,16 @@ def test_a_rollback_flips_the_conditions_and_emits_a_warning(world: World) -> No
     status = world.status()
     assert status["phase"] == "RolledBack"
     assert status["weight"] == 0
+    assert status["cause"] == "LimitBroken"
     conditions = world.conditions()
     assert conditions["RolledBack"]["status"] == "True"
-    assert conditions["RolledBack"]["reason"] == "RolledBack"
+    assert conditions["RolledBack"]["reason"] == "LimitBroken"
     assert conditions["Progressing"]["status"] == "False"
     assert conditions["RolledBack"]["lastTransitionTime"] == "2026-11-22T08:00:30Z"
     events = world.events()
     assert [(e["reason"], e["type"]) for e in events] == [
         ("Started", "Normal"),
-        ("RolledBack", "Warning"),
+        ("LimitBroken", "Warning"),
     ]
     rolled_back = events[-1]
     assert rolled_back["involvedObject"] == {
@@ -241,6 +242,7 @@ def test_a_rollback_flips_the_conditions_and_emits_a_warning(world: World) -> No
     }
     assert rolled_back["message"].startswith("Progressing -> RolledBack (step 1/3): ")
     assert "mobile" in rolled_back["message"]
+    assert rolled_back["message"].endswith(" [LimitBroken]")
     assert rolled_back["reportingComponent"] == "canary.ai/canary-controller"
     assert rolled_back["reportingInstance"] == "replica-a"
 
@@ -371,6 +373,51 @@ def test_an_invalid_spec_sets_valid_false_and_a_warning(world: World) -> None:
 )
 def test_event_reasons_name_the_transition(src: Phase, dst: Phase, reason: str) -> None:
     assert event_reason(Transition(T0, src, dst, 0, 1, "why")) == reason
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "cause", "reason"),
+    [
+        pytest.param(Phase.PROGRESSING, Phase.ROLLED_BACK, Cause.NO_DATA, "NoData", id="no-data"),
+        pytest.param(
+            Phase.PROGRESSING,
+            Phase.ROLLED_BACK,
+            Cause.CIRCUIT_BREAKER,
+            "CircuitBreaker",
+            id="breaker",
+        ),
+        pytest.param(Phase.PROGRESSING, Phase.PAUSED, Cause.DEADLINE, "Deadline", id="deadline"),
+        pytest.param(Phase.PAUSED, Phase.ABORTED, Cause.MANUAL, "Manual", id="aborted"),
+        pytest.param(
+            Phase.PROGRESSING, Phase.FAILED, Cause.ROUTE_FAILED, "RouteFailed", id="route"
+        ),
+        # a human letting it go on is still named for what happened
+        pytest.param(Phase.PAUSED, Phase.PROGRESSING, Cause.MANUAL, "Resumed", id="resumed"),
+        pytest.param(Phase.PAUSED, Phase.PROMOTED, Cause.MANUAL, "Promoted", id="promoted"),
+    ],
+)
+def test_an_ending_or_a_pause_is_named_by_its_cause(
+    src: Phase, dst: Phase, cause: Cause, reason: str
+) -> None:
+    assert event_reason(Transition(T0, src, dst, 0, 1, "why", cause=cause)) == reason
+
+
+def test_a_deadline_pause_says_so_in_the_status_and_never_as_a_failed_metric(
+    world: World,
+) -> None:
+    world.tick()
+    world.judge.verdicts = {"overall": Verdict.PASS, "mobile": Verdict.INCONCLUSIVE}
+    world.tick(timedelta(minutes=10))  # step 2: inconclusive is no FAIL
+    world.tick(timedelta(minutes=10))  # hold over, but 100 % needs mobile decided: holding
+    world.tick(timedelta(minutes=20))  # 40 minutes: the deadline
+    status = world.status()
+    assert (status["phase"], status["cause"]) == ("Paused", "Deadline")
+    assert status["reason"].startswith("undecided at the deadline (40m): refusal-rate in mobile")
+    assert "fail" not in status["reason"]
+    progressing = world.conditions()["Progressing"]
+    assert (progressing["status"], progressing["reason"]) == ("False", "WaitingForDeadline")
+    event = world.events()[-1]
+    assert (event["reason"], event["type"]) == ("Deadline", "Warning")
 
 
 def test_the_patch_covers_owned_fields_only() -> None:

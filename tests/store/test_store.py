@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,13 @@ def test_audit_rows_keep_every_field_in_order(store: Store) -> None:
     )
 
 
+def test_a_transition_keeps_its_cause(store: Store) -> None:
+    key = _key()
+    paused = replace(_transition("Progressing", "Paused"), cause="Deadline")
+    store.commit(TickWrite(_rollout(key), None, transitions=(_transition("", "Pending"), paused)))
+    assert [t.cause for t in store.transitions(key)] == [None, "Deadline"]
+
+
 def test_an_outbox_message_is_written_once(store: Store) -> None:
     key = _key()
     message = OutboxMessage(f"{key}/started", "started", {"text": "hi"}, T0)
@@ -227,6 +235,42 @@ def test_sqlite_audit_tables_are_append_only_too(tmp_path: Path) -> None:
     with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as connection:
         connection.execute(text("DELETE FROM transitions"))
     store.close()
+
+
+def test_a_transition_recorded_before_the_cause_column_reads_without_one(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    migrate(url, "0002")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO rollouts (key, namespace, name, generation, candidate_version,"
+                " phase, step, policy, state, revision, created_at, updated_at) VALUES"
+                " ('llm/old', 'llm', 'old', 1, 'v7', 'Pending', 0, '{}', '{}', 1, :t, :t)"
+            ),
+            {"t": T0},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO transitions (rollout_id, at, from_phase, to_phase, from_step,"
+                " to_step, reason, actor, details) VALUES"
+                " (1, :t, '', 'Pending', -1, -1, 'new rollout', 'controller', '{}')"
+            ),
+            {"t": T0},
+        )
+    engine.dispose()
+    migrate(url)
+    store = SqlStore(url)
+    [old] = store.transitions("llm/old")
+    assert (old.reason, old.cause) == ("new rollout", None)
+    store.close()
+    migrate(url, "0002", downgrade=True)  # and back: the audit stays append-only
+    engine = create_engine(url)
+    with pytest.raises(DBAPIError, match="append-only"), engine.begin() as connection:
+        connection.execute(text("DELETE FROM transitions"))
+    engine.dispose()
 
 
 def _diff(url: str) -> list[Any]:
