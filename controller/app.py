@@ -34,6 +34,7 @@ from controller.policy import ModelRollout
 from controller.routing.base import RouteTarget, TrafficRouter
 from controller.routing.cluster import Cluster
 from controller.routing.registry import router_class
+from controller.runtime.admission import QueryAdmission
 from controller.runtime.controller import Controller, LogReporter, RouterFactory, TickReporter
 from controller.runtime.observer import JudgingObserver
 from controller.runtime.sources import DirectorySource, RolloutSource
@@ -164,7 +165,7 @@ def build(
         )
     controller = Controller(
         store=store,
-        source=source,
+        source=QueryAdmission(source, settings.custom_queries),
         routes=routes,
         observer=observer,
         clock=WallClock(),
