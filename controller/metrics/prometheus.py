@@ -154,16 +154,20 @@ class PrometheusProvider:
                 f"custom queries are turned off on this controller (custom_queries=deny); "
                 f"{metric.metric_name} is not run"
             )
-        query = self._unscoped_query(metric, version, context)
-        if self.custom_queries is CustomQueries.ALLOW:
-            return query
-        try:
-            text = scope(query.text, self.tenant_label, context.namespace)
-        except QueryError as exc:
-            raise BadQueryError(str(exc), query=query.text) from exc
-        return _Query(text, query.reading)
+        query = self._query(metric, version, context)
+        if metric.template is not None:
+            return query  # its selectors are scoped (`_template_query`)
+        return _Query(self._scoped(query.text, context), query.reading)
 
-    def _unscoped_query(self, metric: MetricSpec, version: str, context: QueryContext) -> _Query:
+    def _scoped(self, text: str, context: QueryContext) -> str:
+        if self.custom_queries is CustomQueries.ALLOW:
+            return text
+        try:
+            return scope(text, self.tenant_label, context.namespace)
+        except QueryError as exc:
+            raise BadQueryError(str(exc), query=text) from exc
+
+    def _query(self, metric: MetricSpec, version: str, context: QueryContext) -> _Query:
         values: dict[str, promql.Value] = {
             "model": context.model,
             "version": version,
@@ -204,7 +208,9 @@ class PrometheusProvider:
         if template is None:
             raise BadQueryError(f"no PromQL for the template {name!r}")
         window = self._window(context)
-        selectors = [promql.render(s, values) for s in template.counters]
+        # The rest of the query is the controller's own text: scoping each selector
+        # scopes the query, and a selector's scoping is the same at every look (cached).
+        selectors = [self._scoped(promql.render(s, values), context) for s in template.counters]
         if template.reading is Reading.HISTOGRAM:
             bucket, count, total = histogram_series(selectors[0])
             parts = {

@@ -36,6 +36,7 @@ refused, never sent unscoped.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -121,11 +122,33 @@ class Token:
         return self.start + len(self.text)
 
 
-_IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
-_IDENT_IN_BRACKETS = re.compile(r"[A-Za-z_][A-Za-z0-9_:]*")
-_DURATION = re.compile(r"(?:\d+(?:ms|[smhdwy]))+(?![A-Za-z0-9_])")
-_NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_TWO_CHAR = ("==", "!=", "=~", "!~", ">=", "<=")
+def _token_pattern(colon_starts_identifier: bool) -> re.Pattern[str]:
+    ident_start = "A-Za-z_:" if colon_starts_identifier else "A-Za-z_"
+    return re.compile(
+        r"(?P<space>\s+)"
+        r"|(?P<placeholder>\{\{\s*[^{}]*?\s*\}\})"
+        r'|(?P<string>"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`)'
+        r"|(?P<comment>\#[^\n]*)"
+        r"|(?P<number>(?:\d+(?:ms|[smhdwy]))+(?![A-Za-z0-9_])"
+        r"|0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
+        rf"|(?P<ident>[{ident_start}][A-Za-z0-9_:]*)"
+        r"|(?P<operator>==|!=|=~|!~|>=|<=|.)",
+        re.DOTALL,
+    )
+
+
+# Inside brackets (`[5m:1m]`) a colon separates a subquery's range and step;
+# elsewhere it may start a recording rule's name (`:requests:rate5m`).
+_TOKEN = _token_pattern(colon_starts_identifier=True)
+_TOKEN_IN_BRACKETS = _token_pattern(colon_starts_identifier=False)
+_KINDS = {
+    "placeholder": Kind.PLACEHOLDER,
+    "string": Kind.STRING,
+    "comment": Kind.COMMENT,
+    "number": Kind.NUMBER,
+    "ident": Kind.IDENT,
+    "operator": Kind.OPERATOR,
+}
 
 
 def tokenize(text: str) -> list[Token]:
@@ -138,63 +161,31 @@ def tokenize(text: str) -> list[Token]:
     i, n = 0, len(text)
     brackets = 0
     while i < n:
-        ch = text[i]
-        if ch.isspace():
-            i += 1
+        match = (_TOKEN_IN_BRACKETS if brackets else _TOKEN).match(text, i)
+        assert match is not None  # the operator branch matches any character
+        group = match.lastgroup or "operator"
+        body = match.group(0)
+        i = match.end()
+        if group == "space":
             continue
-        if text.startswith("{{", i) and (match := _PLACEHOLDER.match(text, i)):
-            tokens.append(Token(Kind.PLACEHOLDER, match.group(0), i, ((match.group(1), i),)))
-            i = match.end()
-            continue
-        if ch in "\"'`":
-            end = _string_end(text, i)
-            body = text[i:end]
-            inner = tuple((m.group(1), i + m.start()) for m in _PLACEHOLDER.finditer(body))
-            tokens.append(Token(Kind.STRING, body, i, inner))
-            i = end
-            continue
-        if ch == "#":
-            end = text.find("\n", i)
-            end = n if end < 0 else end
-            body = text[i:end]
-            inner = tuple((m.group(1), i + m.start()) for m in _PLACEHOLDER.finditer(body))
-            tokens.append(Token(Kind.COMMENT, body, i, inner))
-            i = end
-            continue
-        number = _DURATION.match(text, i) or (
-            _NUMBER.match(text, i) if ch.isdigit() or ch == "." else None
-        )
-        if number is not None and number.end() > i:
-            tokens.append(Token(Kind.NUMBER, number.group(0), i))
-            i = number.end()
-            continue
-        ident = (_IDENT_IN_BRACKETS if brackets else _IDENT).match(text, i)
-        if ident is not None:
-            tokens.append(Token(Kind.IDENT, ident.group(0), i))
-            i = ident.end()
-            continue
-        op = text[i : i + 2] if text[i : i + 2] in _TWO_CHAR else ch
-        if op == "[":
-            brackets += 1
-        elif op == "]":
-            brackets = max(brackets - 1, 0)
-        tokens.append(Token(Kind.OPERATOR, op, i))
-        i += len(op)
+        kind = _KINDS[group]
+        if kind is Kind.OPERATOR:
+            if body in "\"'`":
+                raise QueryError(
+                    f"the string that starts at character {match.start() + 1} is not closed",
+                    offset=match.start(),
+                )
+            if body == "[":
+                brackets += 1
+            elif body == "]":
+                brackets = max(brackets - 1, 0)
+        inner: tuple[tuple[str, int], ...] = ()
+        if "{{" in body:
+            inner = tuple(
+                (m.group(1), match.start() + m.start()) for m in _PLACEHOLDER.finditer(body)
+            )
+        tokens.append(Token(kind, body, match.start(), inner))
     return tokens
-
-
-def _string_end(text: str, start: int) -> int:
-    quote = text[start]
-    i = start + 1
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\" and quote != "`":
-            i += 2
-            continue
-        if ch == quote:
-            return i + 1
-        i += 1
-    raise QueryError(f"the string that starts at character {start + 1} is not closed", offset=start)
 
 
 def _code(tokens: Sequence[Token]) -> list[Token]:
@@ -381,20 +372,21 @@ _AGGREGATIONS = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def scope(query: str, label: str, value: str) -> str:
     """`query` with `label="value"` added to every selector, proven by parsing it again.
 
     QueryError when `query` does not parse, uses `or` inside a selector's braces
-    (which Prometheus does not run), or cannot be proven scoped.
+    (which Prometheus does not run), or cannot be proven scoped. Cached: the
+    selectors of built-in templates are the same at every look, and a parse of a
+    large query costs about a millisecond.
     """
     if not LABEL_NAME.fullmatch(label):
         raise ValueError(f"{label!r} is not a label name")
-    original = parse(query)
-    if any(s.matchers.or_matchers for s in selectors(original)):
-        raise QueryError("`or` between label matchers is not PromQL that Prometheus runs")
+    original = _shape(parse(query))  # refuses `or` between matchers
     matcher = f'{label}="{escape_string(value)}"'
     scoped = _insert(query, _insertions(tokenize(query), matcher))
-    if not is_scoped(original, scoped, label, value):
+    if not _proven(original, scoped, label, value):
         raise QueryError(
             f"the query could not be proven scoped to {label}={value!r}, so it is not run; "
             "write its selectors with braces (metric{}) and report the query as a bug"
@@ -406,11 +398,18 @@ def is_scoped(original: Any, scoped: str, label: str, value: str) -> bool:
     """Whether `scoped` parses to the AST `original` with `label="value"` added to every
     selector and nothing else changed (the proof `scope` gives for what it returns)."""
     try:
+        return _proven(_shape(original), scoped, label, value)
+    except QueryError:
+        return False
+
+
+def _proven(original: Any, scoped: str, label: str, value: str) -> bool:
+    try:
         result = parse(scoped)
     except QueryError:
         return False
     enforced = (str(promql_parser.MatchOp.Equal), label, value)
-    return bool(_shape(result, remove=enforced) == _shape(original))
+    return bool(_shape(result, remove=enforced) == original)
 
 
 def selectors(expr: Any) -> list[Any]:
@@ -486,6 +485,8 @@ def _shape(node: Any, remove: tuple[str, str, str] | None = None) -> Any:
     if isinstance(node, promql_parser.Matcher):
         return (str(node.op), node.name, node.value)
     if isinstance(node, promql_parser.VectorSelector):
+        if node.matchers.or_matchers:
+            raise QueryError("`or` between label matchers is not PromQL that Prometheus runs")
         matchers = [_shape(m) for m in node.matchers.matchers]
         if remove is not None:
             if remove not in matchers:
@@ -495,7 +496,6 @@ def _shape(node: Any, remove: tuple[str, str, str] | None = None) -> Any:
             "VectorSelector",
             node.name,
             tuple(sorted(matchers)),
-            _shape(node.matchers.or_matchers),
             _shape(node.offset),
             _shape(node.at),
         )
@@ -507,14 +507,21 @@ def _shape(node: Any, remove: tuple[str, str, str] | None = None) -> Any:
     return (type(node).__name__, tuple((k, _shape(v, remove)) for k, v in attributes.items()))
 
 
+_ATTRIBUTES: dict[type, tuple[str, ...]] = {}
+
+
 def _attributes(node: Any) -> Mapping[str, Any]:
-    out = {}
-    for name in dir(node):
-        if name.startswith("_"):
-            continue
-        value = getattr(node, name)
-        if isinstance(value, type(node)):
-            continue  # the members of an enum
-        if not callable(value) or isinstance(value, promql_parser.Expr):
-            out[name] = value
-    return out
+    """The data attributes of a parser object (looked up once per type)."""
+    names = _ATTRIBUTES.get(type(node))
+    if names is None:
+        found = []
+        for name in dir(node):
+            if name.startswith("_"):
+                continue
+            value = getattr(node, name)
+            if isinstance(value, type(node)):
+                continue  # the members of an enum
+            if not callable(value) or isinstance(value, promql_parser.Expr):
+                found.append(name)
+        names = _ATTRIBUTES[type(node)] = tuple(found)
+    return {name: getattr(node, name) for name in names}
