@@ -140,7 +140,10 @@ def build(
             # Status and Events go to the objects the source reads, invalid ones included.
             status = KubeStatusReporter(api_client, instance=settings.replica_id)
             kube_source = KubernetesSource(
-                api_client, namespace=settings.namespace, on_invalid=status.report_invalid
+                api_client,
+                namespace=settings.namespace,
+                on_invalid=status.report_invalid,
+                custom_queries=settings.custom_queries,
             )
             kube_source.start()
             source = kube_source

@@ -514,7 +514,12 @@ def check_files(
     return policies, problems
 
 
-def parse_object(obj: Mapping[str, Any], source: str = "<cluster>") -> ModelRollout:
+def parse_object(
+    obj: Mapping[str, Any],
+    source: str = "<cluster>",
+    *,
+    custom_queries: CustomQueries | None = None,
+) -> ModelRollout:
     """A ModelRollout from a custom resource read from the API server.
 
     Server-set metadata and the status are dropped; everything else is validated
@@ -525,7 +530,7 @@ def parse_object(obj: Mapping[str, Any], source: str = "<cluster>") -> ModelRoll
     if isinstance(metadata, Mapping):
         data["metadata"] = {k: v for k, v in metadata.items() if k not in SERVER_METADATA}
     doc = _Document(data=data, start=(1, 1))
-    rollout, problems = _check_document(doc, source)
+    rollout, problems = _check_document(doc, source, custom_queries)
     problems = [
         Problem(p.message, p.path, p.file, None, None, p.severity)
         for p in problems

@@ -1,10 +1,10 @@
 """The operator's rule for custom queries, applied to every rollout a source lists.
 
 With `CANARY_CUSTOM_QUERIES=deny`, `canaryctl validate` and `apply` already
-refuse a policy with a custom query. A policy can still reach the controller
-another way (`kubectl apply`, a file copied into the directory source, a
-setting changed after the policy was applied), so the controller checks every
-rollout it is given: one with a custom query is moved to the snapshot's
+refuse a policy with a custom query, and the Kubernetes source reports such a
+ModelRollout as invalid on its status. A policy can still reach the controller
+another way (a file copied into the directory source, a source that does not
+know the setting), so the controller checks every rollout it is given: one with a custom query is moved to the snapshot's
 `invalid` keys, with the reason among its problems and in the log (once per
 change, not every sync). As for any invalid spec, a rollout that had not
 started never starts, and one under way is left exactly as it is, neither

@@ -14,8 +14,18 @@ from controller.runtime.controller import Controller
 from controller.runtime.sources import DirectorySource
 from controller.settings import Settings
 from controller.store.memory import MemoryStore
+from tests.kube import KubeApi
 from tests.policy.base import BASE, policy
+from tests.runtime.modelrollouts import (  # noqa: F401  (fixtures)
+    Rollouts,
+    client_fixture,
+    kube_fixture,
+    rollout,
+    rollouts_fixture,
+    wait_for,
+)
 from tests.runtime.test_controller import KEY, Clock, Passing, Routes
+from tests.runtime.test_kube_wiring import kubeconfig
 
 CUSTOM = policy(
     (
@@ -133,3 +143,55 @@ def test_the_composition_root_puts_the_rule_in_front_of_every_source(tmp_path: P
         assert KEY in source.snapshot().invalid
     finally:
         wiring.store.close()
+
+
+def test_a_modelrollout_refused_by_deny_says_why_on_its_status(
+    kube: KubeApi, rollouts: Rollouts, tmp_path: Path
+) -> None:
+    from controller.app import build
+    from controller.store.sql import migrate
+
+    database = f"sqlite:///{tmp_path / 'canary.db'}"
+    migrate(database)
+    refused = rollout("peek")
+    refused["spec"]["analysis"]["metrics"].append(
+        {"name": "peek", "kind": "gauge", "query": 'sum(x{version="{{version}}"})', "max": 1}
+    )
+    rollouts.create(refused)
+    settings = Settings(
+        database_url=database,
+        source="kubernetes",
+        kubeconfig=kubeconfig(kube, tmp_path / "kubeconfig"),
+        namespace="llm",
+        replica_id="replica-a",
+        sync_seconds=0.2,
+        custom_queries="deny",
+    )
+    routes = Routes()
+    wiring = build(settings, routes=routes, observer=Passing())
+    try:
+        wiring.controller.start()
+        wait_for(
+            "the Valid condition",
+            lambda: any(
+                c["type"] == "Valid"
+                for c in (rollouts.stored("llm", "peek") or {})
+                .get("status", {})
+                .get("conditions", [])
+            ),
+            10,
+        )
+    finally:
+        wiring.controller.stop()
+        if wiring.kube_source is not None:
+            wiring.kube_source.stop()
+        wiring.store.close()
+        if wiring.api_client is not None:
+            wiring.api_client.close()
+    conditions = {
+        c["type"]: c for c in (rollouts.stored("llm", "peek") or {})["status"]["conditions"]
+    }
+    assert conditions["Valid"]["status"] == "False"
+    assert "spec.analysis.metrics[2].query" in conditions["Valid"]["message"]
+    assert "custom queries are turned off" in conditions["Valid"]["message"]
+    assert "llm/peek" not in routes.routers  # nothing moved
