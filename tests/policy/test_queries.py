@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import promql_parser
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from controller.policy.queries import (
     QueryError,
     Where,
+    escape_string,
     is_scoped,
     parse,
     placements,
@@ -307,3 +310,59 @@ def test_cohort_in_an_equality_is_fine_with_one_cohort() -> None:
 
 def test_the_parser_is_the_library_the_docs_name() -> None:
     assert isinstance(parse("foo"), promql_parser.VectorSelector)
+
+
+# --- any query built from PromQL's grammar scopes, and is proven -------------------
+
+_VALUES = st.sampled_from(["x", 'a"}b', "{{", "#c", "\\", "ü", "a,b=c", ""])
+_MATCHER = st.builds(
+    lambda name, op, value: f'{name}{op}"{escape_string(value)}"',
+    st.sampled_from(["model", "version", "namespace", "on", "by"]),
+    st.sampled_from(["=", "!=", "=~", "!~"]),
+    _VALUES.filter(lambda v: v not in ("{{", "\\")),  # keep regex matchers valid
+)
+_SELECTOR = st.one_of(
+    st.sampled_from(["foo", "bar:rate5m", "sum_total", "offset_total"]),
+    st.builds(
+        lambda name, ms: name + "{" + ",".join(ms) + "}",
+        st.sampled_from(["foo", "llm_requests_total"]),
+        st.lists(_MATCHER, max_size=3),
+    ),
+    st.builds(
+        lambda ms: '{__name__=~"foo|bar"' + "".join("," + m for m in ms) + "}",
+        st.lists(_MATCHER, max_size=2),
+    ),
+)
+_INSTANT = st.one_of(
+    _SELECTOR,
+    st.builds(lambda s: f"{s} offset 1m", _SELECTOR),
+    st.builds(lambda s: f"rate({s}[5m] @ end())", _SELECTOR),
+)
+
+
+def _extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.builds(lambda e: f"sum by (cohort, le) ({e})", inner),
+        st.builds(lambda e: f"topk(2, {e})", inner),
+        st.builds(lambda a, b: f"{a} + {b}", inner, inner),
+        st.builds(lambda a, b: f"{a} / on(cohort) group_left(x) {b}", inner, inner),
+        st.builds(lambda a, b: f"{a} and ignoring(version) {b}", inner, inner),
+        st.builds(lambda e: f"max_over_time(({e})[5m:1m] offset 30s)", inner),
+        st.builds(lambda e: f'label_replace({e}, "a", "$1", "b", "(.*)")', inner),
+        st.builds(lambda e: f"-({e}) > bool 1 # {{ comment\n", inner),
+    )
+
+
+_QUERIES = st.recursive(_INSTANT, _extend, max_leaves=6)
+
+
+@given(query=_QUERIES, value=_VALUES)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_query_of_the_grammar_is_scoped_and_proven(query: str, value: str) -> None:
+    original = selectors(parse(query))
+    scoped = selectors(parse(scope(query, "namespace", value)))
+    assert len(scoped) == len(original)
+    for selector in scoped:
+        assert ("namespace", value, "MatchOp.Equal") in {
+            (m.name, m.value, str(m.op)) for m in selector.matchers.matchers
+        }
