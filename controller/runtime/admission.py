@@ -4,11 +4,12 @@ With `CANARY_CUSTOM_QUERIES=deny`, `canaryctl validate` and `apply` already
 refuse a policy with a custom query, and the Kubernetes source reports such a
 ModelRollout as invalid on its status. A policy can still reach the controller
 another way (a file copied into the directory source, a source that does not
-know the setting), so the controller checks every rollout it is given: one with a custom query is moved to the snapshot's
-`invalid` keys, with the reason among its problems and in the log (once per
-change, not every sync). As for any invalid spec, a rollout that had not
-started never starts, and one under way is left exactly as it is, neither
-ticked nor ended, so no traffic moves because of the setting.
+know the setting), so the controller checks every rollout it is given: one
+with a custom query is moved to the snapshot's `invalid` keys, with the reason
+among its problems and in the log (once per change, not every sync). As for
+any invalid spec, a rollout that had not started never starts, and one under
+way is left exactly as it is, neither ticked nor ended, so no traffic moves
+because of the setting.
 """
 
 from __future__ import annotations
