@@ -37,6 +37,7 @@ refused, never sent unscoped.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -511,17 +512,14 @@ _ATTRIBUTES: dict[type, tuple[str, ...]] = {}
 
 
 def _attributes(node: Any) -> Mapping[str, Any]:
-    """The data attributes of a parser object (looked up once per type)."""
-    names = _ATTRIBUTES.get(type(node))
+    """The data attributes of a parser object: its fields, looked up once per type
+    from the class (an instance's values would hide a field holding its own type)."""
+    kind = type(node)
+    names = _ATTRIBUTES.get(kind)
     if names is None:
-        found = []
-        for name in dir(node):
-            if name.startswith("_"):
-                continue
-            value = getattr(node, name)
-            if isinstance(value, type(node)):
-                continue  # the members of an enum
-            if not callable(value) or isinstance(value, promql_parser.Expr):
-                found.append(name)
-        names = _ATTRIBUTES[type(node)] = tuple(found)
+        names = _ATTRIBUTES[kind] = tuple(
+            name
+            for name in dir(kind)
+            if not name.startswith("_") and inspect.isdatadescriptor(getattr(kind, name))
+        )
     return {name: getattr(node, name) for name in names}

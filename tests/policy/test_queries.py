@@ -341,15 +341,16 @@ _INSTANT = st.one_of(
 
 
 def _extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    # Operands in parentheses: the grammar's precedence is the parser's to test, not this.
     return st.one_of(
         st.builds(lambda e: f"sum by (cohort, le) ({e})", inner),
         st.builds(lambda e: f"topk(2, {e})", inner),
-        st.builds(lambda a, b: f"{a} + {b}", inner, inner),
-        st.builds(lambda a, b: f"{a} / on(cohort) group_left(x) {b}", inner, inner),
-        st.builds(lambda a, b: f"{a} and ignoring(version) {b}", inner, inner),
+        st.builds(lambda a, b: f"({a}) + ({b})", inner, inner),
+        st.builds(lambda a, b: f"({a}) / on(cohort) group_left(x) ({b})", inner, inner),
+        st.builds(lambda a, b: f"({a}) and ignoring(version) ({b})", inner, inner),
         st.builds(lambda e: f"max_over_time(({e})[5m:1m] offset 30s)", inner),
         st.builds(lambda e: f'label_replace({e}, "a", "$1", "b", "(.*)")', inner),
-        st.builds(lambda e: f"-({e}) > bool 1 # {{ comment\n", inner),
+        st.builds(lambda e: f"(-({e}) > bool 1 # {{ comment\n)", inner),
     )
 
 
@@ -366,3 +367,22 @@ def test_any_query_of_the_grammar_is_scoped_and_proven(query: str, value: str) -
         assert ("namespace", value, "MatchOp.Equal") in {
             (m.name, m.value, str(m.op)) for m in selector.matchers.matchers
         }
+
+
+@pytest.mark.parametrize(
+    ("query", "missed"),
+    [
+        pytest.param("(a + b) + c", f"(a + b{{{NS}}}) + c{{{NS}}}", id="binary-in-binary"),
+        pytest.param("((a)) + b", f"((a)) + b{{{NS}}}", id="parens-in-parens"),
+        pytest.param("-(-a) + b", f"-(-a) + b{{{NS}}}", id="unary-in-unary"),
+        pytest.param(
+            "sum(sum(a)) + b", f"sum(sum(a)) + b{{{NS}}}", id="aggregation-in-aggregation"
+        ),
+        pytest.param("abs(abs(a)) + b", f"abs(abs(a)) + b{{{NS}}}", id="call-in-call"),
+    ],
+)
+def test_the_proof_looks_inside_nodes_of_the_same_kind(query: str, missed: str) -> None:
+    """A node whose child is of its own kind is compared whole (the nested one too)."""
+    scoped = scope(query, "namespace", "team-a")
+    assert scoped.count(NS) == len(selectors(parse(query)))
+    assert not is_scoped(parse(query), missed, "namespace", "team-a")
