@@ -38,6 +38,7 @@ from controller.policy import ModelRollout
 from controller.routing.base import RouteTarget, TrafficRouter
 from controller.routing.cluster import Cluster
 from controller.routing.registry import router_class
+from controller.runtime.admission import QueryAdmission
 from controller.runtime.controller import Controller, LogReporter, RouterFactory, TickReporter
 from controller.runtime.observer import JudgingObserver
 from controller.runtime.sources import DEFAULT_GRACE, DirectorySource, RolloutSource
@@ -189,7 +190,10 @@ def build(
             # Status and Events go to the objects the source reads, invalid ones included.
             status = KubeStatusReporter(api_client, instance=settings.replica_id)
             kube_source = KubernetesSource(
-                api_client, namespace=settings.namespace, on_invalid=status.report_invalid
+                api_client,
+                namespace=settings.namespace,
+                on_invalid=status.report_invalid,
+                custom_queries=settings.custom_queries,
             )
             kube_source.start()
             source = kube_source
@@ -214,7 +218,7 @@ def build(
         )
     controller = Controller(
         store=store,
-        source=source,
+        source=QueryAdmission(source, settings.custom_queries),
         routes=routes,
         observer=observer,
         clock=WallClock(),

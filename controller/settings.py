@@ -26,6 +26,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from controller.policy.queries import CustomQueries
+
 DEFAULT_SECRETS_DIR = Path("/var/run/secrets/canary-controller")
 
 
@@ -53,6 +55,17 @@ class Settings(BaseSettings):
         default=None, description="CA bundle to verify Prometheus' TLS certificate."
     )
     prometheus_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    custom_queries: CustomQueries = Field(
+        default=CustomQueries.SCOPED,
+        description="Custom PromQL in policies: deny (refused), scoped (the tenant label is "
+        "added to every selector; built-in templates too) or allow (run as written).",
+    )
+    tenant_label: str = Field(
+        default="namespace",
+        pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+        description="The label Prometheus' scrape config puts on every series with the "
+        "namespace it came from; scoped queries match it to the rollout's namespace.",
+    )
     slack_token: SecretStr | None = Field(
         default=None, description="Slack bot token (xoxb-...); no Slack messages without it."
     )

@@ -94,12 +94,15 @@ def validate(
     ],
     output: OutputOption = Output.TEXT,
 ) -> None:
-    """Check ModelRollout policies: every problem, with file, line, column and field path."""
+    """Check ModelRollout policies: every problem, with file, line, column and field path.
+
+    Custom queries are checked against CANARY_CUSTOM_QUERIES, as the controller would."""
     from controller.policy import check_files
     from controller.policy.loader import policy_files
+    from controller.settings import load_settings
 
     files = policy_files(paths)
-    policies, problems = check_files(files)
+    policies, problems = check_files(files, custom_queries=load_settings().custom_queries)
     errors = [p for p in problems if p.severity is Severity.ERROR]
     if output is Output.JSON:
         report = {
@@ -426,9 +429,10 @@ def apply(
     """Validate a policy, then apply it to the cluster (or to a directory source)."""
     from controller.cli.apply import to_cluster, to_directory
     from controller.policy import load_file
+    from controller.settings import load_settings
 
     try:
-        loaded = load_file(file)
+        loaded = load_file(file, custom_queries=load_settings().custom_queries)
         for problem in (w for p in loaded for w in p.warnings):
             err_console.print(f"[yellow]WARN[/yellow] {escape(str(problem))}")
         for policy in loaded:
@@ -437,7 +441,6 @@ def apply(
                 console.print(f"{escape(policy.rollout.key)} written to {escape(str(target))}")
             else:
                 from controller.app import kube_client
-                from controller.settings import load_settings
 
                 client = kube_client(load_settings())
                 try:

@@ -19,6 +19,13 @@ count and sum) in one query `by (cohort)`. Custom queries are rendered with
 escaped placeholders; for them `{{window}}` is the time since the analysis
 started (gauges: the policy's `analysis.window`), so `increase(x[{{window}}])`
 counts from the start, with Prometheus' own extrapolation.
+
+Tenants. Every query is sent with the controller's credentials, so with
+`custom_queries` `scoped` (the default) or `deny`, every selector of every query
+gets `tenant_label="<the rollout's namespace>"` added (`policy.queries.scope`),
+built-in templates included: a policy names its own `model`, which could be
+another team's. `deny` also refuses custom queries outright; `allow` sends
+queries as written.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from controller.metrics.base import (
 )
 from controller.metrics.templates import QUERIES, Reading, histogram_series
 from controller.policy import MetricKind, MetricSpec
+from controller.policy.queries import CustomQueries, QueryError, scope
 from controller.settings import Settings, redact_url
 
 COHORT = "cohort"
@@ -80,12 +88,15 @@ class PrometheusProvider:
         step_seconds: float = 15.0,
         lookback_seconds: float = 600.0,
         on_query: QueryObserver | None = None,
+        custom_queries: CustomQueries = CustomQueries.SCOPED,
+        tenant_label: str = "namespace",
     ) -> None:
         """`step_seconds` is the resolution of exact counts: a counter restart loses
         at most the increments of the step it happened in, so keep it at about the
         scrape interval. `lookback_seconds` is the longest scrape gap bridged.
         `on_query(seconds, error)` is told of every query: its latency and, if it
-        failed, the class name of the error raised (for the controller's own metrics)."""
+        failed, the class name of the error raised (for the controller's own metrics).
+        `custom_queries` and `tenant_label`: see the module doc."""
         if step_seconds <= 0 or lookback_seconds < step_seconds:
             raise ValueError("need 0 < step_seconds <= lookback_seconds")
         self.url = url.rstrip("/")
@@ -93,6 +104,8 @@ class PrometheusProvider:
         self.step_seconds = step_seconds
         self.lookback_seconds = lookback_seconds
         self._on_query = on_query or _ignore_query
+        self.custom_queries = custom_queries
+        self.tenant_label = tenant_label
         session = requests.Session()
         session.verify = str(ca_file) if ca_file is not None else True
         session.hooks["response"].append(self._check_response)
@@ -115,6 +128,8 @@ class PrometheusProvider:
             ca_file=settings.prometheus_ca_file,
             timeout_seconds=settings.prometheus_timeout_seconds,
             on_query=on_query,
+            custom_queries=settings.custom_queries,
+            tenant_label=settings.tenant_label,
             **options,
         )
 
@@ -132,7 +147,27 @@ class PrometheusProvider:
         return _read(result, query, metric)
 
     def query_for(self, metric: MetricSpec, version: str, context: QueryContext) -> _Query:
-        """The PromQL `fetch` sends for `metric` and `version` (for evidence and replay)."""
+        """The PromQL `fetch` sends for `metric` and `version` (for evidence and replay),
+        scoped to the rollout's namespace unless custom queries are `allow`ed."""
+        if metric.template is None and self.custom_queries is CustomQueries.DENY:
+            raise BadQueryError(
+                f"custom queries are turned off on this controller (custom_queries=deny); "
+                f"{metric.metric_name} is not run"
+            )
+        query = self._query(metric, version, context)
+        if metric.template is not None:
+            return query  # its selectors are scoped (`_template_query`)
+        return _Query(self._scoped(query.text, context), query.reading)
+
+    def _scoped(self, text: str, context: QueryContext) -> str:
+        if self.custom_queries is CustomQueries.ALLOW:
+            return text
+        try:
+            return scope(text, self.tenant_label, context.namespace)
+        except QueryError as exc:
+            raise BadQueryError(str(exc), query=text) from exc
+
+    def _query(self, metric: MetricSpec, version: str, context: QueryContext) -> _Query:
         values: dict[str, promql.Value] = {
             "model": context.model,
             "version": version,
@@ -173,7 +208,9 @@ class PrometheusProvider:
         if template is None:
             raise BadQueryError(f"no PromQL for the template {name!r}")
         window = self._window(context)
-        selectors = [promql.render(s, values) for s in template.counters]
+        # The rest of the query is the controller's own text: scoping each selector
+        # scopes the query, and a selector's scoping is the same at every look (cached).
+        selectors = [self._scoped(promql.render(s, values), context) for s in template.counters]
         if template.reading is Reading.HISTOGRAM:
             bucket, count, total = histogram_series(selectors[0])
             parts = {

@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from controller.errors import PermanentError
+from controller.policy.queries import escape_string
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 #: Go's regexp.QuoteMeta escapes exactly these characters
@@ -71,29 +72,6 @@ Value = str | Duration | OneOf
 def regex_escape(value: str) -> str:
     """`value` as an RE2 regex matching exactly itself (Go's `regexp.QuoteMeta`)."""
     return "".join("\\" + ch if ch in _REGEX_SPECIAL else ch for ch in value)
-
-
-_STRING_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def escape_string(value: str, quote: str = '"') -> str:
-    """`value` escaped to sit between `quote`s in a PromQL string literal.
-
-    PromQL unquotes strings with Go's rules: backslash escapes, `\\n`, `\\xHH`.
-    Control characters are written as escapes so a value cannot end a line (and
-    with it the string) early; everything else is kept as UTF-8.
-    """
-    out = []
-    for ch in value:
-        if ch in _STRING_ESCAPES:
-            out.append(_STRING_ESCAPES[ch])
-        elif ch == quote:
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def quote(value: str) -> str:

@@ -3,7 +3,9 @@
 Each check names the spec sections it reads (`@check("traffic", "cohorts")`) and
 yields `Problem`s with the exact field path. `run_checks` runs every check whose
 sections are all present and valid, so the file loader can report these problems
-even when some other section of the same file is broken.
+even when some other section of the same file is broken. One "section" is not
+part of the spec: `custom_queries`, the operator's setting, present only when
+the caller gives it (the command line and the controller do).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from controller.policy.model import (
     VersionRef,
     metric_problems,
 )
+from controller.policy.queries import CustomQueries, template_problems
 from controller.policy.regex import regex_problem
 from controller.policy.routers import CAPABILITIES, routers_that
+from controller.policy.templates import PLACEHOLDERS, TEMPLATES
 
 CheckFn = Callable[..., Iterable[Problem]]
 _CHECKS: list[tuple[tuple[str, ...], CheckFn]] = []
@@ -270,3 +274,31 @@ def _shadow_covers_a_look(shadow: Shadow, analysis: Analysis) -> Iterator[Proble
         yield _warning(
             "shadow.duration", "is shorter than analysis.interval, so shadow is never judged"
         )
+
+
+@check("analysis", "cohorts")
+def _query_templates(analysis: Analysis, cohorts: list[Cohort]) -> Iterator[Problem]:
+    for i, metric in enumerate(analysis.metrics):
+        if metric.template is not None:
+            continue
+        for field in ("query", "trials"):
+            text = getattr(metric, field)
+            if text is None:
+                continue
+            for offset, reason in template_problems(text, PLACEHOLDERS, cohorts=len(cohorts)):
+                where = f"at character {offset + 1}: " if offset is not None else ""
+                yield _error(f"analysis.metrics[{i}].{field}", where + reason)
+
+
+@check("analysis", "custom_queries")
+def custom_query_problems(analysis: Analysis, mode: CustomQueries) -> Iterator[Problem]:
+    """Custom queries refused by the operator's setting (`deny`)."""
+    if mode is not CustomQueries.DENY:
+        return
+    for i, metric in enumerate(analysis.metrics):
+        if metric.query is not None:
+            yield _error(
+                f"analysis.metrics[{i}].query",
+                "custom queries are turned off on this controller (CANARY_CUSTOM_QUERIES="
+                f"deny); use a built-in template: {_names(TEMPLATES)}",
+            )

@@ -43,6 +43,7 @@ from controller.policy.model import (
     ModelRollout,
     RolloutSpec,
 )
+from controller.policy.queries import CustomQueries
 
 MAX_FILE_BYTES = 1024 * 1024
 #: YAML nodes per document, counting every expansion of an alias
@@ -373,7 +374,9 @@ def _valid_sections(spec: Any) -> dict[str, Any]:
     return out
 
 
-def _check_document(doc: _Document, file: str) -> tuple[ModelRollout | None, list[Problem]]:
+def _check_document(
+    doc: _Document, file: str, custom_queries: CustomQueries | None = None
+) -> tuple[ModelRollout | None, list[Problem]]:
     problems = list(doc.problems)
     data = doc.data
     if not isinstance(data, Mapping):
@@ -408,6 +411,7 @@ def _check_document(doc: _Document, file: str) -> tuple[ModelRollout | None, lis
     except ValidationError as exc:
         problems.extend(_problems_from(exc, doc, file))
         sections = _valid_sections(data.get("spec"))
+    sections["custom_queries"] = custom_queries
     for problem in run_checks(sections):
         line, column = doc.position(parse_path(problem.path))
         problems.append(
@@ -419,9 +423,12 @@ def _check_document(doc: _Document, file: str) -> tuple[ModelRollout | None, lis
 
 
 def check_text(
-    text: str | bytes, file: str = "<policy>"
+    text: str | bytes, file: str = "<policy>", *, custom_queries: CustomQueries | None = None
 ) -> tuple[list[LoadedPolicy], list[Problem]]:
-    """Every valid policy in `text` and every problem (errors and warnings); never raises."""
+    """Every valid policy in `text` and every problem (errors and warnings); never raises.
+
+    `custom_queries`: the operator's setting, when known (`deny` makes a custom
+    query an error); None checks the policy alone."""
     if len(text) > MAX_FILE_BYTES:
         return [], [Problem(f"is larger than {MAX_FILE_BYTES // 1024} KiB; not a policy", "", file)]
     if isinstance(text, bytes):
@@ -439,7 +446,7 @@ def check_text(
             if doc.data is None:
                 continue
             count += 1
-            rollout, found = _check_document(doc, file)
+            rollout, found = _check_document(doc, file, custom_queries)
             problems.extend(found)
             if rollout is not None:
                 warnings = tuple(p for p in found if p.severity is Severity.WARNING)
@@ -452,17 +459,21 @@ def check_text(
     return policies, problems
 
 
-def load_text(text: str | bytes, file: str = "<policy>") -> list[LoadedPolicy]:
+def load_text(
+    text: str | bytes, file: str = "<policy>", *, custom_queries: CustomQueries | None = None
+) -> list[LoadedPolicy]:
     """The policies in `text`; PolicyError with every problem if any is invalid."""
-    policies, problems = check_text(text, file)
+    policies, problems = check_text(text, file, custom_queries=custom_queries)
     if any(p.severity is Severity.ERROR for p in problems):
         raise PolicyError(problems)
     return policies
 
 
-def load_file(path: str | Path) -> list[LoadedPolicy]:
+def load_file(
+    path: str | Path, *, custom_queries: CustomQueries | None = None
+) -> list[LoadedPolicy]:
     """The policies in the file at `path`; PolicyError if it is unreadable or invalid."""
-    return load_text(_read(Path(path)), str(path))
+    return load_text(_read(Path(path)), str(path), custom_queries=custom_queries)
 
 
 def _read(path: Path) -> bytes:
@@ -487,13 +498,15 @@ def policy_files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def check_files(paths: Iterable[str | Path]) -> tuple[list[LoadedPolicy], list[Problem]]:
+def check_files(
+    paths: Iterable[str | Path], *, custom_queries: CustomQueries | None = None
+) -> tuple[list[LoadedPolicy], list[Problem]]:
     """Every valid policy and every problem in the files and directories named."""
     policies: list[LoadedPolicy] = []
     problems: list[Problem] = []
     for path in policy_files(paths):
         try:
-            found, issues = check_text(_read(path), str(path))
+            found, issues = check_text(_read(path), str(path), custom_queries=custom_queries)
         except PolicyError as exc:
             found, issues = [], list(exc.problems)
         policies.extend(found)
@@ -501,7 +514,12 @@ def check_files(paths: Iterable[str | Path]) -> tuple[list[LoadedPolicy], list[P
     return policies, problems
 
 
-def parse_object(obj: Mapping[str, Any], source: str = "<cluster>") -> ModelRollout:
+def parse_object(
+    obj: Mapping[str, Any],
+    source: str = "<cluster>",
+    *,
+    custom_queries: CustomQueries | None = None,
+) -> ModelRollout:
     """A ModelRollout from a custom resource read from the API server.
 
     Server-set metadata and the status are dropped; everything else is validated
@@ -512,7 +530,7 @@ def parse_object(obj: Mapping[str, Any], source: str = "<cluster>") -> ModelRoll
     if isinstance(metadata, Mapping):
         data["metadata"] = {k: v for k, v in metadata.items() if k not in SERVER_METADATA}
     doc = _Document(data=data, start=(1, 1))
-    rollout, problems = _check_document(doc, source)
+    rollout, problems = _check_document(doc, source, custom_queries)
     problems = [
         Problem(p.message, p.path, p.file, None, None, p.severity)
         for p in problems

@@ -50,6 +50,7 @@ from controller.backoff import Backoff
 from controller.errors import PolicyError, Problem
 from controller.policy import API_GROUP, ModelRollout, parse_object
 from controller.policy.crd import PLURAL, VERSION
+from controller.policy.queries import CustomQueries
 from controller.runtime.sources import Snapshot
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,10 @@ class KubernetesSource:
         request_timeout: float = 30.0,
         backoff: Backoff | None = None,
         on_invalid: InvalidHandler | None = None,
+        custom_queries: CustomQueries | None = None,
     ) -> None:
+        """`custom_queries`: the operator's rule, so that a ModelRollout whose custom
+        query it refuses is invalid like any other (status and Event say why)."""
         self._api = CustomObjectsApi(api)
         namespaces = [ns.strip() for ns in namespace.split(",") if ns.strip()]
         self.namespaces: tuple[str | None, ...] = tuple(dict.fromkeys(namespaces)) or (None,)
@@ -121,6 +125,7 @@ class KubernetesSource:
         self.request_timeout = request_timeout
         self.backoff = backoff or WATCH_BACKOFF
         self.on_invalid = on_invalid
+        self.custom_queries = custom_queries
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._streams = [_Stream(self, ns) for ns in self.namespaces]
@@ -356,7 +361,9 @@ class _Stream:
                 log.info("ModelRollout %s was deleted", key, extra={"rollout": key})
             return key
         try:
-            rollout = parse_object(obj, source=f"ModelRollout {key}")
+            rollout = parse_object(
+                obj, source=f"ModelRollout {key}", custom_queries=self.source.custom_queries
+            )
         except PolicyError as exc:
             self._reject(key, obj, exc.errors or exc.problems)
             return key

@@ -165,21 +165,38 @@ class ExporterServer:
 
 
 class PrometheusServer:
-    """A Prometheus process scraping one target every second.
+    """A Prometheus process scraping its targets every second.
+
+    Each target is an exporter's port and the namespace its series belong to:
+    as in a cluster, the scrape config (a target label), not the exporter, puts
+    `namespace` on every series, so an exporter cannot claim another namespace.
 
     Construction starts the process; `wait_until_scraping` waits for it, so that
     several servers can start at the same time.
     """
 
-    def __init__(self, workdir: Path, target_port: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        target_port: int,
+        *,
+        namespace: str = "llm",
+        more_targets: Mapping[int, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
+        targets = {target_port: namespace, **(more_targets or {})}
+        self.targets = len(targets)
+        static = ", ".join(
+            f"{{targets: ['{LOOPBACK}:{port}'], labels: {{namespace: '{ns}'}}}}"
+            for port, ns in targets.items()
+        )
         config = workdir / "prometheus.yml"
         config.write_text(
             "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
             "scrape_configs:\n"
             "  - job_name: contract\n"
-            f"    static_configs: [{{targets: ['{LOOPBACK}:{target_port}']}}]\n"
+            f"    static_configs: [{static}]\n"
         )
         self._log = (workdir / "prometheus.log").open("wb")
         self.process = subprocess.Popen(
@@ -199,7 +216,10 @@ class PrometheusServer:
         """Ready, and the target scraped once (Prometheus 2.x takes ~5 s to start scraping)."""
         try:
             wait_until("Prometheus to be ready", self._ready)
-            wait_until("the first scrape", lambda: self.query('up{job="contract"} == 1') != [])
+            wait_until(
+                "the first scrape of every target",
+                lambda: len(self.query('up{job="contract"} == 1')) == self.targets,
+            )
         except BaseException:
             self.stop()
             raise

@@ -379,7 +379,9 @@ def test_query_errors_are_typed(
     spec = MetricSpec(name="broken", kind="gauge", query=query, max=1.0)
     with pytest.raises(error) as info:
         provider.fetch(spec, "v1", scenario.context())
-    assert getattr(info.value, "query", "").startswith(query.split("{{", maxsplit=1)[0])
+    # the error carries the query as sent: scoped to the rollout's namespace
+    sent = getattr(info.value, "query", "").replace('{namespace="llm",', "{")
+    assert sent.startswith(query.split("{{", maxsplit=1)[0])
 
 
 def _policy() -> Analysis:
