@@ -14,7 +14,7 @@ help:
 	@echo "make test   - lint, type-check, import contracts and the whole test suite"
 	@echo "make crd    - regenerate the ModelRollout CRD from the policy models"
 	@echo "make lock   - re-pin requirements/*.lock from pyproject.toml (hashes only)"
-	@echo "make bench-detection - detection benchmark: ours vs Flagger/Argo-style analysis (bench/results)"
+	@echo "make bench-detection - detection benchmark: ours vs tuned Flagger/Argo/Kayenta-style peers (bench/results)"
 	@echo "make bench-scale - scale benchmark: one controller, N=100/1000/5000 rollouts, real Postgres (bench/results)"
 
 # The environment is rebuilt only when a lock file or pyproject.toml changes.
@@ -52,9 +52,10 @@ test: lint typecheck contracts pytest
 demo: venv
 	$(BIN)/canaryctl demo
 
-# Tens of minutes on 2 cores; `python -m bench.detection --quick` is the 2-minute version.
+# About half an hour on 2 shared cores, at a lower priority than other work;
+# `python -m bench.detection --quick` is the few-minute version.
 bench-detection: venv
-	$(BIN)/python -m bench.detection
+	nice -n 10 $(BIN)/python -m bench.detection
 
 # Needs Postgres on 127.0.0.1:5432 (or CANARY_BENCH_DATABASE_URL); about 15 minutes on 2 cores.
 # `python -m bench.scale --quick` is the half-minute version.
