@@ -187,7 +187,7 @@ class Config:
 
 
 FULL = Config(
-    aa_rollouts=150, rollouts=30, tune_aa_rollouts=300, tune_rollouts=20, horizon_minutes=90
+    aa_rollouts=200, rollouts=40, tune_aa_rollouts=300, tune_rollouts=20, horizon_minutes=90
 )
 QUICK = Config(
     aa_rollouts=8,
@@ -459,6 +459,7 @@ def cell_figures(outcomes: Sequence[Outcome], healthy: bool) -> dict[str, Any]:
         out["detect_rate"] = len(rolled) / n if n else None
         out["detect_median_s"] = _quantile(times, 0.5)
         out["detect_p90_s"] = _quantile(times, 0.9)
+        out["detect_s"] = sorted(times)  # every detection, for pooled figures
         out["miss_rate"] = len(promoted) / n if n else None
         served = [o.affected_served for o in outcomes]
         out["harmed_served_median"] = _quantile(served, 0.5)
@@ -796,76 +797,90 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-MARKERS = {0: "s", 1: "o", 2: "^", 3: "D"}
+def pooled_median(report: dict[str, Any], engine: str, rate: float) -> float:
+    """The median time to detect over every regressed rollout at `rate`, a miss counting as
+    never (inf): the figure the peers were tuned on."""
+    times: list[float] = []
+    for k in report["floor_s"]:
+        if k.endswith(f"@{rate:g}rps"):
+            cell = report["cells"][engine][k]
+            times += cell["detect_s"] + [math.inf] * (cell["rollouts"] - len(cell["detect_s"]))
+    return float(np.median(times)) if times else math.inf
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    """Per engine and rate: the median detection time over the regressions against the
-    A/A false rollbacks."""
+    """One panel per rate: each engine's median detection time over the regressions
+    (misses count as never) against its A/A false rollbacks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rates = report["config"]["rates"]
-    fig, ax = plt.subplots(figsize=(9, 6))
+    horizon = report["config"]["horizon_minutes"]
+    fig, axes = plt.subplots(1, len(rates), figsize=(5 * len(rates), 5), sharey=True, squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for e_index, engine in enumerate(report["engines"]):
-        for r_index, rate in enumerate(rates):
+    top = horizon * 1.6
+    for ax, rate in zip(axes[0], rates, strict=True):
+        for e_index, engine in enumerate(report["engines"]):
             cells = report["cells"][engine]
             aa = cells.get(key("aa", rate))
             regressed = [k for k in report["floor_s"] if k.endswith(f"@{rate:g}rps")]
-            times = [cells[k]["detect_median_s"] for k in regressed]
-            caught = [cells[k]["detect_rate"] for k in regressed]
-            known = [t for t in times if t is not None]
-            if aa is None or not known:
+            if aa is None or not regressed:
                 continue
+            caught = float(np.mean([cells[k]["detect_rate"] for k in regressed]))
+            median = pooled_median(report, engine, rate)
+            never = not math.isfinite(median)
             x = 100 * aa["false_rollback_rate"]
             low, high = (100 * v for v in aa["false_rollback_wilson95"])
-            y = float(np.median(known)) / 60
+            y = top if never else median / 60
             ax.errorbar(
                 x,
                 y,
                 xerr=[[max(x - low, 0.0)], [max(high - x, 0.0)]],
-                fmt=MARKERS.get(r_index, "o"),
+                fmt="^" if never else "o",
                 color=colours[e_index % len(colours)],
                 capsize=3,
-                label=f"{engine} @ {rate:g} req/s",
             )
             ax.annotate(
-                f"{100 * float(np.mean(caught)):.0f} %",
+                f"{engine} ({100 * caught:.0f} % caught)",
                 (x, y),
                 textcoords="offset points",
-                xytext=(5, 4),
+                xytext=(5, 3 + 8 * e_index) if never else (5, 4),
                 fontsize=7,
+                color=colours[e_index % len(colours)],
             )
-    for rate in rates:
         floors = [v for k, v in report["floor_s"].items() if k.endswith(f"@{rate:g}rps")]
         if floors:
-            ax.axhline(float(np.median(floors)) / 60, linestyle=":", color="grey", linewidth=1)
+            floor = float(np.median(floors)) / 60
+            ax.axhline(floor, linestyle=":", color="grey", linewidth=1)
             ax.annotate(
-                f"floor, {rate:g} req/s",
-                (0, float(np.median(floors)) / 60),
+                "floor (median over the regressions)",
+                (0, floor),
                 textcoords="offset points",
-                xytext=(4, 2),
+                xytext=(2, -9),
                 fontsize=7,
                 color="grey",
             )
-    ax.axvline(100 * MAX_FALSE_ROLLBACKS, linestyle="--", color="grey", linewidth=1)
-    ax.set_xlabel("false rollbacks on A/A rollouts (%, 95 % Wilson interval)")
-    ax.set_ylabel("median time to detect over the regressions caught (min, log)")
-    ax.set_yscale("log")
-    ax.set_title("Detection time vs false rollbacks; labels: share of regressions caught")
-    ax.legend(loc="upper right", fontsize=7, ncol=2)
+        ax.axhline(horizon, linestyle="-", color="lightgrey", linewidth=1)
+        ax.axvline(100 * MAX_FALSE_ROLLBACKS, linestyle="--", color="grey", linewidth=1)
+        ax.set_title(f"{rate:g} req/s", fontsize=10)
+        ax.set_xlabel("A/A false rollbacks (%, 95 % Wilson)")
+        ax.set_yscale("log")
+        ax.set_xlim(left=-2)
+    axes[0][0].set_ylabel(
+        f"median time to detect (min, log); triangles: most not caught in {horizon} min"
+    )
+    fig.suptitle("Detection time against false rollbacks, per engine (bench/detection.py)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def _git(*args: str) -> str:
     try:
         done = subprocess.run(
-            ["git", *args], capture_output=True, text=True, check=True, cwd=RESULTS.parent
+            ["git", *args], capture_output=True, text=True, check=True, cwd=RESULTS.parent.parent
         )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
