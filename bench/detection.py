@@ -820,8 +820,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     horizon = report["config"]["horizon_minutes"]
     fig, axes = plt.subplots(1, len(rates), figsize=(5 * len(rates), 5), sharey=True, squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    top = horizon * 1.6
+    top = horizon * 1.4
+    lowest = horizon
     for ax, rate in zip(axes[0], rates, strict=True):
+        nevers = 0
         for e_index, engine in enumerate(report["engines"]):
             cells = report["cells"][engine]
             aa = cells.get(key("aa", rate))
@@ -834,6 +836,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
             x = 100 * aa["false_rollback_rate"]
             low, high = (100 * v for v in aa["false_rollback_wilson95"])
             y = top if never else median / 60
+            lowest = min(lowest, y)
             ax.errorbar(
                 x,
                 y,
@@ -842,11 +845,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
                 color=colours[e_index % len(colours)],
                 capsize=3,
             )
+            nevers += never
             ax.annotate(
                 f"{engine} ({100 * caught:.0f} % caught)",
                 (x, y),
                 textcoords="offset points",
-                xytext=(5, 3 + 8 * e_index) if never else (5, 4),
+                xytext=(-10, 8 + 10 * nevers) if never else (5, 4),
                 fontsize=7,
                 color=colours[e_index % len(colours)],
             )
@@ -868,6 +872,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("A/A false rollbacks (%, 95 % Wilson)")
         ax.set_yscale("log")
         ax.set_xlim(left=-2)
+    axes[0][0].set_ylim(lowest / 1.5, horizon * 4)
     axes[0][0].set_ylabel(
         f"median time to detect (min, log); triangles: most not caught in {horizon} min"
     )

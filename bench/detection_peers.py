@@ -29,7 +29,9 @@ tool behaves and how its users configure it, not run from its code:
   baseline's over the last `window` minutes (normal approximation with ties;
   a metric with fewer than 3 points on either side is NoData and left out of the
   score). A metric is High when p < 1 − `confidence`; the score is the share of
-  the scored metrics that are not. A score below `marginal` rolls back at once;
+  the scored metrics that are not. A `critical` metric (`error`: the error rate,
+  or `none`) that is High fails the canary whatever the score. A score below
+  `marginal` rolls back at once;
   at the end of each step the last score must reach `pass`, else the stage fails
   and rolls back (no score in a step: it passes). Steps advance on time.
 - **naive-z** — every `interval`, a one-sided two-sample z-test per metric at
@@ -457,6 +459,7 @@ class Kayenta:
         intervals, windows = ((5,), (10, 30)) if quick else ((1, 5, 10), (10, 20, 30))
         confidences = (0.98,) if quick else (0.95, 0.98, 0.99)
         thresholds = ((75, 95), (50, 75)) if quick else ((50, 75), (50, 95), (75, 75), (75, 95))
+        critical = ("none", "error")
         return [
             {
                 "interval_min": i,
@@ -464,9 +467,10 @@ class Kayenta:
                 "confidence": c,
                 "marginal": marginal,
                 "pass": passing,
+                "critical": k,
             }
-            for i, w, c, (marginal, passing) in itertools.product(
-                intervals, windows, confidences, thresholds
+            for i, w, c, (marginal, passing), k in itertools.product(
+                intervals, windows, confidences, thresholds, critical
             )
         ]
 
@@ -508,6 +512,8 @@ class Kayenta:
         ends = set(prepared.schedule.step_ends)
         for t in range(min(prepared.schedule.promote, prepared.looks - 1) + 1):
             if (t + 1) % c["interval_min"] == 0:
+                if c["critical"] == "error" and p[t, 1] < alpha:
+                    return prepared.end(ROLLED_BACK, t)  # a critical metric fails the canary
                 scored = p[t][~np.isnan(p[t])]
                 if len(scored):
                     last = 100.0 * float((scored >= alpha).sum()) / len(scored)
