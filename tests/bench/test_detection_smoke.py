@@ -82,9 +82,8 @@ def test_a_tiny_quick_run_has_the_promised_shape(
     # 20 % errors are caught by the real judge and engine within the horizon
     assert printed["engines"]["ours"]["caught_rate"]["gross-errors@100rps"] == 1.0
     written = json.loads((tmp_path / "detection-quick.json").read_text())
-    assert set(written["cells"]["ours"]) == {
-        f"{s}@100rps" for s in ("aa", "harmless", "drifting-baseline", "gross-errors", "refusal-all")
-    }
+    scenarios = ("aa", "harmless", "drifting-baseline", "gross-errors", "refusal-all")
+    assert set(written["cells"]["ours"]) == {f"{s}@100rps" for s in scenarios}
     assert written["tuning"]["flagger"]["100rps"]["aa_rollouts"] == 3
     assert (tmp_path / "detection-quick.md").read_text().startswith("# Detection benchmark")
     assert (tmp_path / "detection-quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
