@@ -15,7 +15,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 import numpy as np
 
@@ -93,7 +92,6 @@ spec:
 POLICY = policy()
 
 PROMOTED, ROLLED_BACK, PAUSED, UNFINISHED = "promoted", "rolled-back", "paused", "unfinished"
-NO_FAILURE = "ours-no-failure"
 
 
 @dataclass(frozen=True)
@@ -106,19 +104,9 @@ class Outcome:
     weight: int  # the candidate's weight (%) when it ended: how far the rollout got
 
 
-class Engine(Protocol):
-    name: str
-
-    def run(self, stream: Stream, harmed: tuple[int, ...]) -> Outcome: ...
-
-
 def bench_rollout(advance_on: str = "pass") -> ModelRollout:
     [loaded] = load_text(policy(advance_on), "<bench policy>")
     return loaded.rollout
-
-
-def _hold_looks() -> list[int]:
-    return [m * 60 // LOOK_SECONDS for m in HOLD_MINUTES]
 
 
 # --- ours -----------------------------------------------------------------------------
