@@ -49,8 +49,13 @@ ERROR_MAX = 0.02
 HOLD_MINUTES = (10, 15, 30, 30)  # steps 1, 5, 20, 50 %; then 100 %
 
 
-def policy(advance_on: str = "pass") -> str:
-    """The benchmark's rollout policy for ours; `advance_on` is `analysis.advanceOn`."""
+def policy() -> str:
+    """The benchmark's rollout policy for ours.
+
+    Whatever it does not set (`advanceOn`, the deadline, the judge's tolerance)
+    is the product's default, so a run measures the defaults of the code checked
+    out.
+    """
     return (
         """\
 apiVersion: canary.ai/v1alpha1
@@ -79,7 +84,6 @@ spec:
     confidence: 0.95
     minSamples: 200
     noData: {{action: hold, timeout: 1h, then: pause}}
-    advanceOn: {advance_on}
     metrics:
       - {{template: refusal-rate,  maxIncrease: {REFUSAL_MARGIN}}}
       - {{template: quality-score, maxDecrease: {QUALITY_MARGIN}}}
@@ -104,8 +108,8 @@ class Outcome:
     weight: int  # the candidate's weight (%) when it ended: how far the rollout got
 
 
-def bench_rollout(advance_on: str = "pass") -> ModelRollout:
-    [loaded] = load_text(policy(advance_on), "<bench policy>")
+def bench_rollout() -> ModelRollout:
+    [loaded] = load_text(policy(), "<bench policy>")
     return loaded.rollout
 
 
@@ -165,10 +169,9 @@ class Ours:
     """The real judge and the real engine, one look per analysis interval."""
 
     name = "ours"
-    advance_on = "pass"
 
     def __init__(self) -> None:
-        self.rollout = bench_rollout(self.advance_on)
+        self.rollout = bench_rollout()
         spec = self.rollout.spec
         self.cohorts = tuple(c.name for c in spec.cohorts)
 
