@@ -1,22 +1,33 @@
 """Detection benchmark: how fast each engine rolls back bad models, how often good ones.
 
     python -m bench.detection            # the full run (make bench-detection)
-    python -m bench.detection --quick    # a reduced run, < 2 minutes on 2 cores
+    python -m bench.detection --quick    # a reduced run, a few minutes on 2 cores
 
 Every rollout is one seeded stream of simulated traffic (`bench.detection_sim`)
-judged by every engine (`bench.detection_engines`): ours (the real judge and the
-real engine), Flagger-style range checks with a failed-check threshold of 1, 5
-and 10, Argo-style `failureLimit: 0`, and a naive per-step z-test. Scenarios are
-healthy (A/A, a harmless change below the policy's margins, infrastructure
-noise) or regressions; for each engine and scenario we report the false-rollback
-rate (Wilson interval), the time to detect (median, p90), the requests of the
-harmed cohorts served by the bad candidate, the miss rate (regressions promoted
-to 100 %), the time to promote healthy candidates, and the hold rate (ended
-neither promoted nor rolled back), with the fixed-sample oracle as the floor.
+judged by every engine: ours (the real judge and the real engine,
+`bench.detection_engines`) and four peers modelled on Flagger, Argo Rollouts,
+Kayenta and a naive z-test (`bench.detection_peers`).
+
+A peer is only as good as its configuration, so each is tuned first, per
+traffic rate, on streams of its own (seeds kept apart from the evaluation's):
+every configuration of its users' knobs rolls out A/A and regressed streams,
+and the configuration with the fastest median detection among those that roll
+back at most 5 % of the A/A rollouts is kept (when none does, the one with the
+fewest false rollbacks, flagged as such). Then every engine, peers at their
+chosen configuration, rolls out the same evaluation streams.
+
+Scenarios are healthy (A/A, a change exactly at the judge's tolerance, a small
+change, a baseline drifting under both versions, infrastructure noise) or
+regressions, at 2, 10 and 100 req/s. Figures per engine and scenario: the
+false-rollback rate (Wilson interval), the time to detect (median, p90) and the
+share caught, the harmed requests served, the time to promote healthy
+candidates; and two floors per regression: the fixed-sample test of the
+hypotheses the limit tests (null at the tolerance, the cell's alpha) and the
+oracle of "no change" at alpha 0.05.
 
 Output: `bench/results/detection.json`, `detection.md` and `detection.png`
-(`--out` to change the directory); `--quick` also prints one JSON object on
-stdout. Progress goes to stderr.
+(`--out` to change the directory); `--quick` writes `detection-quick.*` and ends
+its stdout with one JSON line. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -26,10 +37,11 @@ import json
 import math
 import multiprocessing
 import os
+import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +49,20 @@ import numpy as np
 from scipy import stats  # type: ignore[import-untyped]
 
 from bench.detection_engines import (
-    ENGINE_NAMES,
-    EXTRA,
+    ERROR_MAX,
     HOLD_MINUTES,
-    NO_FAILURE,
     POLICY,
     PROMOTED,
+    QUALITY_MARGIN,
+    REFUSAL_MARGIN,
     ROLLED_BACK,
-    Engine,
+    TTFT_RATIO,
+    Ours,
     Outcome,
-    all_engines,
+    bench_rollout,
 )
+from bench.detection_peers import PEERS, Prepared, Run, config_text
+from bench.detection_peers import Config as PeerConfig
 from bench.detection_sim import (
     BASE_ERROR,
     BASE_QUALITY_MEAN,
@@ -66,7 +81,16 @@ from bench.detection_sim import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-RATES = (10.0, 100.0)
+RATES = (2.0, 10.0, 100.0)
+ENGINE_NAMES = ("ours", *(p.name for p in PEERS))
+#: a peer's configuration qualifies when it rolls back at most this share of A/A rollouts
+MAX_FALSE_ROLLBACKS = 0.05
+
+# The judge's default tolerance: half of each limit's distance from "no change".
+TOLERANCE_REFUSAL = REFUSAL_MARGIN / 2
+TOLERANCE_QUALITY = QUALITY_MARGIN / 2
+TOLERANCE_TTFT_RATIO = 1 + (TTFT_RATIO - 1) / 2
+TOLERANCE_ERROR = BASE_ERROR + (ERROR_MAX - BASE_ERROR) / 2
 
 
 @dataclass(frozen=True)
@@ -75,11 +99,44 @@ class Scenario:
     change: Change
     healthy: bool
     noise: Noise = field(default_factory=Noise)
+    drift_per_hour: float = 0.0
     description: str = ""
 
 
 SCENARIOS = (
     Scenario("aa", Change(), True, description="A/A: the candidate is the baseline"),
+    Scenario(
+        "harmless",
+        Change(
+            refusal_add=TOLERANCE_REFUSAL,
+            quality_add=-TOLERANCE_QUALITY,
+            ttft_tail_ratio=TOLERANCE_TTFT_RATIO,
+            error_to=TOLERANCE_ERROR,
+        ),
+        True,
+        description="every metric exactly at the tolerance (half of each limit): refusals "
+        "+0.5 points, score -0.0075, TTFT p95 x1.075, errors 1.25 %",
+    ),
+    Scenario(
+        "small-change",
+        Change(refusal_add=0.003, quality_add=-0.005),
+        True,
+        description="refusals +0.3 points, score -0.005: well inside the policy's limits",
+    ),
+    Scenario(
+        "drifting-baseline",
+        Change(),
+        True,
+        drift_per_hour=0.01,
+        description="A/A while the refusals of both versions rise 1 point per hour",
+    ),
+    Scenario(
+        "infra-noise",
+        Change(),
+        True,
+        Noise(scrape_miss=0.05, restart_per_hour=2.0),
+        description="A/A with 5 % missed scrapes and 2 pod restarts per hour per version",
+    ),
     Scenario(
         "refusal-one-cohort",
         Change(refusal_add=0.02, cohorts=(REGRESSED_COHORT,)),
@@ -110,42 +167,44 @@ SCENARIOS = (
         False,
         description="errors 0.5 % -> 20 % everywhere",
     ),
-    Scenario(
-        "harmless",
-        Change(refusal_add=0.003, quality_add=-0.005),
-        True,
-        description="refusals +0.3 points, score -0.005: below the policy's margins",
-    ),
-    Scenario(
-        "infra-noise",
-        Change(),
-        True,
-        Noise(scrape_miss=0.05, restart_per_hour=2.0),
-        description="A/A with 5 % missed scrapes and 2 pod restarts per hour per version",
-    ),
 )
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
 
 
 @dataclass(frozen=True)
 class Config:
-    aa_rollouts: int  # per rate
-    rollouts: int  # per rate, every other scenario
+    aa_rollouts: int  # evaluation, per rate
+    rollouts: int  # evaluation, per rate, every other scenario
+    tune_aa_rollouts: int  # tuning, per rate
+    tune_rollouts: int  # tuning, per regression scenario and rate
     horizon_minutes: int
     rates: tuple[float, ...] = RATES
     scenarios: tuple[str, ...] = tuple(s.name for s in SCENARIOS)
-    seed: int = 20261202
+    seed: int = 20261206
     workers: int = 2
-    #: engines run besides ENGINE_NAMES (bench.detection_engines.EXTRA)
-    extra: tuple[str, ...] = ()
-
-    @property
-    def engines(self) -> tuple[str, ...]:
-        return (*ENGINE_NAMES, *self.extra)
+    #: the reduced grids of the peers' knobs
+    small_grids: bool = False
 
 
-FULL = Config(aa_rollouts=500, rollouts=60, horizon_minutes=100, extra=(NO_FAILURE,))
-QUICK = Config(aa_rollouts=8, rollouts=3, horizon_minutes=90)
+FULL = Config(
+    aa_rollouts=200, rollouts=40, tune_aa_rollouts=300, tune_rollouts=20, horizon_minutes=90
+)
+QUICK = Config(
+    aa_rollouts=8,
+    rollouts=2,
+    tune_aa_rollouts=20,
+    tune_rollouts=3,
+    horizon_minutes=90,
+    small_grids=True,
+)
+
+
+def key(scenario: str, rate: float) -> str:
+    return f"{scenario}@{rate:g}rps"
+
+
+def rate_key(rate: float) -> str:
+    return f"{rate:g}rps"
 
 
 # --- running -------------------------------------------------------------------------
@@ -158,84 +217,193 @@ class Task:
     index: int
     seed: int
     looks: int
-    extra: tuple[str, ...] = ()
+    #: tuning: every configuration of every peer; evaluation: ours and the chosen ones
+    tuning: bool = False
+    small_grids: bool = False
+    chosen: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
 
 
-_ENGINES: dict[tuple[str, ...], list[Engine]] = {}
-
-
-def _engines(extra: tuple[str, ...]) -> list[Engine]:
-    if extra not in _ENGINES:
-        _ENGINES[extra] = all_engines(extra)
-    return _ENGINES[extra]
-
-
-def run_task(task: Task) -> tuple[Task, dict[str, Outcome], float]:
-    """Simulate one stream and let every engine roll it out; returns the wall time of `ours`."""
+def _stream(task: Task) -> Any:
     scenario = SCENARIO_BY_NAME[task.scenario]
-    stream = simulate(
+    return simulate(
         rps=task.rate,
         looks=task.looks,
         change=scenario.change,
         noise=scenario.noise,
         seed=task.seed,
+        drift_per_hour=scenario.drift_per_hour,
     )
-    harmed = scenario.change.harmful_cohorts
-    outcomes: dict[str, Outcome] = {}
-    ours_seconds = 0.0
-    for engine in _engines(task.extra):
-        began = time.perf_counter()
-        outcomes[engine.name] = engine.run(stream, harmed)
-        if engine.name == "ours":
-            ours_seconds = time.perf_counter() - began
+
+
+def run_tuning(task: Task) -> tuple[Task, dict[str, list[tuple[str, float]]]]:
+    """Every configuration of every peer on one stream: (result, seconds) per configuration."""
+    stream = _stream(task)
+    prepared = Prepared(stream, SCENARIO_BY_NAME[task.scenario].change.harmful_cohorts)
+    out = {}
+    for peer in PEERS:
+        runs = peer.run(prepared, peer.configs(task.small_grids))
+        out[peer.name] = [(r.result, r.seconds) for r in runs]
+    return task, out
+
+
+_OURS: list[Ours] = []
+
+
+def run_evaluation(task: Task) -> tuple[Task, dict[str, Outcome], float]:
+    """Ours and every peer at its chosen configuration on one stream; the wall time of ours."""
+    if not _OURS:
+        _OURS.append(Ours())
+    stream = _stream(task)
+    harmed = SCENARIO_BY_NAME[task.scenario].change.harmful_cohorts
+    began = time.perf_counter()
+    outcomes = {"ours": _OURS[0].run(stream, harmed)}
+    ours_seconds = time.perf_counter() - began
+    prepared = Prepared(stream, harmed)
+    chosen = {name: dict(items) for name, items in task.chosen}
+    for peer in PEERS:
+        [run] = peer.run(prepared, [chosen[peer.name]])
+        outcomes[peer.name] = _outcome(run)
     return task, outcomes, ours_seconds
 
 
-def tasks(config: Config) -> list[Task]:
+def _outcome(run: Run) -> Outcome:
+    return Outcome(run.result, run.seconds, run.affected_served, run.weight)
+
+
+def _seed(config: Config, phase: int, scenario: str, rate: float, index: int) -> int:
+    """Tuning (phase 1) and evaluation (phase 0) streams come from disjoint seed sequences."""
+    s_index = [s.name for s in SCENARIOS].index(scenario)
+    entropy = [config.seed, phase, s_index, int(rate * 10), index]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def tuning_tasks(config: Config) -> list[Task]:
     looks = config.horizon_minutes * 60 // LOOK_SECONDS
     out = []
-    for s_index, name in enumerate(config.scenarios):
-        count = config.aa_rollouts if name == "aa" else config.rollouts
+    for name in config.scenarios:
+        if SCENARIO_BY_NAME[name].healthy and name != "aa":
+            continue
+        count = config.tune_aa_rollouts if name == "aa" else config.tune_rollouts
         for rate in config.rates:
             for i in range(count):
-                entropy = [config.seed, s_index, int(rate), i]
-                seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
-                out.append(Task(name, rate, i, seed, looks, config.extra))
+                seed = _seed(config, 1, name, rate, i)
+                out.append(Task(name, rate, i, seed, looks, True, config.small_grids))
     return out
 
 
-def run(
-    config: Config, log: Any = sys.stderr
-) -> tuple[list[tuple[Task, dict[str, Outcome]]], float]:
-    todo = tasks(config)
-    results: list[tuple[Task, dict[str, Outcome]]] = []
-    ours_cpu = 0.0
-    began = time.monotonic()
-    chunks = max(1, len(todo) // (config.workers * 20))
+def evaluation_tasks(config: Config, chosen: dict[str, dict[str, PeerConfig]]) -> list[Task]:
+    looks = config.horizon_minutes * 60 // LOOK_SECONDS
+    out = []
+    for name in config.scenarios:
+        count = config.aa_rollouts if name == "aa" else config.rollouts
+        for rate in config.rates:
+            picked = tuple(
+                (peer, tuple(chosen[peer][rate_key(rate)].items())) for peer in sorted(chosen)
+            )
+            for i in range(count):
+                seed = _seed(config, 0, name, rate, i)
+                out.append(Task(name, rate, i, seed, looks, chosen=picked))
+    return out
 
-    def consume(items: Iterator[tuple[Task, dict[str, Outcome], float]]) -> None:
-        nonlocal ours_cpu
-        for n, (task, outcomes, ours_seconds) in enumerate(items, 1):
-            results.append((task, outcomes))
-            ours_cpu += ours_seconds
-            if n % max(1, len(todo) // 20) == 0 or n == len(todo):
+
+def _parallel(
+    fn: Callable[[Task], Any], todo: Sequence[Task], workers: int, label: str, log: Any
+) -> Iterator[Any]:
+    began = time.monotonic()
+    every = max(1, len(todo) // 20)
+
+    def report(items: Iterable[Any]) -> Iterator[Any]:
+        for n, item in enumerate(items, 1):
+            if n % every == 0 or n == len(todo):
                 print(
-                    f"[detection] {n}/{len(todo)} rollouts, {time.monotonic() - began:.0f}s",
+                    f"[detection] {label}: {n}/{len(todo)} streams, "
+                    f"{time.monotonic() - began:.0f}s",
                     file=log,
                     flush=True,
                 )
+            yield item
 
-    if config.workers > 1:
+    if workers > 1:
         context = multiprocessing.get_context("fork")
-        with context.Pool(config.workers) as pool:
-            consume(pool.imap_unordered(run_task, todo, chunksize=chunks))
+        chunks = max(1, len(todo) // (workers * 20))
+        with context.Pool(workers) as pool:
+            yield from report(pool.imap_unordered(fn, todo, chunksize=chunks))
     else:
-        consume(run_task(t) for t in todo)
-    results.sort(key=lambda r: (r[0].scenario, r[0].rate, r[0].index))
-    return results, ours_cpu
+        yield from report(fn(t) for t in todo)
 
 
-# --- figures -------------------------------------------------------------------------
+# --- tuning ---------------------------------------------------------------------------
+
+
+def _objective(times: Sequence[float]) -> tuple[float, float, float]:
+    """Fastest median detection first (a miss counts as never), then more caught, then faster."""
+    array = np.array(times)
+    caught = array[np.isfinite(array)]
+    mean_log = float(np.mean(np.log(caught))) if len(caught) else math.inf
+    return (float(np.median(array)), -len(caught) / len(array), mean_log)
+
+
+def choose(
+    config: Config, results: Sequence[tuple[Task, dict[str, list[tuple[str, float]]]]]
+) -> tuple[dict[str, dict[str, PeerConfig]], dict[str, dict[str, Any]]]:
+    """Per peer and rate, the chosen configuration; and what the tuning saw of it."""
+    chosen: dict[str, dict[str, PeerConfig]] = {}
+    tuning: dict[str, dict[str, Any]] = {}
+    for peer in PEERS:
+        configs = peer.configs(config.small_grids)
+        chosen[peer.name], tuning[peer.name] = {}, {}
+        for rate in config.rates:
+            aa = [r[peer.name] for t, r in results if t.rate == rate and t.scenario == "aa"]
+            regressed = [r[peer.name] for t, r in results if t.rate == rate and t.scenario != "aa"]
+            false_rate = [
+                sum(runs[c][0] == ROLLED_BACK for runs in aa) / max(len(aa), 1)
+                for c in range(len(configs))
+            ]
+            objective = [
+                _objective(
+                    [runs[c][1] if runs[c][0] == ROLLED_BACK else math.inf for runs in regressed]
+                    or [math.inf]
+                )
+                for c in range(len(configs))
+            ]
+            feasible = [c for c in range(len(configs)) if false_rate[c] <= MAX_FALSE_ROLLBACKS]
+            if feasible:
+                best = min(feasible, key=lambda c: objective[c])
+            else:
+                best = min(range(len(configs)), key=lambda c: (false_rate[c], objective[c]))
+            median = objective[best][0]
+            chosen[peer.name][rate_key(rate)] = configs[best]
+            tuning[peer.name][rate_key(rate)] = {
+                "config": configs[best],
+                "configurations_tried": len(configs),
+                "qualifying": len(feasible),
+                "reaches_target": bool(feasible),
+                "aa_rollouts": len(aa),
+                "false_rollback_rate": false_rate[best],
+                "regressed_rollouts": len(regressed),
+                "detect_median_s": median if math.isfinite(median) else None,
+                "caught_rate": -objective[best][1],
+            }
+    return chosen, tuning
+
+
+def tuning_lines(tuning: dict[str, dict[str, Any]]) -> list[str]:
+    lines = []
+    for peer, by_rate in tuning.items():
+        for rate, t in by_rate.items():
+            verdict = (
+                f"{t['qualifying']} of {t['configurations_tried']} configurations reach "
+                f"<= {MAX_FALSE_ROLLBACKS:.0%} false rollbacks"
+                if t["reaches_target"]
+                else f"NO configuration of its knobs reaches <= {MAX_FALSE_ROLLBACKS:.0%} false "
+                f"rollbacks (of {t['configurations_tried']}); the fewest"
+            )
+            lines.append(
+                f"{peer} @ {rate}: {verdict}; chosen: {config_text(t['config'])} "
+                f"(tuning: {t['false_rollback_rate']:.1%} of {t['aa_rollouts']} A/A rolled back, "
+                f"{t['caught_rate']:.0%} of {t['regressed_rollouts']} regressions caught)"
+            )
+    return lines
 
 
 def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -255,10 +423,6 @@ def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, flo
 
 def _quantile(values: Sequence[float], q: float) -> float | None:
     return float(np.quantile(np.array(values), q)) if values else None
-
-
-def key(scenario: str, rate: float) -> str:
-    return f"{scenario}@{rate:g}rps"
 
 
 def _weights(outcomes: Sequence[Outcome]) -> list[int]:
@@ -295,6 +459,7 @@ def cell_figures(outcomes: Sequence[Outcome], healthy: bool) -> dict[str, Any]:
         out["detect_rate"] = len(rolled) / n if n else None
         out["detect_median_s"] = _quantile(times, 0.5)
         out["detect_p90_s"] = _quantile(times, 0.9)
+        out["detect_s"] = sorted(times)  # every detection, for pooled figures
         out["miss_rate"] = len(promoted) / n if n else None
         served = [o.affected_served for o in outcomes]
         out["harmed_served_median"] = _quantile(served, 0.5)
@@ -302,53 +467,76 @@ def cell_figures(outcomes: Sequence[Outcome], healthy: bool) -> dict[str, Any]:
     return out
 
 
-# --- the oracle ---------------------------------------------------------------------------
+# --- floors ---------------------------------------------------------------------------------
 
-Z_ALPHA = float(stats.norm.isf(0.05))  # one-sided, alpha 0.05
 Z_POWER = float(stats.norm.isf(0.20))  # power 0.8
 Z_P95 = float(stats.norm.isf(0.05))  # the baseline's p95 in standard units
 
 
-def oracle_samples(scenario: Scenario) -> tuple[float, float]:
+def cell_alpha() -> float:
+    """The alpha of one cell's test under the benchmark policy: the budget split evenly
+    (Bonferroni) over every metric's limit in every cohort and overall."""
+    spec = bench_rollout().spec
+    tests = len(spec.analysis.metrics) * (len(spec.cohorts) + 1)
+    return (1.0 - spec.analysis.confidence) / tests
+
+
+def _h(p0: float, p1: float) -> float:
+    """Cohen's h: the effect size of two proportions on the arcsine scale."""
+    return abs(2 * math.asin(math.sqrt(p1)) - 2 * math.asin(math.sqrt(p0)))
+
+
+def _share_beyond_p95(ratio: float) -> float:
+    """The share of a cohort's requests slower than the baseline's p95 when the p95 is `ratio`
+    times the baseline's, median unchanged (lognormal)."""
+    sigma = TTFT_SIGMA + math.log(ratio) / Z_P95
+    return float(stats.norm.sf(Z_P95 * TTFT_SIGMA / sigma))
+
+
+def floor_samples(scenario: Scenario, *, at_tolerance: bool, alpha: float) -> tuple[float, float]:
     """(observations needed, observations per candidate request of the harmed cohorts).
 
-    A fixed-sample, one-sided test of "no change" (alpha 0.05, power 0.8) that
-    knows the effect, the baseline and which cohort to look at, with the
-    baseline known exactly (Cohen's h for proportions: `((z_a + z_b) / h)²`,
-    which gives the issue's ≈ 870 requests for 5 % -> 7 %; `((z_a + z_b) σ / δ)²`
-    for the mean score). No margins, no multiplicity, one look: a floor, not a
-    policy anyone could run.
+    A fixed-sample, one-sided test at level `alpha` with power 0.8 that knows the
+    true effect, the baseline and which cohort to look at, with the baseline
+    known exactly. Its null is "no change" or, `at_tolerance`, the tolerance the
+    limit's test takes as its null (half of the limit): `((z_a + z_b) / h)²` with
+    Cohen's h for proportions (≈ 870 requests for 5 % -> 7 % against no change
+    at alpha 0.05), `((z_a + z_b) σ / δ)²` for the mean score. One look, no
+    margin beyond the null, no other metric or cohort: a floor, not a policy
+    anyone could run.
     """
     change = scenario.change
     harmed = change.harmful_cohorts
     shares = np.array([COHORT_SHARES[k] for k in harmed])
     shares = shares / shares.sum()
-    z2 = (Z_ALPHA + Z_POWER) ** 2
-
-    def h(p0: float, p1: float) -> float:
-        return abs(2 * math.asin(math.sqrt(p1)) - 2 * math.asin(math.sqrt(p0)))
-
+    z2 = (float(stats.norm.isf(alpha)) + Z_POWER) ** 2
     if change.error_to is not None:
-        return z2 / h(BASE_ERROR, change.error_to) ** 2, 1.0
+        p0 = TOLERANCE_ERROR if at_tolerance else BASE_ERROR
+        return z2 / _h(p0, change.error_to) ** 2, 1.0
     if change.refusal_add:
-        p0 = float(sum(s * BASE_REFUSAL[k] for s, k in zip(shares, harmed, strict=True)))
-        return z2 / h(p0, p0 + change.refusal_add) ** 2, 1.0 - BASE_ERROR
+        base = float(sum(s * BASE_REFUSAL[k] for s, k in zip(shares, harmed, strict=True)))
+        p0 = base + (TOLERANCE_REFUSAL if at_tolerance else 0.0)
+        return z2 / _h(p0, base + change.refusal_add) ** 2, 1.0 - BASE_ERROR
     if change.ttft_tail_ratio != 1.0:
-        k = harmed[0]
-        sigma = candidate_behaviour(k, change).ttft_sigma
-        # the candidate's share beyond the baseline's p95 (lognormal, same median)
+        sigma = candidate_behaviour(harmed[0], change).ttft_sigma
         p1 = float(stats.norm.sf(Z_P95 * TTFT_SIGMA / sigma))
-        return z2 / h(0.05, p1) ** 2, 1.0 - BASE_ERROR
+        p0 = _share_beyond_p95(TOLERANCE_TTFT_RATIO) if at_tolerance else 0.05
+        return z2 / _h(p0, p1) ** 2, 1.0 - BASE_ERROR
     if change.quality_add:
         m = float(sum(s * BASE_QUALITY_MEAN[k] for s, k in zip(shares, harmed, strict=True)))
         variance = m * (1 - m) / (QUALITY_CONCENTRATION + 1)
-        return z2 * variance / change.quality_add**2, JUDGED_SHARE * (1.0 - BASE_ERROR)
+        delta = abs(change.quality_add) - (TOLERANCE_QUALITY if at_tolerance else 0.0)
+        return z2 * variance / delta**2, JUDGED_SHARE * (1.0 - BASE_ERROR)
     raise ValueError(f"{scenario.name} has no effect to detect")
 
 
-def oracle_seconds(scenario: Scenario, rate: float) -> float:
-    """When the nominal schedule (mean rate) has served the oracle's sample to the candidate."""
-    needed, per_request = oracle_samples(scenario)
+def oracle_samples(scenario: Scenario) -> tuple[float, float]:
+    """Today's floor: null "no change", alpha 0.05."""
+    return floor_samples(scenario, at_tolerance=False, alpha=0.05)
+
+
+def samples_seconds(scenario: Scenario, rate: float, needed: float, per_request: float) -> float:
+    """When the nominal schedule (mean rate) has served `needed` observations to the candidate."""
     share = sum(COHORT_SHARES[k] for k in scenario.change.harmful_cohorts)
     requests = needed / per_request
     elapsed = 0.0
@@ -361,16 +549,33 @@ def oracle_seconds(scenario: Scenario, rate: float) -> float:
     raise AssertionError("unreachable: the last step lasts forever")
 
 
+def oracle_seconds(scenario: Scenario, rate: float) -> float:
+    return samples_seconds(scenario, rate, *oracle_samples(scenario))
+
+
+def floor_seconds(scenario: Scenario, rate: float) -> float:
+    needed = floor_samples(scenario, at_tolerance=True, alpha=cell_alpha())
+    return samples_seconds(scenario, rate, *needed)
+
+
 # --- report -------------------------------------------------------------------------------
 
 
-def summarise(config: Config, results: list[tuple[Task, dict[str, Outcome]]]) -> dict[str, Any]:
-    cells: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in config.engines}
+def _median_or_none(values: Sequence[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def summarise(
+    config: Config,
+    results: Sequence[tuple[Task, dict[str, Outcome]]],
+    chosen: dict[str, dict[str, PeerConfig]],
+) -> dict[str, Any]:
+    cells: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in ENGINE_NAMES}
     for name in config.scenarios:
         scenario = SCENARIO_BY_NAME[name]
         for rate in config.rates:
             mine = [o for t, o in results if t.scenario == name and t.rate == rate]
-            for engine in config.engines:
+            for engine in ENGINE_NAMES:
                 cells[engine][key(name, rate)] = cell_figures(
                     [o[engine] for o in mine], scenario.healthy
                 )
@@ -378,24 +583,34 @@ def summarise(config: Config, results: list[tuple[Task, dict[str, Outcome]]]) ->
         key(s, r) for s in config.scenarios for r in config.rates if not SCENARIO_BY_NAME[s].healthy
     ]
     engines: dict[str, Any] = {}
-    for engine in config.engines:
+    for engine in ENGINE_NAMES:
         aa = [o[engine] for t, o in results if t.scenario == "aa"]
         rolled = sum(o.result == ROLLED_BACK for o in aa)
         engines[engine] = {
             "false_rollback_rate": rolled / len(aa) if aa else None,
-            "false_rollback_wilson95": list(wilson(rolled, len(aa))),
-            "aa_rollouts": len(aa),
+            "false_rollback_upper95": wilson(rolled, len(aa))[1],
             "detect_median_s": {k: cells[engine][k]["detect_median_s"] for k in regressions},
-            "detect_p90_s": {k: cells[engine][k]["detect_p90_s"] for k in regressions},
-            "miss_rate": {k: cells[engine][k]["miss_rate"] for k in regressions},
+            "caught_rate": {k: cells[engine][k]["detect_rate"] for k in regressions},
+            "promote_median_s": _median_or_none([o.seconds for o in aa if o.result == PROMOTED]),
+            "config": (
+                {"policy": "bench.detection_engines.POLICY (in this report's `policy`)"}
+                if engine == "ours"
+                else chosen[engine]
+            ),
         }
+    floors = {
+        key(s, r): floor_seconds(SCENARIO_BY_NAME[s], r)
+        for s in config.scenarios
+        for r in config.rates
+        if not SCENARIO_BY_NAME[s].healthy
+    }
     oracle = {
         key(s, r): oracle_seconds(SCENARIO_BY_NAME[s], r)
         for s in config.scenarios
         for r in config.rates
         if not SCENARIO_BY_NAME[s].healthy
     }
-    return {"engines": engines, "oracle_detect_s": oracle, "cells": cells}
+    return {"engines": engines, "floor_s": floors, "oracle_detect_s": oracle, "cells": cells}
 
 
 def _fmt_s(seconds: float | None) -> str:
@@ -423,45 +638,75 @@ def _row(cells: Sequence[str]) -> str:
 def markdown(report: dict[str, Any]) -> str:
     config = report["config"]
     engines = list(report["engines"])
-    regressions = list(report["oracle_detect_s"])
+    regressions = list(report["floor_s"])
     cells = report["cells"]
+    rates = [rate_key(r) for r in config["rates"]]
     lines = [
         "# Detection benchmark",
         "",
-        f"{report['machine']} · {report['runtime_s']:.0f} s wall · "
+        f"{report['machine']} · {report['runtime_s'] / 60:.1f} min wall "
+        f"(tuning {report['tuning_s'] / 60:.1f} min) · commit {report['commit']} "
+        f"(judge and engine as of {report['judge_commit']}) · evaluation: "
         f"{config['aa_rollouts']} A/A and {config['rollouts']} other rollouts per scenario "
-        f"and rate ({', '.join(f'{r:g}' for r in config['rates'])} req/s), "
-        f"horizon {config['horizon_minutes']} min, seed {config['seed']}. "
+        f"and rate ({', '.join(f'{r:g}' for r in config['rates'])} req/s); tuning: "
+        f"{config['tune_aa_rollouts']} A/A and {config['tune_rollouts']} per regression "
+        f"and rate, other seeds; horizon {config['horizon_minutes']} min, seed {config['seed']}. "
         "Generated by `python -m bench.detection`; how to read it: docs/benchmarks.md.",
         "",
-        "## False rollbacks on A/A rollouts (all rates together)",
+        "## The peers' configurations, chosen per rate on the tuning streams",
         "",
-        _row(["engine", "rolled back", "95 % Wilson interval"]),
-        _row(["---"] * 3),
+        _row(["peer", "rate", "chosen configuration", "qualifying (≤ 5 % A/A)", "tuning A/A"]),
+        _row(["---"] * 5),
+    ]
+    for peer, by_rate in report["tuning"].items():
+        for rate, t in by_rate.items():
+            lines.append(
+                _row(
+                    [
+                        peer,
+                        rate,
+                        f"`{config_text(t['config'])}`",
+                        f"{t['qualifying']} of {t['configurations_tried']}"
+                        + ("" if t["reaches_target"] else " — **none reaches it**"),
+                        f"{_fmt_p(t['false_rollback_rate'])} of {t['aa_rollouts']}",
+                    ]
+                )
+            )
+    lines += [
+        "",
+        "## False rollbacks on A/A rollouts, per rate [95 % Wilson interval]",
+        "",
+        _row(["engine", *rates, "all rates"]),
+        _row(["---"] * (len(rates) + 2)),
     ]
     for engine, e in report["engines"].items():
-        low, high = e["false_rollback_wilson95"]
-        lines.append(
-            _row(
-                [
-                    engine,
-                    f"{_fmt_p(e['false_rollback_rate'])} of {e['aa_rollouts']}",
-                    f"[{_fmt_p(low)}, {_fmt_p(high)}]",
-                ]
-            )
-        )
+        row = [engine]
+        for rate in config["rates"]:
+            c = cells[engine].get(key("aa", rate))
+            if c is None:
+                row.append("—")
+                continue
+            low, high = c["false_rollback_wilson95"]
+            row.append(f"{_fmt_p(c['false_rollback_rate'])} [{_fmt_p(low)}, {_fmt_p(high)}]")
+        row.append(f"{_fmt_p(e['false_rollback_rate'])} (≤ {_fmt_p(e['false_rollback_upper95'])})")
+        lines.append(_row(row))
     lines += [
         "",
         "## Median time to detect (share of regressed rollouts caught)",
         "",
-        _row(["scenario", "oracle (floor)", *engines]),
-        _row(["---"] * (len(engines) + 2)),
+        "Floor: the fixed-sample test of the limit's hypotheses (null at the tolerance, "
+        f'alpha {report["cell_alpha"]:.2g} per cell, power 0.8); oracle: null "no change", '
+        "alpha 0.05.",
+        "",
+        _row(["scenario", "floor", "oracle", *engines]),
+        _row(["---"] * (len(engines) + 3)),
     ]
     for k in regressions:
         lines.append(
             _row(
                 [
                     k,
+                    _fmt_s(report["floor_s"][k]),
                     _fmt_s(report["oracle_detect_s"][k]),
                     *(
                         f"{_fmt_s(cells[e][k]['detect_median_s'])} "
@@ -519,7 +764,7 @@ def markdown(report: dict[str, Any]) -> str:
                 "rollouts",
                 "caught",
                 "detect median / p90",
-                "oracle",
+                "floor",
                 "missed (promoted)",
                 "held",
                 "harmed requests served, median / p90",
@@ -540,7 +785,7 @@ def markdown(report: dict[str, Any]) -> str:
                         str(c["rollouts"]),
                         _fmt_p(c["detect_rate"]),
                         f"{_fmt_s(c['detect_median_s'])} / {_fmt_s(c['detect_p90_s'])}",
-                        _fmt_s(report["oracle_detect_s"][k]),
+                        _fmt_s(report["floor_s"][k]),
                         _fmt_p(c["miss_rate"]),
                         _fmt_p(c["hold_rate"]),
                         f"{c['harmed_served_median']:.0f} / {c['harmed_served_p90']:.0f}",
@@ -552,68 +797,99 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def pooled_median(report: dict[str, Any], engine: str, rate: float) -> float:
+    """The median time to detect over every regressed rollout at `rate`, a miss counting as
+    never (inf): the figure the peers were tuned on."""
+    times: list[float] = []
+    for k in report["floor_s"]:
+        if k.endswith(f"@{rate:g}rps"):
+            cell = report["cells"][engine][k]
+            times += cell["detect_s"] + [math.inf] * (cell["rollouts"] - len(cell["detect_s"]))
+    return float(np.median(times)) if times else math.inf
+
+
 def plot(report: dict[str, Any], path: Path) -> None:
+    """One panel per rate: each engine's median detection time over the regressions
+    (misses count as never) against its A/A false rollbacks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    regressions = list(report["oracle_detect_s"])
-    if not regressions:  # healthy scenarios only: the false rollbacks alone
-        names = list(report["engines"])
-        rates = [100 * report["engines"][n]["false_rollback_rate"] for n in names]
-        bounds = [[100 * v for v in report["engines"][n]["false_rollback_wilson95"]] for n in names]
-        xerr = [
-            [max(r - b[0], 0.0) for r, b in zip(rates, bounds, strict=True)],
-            [max(b[1] - r, 0.0) for r, b in zip(rates, bounds, strict=True)],
-        ]
-        ax.barh(names, rates, xerr=xerr, capsize=3)
-        ax.set_xlabel("false rollbacks on A/A rollouts (%, 95 % Wilson interval)")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return
-    for engine, e in report["engines"].items():
-        detected = [
-            report["cells"][engine][k]["detect_median_s"]
-            for k in regressions
-            if report["cells"][engine][k]["detect_median_s"] is not None
-        ]
-        caught = np.mean([report["cells"][engine][k]["detect_rate"] for k in regressions])
-        if not detected:
-            continue
-        y = float(np.median(detected)) / 60
-        x = 100 * e["false_rollback_rate"]
-        low, high = (100 * v for v in e["false_rollback_wilson95"])
-        xerr = [[max(x - low, 0.0)], [max(high - x, 0.0)]]
-        ax.errorbar(x, y, xerr=xerr, fmt="o", capsize=3, label=engine)
-        ax.annotate(
-            f"{engine} ({100 * caught:.0f} % caught)",
-            (x, y),
-            textcoords="offset points",
-            xytext=(6, 6),
-            fontsize=8,
-        )
-    oracle = float(np.median(list(report["oracle_detect_s"].values()))) / 60
-    ax.axhline(oracle, linestyle="--", color="grey", linewidth=1)
-    ax.annotate(
-        "fixed-sample oracle (floor)",
-        (0, oracle),
-        textcoords="offset points",
-        xytext=(4, 4),
-        fontsize=8,
-        color="grey",
+    rates = report["config"]["rates"]
+    horizon = report["config"]["horizon_minutes"]
+    fig, axes = plt.subplots(1, len(rates), figsize=(5 * len(rates), 5), sharey=True, squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    top = horizon * 1.4
+    lowest = horizon
+    for ax, rate in zip(axes[0], rates, strict=True):
+        nevers = 0
+        for e_index, engine in enumerate(report["engines"]):
+            cells = report["cells"][engine]
+            aa = cells.get(key("aa", rate))
+            regressed = [k for k in report["floor_s"] if k.endswith(f"@{rate:g}rps")]
+            if aa is None or not regressed:
+                continue
+            caught = float(np.mean([cells[k]["detect_rate"] for k in regressed]))
+            median = pooled_median(report, engine, rate)
+            never = not math.isfinite(median)
+            x = 100 * aa["false_rollback_rate"]
+            low, high = (100 * v for v in aa["false_rollback_wilson95"])
+            y = top if never else median / 60
+            lowest = min(lowest, y)
+            ax.errorbar(
+                x,
+                y,
+                xerr=[[max(x - low, 0.0)], [max(high - x, 0.0)]],
+                fmt="^" if never else "o",
+                color=colours[e_index % len(colours)],
+                capsize=3,
+            )
+            nevers += never
+            ax.annotate(
+                f"{engine} ({100 * caught:.0f} % caught)",
+                (x, y),
+                textcoords="offset points",
+                xytext=(-10, 8 + 10 * nevers) if never else (5, 4),
+                fontsize=7,
+                color=colours[e_index % len(colours)],
+            )
+        floors = [v for k, v in report["floor_s"].items() if k.endswith(f"@{rate:g}rps")]
+        if floors:
+            floor = float(np.median(floors)) / 60
+            ax.axhline(floor, linestyle=":", color="grey", linewidth=1)
+            ax.annotate(
+                "floor (median over the regressions)",
+                (0, floor),
+                textcoords="offset points",
+                xytext=(2, -9),
+                fontsize=7,
+                color="grey",
+            )
+        ax.axhline(horizon, linestyle="-", color="lightgrey", linewidth=1)
+        ax.axvline(100 * MAX_FALSE_ROLLBACKS, linestyle="--", color="grey", linewidth=1)
+        ax.set_title(f"{rate:g} req/s", fontsize=10)
+        ax.set_xlabel("A/A false rollbacks (%, 95 % Wilson)")
+        ax.set_yscale("log")
+        ax.set_xlim(left=-2)
+    axes[0][0].set_ylim(lowest / 1.5, horizon * 4)
+    axes[0][0].set_ylabel(
+        f"median time to detect (min, log); triangles: most not caught in {horizon} min"
     )
-    ax.set_xlabel("false rollbacks on A/A rollouts (%, 95 % Wilson interval)")
-    ax.set_ylabel("time to detect, median over regression scenarios (min, log)")
-    ax.set_yscale("log")
-    ax.set_xlim(-5, 105)
-    ax.set_title("Detection time vs false rollbacks (bench/detection.py)")
-    ax.legend(loc="lower left", fontsize=8)
+    fig.suptitle("Detection time against false rollbacks, per engine (bench/detection.py)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], capture_output=True, text=True, check=True, cwd=RESULTS.parent.parent
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
 
 
 def machine() -> str:
@@ -631,19 +907,15 @@ def machine() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a reduced run; JSON on stdout")
-    parser.add_argument("--aa-rollouts", type=int, help="A/A rollouts per rate")
-    parser.add_argument("--rollouts", type=int, help="rollouts per rate of other scenarios")
+    parser.add_argument("--aa-rollouts", type=int, help="evaluation A/A rollouts per rate")
+    parser.add_argument("--rollouts", type=int, help="evaluation rollouts per rate, others")
+    parser.add_argument("--tune-aa-rollouts", type=int, help="tuning A/A rollouts per rate")
+    parser.add_argument("--tune-rollouts", type=int, help="tuning rollouts per regression, rate")
     parser.add_argument("--horizon-minutes", type=int)
     parser.add_argument("--rates", type=float, nargs="+")
     parser.add_argument("--scenarios", nargs="+", choices=[s.name for s in SCENARIOS])
     parser.add_argument("--workers", type=int)
     parser.add_argument("--seed", type=int)
-    parser.add_argument(
-        "--extra",
-        nargs="*",
-        choices=sorted(EXTRA),
-        help=f"engines to run besides the six (the full run adds {NO_FAILURE})",
-    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory of the results")
     parser.add_argument(
         "--render", type=Path, metavar="JSON", help="only re-render the .md and .png of a result"
@@ -658,31 +930,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {
         "aa_rollouts": args.aa_rollouts,
         "rollouts": args.rollouts,
+        "tune_aa_rollouts": args.tune_aa_rollouts,
+        "tune_rollouts": args.tune_rollouts,
         "horizon_minutes": args.horizon_minutes,
         "rates": tuple(args.rates) if args.rates else None,
         "scenarios": tuple(args.scenarios) if args.scenarios else None,
         "workers": args.workers,
         "seed": args.seed,
-        "extra": tuple(args.extra) if args.extra is not None else None,
     }
-    config = Config(**{**asdict(config), **{k: v for k, v in overrides.items() if v is not None}})
+    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if "aa" not in config.scenarios:
         parser.error("the scenarios must include aa (the false-rollback rate is measured on it)")
-    print(f"[detection] {config}", file=sys.stderr, flush=True)
+    log = sys.stderr
+    print(f"[detection] {config}", file=log, flush=True)
     began = time.monotonic()
-    results, ours_cpu = run(config)
+    tuned = list(
+        _parallel(run_tuning, tuning_tasks(config), config.workers, "tuning the peers", log)
+    )
+    chosen, tuning = choose(config, tuned)
+    tuning_s = time.monotonic() - began
+    for line in tuning_lines(tuning):
+        print(f"[detection] {line}", file=log, flush=True)
+    results: list[tuple[Task, dict[str, Outcome]]] = []
+    ours_cpu = 0.0
+    for task, outcomes, ours_seconds in _parallel(
+        run_evaluation, evaluation_tasks(config, chosen), config.workers, "evaluation", log
+    ):
+        results.append((task, outcomes))
+        ours_cpu += ours_seconds
+    results.sort(key=lambda r: (r[0].scenario, r[0].rate, r[0].index))
     runtime = time.monotonic() - began
-    report = summarise(config, results)
+    summary = summarise(config, results, chosen)
     report = {
-        "engines": report["engines"],
-        "oracle_detect_s": report["oracle_detect_s"],
+        "engines": summary["engines"],
+        "floor_s": summary["floor_s"],
+        "oracle_detect_s": summary["oracle_detect_s"],
+        "cell_alpha": cell_alpha(),
+        "tuning": tuning,
         "config": asdict(config),
         "runtime_s": runtime,
+        "tuning_s": tuning_s,
         "ours_engine_cpu_s": ours_cpu,
         "machine": machine(),
-        "policy": POLICY,  # ours; ours-no-failure: the same with `advanceOn: no-failure`
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "judge_commit": _git(
+            "log", "-1", "--format=%h", "--", "controller/analysis", "controller/engine"
+        ),
+        "policy": POLICY,
         "scenarios": {s.name: s.description for s in SCENARIOS if s.name in config.scenarios},
-        "cells": report["cells"],
+        "cells": summary["cells"],
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "detection-quick" if args.quick else "detection"
@@ -690,13 +986,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out / f"{stem}.md").write_text(markdown(report))
     plot(report, args.out / f"{stem}.png")
     print(
-        f"[detection] done in {runtime:.0f}s (ours: {ours_cpu:.0f} CPU-s in the engine); "
-        f"wrote {args.out / stem}.json, .md, .png",
-        file=sys.stderr,
+        f"[detection] done in {runtime:.0f}s (tuning {tuning_s:.0f}s; ours: {ours_cpu:.0f} "
+        f"CPU-s in the engine); wrote {args.out / stem}.json, .md, .png",
+        file=log,
+        flush=True,
     )
-    if args.quick:
-        summary = {"engines": report["engines"], "oracle_detect_s": report["oracle_detect_s"]}
-        print(json.dumps(summary))
+    for line in tuning_lines(tuning):
+        print(line)
+    line = {k: report[k] for k in ("engines", "floor_s", "oracle_detect_s")}
+    print(json.dumps(line))
     return 0
 
 

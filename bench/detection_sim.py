@@ -1,6 +1,6 @@
 """The detection benchmark's traffic: seeded, coupled request streams, read as Prometheus would.
 
-One rollout's traffic is generated up front, one analysis interval (30 s) at a
+One rollout's traffic is generated up front, one analysis interval (1 minute) at a
 time, for every cohort and for both versions' behaviour, so that every engine
 judges the *same* stream however its own decisions move the weight:
 
@@ -189,7 +189,7 @@ class Stream:
     """One rollout's traffic, every interval, cohort and group, served both ways.
 
     `served[role, t, k, g, field]` are the increments of interval `t` (from
-    `t * 30 s` to `(t + 1) * 30 s`); `prefix` sums them over groups so that a
+    `t` to `t + 1` minutes); `prefix` sums them over groups so that a
     weight index `j` (candidate serves groups `< j`) is one subtraction.
     """
 
@@ -198,6 +198,9 @@ class Stream:
     scrape_ok: np.ndarray  # [role, t] the last scrape before look t succeeded
     fresh: np.ndarray  # [role, t] successful scrapes during interval t (of SCRAPES_PER_LOOK)
     restart: np.ndarray  # [role, t] the pod restarted just before the look's scrape
+    #: the baseline's counters over the hour before the rollout (all traffic, every cohort
+    #: together): what a user of a canary-only tool measures to write its ranges
+    pre: np.ndarray | None = None
 
     @property
     def looks(self) -> int:
@@ -215,14 +218,21 @@ class Stream:
         return candidate, baseline
 
 
-def _serve(rng: np.random.Generator, n: np.ndarray, b: Behaviour) -> np.ndarray:
-    """Counter increments for `n` requests (any shape) served with behaviour `b`."""
+def _serve(
+    rng: np.random.Generator, n: np.ndarray, b: Behaviour, drift: np.ndarray | None = None
+) -> np.ndarray:
+    """Counter increments for `n` requests (any shape) served with behaviour `b`.
+
+    `drift` (broadcast against `n`) is added to the refusal rate: a level that
+    moves during the rollout for both versions alike.
+    """
     out = np.zeros((*n.shape, FIELDS))
     errors = rng.binomial(n, b.error)
     ok = n - errors
     out[..., REQUESTS] = n
     out[..., ERRORS] = errors
-    out[..., REFUSALS] = rng.binomial(ok, min(max(b.refusal, 0.0), 1.0))
+    refusal = b.refusal if drift is None else b.refusal + drift
+    out[..., REFUSALS] = rng.binomial(ok, np.clip(refusal, 0.0, 1.0))
     judged = rng.binomial(ok, JUDGED_SHARE)
     for lo, count, total, model in (
         (Q0, judged, QSUM, quality_model(round(b.quality_mean, 6))),
@@ -243,25 +253,51 @@ def simulate(
     change: Change,
     noise: Noise,
     seed: int,
+    drift_per_hour: float = 0.0,
 ) -> Stream:
-    """Generate one rollout's stream: `looks` intervals of 30 s at `rps` mean requests/s."""
+    """Generate one rollout's stream: `looks` intervals of a minute at `rps` mean requests/s.
+
+    `drift_per_hour` raises the refusal rate of both versions by that much per
+    hour from the start of the rollout (the baseline's own level moves).
+    """
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0.0, DAY_SECONDS)
     t = (np.arange(looks) + 0.5) * LOOK_SECONDS
     rate = rps * (1.0 + DIURNAL_SWING * np.sin(2.0 * math.pi * (t + phase) / DAY_SECONDS))
     arrivals = rng.poisson(rate[:, None] * LOOK_SECONDS * np.array(COHORT_SHARES)[None, :])
     groups = rng.multinomial(arrivals, GROUP_SHARES)  # [t, k, g]
+    drift = (drift_per_hour * t / 3600.0)[:, None] if drift_per_hour else None
     served = np.zeros((2, looks, len(COHORTS), len(WEIGHTS), FIELDS))
     for k in range(len(COHORTS)):
-        served[CANDIDATE, :, k] = _serve(rng, groups[:, k], candidate_behaviour(k, change))
-        served[BASELINE, :, k] = _serve(rng, groups[:, k], baseline_behaviour(k))
+        served[CANDIDATE, :, k] = _serve(rng, groups[:, k], candidate_behaviour(k, change), drift)
+        served[BASELINE, :, k] = _serve(rng, groups[:, k], baseline_behaviour(k), drift)
     prefix = np.zeros((2, looks, len(COHORTS), len(WEIGHTS) + 1, FIELDS))
     prefix[:, :, :, 1:] = served.cumsum(axis=3)
     scrape_ok = rng.random((2, looks)) >= noise.scrape_miss
     fresh = scrape_ok + rng.binomial(SCRAPES_PER_LOOK - 1, 1.0 - noise.scrape_miss, (2, looks))
     per_look = noise.restart_per_hour * LOOK_SECONDS / 3600.0
     restart = rng.random((2, looks)) < per_look
-    return Stream(served, prefix, scrape_ok, fresh, restart)
+    return Stream(served, prefix, scrape_ok, fresh, restart, _pre_rollout(rps, seed))
+
+
+#: how long the baseline is watched before the rollout to measure its levels
+PRE_MINUTES = 60
+
+
+def _pre_rollout(rps: float, seed: int) -> np.ndarray:
+    """The baseline's counters over the hour before the rollout, every cohort together.
+
+    Drawn from a generator of its own, so the rollout's stream is the same with
+    or without it.
+    """
+    rng = np.random.default_rng([seed, 1])
+    arrivals = rng.poisson(
+        rps * LOOK_SECONDS * np.array(COHORT_SHARES), (PRE_MINUTES, len(COHORTS))
+    )
+    total = np.zeros(FIELDS)
+    for k in range(len(COHORTS)):
+        total += _serve(rng, arrivals[:, k], baseline_behaviour(k)).sum(axis=0)
+    return total
 
 
 @dataclass

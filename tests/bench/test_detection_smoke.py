@@ -1,8 +1,9 @@
 """The detection benchmark still runs, end to end, on tiny sizes (figures are not checked).
 
 `make bench-detection` is not part of `make test`; this keeps it working: the
-real engine and every baseline engine run on a few simulated streams, and the
-output has the shape the issue asks for, with numbers in range.
+peers are tuned and every engine, ours with the real judge and engine, runs on
+a few simulated streams, and the output has the promised shape, with numbers
+in range. Timings are never asserted.
 """
 
 from __future__ import annotations
@@ -10,51 +11,102 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy import stats  # type: ignore[import-untyped]
 
 from bench import detection
-from bench.detection_engines import ENGINE_NAMES
+from bench.detection_peers import PEERS, mann_whitney_p
+
+ENGINES = {"ours", "flagger", "argo", "kayenta", "naive-z"}
+ENGINE_FIELDS = {
+    "false_rollback_rate",
+    "false_rollback_upper95",
+    "detect_median_s",
+    "caught_rate",
+    "promote_median_s",
+    "config",
+}
 
 
 def test_a_tiny_quick_run_has_the_promised_shape(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    horizon = 20
     argv = [
         "--quick",
         "--aa-rollouts=2",
         "--rollouts=1",
-        "--horizon-minutes=20",
+        "--tune-aa-rollouts=3",
+        "--tune-rollouts=1",
+        f"--horizon-minutes={horizon}",
         "--rates=100",
         "--workers=1",
         "--scenarios",
         "aa",
+        "harmless",
+        "drifting-baseline",
         "gross-errors",
         "refusal-all",
-        "infra-noise",
         f"--out={tmp_path}",
     ]
     assert detection.main(argv) == 0
-    printed = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
-    assert set(printed) == {"engines", "oracle_detect_s"}
-    assert set(printed["engines"]) == set(ENGINE_NAMES)
+    lines = capsys.readouterr().out.strip().splitlines()
+    printed = json.loads(lines[-1])  # the output ends with one JSON line
+    assert set(printed) == {"engines", "floor_s", "oracle_detect_s"}
+    assert set(printed["engines"]) == ENGINES
     regressions = {"gross-errors@100rps", "refusal-all@100rps"}
-    assert set(printed["oracle_detect_s"]) == regressions
-    for engine in printed["engines"].values():
-        assert 0.0 <= engine["false_rollback_rate"] <= 1.0
-        for figure in ("detect_median_s", "detect_p90_s", "miss_rate"):
-            assert set(engine[figure]) == regressions
-        for seconds in engine["detect_median_s"].values():
-            assert seconds is None or 0 < seconds <= 20 * 60
-    # the oracle is a floor: a gross failure needs a handful of requests
-    assert 0 < printed["oracle_detect_s"]["gross-errors@100rps"] < 60
-    assert printed["oracle_detect_s"]["refusal-all@100rps"] > 60
-    # 20 % errors are caught by the real judge and engine
-    assert printed["engines"]["ours"]["detect_median_s"]["gross-errors@100rps"] is not None
+    assert set(printed["floor_s"]) == set(printed["oracle_detect_s"]) == regressions
+    for name, engine in printed["engines"].items():
+        assert set(engine) == ENGINE_FIELDS
+        assert 0.0 <= engine["false_rollback_rate"] <= engine["false_rollback_upper95"] <= 1.0
+        assert set(engine["detect_median_s"]) == set(engine["caught_rate"]) == regressions
+        for k, seconds in engine["detect_median_s"].items():
+            caught = engine["caught_rate"][k]
+            assert 0.0 <= caught <= 1.0
+            assert (seconds is None) == (caught == 0.0)
+            assert seconds is None or 0 < seconds <= horizon * 60
+        promote = engine["promote_median_s"]
+        assert promote is None or 0 < promote <= horizon * 60
+        if name != "ours":
+            # each peer reports the configuration it was tuned to, one of its own
+            [peer] = [p for p in PEERS if p.name == name]
+            assert engine["config"]["100rps"] in peer.configs(True)
+    # every peer's chosen configuration is printed, with whether it reaches 5 %
+    for peer in PEERS:
+        assert any(line.startswith(f"{peer.name} @ 100rps: ") for line in lines[:-1])
+    for k in regressions:
+        # the limit's hypotheses (null at the tolerance, the cell's alpha) need more
+        # than a test of "no change" at alpha 0.05
+        assert printed["floor_s"][k] > printed["oracle_detect_s"][k] > 0
+    # 20 % errors are caught by the real judge and engine within the horizon
+    assert printed["engines"]["ours"]["caught_rate"]["gross-errors@100rps"] == 1.0
     written = json.loads((tmp_path / "detection-quick.json").read_text())
-    ours = written["cells"]["ours"]["gross-errors@100rps"]
-    assert ours["rolled_back"] == ours["rollouts"] == 1
+    scenarios = ("aa", "harmless", "drifting-baseline", "gross-errors", "refusal-all")
+    assert set(written["cells"]["ours"]) == {f"{s}@100rps" for s in scenarios}
+    assert written["tuning"]["flagger"]["100rps"]["aa_rollouts"] == 3
     assert (tmp_path / "detection-quick.md").read_text().startswith("# Detection benchmark")
     assert (tmp_path / "detection-quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tuning_and_evaluation_streams_never_share_a_seed() -> None:
+    config = detection.FULL
+    tuning = {t.seed for t in detection.tuning_tasks(config)}
+    chosen = {p.name: {detection.rate_key(r): {} for r in config.rates} for p in PEERS}
+    evaluation = {t.seed for t in detection.evaluation_tasks(config, chosen)}
+    assert tuning and evaluation and not tuning & evaluation
+
+
+def test_the_mann_whitney_test_matches_scipy_with_ties_and_gaps() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 4, (50, 12)).astype(float)
+    y = rng.integers(0, 4, (50, 12)).astype(float)
+    x[rng.random(x.shape) < 0.2] = np.nan  # minutes without a value are left out
+    mine = mann_whitney_p(x, y)
+    for row in range(len(x)):
+        xs, ys = x[row][~np.isnan(x[row])], y[row][~np.isnan(y[row])]
+        expected = stats.mannwhitneyu(xs, ys, alternative="greater", method="asymptotic").pvalue
+        assert mine[row] == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
 def test_the_wilson_interval_matches_its_formula() -> None:
@@ -65,7 +117,18 @@ def test_the_wilson_interval_matches_its_formula() -> None:
     assert (low, high) == pytest.approx((0.4038, 0.5962), abs=1e-4)
 
 
-def test_the_oracle_reproduces_the_issue_anchor() -> None:
+def test_the_oracle_reproduces_the_known_anchor() -> None:
     """5 % -> 7 % at alpha 0.05, power 0.8, one-sided: about 870 candidate requests."""
     needed, _ = detection.oracle_samples(detection.SCENARIO_BY_NAME["refusal-one-cohort"])
     assert needed == pytest.approx(870, rel=0.02)
+
+
+def test_the_floor_tests_the_tolerance_at_the_cells_alpha() -> None:
+    """5.5 % -> 7 % (null at the tolerance) at alpha 0.05 / 36: Cohen's h by hand."""
+    scenario = detection.SCENARIO_BY_NAME["refusal-one-cohort"]
+    alpha = detection.cell_alpha()
+    assert alpha == pytest.approx(0.05 / 36)
+    needed, _ = detection.floor_samples(scenario, at_tolerance=True, alpha=alpha)
+    h = 2 * np.arcsin(np.sqrt(0.07)) - 2 * np.arcsin(np.sqrt(0.055))
+    z = stats.norm.isf(alpha) + stats.norm.isf(0.2)
+    assert needed == pytest.approx((z / h) ** 2, rel=1e-9)
