@@ -108,6 +108,14 @@ class TickResult:
     store_error: str | None = None
 
 
+@dataclass(frozen=True)
+class StoreRead:
+    """What a tick reads from the store before it acts (`Executor.read`)."""
+
+    stored: StoredRollout | None
+    commands: tuple[Command, ...] = ()
+
+
 def dedupe_key(key: str, state: RolloutState, index: int, event: str) -> str:
     """The same decision re-made after a crash yields the same key: it is sent once."""
     return f"{key}#{state.started_at.isoformat()}#{state.tick}#{index}#{event}"
@@ -133,33 +141,59 @@ class Executor:
         with self._lock:
             return len(self._pending)
 
+    def read(self, key: str) -> StoreRead:
+        """What a tick reads before it acts: the rollout's row and the commands after
+        its cursor (reads only, so a caller may run this apart and stop waiting)."""
+        stored = self.store.get(key)
+        commands: tuple[Command, ...] = ()
+        if stored is not None:
+            state = RolloutState.from_json(stored.state)
+            if not state.phase.terminal:
+                commands = self._commands(key, state)
+        return StoreRead(stored, commands)
+
     def tick(
         self,
         rollout: ModelRollout,
         route: TrafficRouter,
         observer: Observer,
         *,
-        store_error: TransientError | None = None,
+        read: StoreRead | TransientError | None = None,
     ) -> TickResult:
-        """One tick. `store_error`: the caller already found the store unreachable
-        (taking the lease failed), so the tick runs from the state kept in memory."""
+        """One tick. `read`: what the caller already read (`read(key)`), or the error the
+        store gave it, in which case the tick runs from the state kept in memory; read
+        here when None."""
         now = self.clock.now()
         key = rollout.key
-        commands: tuple[Command, ...] = ()
-        stored: StoredRollout | None = None
-        if store_error is None:
+        if read is None:
             try:
-                stored = self._record_pending(key, self.store.get(key), now)
-                if stored is not None:
-                    state = RolloutState.from_json(stored.state)
-                    commands = self._commands(key, state) if not state.phase.terminal else ()
+                read = self.read(key)
             except TransientError as exc:
-                store_error = exc
-        if store_error is not None:
-            return self._tick_without_store(rollout, route, observer, store_error, now)
+                read = exc
+        if isinstance(read, TransientError):
+            return self._tick_without_store(rollout, route, observer, read, now)
+        stored, commands = read.stored, read.commands
+        try:
+            if self.pending_for(key):
+                stored = self._record_pending(key, stored, now)
+                commands = self.read(key).commands if stored is not None else ()
+            else:
+                self._remember(key, stored)
+        except TransientError as exc:
+            return self._tick_without_store(rollout, route, observer, exc, now)
         with self._lock:
             self._blind.discard(key)
         return self._tick(rollout, stored, commands, route, observer, now, offline=None)
+
+    def pending_for(self, key: str) -> bool:
+        """Whether ticks of `key` acted without the store and wait to be recorded."""
+        with self._lock:
+            return key in self._pending
+
+    def _remember(self, key: str, stored: StoredRollout | None) -> None:
+        if stored is not None:
+            with self._lock:
+                self._known[key] = stored
 
     def _tick(
         self,
@@ -273,10 +307,9 @@ class Executor:
         store are appended to its audit, and the tick decides again from it."""
         with self._lock:
             pending = self._pending.get(key)
-            if pending is None:
-                if stored is not None:
-                    self._known[key] = stored
-                return stored
+        if pending is None:
+            self._remember(key, stored)
+            return stored
         revision = stored.revision if stored is not None else None
         if pending.expected_revision == revision:
             try:

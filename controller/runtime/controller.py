@@ -27,11 +27,12 @@ from typing import Protocol
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
 
-from controller.engine.executor import Clock, Executor, Observer, TickResult
+from controller.engine.executor import Clock, Executor, Observer, StoreRead, TickResult
 from controller.engine.phases import Phase
 from controller.errors import CanaryError, TransientError
 from controller.policy import ModelRollout
 from controller.routing.base import TrafficRouter
+from controller.runtime.bounded import BoundedCalls
 from controller.runtime.sources import RolloutSource, Snapshot
 from controller.store.base import LeaseStore, RolloutStore, StaleStateError
 from controller.store.records import StoredRollout
@@ -88,8 +89,11 @@ class Controller:
         sync_every: float = 5.0,
         reporters: tuple[TickReporter, ...] = (LogReporter(),),
         metrics: ControllerMetrics | None = None,
+        store_wait: float = 2.0,
     ) -> None:
-        """`metrics` records ticks, leases and phases (a private registry if not given)."""
+        """`metrics` records ticks, leases and phases (a private registry if not given).
+        `store_wait`: a tick waits at most this long (and half its interval) for its
+        lease and state before it acts from memory, toward the baseline only."""
         self.store = store
         self.source = source
         self.routes = routes
@@ -101,6 +105,8 @@ class Controller:
         self.reporters = reporters
         self.metrics = metrics or ControllerMetrics(CollectorRegistry())
         self.executor = Executor(store, clock)
+        self.store_wait = store_wait
+        self._reads = BoundedCalls()
         # No misfire grace: a tick that cannot start on time (every job comes due at once,
         # more ticks than threads) runs late instead of being dropped, which APScheduler
         # does after 1 s by default, to the same rollouts every interval.
@@ -213,19 +219,19 @@ class Controller:
             self.metrics.record_tick(time.perf_counter() - start, outcome)
 
     def _tick(self, key: str, rollout: ModelRollout) -> TickOutcome:
-        store_error: TransientError | None = None
+        # Wait for the lease and the state at most half an interval (and `store_wait`):
+        # what moves traffic toward the baseline does not wait for the store.
+        wait = min(self.store_wait, rollout.spec.analysis.interval.total_seconds() / 2)
+        read: StoreRead | TransientError | None
         try:
-            held = self.store.acquire(key, self.replica, self.lease_ttl, self.clock.now())
+            read = self._reads.call(lambda: self._read(key), wait=wait)
         except TransientError as exc:
-            store_error = exc  # toward the baseline needs no lease: tick from memory
-        else:
-            if not held:
-                log.info("lost the lease on %s to another replica", key)
-                self.executor.forget(key)
-                return TickOutcome.SKIPPED
-        result = self.executor.tick(
-            rollout, self.routes(rollout), self.observer, store_error=store_error
-        )
+            read = exc  # toward the baseline needs no lease: tick from memory
+        if read is None:
+            log.info("lost the lease on %s to another replica", key)
+            self.executor.forget(key)
+            return TickOutcome.SKIPPED
+        result = self.executor.tick(rollout, self.routes(rollout), self.observer, read=read)
         self._report(rollout, result)
         if result.store_error is None:
             return TickOutcome.OK
@@ -241,6 +247,13 @@ class Controller:
             else "moved nothing toward the candidate",
         )
         return TickOutcome.ERROR
+
+    def _read(self, key: str) -> StoreRead | None:
+        """The lease, then the rollout's row and commands; None if another replica
+        holds the lease."""
+        if not self.store.acquire(key, self.replica, self.lease_ttl, self.clock.now()):
+            return None
+        return self.executor.read(key)
 
     def _report(self, rollout: ModelRollout, result: TickResult) -> None:
         for reporter in self.reporters:
@@ -282,6 +295,7 @@ class Controller:
         self._stopping.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        self._reads.close()
         try:
             for key in self.store.held_by(self.replica, self.clock.now()):
                 self.store.release(key, self.replica)
