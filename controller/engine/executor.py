@@ -285,13 +285,12 @@ class Executor:
 
     def forget(self, key: str) -> None:
         """Another replica owns `key` now: record what this one did without the store
-        (its route writes, appended to the audit), then forget its state. The write
-        stays pending, to be tried again, while the store cannot be reached."""
+        (all of it if nobody wrote the rollout since, else its route writes, appended
+        to the audit), then forget its state. While the store cannot be reached this
+        raises, and the write stays pending, to be tried again."""
         now = self.clock.now()
-        with self._lock:
-            pending = self._pending.get(key)
-        if pending is not None:
-            self._append_route_audit(key, pending, self.store.get(key), now)
+        if self.pending_for(key):
+            self._record_pending(key, self.store.get(key), now)
         with self._lock:
             self._pending.pop(key, None)
             self._known.pop(key, None)

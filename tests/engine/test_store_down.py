@@ -160,3 +160,15 @@ def test_a_replica_restarted_with_the_store_down_can_do_nothing_and_says_so_once
     told = [r for r in caplog.records if "has no state of it" in r.getMessage()]
     assert len(told) == 1
     assert route.observe().weight == 5  # nothing was done: nothing was known
+
+
+def test_a_replica_that_lost_the_lease_still_records_the_rollback_it_made() -> None:
+    store, outage, _, route, executor = on_first_step()
+    outage.down = True
+    executor.tick(ROLLOUT, route, Metrics(Verdict.FAIL))
+    outage.down = False
+    executor.forget(KEY)  # another replica holds the lease now; nobody wrote meanwhile
+    assert executor.pending == 0
+    stored = store.get(KEY)
+    assert stored is not None and stored.phase == "RolledBack"
+    assert [m.event for m in store.outbox(KEY)].count("rolled-back") == 1
