@@ -130,8 +130,8 @@ class Executor:
         self._lock = threading.Lock()
         #: the last row of each rollout read from or committed to the store
         self._known: dict[str, StoredRollout] = {}
-        #: the writes of ticks that acted without the store, merged per rollout
-        self._pending: dict[str, TickWrite] = {}
+        #: the writes of ticks that acted without the store, oldest first, per rollout
+        self._pending: dict[str, list[TickWrite]] = {}
         #: rollouts already logged as unknown while the store is down (logged once)
         self._blind: set[str] = set()
 
@@ -258,9 +258,9 @@ class Executor:
             pending = self._pending.get(key)
             known = self._known.get(key)
             blind = key in self._blind
-            if known is None and pending is None:
+            if known is None and not pending:
                 self._blind.add(key)
-        if known is None and pending is None:
+        if known is None and not pending:
             if not blind:
                 log.error(
                     "%s: the store is unreachable and this replica has no state of it "
@@ -270,7 +270,7 @@ class Executor:
                 )
             raise error
         # The newest state this replica knows: its own unrecorded ticks', if any.
-        base = known if pending is None else pending.rollout
+        base = pending[-1].rollout if pending else known
         assert base is not None
         return self._tick(rollout, base, (), route, observer, now, offline=error)
 
@@ -299,42 +299,53 @@ class Executor:
     def _record_pending(
         self, key: str, stored: StoredRollout | None, now: datetime
     ) -> StoredRollout | None:
-        """Commit the write that waits for the store, if any; returns the row to tick from.
+        """Commit the writes that wait for the store, if any; returns the row to tick from.
 
-        If the rollout is no longer at the revision that write expects (another replica
-        wrote it meanwhile), the stored state wins: the route writes made without the
-        store are appended to its audit, and the tick decides again from it."""
+        Writes already in the store are skipped: a commit whose answer was lost (the
+        database committed, the connection broke first) left the row at the state of
+        one of them, one revision on. If the rollout is at another revision (another
+        replica wrote it meanwhile), the stored state wins: the route writes made
+        without the store are appended to its audit, and the tick decides again."""
         with self._lock:
-            pending = self._pending.get(key)
-        if pending is None:
+            segments = list(self._pending.get(key, ()))
+        if not segments:
             self._remember(key, stored)
             return stored
-        revision = stored.revision if stored is not None else None
-        if pending.expected_revision == revision:
+        base = segments[0].expected_revision
+        landed = _landed(segments, stored)
+        if landed:
+            assert stored is not None
+            log.info("%s: %d tick writes had reached the store already", key, landed)
+            segments, base = segments[landed:], stored.revision
+            if not segments:
+                self._settled(key, stored)
+                return stored
+        if base == (stored.revision if stored is not None else None):
             try:
-                committed = self.store.commit(pending)
+                committed = self.store.commit(_merged(segments, base))
             except StaleStateError:
                 stored = self.store.get(key)
             else:
                 log.info("%s: recorded the ticks made while the store was unreachable", key)
                 self._settled(key, committed)
                 return committed
-        return self._append_route_audit(key, pending, stored, now)
+        return self._append_route_audit(key, segments, stored, now)
 
     def _append_route_audit(
-        self, key: str, pending: TickWrite, stored: StoredRollout | None, now: datetime
+        self, key: str, segments: list[TickWrite], stored: StoredRollout | None, now: datetime
     ) -> StoredRollout | None:
         log.warning(
             "%s: another replica wrote the rollout while the store was unreachable from "
             "here; its state wins, the route writes made here are added to the audit",
             key,
         )
-        if stored is not None and pending.route_actions:
+        actions = tuple(a for segment in segments for a in segment.route_actions)
+        if stored is not None and actions:
             stored = self.store.commit(
                 TickWrite(
                     rollout=replace(stored, updated_at=now),
                     expected_revision=stored.revision,
-                    route_actions=pending.route_actions,
+                    route_actions=actions,
                 )
             )
         self._settled(key, stored)
@@ -348,21 +359,8 @@ class Executor:
 
     def _defer(self, write: TickWrite) -> None:
         """Keep a write the store could not take, after the ones already waiting."""
-        key = write.rollout.key
         with self._lock:
-            old = self._pending.get(key)
-            self._pending[key] = (
-                write
-                if old is None
-                else TickWrite(
-                    rollout=write.rollout,
-                    expected_revision=old.expected_revision,
-                    transitions=old.transitions + write.transitions,
-                    analyses=old.analyses + write.analyses,
-                    route_actions=old.route_actions + write.route_actions,
-                    messages=old.messages + write.messages,
-                )
-            )
+            self._pending.setdefault(write.rollout.key, []).append(write)
 
     def _observe(
         self, observer: Observer, rollout: ModelRollout, state: RolloutState, now: datetime
@@ -532,6 +530,33 @@ def _after(action: ApplyRoute | RestoreRoute) -> RouteState:
     if isinstance(action, RestoreRoute):
         return PROMOTED if action.promoted else NEUTRAL
     return action.state
+
+
+def _merged(segments: list[TickWrite], expected_revision: int | None) -> TickWrite:
+    """The writes of several ticks as one, to commit in one transaction."""
+    return TickWrite(
+        rollout=segments[-1].rollout,
+        expected_revision=expected_revision,
+        transitions=tuple(t for w in segments for t in w.transitions),
+        analyses=tuple(a for w in segments for a in w.analyses),
+        route_actions=tuple(a for w in segments for a in w.route_actions),
+        messages=tuple(m for w in segments for m in w.messages),
+    )
+
+
+def _landed(segments: list[TickWrite], stored: StoredRollout | None) -> int:
+    """How many of the first waiting writes the store holds already: a commit of them
+    (alone, or merged) whose answer was lost leaves the row one revision on, at the
+    state of the last of them."""
+    if stored is None:
+        return 0
+    base = segments[0].expected_revision
+    if stored.revision != (base + 1 if base is not None else 1):
+        return 0
+    for count in range(len(segments), 0, -1):
+        if dict(segments[count - 1].rollout.state) == dict(stored.state):
+            return count
+    return 0
 
 
 def _route_actions(decision: Decision) -> list[ApplyRoute | RestoreRoute]:

@@ -30,6 +30,7 @@ class Outage:
         self.store = store
         self.down = False
         self.commit_fails = False
+        self.answer_lost = False
 
     def __getattr__(self, name: str) -> Any:
         if self.down:
@@ -39,6 +40,10 @@ class Outage:
     def commit(self, write: TickWrite) -> Any:
         if self.down or self.commit_fails:
             raise TransientError("database 127.0.0.1:5432: connection refused")
+        if self.answer_lost:  # committed, but the connection broke before the answer
+            self.answer_lost = False
+            self.store.commit(write)
+            raise TransientError("database 127.0.0.1:5432: no answer within 1.5 s")
         return self.store.commit(write)
 
 
@@ -172,3 +177,23 @@ def test_a_replica_that_lost_the_lease_still_records_the_rollback_it_made() -> N
     stored = store.get(KEY)
     assert stored is not None and stored.phase == "RolledBack"
     assert [m.event for m in store.outbox(KEY)].count("rolled-back") == 1
+
+
+def test_a_commit_whose_answer_was_lost_is_not_recorded_twice() -> None:
+    store, outage, clock, route, executor = on_first_step()
+    outage.answer_lost = True
+    clock.at += timedelta(seconds=30)
+    executor.tick(ROLLOUT, route, Metrics(Verdict.INCONCLUSIVE))  # landed, answer lost
+    outage.down = True
+    clock.at += timedelta(seconds=30)
+    executor.tick(ROLLOUT, route, Metrics(Verdict.FAIL))  # rolled back without the store
+    assert route.observe().weight == 0
+    outage.down = False
+    clock.at += timedelta(seconds=30)
+    executor.tick(ROLLOUT, route, Metrics(Verdict.FAIL))
+    assert executor.pending == 0
+    transitions = store.transitions(KEY)
+    assert [t.to_phase for t in transitions] == ["Progressing", "RolledBack"]
+    assert "decidedWithoutStore" in transitions[-1].details
+    assert [m.event for m in store.outbox(KEY)].count("rolled-back") == 1
+    assert [a.action for a in store.route_actions(KEY)].count("restore") == 1
