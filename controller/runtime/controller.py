@@ -106,7 +106,9 @@ class Controller:
         self.metrics = metrics or ControllerMetrics(CollectorRegistry())
         self.executor = Executor(store, clock)
         self.store_wait = store_wait
-        self._reads = BoundedCalls()
+        # As many threads as the scheduler's (APScheduler's default of 10), so that a
+        # tick's reads never queue behind other ticks' and time out for that alone.
+        self._reads = BoundedCalls(workers=10)
         # No misfire grace: a tick that cannot start on time (every job comes due at once,
         # more ticks than threads) runs late instead of being dropped, which APScheduler
         # does after 1 s by default, to the same rollouts every interval.
@@ -305,7 +307,8 @@ class Controller:
         if self.executor.pending:
             log.error(
                 "stopping with the writes of %d rollouts unrecorded (the store was "
-                "unreachable): their routes were given back, the audit misses it",
+                "unreachable): what their ticks did, a route given back say, is missing "
+                "from the audit",
                 self.executor.pending,
             )
         self._held = set()
