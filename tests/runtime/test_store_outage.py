@@ -281,6 +281,13 @@ def _run(world: World, outage: str, process: subprocess.Popen[bytes]) -> None:
         assert stored is not None and stored.phase == "Progressing"
     finally:
         store.close()
+    # Slack has the "started" message: its delivery is not cut off half-way by the outage
+    _wait(
+        "the started message",
+        lambda: any(_event(m) == "started" for m in world.slack.posted()),
+        30,
+        world.log,
+    )
     before = world.metrics()
     if outage == "stopped":
         world.cluster.stop()
