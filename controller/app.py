@@ -43,7 +43,7 @@ from controller.runtime.controller import Controller, LogReporter, RouterFactory
 from controller.runtime.observer import JudgingObserver
 from controller.runtime.sources import DEFAULT_GRACE, DirectorySource, RolloutSource
 from controller.settings import Settings
-from controller.store.sql import SqlStore, migrate
+from controller.store.sql import DatabaseTimeouts, SqlStore, migrate
 from controller.telemetry import ControllerMetrics
 
 if TYPE_CHECKING:
@@ -167,7 +167,10 @@ def build(
     reporters: tuple[TickReporter, ...] = (),
 ) -> Wiring:
     """The controller for `settings`; any piece can be replaced (tests, the demo)."""
-    store = SqlStore(settings.database_url.get_secret_value())
+    store = SqlStore(
+        settings.database_url.get_secret_value(),
+        timeouts=DatabaseTimeouts.from_settings(settings),
+    )
     metrics = ControllerMetrics()
     api_client = kube_client(settings) if routes is None or source is None else None
     kube_source: KubernetesSource | None = None
@@ -214,7 +217,8 @@ def build(
                 on_query=lambda seconds, error: metrics.record_prometheus_query(
                     seconds, error=error
                 ),
-            )
+            ),
+            tick_timeout=settings.tick_timeout_seconds,
         )
     controller = Controller(
         store=store,
@@ -227,6 +231,7 @@ def build(
         sync_every=settings.sync_seconds,
         reporters=(LogReporter(), MetricsReporter(metrics), *reporters),
         metrics=metrics,
+        store_wait=settings.tick_store_wait_seconds,
     )
 
     def store_answers() -> bool:

@@ -45,6 +45,42 @@ class Settings(BaseSettings):
         default=SecretStr("sqlite:///canary.db"),
         description="SQLAlchemy URL of the audit store; Postgres in production.",
     )
+    database_connect_timeout_seconds: int = Field(
+        default=5,
+        ge=2,
+        le=300,
+        description="Longest wait to open a Postgres connection (libpq connect_timeout).",
+    )
+    database_statement_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Postgres statement_timeout; the client stops waiting for any answer"
+        " one second after it.",
+    )
+    database_keepalive_seconds: int = Field(
+        default=10,
+        ge=1,
+        le=3600,
+        description="Idle seconds before TCP keepalive probes to Postgres, and the TCP"
+        " user timeout for unacknowledged data.",
+    )
+    database_pool_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="Longest wait for a free pooled connection."
+    )
+    tick_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="The metric queries of one tick share min(analysis.interval, this).",
+    )
+    tick_store_wait_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="A tick waits at most this long (and half its interval) for its lease"
+        " and state before it acts from memory, toward the baseline only.",
+    )
     prometheus_url: str = Field(
         default="http://127.0.0.1:9090", description="Base URL of the Prometheus HTTP API."
     )

@@ -86,7 +86,8 @@ class TickOutcome(StrEnum):
     """How one tick of one rollout ended (the `outcome` label of the tick metrics)."""
 
     OK = "ok"
-    #: a CanaryError or an unexpected exception; the rollout is ticked again next interval
+    #: a CanaryError or an unexpected exception, or the store could not be reached (the
+    #: tick then acted from memory, toward the baseline only); ticked again next interval
     ERROR = "error"
     #: another replica wrote the rollout first, or holds its lease now
     SKIPPED = "skipped"
@@ -207,6 +208,19 @@ class ControllerMetrics:
             ["change"],
             registry=registry,
         )
+        self.store_pending_writes = Gauge(
+            f"{p}_store_pending_writes",
+            "Rollouts whose ticks acted without the store (toward the baseline only) and"
+            " whose writes wait in memory to be recorded.",
+            registry=registry,
+        )
+        self.store_down_endings = Counter(
+            f"{p}_store_down_endings",
+            "Rollouts ended by a tick that could not reach the store (route given back"
+            " first, recorded later), by the phase they ended in.",
+            ["phase"],
+            registry=registry,
+        )
 
     # --- rollouts ----------------------------------------------------------------
 
@@ -300,6 +314,16 @@ class ControllerMetrics:
 
     def record_lease_change(self, change: LeaseChange) -> None:
         self.lease_changes.labels(change=str(change)).inc()
+
+    # --- the store ------------------------------------------------------------------
+
+    def set_store_pending_writes(self, rollouts: int) -> None:
+        """How many rollouts have tick writes waiting for the store."""
+        self.store_pending_writes.set(rollouts)
+
+    def record_store_down_ending(self, phase: str) -> None:
+        """A tick without the store ended a rollout (RolledBack, Aborted, Failed)."""
+        self.store_down_endings.labels(phase=phase).inc()
 
 
 # --- redaction -----------------------------------------------------------------------

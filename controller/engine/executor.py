@@ -16,6 +16,19 @@
   missing, RBAC forbids the write, it does not point at the baseline...) ends the
   rollout as Failed in the same tick: the route is given back and the owners told.
 
+Moving traffic toward the baseline never waits for the store. The executor keeps
+in memory the last committed row of every rollout it ticks. When the store cannot
+be reached (a `TransientError` from the lease, the read or the commit), a tick
+still looks at the metrics and decides from that row; if nothing it would do gives
+the candidate more traffic (`moves_toward_candidate`), it is performed at once,
+and its write (state, transitions, audit, outbox) waits in memory, merged with
+the writes of the following store-less ticks, until a tick finds the store again
+and commits it, with the same dedupe keys. A tick that would give the candidate
+more traffic holds instead: that needs the lease and the store. If another
+replica wrote the rollout meanwhile, its state wins: the route writes this replica
+made are appended to the audit, and the tick decides again from the stored state.
+A replica restarted while the store is down knows no state and can do nothing.
+
 The engine reaches the outside only through ports: the routers' `TrafficRouter`,
 the store's `RolloutStore`, and the `Observer` below, which the runtime backs with
 the metrics provider and the judge.
@@ -24,11 +37,13 @@ the metrics provider and the judge.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 from controller.engine.decide import decide, end_deleted, fail, restart, start
+from controller.engine.direction import moves_toward_candidate
 from controller.engine.phases import Phase
 from controller.engine.state import (
     Action,
@@ -42,10 +57,10 @@ from controller.engine.state import (
     RolloutState,
     Transition,
 )
-from controller.errors import CanaryError, PermanentError
+from controller.errors import CanaryError, PermanentError, TransientError
 from controller.policy import ModelRollout
-from controller.routing.base import TrafficRouter
-from controller.store.base import RolloutStore
+from controller.routing.base import NEUTRAL, PROMOTED, RouteChange, RouteState, TrafficRouter
+from controller.store.base import RolloutStore, StaleStateError
 from controller.store.records import (
     AnalysisRecord,
     OutboxMessage,
@@ -79,13 +94,26 @@ class Clock(Protocol):
 @dataclass(frozen=True)
 class TickResult:
     """What a tick did: the decision (state, actions, transitions), what it looked at,
-    the row committed, and route writes that failed (retried next tick)."""
+    the row committed, and route writes that failed (retried next tick).
+
+    `store_error` says the store could not be reached: the tick acted from the last
+    committed state (toward the baseline only), `stored` is None, and its write waits
+    in memory (`Executor.pending`) until a later tick records it."""
 
     key: str
     decision: Decision
     stored: StoredRollout | None
     route_errors: tuple[str, ...] = field(default_factory=tuple)
     look: Look | None = None
+    store_error: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreRead:
+    """What a tick reads from the store before it acts (`Executor.read`)."""
+
+    stored: StoredRollout | None
+    commands: tuple[Command, ...] = ()
 
 
 def dedupe_key(key: str, state: RolloutState, index: int, event: str) -> str:
@@ -99,13 +127,88 @@ class Executor:
     def __init__(self, store: RolloutStore, clock: Clock) -> None:
         self.store = store
         self.clock = clock
+        self._lock = threading.Lock()
+        #: the last row of each rollout read from or committed to the store
+        self._known: dict[str, StoredRollout] = {}
+        #: the writes of ticks that acted without the store, oldest first, per rollout
+        self._pending: dict[str, list[TickWrite]] = {}
+        #: rollouts already logged as unknown while the store is down (logged once)
+        self._blind: set[str] = set()
 
-    def tick(self, rollout: ModelRollout, route: TrafficRouter, observer: Observer) -> TickResult:
+    @property
+    def pending(self) -> int:
+        """Rollouts whose last ticks acted without the store and are not recorded yet."""
+        with self._lock:
+            return len(self._pending)
+
+    def read(self, key: str) -> StoreRead:
+        """What a tick reads before it acts: the rollout's row and the commands after
+        its cursor (reads only, so a caller may run this apart and stop waiting)."""
+        stored = self.store.get(key)
+        commands: tuple[Command, ...] = ()
+        if stored is not None:
+            state = RolloutState.from_json(stored.state)
+            if not state.phase.terminal:
+                commands = self._commands(key, state)
+        return StoreRead(stored, commands)
+
+    def tick(
+        self,
+        rollout: ModelRollout,
+        route: TrafficRouter,
+        observer: Observer,
+        *,
+        read: StoreRead | TransientError | None = None,
+    ) -> TickResult:
+        """One tick. `read`: what the caller already read (`read(key)`), or the error the
+        store gave it, in which case the tick runs from the state kept in memory; read
+        here when None."""
         now = self.clock.now()
+        key = rollout.key
+        if read is None:
+            try:
+                read = self.read(key)
+            except TransientError as exc:
+                read = exc
+        if isinstance(read, TransientError):
+            return self._tick_without_store(rollout, route, observer, read, now)
+        stored, commands = read.stored, read.commands
+        try:
+            if self.pending_for(key):
+                stored = self._record_pending(key, stored, now)
+                commands = self.read(key).commands if stored is not None else ()
+            else:
+                self._remember(key, stored)
+        except TransientError as exc:
+            return self._tick_without_store(rollout, route, observer, exc, now)
+        with self._lock:
+            self._blind.discard(key)
+        return self._tick(rollout, stored, commands, route, observer, now, offline=None)
+
+    def pending_for(self, key: str) -> bool:
+        """Whether ticks of `key` acted without the store and wait to be recorded."""
+        with self._lock:
+            return key in self._pending
+
+    def _remember(self, key: str, stored: StoredRollout | None) -> None:
+        if stored is not None:
+            with self._lock:
+                self._known[key] = stored
+
+    def _tick(
+        self,
+        rollout: ModelRollout,
+        stored: StoredRollout | None,
+        commands: tuple[Command, ...],
+        route: TrafficRouter,
+        observer: Observer,
+        now: datetime,
+        *,
+        offline: TransientError | None,
+    ) -> TickResult:
         key = rollout.key
         spec = rollout.spec
         generation = rollout.metadata.generation or 1
-        stored = self.store.get(key)
         state = (
             RolloutState.from_json(stored.state)
             if stored is not None
@@ -117,7 +220,8 @@ class Executor:
             decision = restart(spec, state, generation, now)
         elif state.phase.terminal:
             if not state.restore_pending:
-                return TickResult(key, Decision(state), stored)  # ended: nothing to do
+                # ended: nothing to do
+                return TickResult(key, Decision(state), stored, store_error=_text(offline))
             decision = Decision(state)
         else:
             # A pending rollout has served nothing yet: it starts without a look.
@@ -127,7 +231,6 @@ class Executor:
                 else self._observe(observer, rollout, state, now)
             )
             analyses, look = observation.records, observation.look
-            commands = self._commands(key, state) if stored is not None else ()
             decision = decide(spec, state, observation.look, commands, now)
             decision = Decision(
                 decision.state.evolve(generation=generation),
@@ -135,16 +238,129 @@ class Executor:
                 decision.transitions,
                 decision.applied_commands,
             )
-        return self._perform(rollout, stored, decision, route, analyses, now, look)
+        if offline is not None:
+            serving = state.serving()
+            if any(moves_toward_candidate(serving, a) for a in _route_actions(decision)):
+                # Toward the candidate needs the lease and the store: hold this tick.
+                return TickResult(key, Decision(state), None, look=look, store_error=str(offline))
+        return self._perform(rollout, stored, decision, route, analyses, now, look, offline=offline)
+
+    def _tick_without_store(
+        self,
+        rollout: ModelRollout,
+        route: TrafficRouter,
+        observer: Observer,
+        error: TransientError,
+        now: datetime,
+    ) -> TickResult:
+        key = rollout.key
+        with self._lock:
+            pending = self._pending.get(key)
+            known = self._known.get(key)
+            blind = key in self._blind
+            if known is None and not pending:
+                self._blind.add(key)
+        if known is None and not pending:
+            if not blind:
+                log.error(
+                    "%s: the store is unreachable and this replica has no state of it "
+                    "(restarted since its last commit): nothing can be done for it "
+                    "until the store answers",
+                    key,
+                )
+            raise error
+        # The newest state this replica knows: its own unrecorded ticks', if any.
+        base = pending[-1].rollout if pending else known
+        assert base is not None
+        return self._tick(rollout, base, (), route, observer, now, offline=error)
 
     def end(self, rollout: ModelRollout, route: TrafficRouter) -> TickResult | None:
         """The ModelRollout was deleted: restore the route and record the end."""
-        stored = self.store.get(rollout.key)
+        now = self.clock.now()
+        stored = self._record_pending(rollout.key, self.store.get(rollout.key), now)
         if stored is None:
             return None
-        now = self.clock.now()
         state = RolloutState.from_json(stored.state)
         return self._perform(rollout, stored, end_deleted(rollout.spec, state, now), route, (), now)
+
+    def forget(self, key: str) -> None:
+        """Another replica owns `key` now: record what this one did without the store
+        (all of it if nobody wrote the rollout since, else its route writes, appended
+        to the audit), then forget its state. While the store cannot be reached this
+        raises, and the write stays pending, to be tried again."""
+        now = self.clock.now()
+        if self.pending_for(key):
+            self._record_pending(key, self.store.get(key), now)
+        with self._lock:
+            self._pending.pop(key, None)
+            self._known.pop(key, None)
+            self._blind.discard(key)
+
+    def _record_pending(
+        self, key: str, stored: StoredRollout | None, now: datetime
+    ) -> StoredRollout | None:
+        """Commit the writes that wait for the store, if any; returns the row to tick from.
+
+        Writes already in the store are skipped: a commit whose answer was lost (the
+        database committed, the connection broke first) left the row at the state of
+        one of them, one revision on. If the rollout is at another revision (another
+        replica wrote it meanwhile), the stored state wins: the route writes made
+        without the store are appended to its audit, and the tick decides again."""
+        with self._lock:
+            segments = list(self._pending.get(key, ()))
+        if not segments:
+            self._remember(key, stored)
+            return stored
+        base = segments[0].expected_revision
+        landed = _landed(segments, stored)
+        if landed:
+            assert stored is not None
+            log.info("%s: %d tick writes had reached the store already", key, landed)
+            segments, base = segments[landed:], stored.revision
+            if not segments:
+                self._settled(key, stored)
+                return stored
+        if base == (stored.revision if stored is not None else None):
+            try:
+                committed = self.store.commit(_merged(segments, base))
+            except StaleStateError:
+                stored = self.store.get(key)
+            else:
+                log.info("%s: recorded the ticks made while the store was unreachable", key)
+                self._settled(key, committed)
+                return committed
+        return self._append_route_audit(key, segments, stored, now)
+
+    def _append_route_audit(
+        self, key: str, segments: list[TickWrite], stored: StoredRollout | None, now: datetime
+    ) -> StoredRollout | None:
+        log.warning(
+            "%s: another replica wrote the rollout while the store was unreachable from "
+            "here; its state wins, the route writes made here are added to the audit",
+            key,
+        )
+        actions = tuple(a for segment in segments for a in segment.route_actions)
+        if stored is not None and actions:
+            stored = self.store.commit(
+                TickWrite(
+                    rollout=replace(stored, updated_at=now),
+                    expected_revision=stored.revision,
+                    route_actions=actions,
+                )
+            )
+        self._settled(key, stored)
+        return stored
+
+    def _settled(self, key: str, stored: StoredRollout | None) -> None:
+        with self._lock:
+            self._pending.pop(key, None)
+            if stored is not None:
+                self._known[key] = stored
+
+    def _defer(self, write: TickWrite) -> None:
+        """Keep a write the store could not take, after the ones already waiting."""
+        with self._lock:
+            self._pending.setdefault(write.rollout.key, []).append(write)
 
     def _observe(
         self, observer: Observer, rollout: ModelRollout, state: RolloutState, now: datetime
@@ -170,12 +386,16 @@ class Executor:
         analyses: tuple[AnalysisRecord, ...],
         now: datetime,
         look: Look | None = None,
+        *,
+        offline: TransientError | None = None,
     ) -> TickResult:
         actions = list(decision.actions)
         ended = decision.state.phase.terminal and not decision.transitions
         if ended and decision.state.restore_pending:
             actions.insert(0, RestoreRoute(promoted=decision.state.phase is Phase.PROMOTED))
-        writes = _RouteWrites(rollout.key, route, now)
+            if offline is not None and moves_toward_candidate(decision.state.serving(), actions[0]):
+                return TickResult(rollout.key, decision, None, look=look, store_error=str(offline))
+        writes = _RouteWrites(rollout.key, route, now, decision.state.serving())
         state = writes.perform(decision.state, actions)
         if writes.permanent is not None and not state.phase.terminal:
             failure = fail(
@@ -214,28 +434,41 @@ class Executor:
                 updated_at=now,
             ),
             expected_revision=stored.revision if stored is not None else None,
-            transitions=tuple(_transition(t) for t in decision.transitions),
+            transitions=tuple(_transition(t, offline) for t in decision.transitions),
             analyses=analyses,
             route_actions=tuple(r for r in records if r.changed or r.error),
             messages=messages,
         )
-        committed = self.store.commit(write)
-        return TickResult(
-            rollout.key,
-            Decision(state, decision.actions, decision.transitions),
-            committed,
-            tuple(errors),
-            look,
-        )
+        result = Decision(state, decision.actions, decision.transitions)
+        if offline is None:
+            try:
+                committed = self.store.commit(write)
+            except StaleStateError:
+                raise
+            except TransientError as exc:
+                # The effects happened: keep their record for a tick that finds the store.
+                offline = exc
+            else:
+                with self._lock:
+                    self._known[rollout.key] = committed
+                return TickResult(rollout.key, result, committed, tuple(errors), look)
+        self._defer(write)
+        return TickResult(rollout.key, result, None, tuple(errors), look, str(offline))
 
 
 class _RouteWrites:
-    """Performs a tick's route actions in order and records each, failed ones included."""
+    """Performs a tick's route actions in order and records each, failed ones included.
 
-    def __init__(self, key: str, route: TrafficRouter, now: datetime) -> None:
+    Every write that gives the candidate more traffic goes through `_toward_candidate`:
+    the one place that may demand more of the replica (a lease check) before it writes.
+    """
+
+    def __init__(self, key: str, route: TrafficRouter, now: datetime, serving: RouteState) -> None:
         self.key = key
         self.route = route
         self.now = now
+        #: what the route carries as far as this tick knows (updated by each write)
+        self.serving = serving
         self.records: list[RouteActionRecord] = []
         self.errors: list[str] = []
         #: the first permanent error of an ApplyRoute: the route cannot carry the rollout
@@ -247,11 +480,12 @@ class _RouteWrites:
             if isinstance(action, Notify):
                 continue
             try:
-                if isinstance(action, RestoreRoute):
-                    change = self.route.restore(promote=action.promoted)
-                    state = state.evolve(restore_pending=False)
+                if moves_toward_candidate(self.serving, action):
+                    change = self._toward_candidate(action)
                 else:
-                    change = self.route.apply(action.state)
+                    change = self._toward_baseline(action)
+                if isinstance(action, RestoreRoute):
+                    state = state.evolve(restore_pending=False)
             except CanaryError as exc:
                 if isinstance(action, RestoreRoute):
                     state = state.evolve(restore_pending=True)
@@ -265,6 +499,7 @@ class _RouteWrites:
                     )
                 )
                 continue
+            self.serving = _after(action)
             self.records.append(
                 RouteActionRecord(
                     self.now,
@@ -275,6 +510,61 @@ class _RouteWrites:
                 )
             )
         return state
+
+    def _toward_candidate(self, action: ApplyRoute | RestoreRoute) -> RouteChange:
+        """A write that gives the candidate more traffic (needs the lease and the store)."""
+        return self._write(action)
+
+    def _toward_baseline(self, action: ApplyRoute | RestoreRoute) -> RouteChange:
+        """A write that takes traffic from the candidate, or changes nothing: always safe."""
+        return self._write(action)
+
+    def _write(self, action: ApplyRoute | RestoreRoute) -> RouteChange:
+        if isinstance(action, RestoreRoute):
+            return self.route.restore(promote=action.promoted)
+        return self.route.apply(action.state)
+
+
+def _after(action: ApplyRoute | RestoreRoute) -> RouteState:
+    """What the route carries once `action` succeeded."""
+    if isinstance(action, RestoreRoute):
+        return PROMOTED if action.promoted else NEUTRAL
+    return action.state
+
+
+def _merged(segments: list[TickWrite], expected_revision: int | None) -> TickWrite:
+    """The writes of several ticks as one, to commit in one transaction."""
+    return TickWrite(
+        rollout=segments[-1].rollout,
+        expected_revision=expected_revision,
+        transitions=tuple(t for w in segments for t in w.transitions),
+        analyses=tuple(a for w in segments for a in w.analyses),
+        route_actions=tuple(a for w in segments for a in w.route_actions),
+        messages=tuple(m for w in segments for m in w.messages),
+    )
+
+
+def _landed(segments: list[TickWrite], stored: StoredRollout | None) -> int:
+    """How many of the first waiting writes the store holds already: a commit of them
+    (alone, or merged) whose answer was lost leaves the row one revision on, at the
+    state of the last of them."""
+    if stored is None:
+        return 0
+    base = segments[0].expected_revision
+    if stored.revision != (base + 1 if base is not None else 1):
+        return 0
+    for count in range(len(segments), 0, -1):
+        if dict(segments[count - 1].rollout.state) == dict(stored.state):
+            return count
+    return 0
+
+
+def _route_actions(decision: Decision) -> list[ApplyRoute | RestoreRoute]:
+    return [a for a in decision.actions if not isinstance(a, Notify)]
+
+
+def _text(error: Exception | None) -> str | None:
+    return str(error) if error is not None else None
 
 
 def _action_name(action: ApplyRoute | RestoreRoute) -> str:
@@ -289,7 +579,8 @@ def _desired(action: ApplyRoute | RestoreRoute) -> dict[str, Any]:
     return action.state.to_json()
 
 
-def _transition(t: Transition) -> TransitionRecord:
+def _transition(t: Transition, offline: TransientError | None = None) -> TransitionRecord:
+    """The audit row of a transition; one decided without the store says so."""
     return TransitionRecord(
         at=t.at,
         from_phase=str(t.from_phase),
@@ -299,6 +590,7 @@ def _transition(t: Transition) -> TransitionRecord:
         reason=t.reason,
         actor=t.actor,
         cause=str(t.cause) if t.cause else None,
+        details={"decidedWithoutStore": str(offline)} if offline is not None else {},
     )
 
 

@@ -24,6 +24,7 @@ errors into `MeasurementFailure`s: a failed measurement is data for the judge
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -71,7 +72,10 @@ class QueryContext:
     """Everything a query needs besides the metric and the version.
 
     Counts run from `start` (the start of the analysis) to `end` (this look);
-    `window` is the policy's `analysis.window`, used by gauges only.
+    `window` is the policy's `analysis.window`, used by gauges only. `deadline`
+    (a `time.monotonic()` instant) is when the tick's time for queries runs out:
+    a provider gives each query at most what is left, so a slow source cannot hold
+    a tick past it.
     """
 
     model: str
@@ -80,6 +84,14 @@ class QueryContext:
     end: datetime
     window: timedelta = timedelta(minutes=5)
     cohorts: tuple[str, ...] = field(default=())
+    deadline: float | None = None
+
+    def time_left(self, at_most: float) -> float:
+        """Seconds a query may take now: `at_most`, or less if the deadline is nearer
+        (0 once it has passed)."""
+        if self.deadline is None:
+            return at_most
+        return max(0.0, min(at_most, self.deadline - time.monotonic()))
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:

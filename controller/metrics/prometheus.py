@@ -1,7 +1,8 @@
 """The Prometheus provider: one instant query per metric and version.
 
 Built on `prometheus-api-client`'s `PrometheusConnect` (bearer token and CA
-bundle from `Settings`, a timeout on every request, no client-side retries: the
+bundle from `Settings`, a timeout on every request, never longer than what is
+left of the tick's time for queries, no client-side retries: the
 controller looks again at the next interval anyway, and a slow retry loop would
 only delay a rollback). HTTP answers are turned into typed errors by a response
 hook, from the status code and Prometheus' own `errorType`, never by parsing
@@ -57,6 +58,8 @@ from controller.policy.queries import CustomQueries, QueryError, scope
 from controller.settings import Settings, redact_url
 
 COHORT = "cohort"
+#: a query is not sent with less time than this left in its tick: it could not answer
+MIN_QUERY_SECONDS = 0.05
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 #: `on_query(seconds, error)`: one query's latency and its error's class name, if any
@@ -243,9 +246,14 @@ class PrometheusProvider:
 
     def _ask(self, query: str, context: QueryContext) -> list[dict[str, Any]]:
         evaluation_time = self._window(context).end
-        params = {"time": f"{evaluation_time:.3f}", "timeout": f"{self.timeout_seconds:g}s"}
+        timeout = context.time_left(self.timeout_seconds)
+        if timeout < MIN_QUERY_SECONDS:
+            raise MetricsUnreachableError(
+                "no time left in this tick for another query to Prometheus", query=query
+            )
+        params = {"time": f"{evaluation_time:.3f}", "timeout": _duration(timeout)}
         try:
-            result = self._client.custom_query(query, params=params)
+            result = self._client.custom_query(query, params=params, timeout=timeout)
         except _HttpError as exc:
             raise exc.typed(query) from exc
         except requests.exceptions.SSLError as exc:
@@ -293,6 +301,11 @@ class _HttpError(Exception):
         if self.status in (400, 422):
             return BadQueryError(self.message, query=query)
         return PermanentError(self.message)
+
+
+def _duration(seconds: float) -> str:
+    """A Prometheus duration: whole seconds as `4s`, anything else in milliseconds."""
+    return f"{seconds:g}s" if seconds == int(seconds) else f"{round(seconds * 1000)}ms"
 
 
 def _retry_after(response: requests.Response) -> float | None:

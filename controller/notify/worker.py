@@ -241,7 +241,11 @@ class _Lane:
         while not worker._stopping.is_set():
             try:
                 attempts = self.run_once()
-            except Exception:  # the store is down, or a bug: log, wait, go on
+            except TransientError as exc:  # the store is down: one line, wait, go on
+                log.error("delivering %s notifications failed; trying again: %s", self.sink, exc)
+                attempts = 0
+                self._sleep(worker.backoff.first)
+            except Exception:  # a bug: its traceback, wait, go on
                 log.exception("delivering %s notifications failed; trying again", self.sink)
                 attempts = 0
                 self._sleep(worker.backoff.first)

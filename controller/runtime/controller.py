@@ -8,6 +8,11 @@ so a slow tick is never run twice at once nor queued up, and no misfire grace, s
 a tick that starts late still runs rather than being dropped). A replica that dies stops
 renewing; its leases expire after `lease_ttl` and another replica's next `sync`
 takes them over, resuming each rollout from its last committed state.
+
+The store being unreachable stops nothing that takes traffic off a candidate: a
+tick that cannot take its lease or read its state still looks at the metrics and
+acts from the state the executor keeps in memory, toward the baseline only (see
+`controller.engine.executor`); it counts as an `error` tick with one log line.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from typing import Protocol
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
 
-from controller.engine.executor import Clock, Executor, Observer, TickResult
+from controller.engine.executor import Clock, Executor, Observer, StoreRead, TickResult
 from controller.engine.phases import Phase
-from controller.errors import CanaryError
+from controller.errors import CanaryError, TransientError
 from controller.policy import ModelRollout
 from controller.routing.base import TrafficRouter
+from controller.runtime.bounded import BoundedCalls
 from controller.runtime.sources import RolloutSource, Snapshot
 from controller.store.base import LeaseStore, RolloutStore, StaleStateError
 from controller.store.records import StoredRollout
@@ -83,8 +89,11 @@ class Controller:
         sync_every: float = 5.0,
         reporters: tuple[TickReporter, ...] = (LogReporter(),),
         metrics: ControllerMetrics | None = None,
+        store_wait: float = 2.0,
     ) -> None:
-        """`metrics` records ticks, leases and phases (a private registry if not given)."""
+        """`metrics` records ticks, leases and phases (a private registry if not given).
+        `store_wait`: a tick waits at most this long (and half its interval) for its
+        lease and state before it acts from memory, toward the baseline only."""
         self.store = store
         self.source = source
         self.routes = routes
@@ -96,6 +105,10 @@ class Controller:
         self.reporters = reporters
         self.metrics = metrics or ControllerMetrics(CollectorRegistry())
         self.executor = Executor(store, clock)
+        self.store_wait = store_wait
+        # As many threads as the scheduler's (APScheduler's default of 10), so that a
+        # tick's reads never queue behind other ticks' and time out for that alone.
+        self._reads = BoundedCalls(workers=10)
         # No misfire grace: a tick that cannot start on time (every job comes due at once,
         # more ticks than threads) runs late instead of being dropped, which APScheduler
         # does after 1 s by default, to the same rollouts every interval.
@@ -111,7 +124,16 @@ class Controller:
     # --- one pass over everything --------------------------------------------------
 
     def sync(self) -> None:
-        """Take or renew leases and keep exactly the needed jobs scheduled."""
+        """Take or renew leases and keep exactly the needed jobs scheduled.
+
+        With the store unreachable the jobs stay as they are (their ticks act from
+        memory, toward the baseline only) and the failure is one log line."""
+        try:
+            self._sync()
+        except TransientError as exc:
+            log.error("sync failed, the jobs stay as they are: %s", exc)
+
+    def _sync(self) -> None:
         snapshot = self.source.snapshot()
         now = self.clock.now()
         with self._lock:
@@ -171,7 +193,12 @@ class Controller:
                 )
 
     def tick(self, key: str) -> None:
-        """One tick of one rollout, if this replica still owns it."""
+        """One tick of one rollout, if this replica still owns it.
+
+        When the store cannot be reached the tick still runs, from the state the
+        executor keeps in memory, and may only move traffic toward the baseline; it
+        counts as an `error` and logs one line, without a traceback.
+        """
         if self._stopping.is_set():
             return
         with self._lock:
@@ -179,25 +206,56 @@ class Controller:
         if rollout is None:
             return
         start = time.perf_counter()
-        outcome = TickOutcome.SKIPPED
+        outcome = TickOutcome.ERROR
         try:
-            if not self.store.acquire(key, self.replica, self.lease_ttl, self.clock.now()):
-                log.info("lost the lease on %s to another replica", key)
-                return
-            outcome = TickOutcome.ERROR
-            try:
-                result = self.executor.tick(rollout, self.routes(rollout), self.observer)
-            except StaleStateError:
-                outcome = TickOutcome.SKIPPED
-                log.info("%s was written by another replica; skipping this tick", key)
-                return
-            except CanaryError as exc:
-                log.error("tick of %s failed: %s", key, exc)
-                return
-            outcome = TickOutcome.OK
-            self._report(rollout, result)
+            outcome = self._tick(key, rollout)
+        except StaleStateError:
+            outcome = TickOutcome.SKIPPED
+            log.info("%s was written by another replica; skipping this tick", key)
+        except CanaryError as exc:
+            log.error("tick of %s failed: %s", key, exc)
+        except Exception:  # a bug: say where, and keep the scheduler's thread alive
+            log.exception("tick of %s failed unexpectedly", key)
         finally:
+            self.metrics.set_store_pending_writes(self.executor.pending)
             self.metrics.record_tick(time.perf_counter() - start, outcome)
+
+    def _tick(self, key: str, rollout: ModelRollout) -> TickOutcome:
+        # Wait for the lease and the state at most half an interval (and `store_wait`):
+        # what moves traffic toward the baseline does not wait for the store.
+        wait = min(self.store_wait, rollout.spec.analysis.interval.total_seconds() / 2)
+        read: StoreRead | TransientError | None
+        try:
+            read = self._reads.call(lambda: self._read(key), wait=wait)
+        except TransientError as exc:
+            read = exc  # toward the baseline needs no lease: tick from memory
+        if read is None:
+            log.info("lost the lease on %s to another replica", key)
+            self.executor.forget(key)
+            return TickOutcome.SKIPPED
+        result = self.executor.tick(rollout, self.routes(rollout), self.observer, read=read)
+        self._report(rollout, result)
+        if result.store_error is None:
+            return TickOutcome.OK
+        ended = [t.to_phase for t in result.decision.transitions if t.to_phase.terminal]
+        if ended:
+            self.metrics.record_store_down_ending(str(ended[-1]))
+        log.error(
+            "tick of %s without the store (%s): %s; its write waits until the store answers",
+            key,
+            result.store_error,
+            f"ended it as {ended[-1]}, route given back"
+            if ended
+            else "moved nothing toward the candidate",
+        )
+        return TickOutcome.ERROR
+
+    def _read(self, key: str) -> StoreRead | None:
+        """The lease, then the rollout's row and commands; None if another replica
+        holds the lease."""
+        if not self.store.acquire(key, self.replica, self.lease_ttl, self.clock.now()):
+            return None
+        return self.executor.read(key)
 
     def _report(self, rollout: ModelRollout, result: TickResult) -> None:
         for reporter in self.reporters:
@@ -239,9 +297,20 @@ class Controller:
         self._stopping.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
-        for key in self.store.held_by(self.replica, self.clock.now()):
-            self.store.release(key, self.replica)
-            self.metrics.record_lease_change(LeaseChange.RELEASED)
+        self._reads.close()
+        try:
+            for key in self.store.held_by(self.replica, self.clock.now()):
+                self.store.release(key, self.replica)
+                self.metrics.record_lease_change(LeaseChange.RELEASED)
+        except TransientError as exc:
+            log.error("could not release the leases (they expire by themselves): %s", exc)
+        if self.executor.pending:
+            log.error(
+                "stopping with the writes of %d rollouts unrecorded (the store was "
+                "unreachable): what their ticks did, a route given back say, is missing "
+                "from the audit",
+                self.executor.pending,
+            )
         self._held = set()
         self.metrics.set_leases_held(0)
 

@@ -3,12 +3,15 @@
 Counts run from the start of the analysis (`state.analysis_since`) to this look,
 so the judge's anytime-valid tests see every request the candidate served; the
 full verdicts go to the audit, the engine gets the per-cell summary it decides on.
+The queries of one look share a deadline (see `JudgingObserver`), passed down in the
+`QueryContext`: each query gets what is left of it, and none is cut off by force.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -25,13 +28,26 @@ from controller.store.records import AnalysisRecord
 class JudgingObserver:
     """Looks at a rollout's metrics through `provider` and judges them."""
 
-    def __init__(self, provider: MetricProvider, options: JudgeOptions | None = None) -> None:
+    def __init__(
+        self,
+        provider: MetricProvider,
+        options: JudgeOptions | None = None,
+        *,
+        tick_timeout: float | None = None,
+    ) -> None:
+        """`tick_timeout`: the queries of one look share min(analysis.interval, this)
+        seconds (the interval alone if None), so a slow metrics source never holds a
+        tick's thread past its interval; a query with no time left is NO_DATA."""
         self.provider = provider
         self.options = options
+        self.tick_timeout = tick_timeout
         self.last: dict[str, Judgement] = {}
 
     def observe(self, rollout: ModelRollout, state: RolloutState, now: datetime) -> Observation:
         spec = rollout.spec
+        budget = spec.analysis.interval.total_seconds()
+        if self.tick_timeout is not None:
+            budget = min(budget, self.tick_timeout)
         cohorts = tuple(c.name for c in spec.cohorts)
         context = QueryContext(
             model=spec.model,
@@ -40,6 +56,7 @@ class JudgingObserver:
             end=max(now, state.analysis_since),
             window=spec.analysis.window,
             cohorts=cohorts,
+            deadline=time.monotonic() + budget,
         )
         observations = collect(
             self.provider,

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config
+from psycopg.abc import RV, PQGen
+from psycopg.errors import _WaitTimeout  # what `Connection.wait` raises at its timeout
 from sqlalchemy import (
     Engine,
     and_,
@@ -30,11 +34,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.errors import PermanentError, TransientError
-from controller.settings import redact_url
+from controller.settings import Settings, redact_url
 from controller.store.base import StaleStateError
 from controller.store.records import (
     AnalysisRecord,
@@ -92,7 +98,104 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def create_db_engine(url: str) -> Engine:
+@dataclass(frozen=True)
+class DatabaseTimeouts:
+    """How long the store waits for Postgres, so that a database that is down, or
+    black-holed (the connection open, no bytes coming back), fails a call within
+    seconds instead of freezing the tick that made it.
+
+    `connect_seconds` bounds opening a connection (libpq's `connect_timeout`, whole
+    seconds, at least 2); `statement_seconds` is the server's `statement_timeout`;
+    the client gives up on any one answer `ANSWER_MARGIN_SECONDS` after it (a server
+    that never answers cannot enforce its own timeout) and closes the connection;
+    `keepalive_seconds` is the idle time before TCP keepalive probes, and the
+    `tcp_user_timeout` for unacknowledged data, so a dead peer is noticed on an idle
+    pooled connection too; `pool_seconds` bounds the wait for a free pooled connection.
+    """
+
+    connect_seconds: int = 5
+    statement_seconds: float = 5.0
+    keepalive_seconds: int = 10
+    pool_seconds: float = 5.0
+
+    @property
+    def answer_seconds(self) -> float:
+        return self.statement_seconds + ANSWER_MARGIN_SECONDS
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DatabaseTimeouts:
+        return cls(
+            connect_seconds=settings.database_connect_timeout_seconds,
+            statement_seconds=settings.database_statement_timeout_seconds,
+            keepalive_seconds=settings.database_keepalive_seconds,
+            pool_seconds=settings.database_pool_timeout_seconds,
+        )
+
+    def connect_args(self, url: URL) -> dict[str, Any]:
+        """libpq parameters for these timeouts (any `options` of the URL are kept)."""
+        statement = f"-c statement_timeout={round(self.statement_seconds * 1000)}"
+        given = url.query.get("options")
+        given = " ".join(given) if isinstance(given, tuple) else given
+        return {
+            "connect_timeout": self.connect_seconds,
+            "keepalives": 1,
+            "keepalives_idle": self.keepalive_seconds,
+            "keepalives_interval": max(1, self.keepalive_seconds // 3),
+            "keepalives_count": 3,
+            "tcp_user_timeout": self.keepalive_seconds * 1000,
+            "options": f"{given} {statement}" if given else statement,
+        }
+
+
+#: how long after the statement timeout the client stops waiting for an answer
+ANSWER_MARGIN_SECONDS = 1.0
+
+
+class _AnsweredConnection(psycopg.Connection[Any]):
+    """A psycopg connection that stops waiting for an answer after `answer_seconds`.
+
+    psycopg waits for the server without a limit once a query is sent; the server's
+    own `statement_timeout` cannot help when the server (or something in between)
+    accepts bytes and never answers. The wait gets a limit here; when it passes, the
+    connection is closed (its protocol state is unknown), so the pool drops it.
+    """
+
+    answer_seconds: float | None = None
+
+    def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
+        try:
+            return super().wait(
+                gen, interval, timeout if timeout is not None else self.answer_seconds
+            )
+        except _WaitTimeout as exc:
+            self.close()
+            raise psycopg.OperationalError(
+                f"no answer from the database within {self.answer_seconds:g} s"
+            ) from exc
+
+
+def create_db_engine(url: str, timeouts: DatabaseTimeouts | None = None) -> Engine:
+    """An engine for `url`; on Postgres (psycopg) every wait is bounded by `timeouts`."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg":
+        timeouts = timeouts or DatabaseTimeouts()
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_timeout=timeouts.pool_seconds,
+            connect_args=timeouts.connect_args(parsed),
+        )
+        answer_seconds = timeouts.answer_seconds
+
+        @event.listens_for(engine, "do_connect")
+        def _bounded_connection(
+            _dialect: Any, _record: Any, cargs: Any, cparams: Any
+        ) -> _AnsweredConnection:
+            connection = _AnsweredConnection.connect(*cargs, **cparams)
+            connection.answer_seconds = answer_seconds
+            return connection
+
+        return engine
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
 
@@ -109,9 +212,11 @@ def create_db_engine(url: str) -> Engine:
 class SqlStore:
     """RolloutStore and LeaseStore on a SQL database migrated by `migrate`."""
 
-    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+    def __init__(
+        self, url: str, *, engine: Engine | None = None, timeouts: DatabaseTimeouts | None = None
+    ) -> None:
         self.url = url
-        self.engine = engine or create_db_engine(url)
+        self.engine = engine or create_db_engine(url, timeouts)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -122,8 +227,12 @@ class SqlStore:
         try:
             with self._sessions() as session, session.begin():
                 yield session
-        except OperationalError as exc:
+        except (OperationalError, InterfaceError) as exc:
             raise TransientError(f"database {redact_url(self.url)}: {exc.orig}") from exc
+        except PoolTimeoutError as exc:
+            raise TransientError(
+                f"database {redact_url(self.url)}: no free connection in the pool: {exc}"
+            ) from exc
 
     # --- rollouts and their audit ------------------------------------------------
 

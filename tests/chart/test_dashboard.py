@@ -195,6 +195,8 @@ def record_one_of_everything(m: ControllerMetrics) -> None:
     m.record_delivery_failure("slack")
     m.set_leases_held(1)
     m.record_lease_change(LeaseChange.ACQUIRED)
+    m.set_store_pending_writes(1)
+    m.record_store_down_ending("RolledBack")
 
 
 @pytest.fixture(scope="module")
