@@ -467,17 +467,15 @@ def _as_histogram(sample: Sample | None) -> Histogram | str | None:
 
 
 def _score_moments(h: Histogram) -> tuple[float, float, float] | str:
-    """(sum, count, variance bound) of a 0..1 score histogram."""
+    """(sum, count, per-score variance) of a 0..1 score histogram."""
     if h.sum is None:
         return "the score histogram has no _sum"
     n = h.total
     if n <= 0:
         return 0.0, 0.0, 0.25
-    mean = min(max(h.sum / n, 0.0), 1.0)
-    second = h.second_moment_bound() or 0.0
-    bound = min(max(second - mean * mean, 0.0), mean * (1.0 - mean))
+    variance = h.score_variance() or 0.0
     # One pseudo observation at each end keeps a constant score from looking certain.
-    regularised = (bound * n + 0.5) / (n + 2.0)
+    regularised = (variance * n + 0.5) / (n + 2.0)
     return h.sum, n, regularised
 
 
