@@ -7,7 +7,9 @@ and tested as a table.
 
 How a cell is judged, in order (the first rule that applies decides):
 
-1. A failed measurement, or a candidate with no samples in the cell: NO_DATA.
+1. A failed measurement (the query failed, or returned no series at all):
+   NO_DATA. A candidate with no requests in the cell yet is INCONCLUSIVE ("no
+   candidate requests yet"): no evidence is not a failed measurement.
 2. The circuit breaker: with at least `breaker_min_samples` candidate samples,
    a candidate grossly beyond the limit (five times its allowed share of bad
    requests, or halfway to all of them bad if nearer: 5 % failing for
@@ -354,10 +356,10 @@ def _judge_gauge(
         weights.append(nb + nc)
     candidate = _gauge_value(strata.candidate, weights)
     baseline = _gauge_value(strata.baseline, weights)
-    if candidate is None:
-        return _no_data(base, NoDataReason.NO_CANDIDATE_TRAFFIC, "no candidate value")
-    arm_c = Arm(candidate.value, candidate.samples)
     arm_b = Arm(baseline.value if baseline else None, baseline.samples if baseline else None)
+    if candidate is None:
+        return _no_candidate_yet(base, arm_b, Arm(None, None), "no candidate value yet")
+    arm_c = Arm(candidate.value, candidate.samples)
     if candidate.samples is not None and candidate.samples < min_samples:
         return _not_enough(base, arm_b, arm_c, candidate.samples, min_samples, "candidate")
     checks = []
@@ -426,6 +428,22 @@ def _not_enough(
         Verdict.INCONCLUSIVE,
         base.critical,
         f"not enough traffic yet: {who} has {have:.0f} of {need} samples",
+        baseline=arm_b,
+        candidate=arm_c,
+        query=base.query,
+    )
+
+
+def _no_candidate_yet(
+    base: CellVerdict, arm_b: Arm, arm_c: Arm, text: str = "no candidate requests yet"
+) -> CellVerdict:
+    """No candidate traffic in the cell yet: not a failed measurement, just no evidence."""
+    return CellVerdict(
+        base.metric,
+        base.cohort,
+        Verdict.INCONCLUSIVE,
+        base.critical,
+        text,
         baseline=arm_b,
         candidate=arm_c,
         query=base.query,
@@ -524,9 +542,7 @@ def _judge_statistical(
     arm_c = Arm(_pooled_mean(means.s_c, means.n_c), n_c)
     arm_b = Arm(_pooled_mean(means.s_b, means.n_b), n_b)
     if n_c <= 0:
-        return _no_data(
-            base, NoDataReason.NO_CANDIDATE_TRAFFIC, "the candidate has had no traffic here"
-        )
+        return _no_candidate_yet(base, arm_b, arm_c)
     breaker_alpha = alpha * options.breaker_share
     main_alpha = alpha - breaker_alpha
     if n_c >= options.breaker_min_samples:
@@ -847,9 +863,7 @@ def _judge_quantile(
     arm_c = Arm(pooled_c.quantile(q) if isinstance(pooled_c, Histogram) else None, float(n_c.sum()))
     arm_b = Arm(pooled_b.quantile(q) if isinstance(pooled_b, Histogram) else None, float(n_b.sum()))
     if n_c.sum() <= 0:
-        return _no_data(
-            base, NoDataReason.NO_CANDIDATE_TRAFFIC, "the candidate has had no traffic here"
-        )
+        return _no_candidate_yet(base, arm_b, arm_c)
     fmt = _formatter(plan.unit)
     breaker_alpha = alpha * options.breaker_share
     main_alpha = alpha - breaker_alpha

@@ -5,11 +5,12 @@ A verdict is given for every metric × cohort cell (and for the pseudo-cohort
 
 - FAIL: with the policy's confidence, the candidate breaks a limit. Rolls back
   when the metric is critical.
-- NO_DATA: nothing to judge (a query failed, or the candidate had no traffic).
+- NO_DATA: a failed measurement (a query failed, or returned no series).
   Handled by the policy's `noData` behaviour; never promotes, never rolls back
   on its own.
-- INCONCLUSIVE: data, but not yet enough to tell (or fewer than `minSamples`
-  requests). Hold and keep looking.
+- INCONCLUSIVE: not yet enough evidence to tell: no candidate requests in the
+  cell yet, fewer than `minSamples`, or a test that has not decided. Hold and
+  keep looking.
 - PASS: with the policy's confidence, the candidate is within every limit. The
   only verdict that lets a rollout promote.
 
@@ -72,7 +73,6 @@ class Method(StrEnum):
 class NoDataReason(StrEnum):
     QUERY_FAILED = "query-failed"
     NO_SERIES = "no-series"
-    NO_CANDIDATE_TRAFFIC = "no-candidate-traffic"
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class CellVerdict:
 
     @property
     def waiting_for_traffic(self) -> bool:
-        """INCONCLUSIVE because of `minSamples`, before any test ran ("not enough traffic yet")."""
+        """INCONCLUSIVE before any test ran: no candidate requests yet, or below `minSamples`."""
         return self.verdict is Verdict.INCONCLUSIVE and not self.checks
 
     @property

@@ -320,9 +320,9 @@ CASES = [
         Limit.MIN,
         id="gauge-without-samples-passes-as-is",
     ),
-    # --- nothing to judge ---
+    # --- nothing to judge yet ---
     pytest.param(
-        ERROR_MAX, {}, one(p(0, 0)), Verdict.NO_DATA, None, id="candidate-without-traffic"
+        ERROR_MAX, {}, one(p(0, 0)), Verdict.INCONCLUSIVE, None, id="candidate-without-traffic"
     ),
     pytest.param(ERROR_MAX, {}, {}, Verdict.NO_DATA, None, id="query-returned-no-series"),
 ]
@@ -342,7 +342,7 @@ def test_overall_verdict(
     assert cell.decided_by is decided_by
     assert cell.reason
     if verdict is Verdict.INCONCLUSIVE and decided_by is None:
-        assert cell.reason.startswith("not enough traffic yet")
+        assert cell.reason.startswith(("not enough traffic yet", "no candidate requests yet"))
         assert cell.waiting_for_traffic
     else:
         assert not cell.waiting_for_traffic
@@ -385,10 +385,13 @@ def test_every_cohort_and_overall_get_a_verdict() -> None:
     assert verdicts == {
         "mobile": Verdict.FAIL,  # 10 % errors
         "web": Verdict.INCONCLUSIVE,  # 1 % of 500: cannot tell yet
-        "tablets": Verdict.NO_DATA,  # no series at all
+        "tablets": Verdict.INCONCLUSIVE,  # no requests yet: no evidence, not a failure
         OVERALL: Verdict.FAIL,
     }
-    assert result.cell("error-rate", "tablets").no_data is NoDataReason.NO_CANDIDATE_TRAFFIC
+    tablets = result.cell("error-rate", "tablets")
+    assert tablets.no_data is None
+    assert tablets.waiting_for_traffic
+    assert tablets.reason == "no candidate requests yet"
     assert result.verdict is Verdict.FAIL
     assert [c.cohort for c in result.failures] == ["mobile", OVERALL]
 
