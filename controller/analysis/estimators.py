@@ -94,19 +94,23 @@ def absolute_contrast(
     *,
     fail_above: bool,
     variance_c: ArrayLike | None = None,
+    null_rates: ArrayLike | None = None,
 ) -> Contrast:
     """The candidate's standardised mean against an absolute limit `null`.
 
     `variance_c` is the per-observation variance of each cohort's values when
-    known (scores); without it the values are treated as 0/1 and the variance
-    is the Bernoulli one at a rate shrunk towards the limit by one pseudo
-    observation, so an empty or all-zero cohort cannot look certain.
+    known (scores). Without it the values are 0/1 and the variance is the
+    Bernoulli one at `null_rates`, each cohort's rate if the candidate sat on
+    the limit (the baseline's rates moved together onto it); with neither, at
+    the limit itself in every cohort. Either way it does not depend on the
+    candidate's own counts, so more candidate failures can only move the
+    verdict towards FAIL.
     """
     s, n, w = _arr(s_c), _arr(n_c), _arr(weights)
     mean = np.sum(w * _ratio(s, n), axis=-1)
     if variance_c is None:
-        shrunk = (s + null) / (n + 1.0)
-        per_obs = shrunk * (1.0 - shrunk)
+        rates = np.full_like(n, null) if null_rates is None else _arr(null_rates)
+        per_obs = rates * (1.0 - rates)
     else:
         per_obs = _arr(variance_c)
     variance = np.sum(w * w * _ratio(per_obs, n), axis=-1)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -64,6 +64,7 @@ from controller.analysis.verdicts import (
     worst,
 )
 from controller.policy import OVERALL, TEMPLATES, Analysis, MetricKind, MetricSpec, Unit
+from controller.policy.model import tolerances
 
 _Format = Callable[[float], str]
 
@@ -107,6 +108,8 @@ class MetricPlan:
     limits: tuple[tuple[Limit, float], ...]
     quantile: float | None = None
     threshold: float | None = None
+    #: explicit tolerances from the policy, by limit name (`maxIncrease`)
+    tolerances: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def critical(self) -> bool:
@@ -118,11 +121,15 @@ class MetricPlan:
 
 
 def plan_metric(spec: MetricSpec) -> MetricPlan:
-    """Resolve a metric spec: its shape (how samples are read), unit and limits."""
+    """Resolve a metric spec: its shape (how samples are read), unit, limits and tolerances."""
+    return replace(_plan_metric(spec), tolerances=tolerances(spec))
+
+
+def _plan_metric(spec: MetricSpec) -> MetricPlan:
     limits = tuple(
         (limit, float(value))
-        for limit, field in _FIELDS.items()
-        if (value := getattr(spec, field)) is not None
+        for limit, name in _FIELDS.items()
+        if (value := getattr(spec, name)) is not None
     )
     template = TEMPLATES.get(spec.template) if spec.template is not None else None
     unit = template.unit if template is not None else None
@@ -152,6 +159,43 @@ def alpha_per_test(alpha: float, tests: int) -> float:
     return alpha / max(tests, 1)
 
 
+@dataclass(frozen=True)
+class Budget:
+    """How one family of tests (the critical ones, or the advisory ones) spends alpha.
+
+    - PASS is tested per limit and cell at the full `alpha`: promotion needs
+      every cell to PASS, an intersection-union test (Berger 1982), so a
+      candidate beyond a limit in one cell is promoted only if that one cell
+      PASSes, which has probability at most alpha.
+    - FAIL is tested for the whole family at once with `fail_alpha`, by the
+      closed average of e-values (`sequential.average_fail_thresholds`).
+    - The circuit breaker keeps `breaker_share` of alpha, split evenly.
+    """
+
+    alpha: float
+    tests: int
+    power: float = 0.8
+    breaker_share: float = 0.1
+
+    @property
+    def fail_alpha(self) -> float:
+        return self.alpha * (1.0 - self.breaker_share)
+
+    @property
+    def fail_share(self) -> float:
+        """Each test's share of `fail_alpha` (what Bonferroni would give it)."""
+        return alpha_per_test(self.fail_alpha, self.tests)
+
+    @property
+    def breaker_alpha(self) -> float:
+        return alpha_per_test(self.alpha * self.breaker_share, self.tests)
+
+    @property
+    def log_power_threshold(self) -> float:
+        """The FAIL threshold the power is planned with: Bonferroni's, never lower."""
+        return float(sequential.log_threshold(self.fail_share))
+
+
 def judge(
     analysis: Analysis,
     cohorts: Sequence[str],
@@ -170,33 +214,70 @@ def judge(
     plans = [plan_metric(m) for m in analysis.metrics]
     cells = [*cohorts, OVERALL]
     alpha = 1.0 - analysis.confidence
-    critical_tests = count_tests(plans, len(cells), critical=True)
-    advisory_tests = count_tests(plans, len(cells), critical=False)
-    budget = {
-        True: alpha_per_test(alpha, critical_tests),
-        False: alpha_per_test(alpha, advisory_tests),
+    budgets = {
+        critical: Budget(
+            alpha,
+            count_tests(plans, len(cells), critical=critical),
+            analysis.power,
+            options.breaker_share,
+        )
+        for critical in (True, False)
     }
-    verdicts = []
+    drafts = []
     for plan in plans:
         observation = observations.get(plan.name)
         for cohort in cells:
-            verdicts.append(
+            drafts.append(
                 judge_cell(
                     plan,
                     cohort,
                     observation,
-                    alpha=budget[plan.critical],
+                    budget=budgets[plan.critical],
                     min_samples=analysis.min_samples,
                     options=options,
                 )
             )
     return Judgement(
         at=at,
-        cells=tuple(verdicts),
+        cells=tuple(settle(drafts, budgets)),
         alpha=alpha,
-        alpha_per_test=budget[True],
-        tests=critical_tests,
+        alpha_per_test=budgets[True].fail_share,
+        tests=budgets[True].tests,
     )
+
+
+def settle(
+    drafts: Sequence[CellVerdict | _Draft], budgets: Mapping[bool, Budget]
+) -> list[CellVerdict]:
+    """Decide FAIL across each family at once, then finish every cell."""
+    needs: dict[tuple[int, int], float] = {}
+    for critical, budget in budgets.items():
+        family = [
+            (i, j, test.log_fail)
+            for i, draft in enumerate(drafts)
+            if isinstance(draft, _Draft) and draft.base.critical == critical
+            for j, test in enumerate(draft.tests)
+            if test.ran
+        ]
+        if not family:
+            continue
+        thresholds = sequential.average_fail_thresholds(
+            [log_e for *_, log_e in family], budget.tests, budget.fail_alpha
+        )
+        for (i, j, _), threshold in zip(family, thresholds, strict=True):
+            needs[i, j] = float(threshold)
+    out = []
+    for i, draft in enumerate(drafts):
+        if isinstance(draft, CellVerdict):
+            out.append(draft)
+            continue
+        budget = budgets[draft.base.critical]
+        checks = [
+            _limit_check(test, needs.get((i, j)), budget, draft.candidate_samples)
+            for j, test in enumerate(draft.tests)
+        ]
+        out.append(_finish(draft.base, checks, draft.baseline, draft.candidate))
+    return out
 
 
 # --- one cell -------------------------------------------------------------------
@@ -255,11 +336,11 @@ def judge_cell(
     cohort: str,
     observation: MetricObservation | None,
     *,
-    alpha: float,
+    budget: Budget,
     min_samples: int,
     options: JudgeOptions,
-) -> CellVerdict:
-    """The verdict on one metric in one cohort (or overall)."""
+) -> CellVerdict | _Draft:
+    """The verdict on one metric in one cohort (or overall), or its tests before FAIL is settled."""
     base = CellVerdict(plan.name, cohort, Verdict.NO_DATA, plan.critical, "")
     if observation is None:
         return _no_data(base, NoDataReason.QUERY_FAILED, "the metric was not measured")
@@ -280,7 +361,7 @@ def judge_cell(
     base = replace(base, query=observation.candidate.query)
     if plan.shape is Shape.GAUGE:
         return _judge_gauge(plan, base, strata, min_samples)
-    return _judge_statistical(plan, base, strata, alpha, min_samples, options)
+    return _judge_statistical(plan, base, strata, budget, min_samples, options)
 
 
 def _failure(m: Measurement) -> MeasurementFailure | None:
@@ -311,6 +392,14 @@ def _finish(
         reason = "within every limit: " + "; ".join(c.statement for c in checks)
     else:
         reason = deciding.reason or deciding.statement
+    tested = [c for c in checks if c.method is not Method.AS_IS and c.limit is not Limit.BREAKER]
+    # every limit either PASSed or has the information to have caught harm by now
+    powered = bool(tested) and all(c.verdict is Verdict.PASS or c.powered for c in tested)
+    needed = None
+    if verdict is Verdict.INCONCLUSIVE and tested:
+        waiting = [c.needed_samples for c in tested if c.verdict is Verdict.INCONCLUSIVE]
+        if waiting and all(n is not None and math.isfinite(n) for n in waiting):
+            needed = max(n for n in waiting if n is not None)
     return CellVerdict(
         base.metric,
         base.cohort,
@@ -322,6 +411,8 @@ def _finish(
         checks=tuple(checks),
         decided_by=deciding.limit if deciding is not None else None,
         query=base.query,
+        powered=powered,
+        needed_samples=needed,
     )
 
 
@@ -431,6 +522,7 @@ def _not_enough(
         baseline=arm_b,
         candidate=arm_c,
         query=base.query,
+        needed_samples=max(need - have, 0.0),
     )
 
 
@@ -528,12 +620,12 @@ def _judge_statistical(
     plan: MetricPlan,
     base: CellVerdict,
     strata: _Strata,
-    alpha: float,
+    budget: Budget,
     min_samples: int,
     options: JudgeOptions,
-) -> CellVerdict:
+) -> CellVerdict | _Draft:
     if plan.shape is Shape.QUANTILE:
-        return _judge_quantile(plan, base, strata, alpha, min_samples, options)
+        return _judge_quantile(plan, base, strata, budget, min_samples, options)
     means = _means(plan, strata)
     if isinstance(means, str):
         return _no_data(base, NoDataReason.QUERY_FAILED, means)
@@ -543,24 +635,20 @@ def _judge_statistical(
     arm_b = Arm(_pooled_mean(means.s_b, means.n_b), n_b)
     if n_c <= 0:
         return _no_candidate_yet(base, arm_b, arm_c)
-    breaker_alpha = alpha * options.breaker_share
-    main_alpha = alpha - breaker_alpha
     if n_c >= options.breaker_min_samples:
         for limit, threshold in plan.limits:
-            tripped = _breaker(limit, threshold, means, breaker_alpha, fmt)
+            tripped = _breaker(limit, threshold, means, budget.breaker_alpha, fmt)
             if tripped is not None:
                 return _finish(base, [tripped], arm_b, arm_c)
     if n_c < min_samples:
         return _not_enough(base, arm_b, arm_c, n_c, min_samples, "the candidate")
-    checks = []
+    tests = []
     for limit, threshold in plan.limits:
         if limit in RELATIVE:
-            checks.append(
-                _relative_check(plan, limit, threshold, means, main_alpha, min_samples, fmt)
-            )
+            tests.append(_relative_test(plan, limit, threshold, means, budget, min_samples, fmt))
         else:
-            checks.append(_absolute_check(plan, limit, threshold, means, main_alpha, fmt))
-    return _finish(base, checks, arm_b, arm_c)
+            tests.append(_absolute_test(plan, limit, threshold, means, budget, fmt))
+    return _Draft(base, arm_b, arm_c, tuple(tests))
 
 
 def _pooled_mean(s: np.ndarray, n: np.ndarray) -> float | None:
@@ -568,152 +656,387 @@ def _pooled_mean(s: np.ndarray, n: np.ndarray) -> float | None:
     return float(s.sum()) / total if total > 0 else None
 
 
-def _decide(log_e_fail: float, log_e_pass: float, alpha: float) -> Verdict:
-    threshold = float(sequential.log_threshold(alpha))
-    if log_e_fail >= threshold:
-        return Verdict.FAIL
-    if log_e_pass >= threshold:
-        return Verdict.PASS
-    return Verdict.INCONCLUSIVE
+def _tolerance(plan: MetricPlan, limit: Limit, threshold: float, baseline: float | None) -> float:
+    """The tolerance of a limit, in the limit's own unit (see docs/judge.md).
+
+    Explicit in the policy, or half the limit's distance from "no change":
+    half a `maxIncrease`/`maxDecrease`, halfway from 1 to a `maxRatio`, and
+    for `max`/`min` halfway from the baseline's own value to the limit (from 0
+    for a `max`, or from 1 for a `min` on a 0..1 value, when the baseline is
+    unknown or already beyond the limit).
+    """
+    explicit = plan.tolerances.get(limit.value)
+    if explicit is not None:
+        return explicit
+    if limit in (Limit.MAX_INCREASE, Limit.MAX_DECREASE):
+        return threshold / 2.0
+    if limit is Limit.MAX_RATIO:
+        return 1.0 + (threshold - 1.0) / 2.0
+    if limit is Limit.MAX:
+        start = baseline if baseline is not None and baseline < threshold else 0.0
+        return start + (threshold - start) / 2.0
+    start = baseline if baseline is not None and baseline > threshold else 1.0
+    return threshold + (start - threshold) / 2.0
 
 
-def _absolute_check(
+def _standardised(s: np.ndarray, n: np.ndarray, weights: np.ndarray) -> float | None:
+    """The weighted mean of per-stratum means, over the strata with samples."""
+    has = (n > 0) & (weights > 0)
+    if not has.any():
+        return None
+    w = weights[has] / weights[has].sum()
+    return float(np.sum(w * s[has] / n[has]))
+
+
+def _absolute_test(
     plan: MetricPlan,
     limit: Limit,
     threshold: float,
     m: _Means,
-    alpha: float,
+    budget: Budget,
     fmt: _Format,
-) -> LimitCheck:
+) -> _Test:
     fail_above = limit is Limit.MAX
-    sign = "<=" if fail_above else ">="
-    statement = f"candidate {sign} {fmt(threshold)}"
+    sign = 1.0 if fail_above else -1.0
+    weights = estimators.population_weights(m.n_c, m.n_b, both=False)
+    baseline = _standardised(m.s_b, m.n_b, weights)
+    tolerance = _tolerance(plan, limit, threshold, baseline)
+    delta = _room(sign * (threshold - tolerance))
+    statement = f"candidate {'<=' if fail_above else '>='} {fmt(threshold)}"
+    alpha = budget.fail_share
     used = m.n_c > 0
-    if int(used.sum()) == 1:
-        # One cohort: the exact Beta-mixture test on the candidate's own mean.
+    common = {
+        "quantity": "candidate",
+        "limit_text": f"{limit} {fmt(threshold)}",
+        "show": fmt,
+        "allowed": threshold,
+        "tolerance": tolerance,
+        "delta": max(delta, 0.0),
+        "bound_alpha": alpha,
+    }
+    if int(used.sum()) == 1 and plan.shape is Shape.PROPORTION:
+        # One cohort, 0/1 values: exact Bernoulli likelihood ratios, at any sample size.
         s, n = float(m.s_c[used][0]), float(m.n_c[used][0])
-        tau = estimators.absolute_tau(threshold, fail_above=fail_above)
-        log_fail = float(sequential.beta_mixture_log_e(s, n, threshold, tau, above=fail_above))
-        log_pass = float(sequential.beta_mixture_log_e(s, n, threshold, tau, above=not fail_above))
-        lower, upper = sequential.beta_mixture_interval(s, n, threshold, tau, alpha)
         estimate = s / n
-        method = Method.BETA_MIXTURE
-    else:
-        weights = estimators.population_weights(m.n_c, m.n_b, both=False)
-        contrast = estimators.absolute_contrast(
-            m.s_c, m.n_c, weights, threshold, fail_above=fail_above, variance_c=m.var_c
+        if delta > 0:
+            log_fail = float(sequential.bernoulli_fail_log_e(s, n, tolerance, threshold))
+            log_pass = float(sequential.bernoulli_pass_log_e(s, n, tolerance, threshold))
+        else:
+            tau = estimators.absolute_tau(threshold, fail_above=fail_above)
+            log_fail = float(sequential.beta_mixture_log_e(s, n, threshold, tau, above=fail_above))
+            log_pass = 0.0
+        scale = max(delta, estimators.MIN_TAU)
+        lower, upper = sequential.beta_mixture_interval(s, n, threshold, scale, alpha)
+        clipped = min(max(threshold, 1e-6), 1 - 1e-6)
+        return _Test(
+            limit,
+            threshold,
+            statement,
+            Method.BERNOULLI_SPRT,
+            estimate=estimate,
+            lower=lower,
+            upper=upper,
+            log_fail=log_fail,
+            log_pass=log_pass,
+            d_hat=sign * (estimate - threshold),
+            information=n / (clipped * (1 - clipped)),
+            **common,  # type: ignore[arg-type]
         )
-        log_fail, log_pass, radius = _normal(contrast, alpha)
-        sign_ = 1.0 if fail_above else -1.0
-        estimate = threshold + sign_ * float(contrast.estimate)
-        lower, upper = estimate - radius, estimate + radius
-        method = Method.NORMAL_MIXTURE
+    null_rates = None
+    if m.var_c is None and baseline is not None and bool(np.all(m.n_b[used] > 0)):
+        # the candidate on the limit: the baseline's rates moved together onto it
+        shrunk = (m.s_b + 0.5) / (m.n_b + 1.0)
+        null_rates = np.clip(shrunk + (threshold - baseline), 1e-6, 1 - 1e-6)
+    contrast = estimators.absolute_contrast(
+        m.s_c,
+        m.n_c,
+        weights,
+        threshold,
+        fail_above=fail_above,
+        variance_c=m.var_c,
+        null_rates=null_rates,
+    )
+    d_hat, variance = float(contrast.estimate), float(contrast.variance)
+    log_fail, log_pass, information, radius = _gaussian_test(d_hat, variance, delta, alpha)
+    estimate = threshold + sign * d_hat
+    if int(used.sum()) > 1:
         statement += " (cohorts weighted by their share of all traffic)"
-    verdict = _decide(log_fail, log_pass, alpha)
-    reason = ""
-    if verdict is Verdict.FAIL:
-        reason = (
-            f"candidate {fmt(estimate)} breaks {limit} {fmt(threshold)}: with "
-            f"{1 - alpha:.4%} confidence it lies in [{fmt(lower)}, {fmt(upper)}]"
-        )
-    elif verdict is Verdict.INCONCLUSIVE:
-        reason = (
-            f"cannot tell yet whether candidate {fmt(estimate)} is within {limit} "
-            f"{fmt(threshold)}: plausible range [{fmt(lower)}, {fmt(upper)}]"
-        )
-    return LimitCheck(
+    return _Test(
         limit,
         threshold,
-        verdict,
         statement,
-        method,
+        Method.GAUSSIAN_SPRT,
         estimate=estimate,
-        allowed=threshold,
-        lower=lower,
-        upper=upper,
-        log_e_fail=log_fail,
-        log_e_pass=log_pass,
-        log_threshold=float(sequential.log_threshold(alpha)),
-        alpha=alpha,
-        reason=reason,
+        lower=estimate - radius,
+        upper=estimate + radius,
+        log_fail=log_fail,
+        log_pass=log_pass,
+        d_hat=d_hat,
+        information=information,
+        **common,  # type: ignore[arg-type]
     )
 
 
-def _normal(contrast: estimators.Contrast, alpha: float) -> tuple[float, float, float]:
-    z, v, tau = contrast.estimate, contrast.variance, contrast.tau
-    log_fail = float(sequential.normal_mixture_log_e(z, v, tau))
-    log_pass = float(sequential.normal_mixture_log_e(-z, v, tau))
-    radius = float(sequential.normal_mixture_radius(v, tau, alpha))
-    return log_fail, log_pass, radius
-
-
-def _relative_check(
+def _relative_test(
     plan: MetricPlan,
     limit: Limit,
     threshold: float,
     m: _Means,
-    alpha: float,
+    budget: Budget,
     min_samples: int,
     fmt: _Format,
-) -> LimitCheck:
+) -> _Test:
     n_b = float(m.n_b[(m.n_c > 0) & (m.n_b > 0)].sum())
     statement = _relative_statement(limit, threshold, fmt)
+    show: _Format = _times if limit is Limit.MAX_RATIO else fmt
+    tolerance = _tolerance(plan, limit, threshold, None)
+    common = {
+        "quantity": _relative_quantity(limit),
+        "limit_text": f"{limit} {_limit_text(limit, threshold, fmt)}",
+        "show": show,
+        "allowed": threshold,
+        "tolerance": tolerance,
+    }
     if n_b < min_samples:
-        return LimitCheck(
+        blocked = f"not enough baseline traffic to compare with: {n_b:.0f} of {min_samples}"
+        return _Test(
             limit,
             threshold,
-            Verdict.INCONCLUSIVE,
             statement,
-            Method.NORMAL_MIXTURE,
-            reason=f"not enough baseline traffic to compare with: {n_b:.0f} of {min_samples}",
+            Method.GAUSSIAN_SPRT,
+            blocked=blocked,
+            **common,  # type: ignore[arg-type]
         )
     contrast = estimators.relative_contrast(
         m.s_c, m.n_c, m.s_b, m.n_b, limit, threshold, variance_c=m.var_c, variance_b=m.var_b
     )
-    log_fail, log_pass, radius = _normal(contrast, alpha)
-    d = float(contrast.estimate)
-    verdict = _decide(log_fail, log_pass, alpha)
+    d_hat, variance = float(contrast.estimate), float(contrast.variance)
     if limit is Limit.MAX_RATIO:
         weights = estimators.population_weights(m.n_c, m.n_b, both=True)
         base_mean = float(
             np.sum(weights * np.divide(m.s_b, m.n_b, where=m.n_b > 0, out=np.zeros_like(m.s_b)))
         )
+        # D = candidate - r × baseline: the tolerance t sits at (t - r) × baseline
+        delta = _room((threshold - tolerance) * base_mean)
+    else:
+        base_mean = 1.0
+        delta = _room(threshold - tolerance)
+    alpha = budget.fail_share
+    log_fail, log_pass, information, radius = _gaussian_test(d_hat, variance, delta, alpha)
+    if limit is Limit.MAX_RATIO:
         if base_mean > 0:
-            estimate = threshold + d / base_mean
+            estimate = threshold + d_hat / base_mean
             lower, upper = estimate - radius / base_mean, estimate + radius / base_mean
         else:
             estimate, lower, upper = math.inf, -math.inf, math.inf
-        show: _Format = _times
     else:
-        estimate = d + threshold
+        estimate = d_hat + threshold
         lower, upper = estimate - radius, estimate + radius
-        show = fmt
-    reason = ""
-    quantity = f"{_relative_quantity(limit)} {show(estimate)}"
-    limit_text = f"{limit} {_limit_text(limit, threshold, fmt)}"
-    bounds = f"[{show(lower)}, {show(upper)}]"
-    if verdict is Verdict.FAIL:
-        reason = (
-            f"{quantity} breaks {limit_text}: with {1 - alpha:.4%} confidence it lies in {bounds}"
-        )
-    elif verdict is Verdict.INCONCLUSIVE:
-        reason = f"cannot tell yet whether {quantity} is within {limit_text}: plausibly {bounds}"
-    return LimitCheck(
+    return _Test(
         limit,
         threshold,
-        verdict,
         statement,
-        Method.NORMAL_MIXTURE,
+        Method.GAUSSIAN_SPRT,
         estimate=estimate,
-        allowed=threshold,
         lower=lower,
         upper=upper,
-        log_e_fail=log_fail,
-        log_e_pass=log_pass,
-        log_threshold=float(sequential.log_threshold(alpha)),
-        alpha=alpha,
-        reason=reason,
+        log_fail=log_fail,
+        log_pass=log_pass,
+        d_hat=d_hat,
+        information=information,
+        delta=max(delta, 0.0),
+        bound_alpha=alpha,
+        **common,  # type: ignore[arg-type]
     )
+
+
+# --- one limit, tested: the builder every check kind goes through ---------------
+
+
+@dataclass(frozen=True)
+class _Test:
+    """One limit tested in one cell, before the FAIL family is settled.
+
+    On the test's own scale a contrast D is 0 at the limit, -delta at the
+    tolerance and positive beyond the limit; `information` is 1 / its
+    variance. The display fields are in the unit a person reads.
+    """
+
+    limit: Limit
+    threshold: float
+    statement: str
+    method: Method
+    #: what the estimate is of ("candidate", "candidate - baseline", ...)
+    quantity: str
+    #: how the limit reads ("maxIncrease 2.00%")
+    limit_text: str
+    show: _Format
+    estimate: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    allowed: float | None = None
+    tolerance: float | None = None
+    log_fail: float = 0.0
+    log_pass: float = 0.0
+    d_hat: float = 0.0
+    information: float = 0.0
+    delta: float = 0.0
+    bound_alpha: float | None = None
+    #: why the test could not run (then it is INCONCLUSIVE, whatever else)
+    blocked: str = ""
+
+    @property
+    def ran(self) -> bool:
+        return not self.blocked
+
+
+@dataclass(frozen=True)
+class _Draft:
+    """A cell whose limits are tested but whose FAIL is not settled yet."""
+
+    base: CellVerdict
+    baseline: Arm
+    candidate: Arm
+    tests: tuple[_Test, ...]
+
+    @property
+    def candidate_samples(self) -> float:
+        return self.candidate.samples or 0.0
+
+
+def _limit_check(
+    test: _Test, log_fail_needed: float | None, budget: Budget, samples: float
+) -> LimitCheck:
+    """The one builder of a statistical `LimitCheck`: verdict, power, reason."""
+    log_pass_needed = float(sequential.log_threshold(budget.alpha))
+    if not test.ran or log_fail_needed is None:
+        return LimitCheck(
+            test.limit,
+            test.threshold,
+            Verdict.INCONCLUSIVE,
+            test.statement,
+            test.method,
+            reason=test.blocked or "not tested",
+            alpha=budget.fail_share,
+            log_threshold=log_fail_needed,
+            log_pass_threshold=log_pass_needed,
+            tolerance=test.tolerance,
+        )
+    if test.log_fail >= log_fail_needed:
+        verdict = Verdict.FAIL
+    elif test.delta > 0 and test.log_pass >= log_pass_needed:
+        verdict = Verdict.PASS
+    else:
+        verdict = Verdict.INCONCLUSIVE
+    powered_at = (
+        sequential.powered_information(test.delta, budget.log_power_threshold, budget.power)
+        if test.delta > 0
+        else math.inf
+    )
+    powered = test.information >= powered_at
+    needed = None
+    if verdict is Verdict.INCONCLUSIVE and test.information > 0 and samples > 0:
+        needed = _samples_to_decide(test, log_fail_needed, log_pass_needed, powered_at, samples)
+    show = test.show
+    bounds = (
+        f"[{show(test.lower)}, {show(test.upper)}]"
+        if test.lower is not None and test.upper is not None
+        else ""
+    )
+    quantity = f"{test.quantity} {show(test.estimate)}" if test.estimate is not None else ""
+    confidence = 1.0 - (test.bound_alpha or budget.fail_share)
+    reason = ""
+    if verdict is Verdict.FAIL:
+        reason = (
+            f"{quantity} breaks {test.limit_text}: with {confidence:.4%} confidence "
+            f"it lies in {bounds}"
+        )
+    elif verdict is Verdict.INCONCLUSIVE:
+        fine = f" (fine up to {show(test.tolerance)})" if test.tolerance is not None else ""
+        side = "the limit" if test.d_hat + test.delta / 2.0 > 0 else "the tolerance"
+        reason = (
+            f"cannot tell yet whether {quantity} is within {test.limit_text}{fine}: "
+            f"plausibly {bounds}; the evidence so far leans towards {side}"
+        )
+        if powered:
+            reason += (
+                f"; powered: a candidate at the limit would have failed by now with "
+                f"{budget.power:.0%} probability"
+            )
+    return LimitCheck(
+        test.limit,
+        test.threshold,
+        verdict,
+        test.statement,
+        test.method,
+        estimate=test.estimate,
+        allowed=test.allowed,
+        lower=test.lower,
+        upper=test.upper,
+        log_e_fail=test.log_fail,
+        log_e_pass=test.log_pass,
+        log_threshold=log_fail_needed,
+        alpha=budget.fail_share,
+        reason=reason,
+        tolerance=test.tolerance,
+        log_pass_threshold=log_pass_needed,
+        powered=powered,
+        needed_samples=needed,
+    )
+
+
+def _samples_to_decide(
+    test: _Test, log_fail_needed: float, log_pass_needed: float, powered_at: float, samples: float
+) -> float:
+    """Further candidate samples until the test decides, were the estimate the truth.
+
+    The SPRT statistic S = delta I (D + delta / 2) drifts by delta (D + delta / 2)
+    per unit of information; it FAILs about when S reaches the FAIL threshold
+    (plus log 2: the mixture's weight on the limit) and PASSes when -S reaches
+    the PASS threshold. Past `powered_at` the test has said enough either way.
+    Information grows with candidate samples at today's rate per sample.
+    """
+    per_sample = test.information / samples
+    if test.delta <= 0:
+        return math.inf
+    s_now = float(sequential.sprt_log_e(test.d_hat, test.information, test.delta))
+    drift = test.delta * (test.d_hat + test.delta / 2.0)
+    if drift > 0:
+        level = log_fail_needed - math.log(sequential.FAIL_WEIGHTS[0])
+        remaining = max(level - s_now, 0.0) / drift
+    elif drift < 0:
+        remaining = max(log_pass_needed + s_now, 0.0) / -drift
+    else:
+        remaining = math.inf
+    remaining = min(remaining, max(powered_at - test.information, 0.0))
+    return remaining / per_sample if math.isfinite(remaining) else math.inf
+
+
+#: an indifference zone narrower than this (on a 0..1 scale) is no zone at all
+MIN_DELTA = 1e-6
+
+
+def _room(delta: float) -> float:
+    """The width of the indifference zone, or 0 when there is none to speak of."""
+    return delta if delta >= MIN_DELTA else 0.0
+
+
+def _gaussian_test(
+    d_hat: float, variance: float, delta: float, bound_alpha: float
+) -> tuple[float, float, float, float]:
+    """(log e FAIL, log e PASS, information, bound radius) of a Gaussian contrast."""
+    information = 1.0 / variance if variance > 0 else 0.0
+    if delta > 0:
+        log_fail = float(sequential.fail_log_e(d_hat, information, delta))
+        log_pass = float(sequential.pass_log_e(d_hat, information, delta))
+        tau = delta
+    else:
+        # no room between "no change" and the limit: the old test against the limit
+        tau = estimators.ZERO_MARGIN_TAU
+        log_fail = float(sequential.normal_mixture_log_e(d_hat, variance, tau))
+        log_pass = 0.0
+    radius = float(sequential.normal_mixture_radius(variance, tau, bound_alpha))
+    return log_fail, log_pass, information, radius
 
 
 def _relative_quantity(limit: Limit) -> str:
@@ -842,10 +1165,10 @@ def _judge_quantile(
     plan: MetricPlan,
     base: CellVerdict,
     strata: _Strata,
-    alpha: float,
+    budget: Budget,
     min_samples: int,
     options: JudgeOptions,
-) -> CellVerdict:
+) -> CellVerdict | _Draft:
     assert plan.quantile is not None
     hist_b: list[Histogram | None] = []
     hist_c: list[Histogram | None] = []
@@ -865,8 +1188,6 @@ def _judge_quantile(
     if n_c.sum() <= 0:
         return _no_candidate_yet(base, arm_b, arm_c)
     fmt = _formatter(plan.unit)
-    breaker_alpha = alpha * options.breaker_share
-    main_alpha = alpha - breaker_alpha
     if n_c.sum() >= options.breaker_min_samples:
         for limit, threshold in plan.limits:
             if limit not in (Limit.MAX, Limit.MIN):
@@ -875,18 +1196,18 @@ def _judge_quantile(
             if any(a is None for a in above):
                 continue
             means = _Means(np.array(above, dtype=float), n_c, np.zeros_like(n_b), n_b)
-            tripped = _breaker(limit, threshold, means, breaker_alpha, _percent, null=1.0 - q)
+            tripped = _breaker(
+                limit, threshold, means, budget.breaker_alpha, _percent, null=1.0 - q
+            )
             if tripped is not None:
                 return _finish(base, [tripped], arm_b, arm_c)
     if n_c.sum() < min_samples:
         return _not_enough(base, arm_b, arm_c, float(n_c.sum()), min_samples, "the candidate")
-    checks = [
-        _quantile_check(
-            plan, limit, threshold, hist_b, hist_c, n_b, n_c, main_alpha, min_samples, fmt
-        )
+    tests = [
+        _quantile_test(plan, limit, threshold, hist_b, hist_c, n_b, n_c, budget, min_samples, fmt)
         for limit, threshold in plan.limits
     ]
-    return _finish(base, checks, arm_b, arm_c)
+    return _Draft(base, arm_b, arm_c, tuple(tests))
 
 
 def _sum_histograms(histograms: Sequence[Histogram]) -> Histogram | str | None:
@@ -969,7 +1290,46 @@ def _quantile_name(q: float) -> str:
     return f"p{q * 100:g}"
 
 
-def _quantile_check(
+def _quantile_tolerance_share(
+    plan: MetricPlan,
+    limit: Limit,
+    threshold: float,
+    target: _Target,
+    pooled_b: Histogram | None,
+) -> tuple[float | None, float]:
+    """The tolerance in the limit's unit, and the share beyond x a candidate there would have.
+
+    The candidate at its tolerance is modelled as the baseline moved there: scaled
+    (for `max`, `min`, `maxRatio`) or shifted (`maxIncrease`, `maxDecrease`) so
+    that its quantile sits on the tolerance, and its share of requests beyond the
+    tested latency x read off the baseline's histogram. Without a usable baseline
+    the share is halfway from the quantile's tail to no requests (or to all).
+    """
+    assert plan.quantile is not None
+    tail = 1.0 - plan.quantile
+    baseline_q = pooled_b.quantile(plan.quantile) if pooled_b is not None else None
+    tolerance = _tolerance(plan, limit, threshold, baseline_q)
+    fallback = tail / 2.0 if target.fail_above else tail + (1.0 - tail) / 2.0
+    if pooled_b is None or baseline_q is None or baseline_q <= 0 or pooled_b.total <= 0:
+        return tolerance, fallback
+    if limit in (Limit.MAX, Limit.MIN, Limit.MAX_RATIO):
+        if tolerance <= 0:
+            return tolerance, fallback
+        # scaled so that its quantile is on the tolerance (for a ratio, tolerance x baseline)
+        at = baseline_q * tolerance if limit is Limit.MAX_RATIO else tolerance
+        probe = target.x * baseline_q / at
+    elif limit is Limit.MAX_INCREASE:
+        probe = target.x - tolerance
+    else:
+        probe = target.x + tolerance
+    above = pooled_b.count_above(probe)
+    if above is None:
+        return tolerance, fallback
+    share = min(max(above / pooled_b.total, 1e-6), 1 - 1e-6)
+    return tolerance, share
+
+
+def _quantile_test(
     plan: MetricPlan,
     limit: Limit,
     threshold: float,
@@ -977,95 +1337,120 @@ def _quantile_check(
     hist_c: Sequence[Histogram | None],
     n_b: np.ndarray,
     n_c: np.ndarray,
-    alpha: float,
+    budget: Budget,
     min_samples: int,
     fmt: _Format,
-) -> LimitCheck:
+) -> _Test:
     assert plan.quantile is not None
     tail = 1.0 - plan.quantile
-    log_threshold = float(sequential.log_threshold(alpha))
+    alpha = budget.fail_share
     target = _quantile_target(plan, limit, threshold, hist_b, n_b, n_c, min_samples, fmt)
+    show_limit = _limit_text(limit, threshold, fmt)
     if isinstance(target, str):
         statement = _relative_statement(limit, threshold, fmt)
-        return _inconclusive(limit, threshold, statement, target, alpha)
+        return _Test(
+            limit,
+            threshold,
+            statement,
+            Method.GAUSSIAN_SPRT,
+            quantity="",
+            limit_text=f"{limit} {show_limit}",
+            show=_percent,
+            blocked=target,
+        )
+    beyond = f"the share of candidate requests slower than {fmt(target.x)}"
+    limit_text = f"{target.statement}, at most {_percent(tail)} of them"
+    if not target.fail_above:
+        limit_text = f"{target.statement}, at least {_percent(tail)} of them"
     above = [h.count_above(target.x) if h is not None else 0.0 for h in hist_c]
     if any(a is None for a in above):
         reason = f"{fmt(target.x)} lies beyond the candidate's largest bucket; add larger buckets"
-        return _inconclusive(limit, threshold, target.statement, reason, alpha)
+        return _Test(
+            limit,
+            threshold,
+            target.statement,
+            Method.GAUSSIAN_SPRT,
+            quantity=beyond,
+            limit_text=limit_text,
+            show=_percent,
+            blocked=reason,
+        )
     above_arr = np.array(above, dtype=float)
     relative = target.null_c is not None
     use = (n_c > 0) & (n_b > 0) if relative else n_c > 0
-    if not relative and int(use.sum()) == 1:
-        # One cohort, absolute limit: the exact test on the candidate's share beyond x.
-        s, n = float(above_arr[use][0]), float(n_c[use][0])
-        tau = estimators.absolute_tau(tail, fail_above=target.fail_above)
-        log_fail = float(sequential.beta_mixture_log_e(s, n, tail, tau, above=target.fail_above))
-        log_pass = float(
-            sequential.beta_mixture_log_e(s, n, tail, tau, above=not target.fail_above)
-        )
-        share = s / n
-        lower, upper = sequential.beta_mixture_interval(s, n, tail, tau, alpha)
-        method = Method.BETA_MIXTURE
-    else:
-        weights = estimators.population_weights(np.where(use, n_c, 0.0), n_b, both=relative)
-        contrast = estimators.exceedance_contrast(
-            above_arr,
-            n_c,
-            weights,
-            tail,
-            fail_above=target.fail_above,
-            null_c=target.null_c,
-            baseline_samples=target.baseline_samples,
-        )
-        log_fail, log_pass, radius = _normal(contrast, alpha)
-        share = tail + (1.0 if target.fail_above else -1.0) * float(contrast.estimate)
-        lower, upper = share - radius, share + radius
-        method = Method.NORMAL_MIXTURE
-    verdict = _decide(log_fail, log_pass, alpha)
-    beyond = f"share of candidate requests slower than {fmt(target.x)}"
-    bounds = f"[{_percent(lower)}, {_percent(upper)}]"
-    reason = ""
-    if verdict is Verdict.FAIL:
-        side = "above" if target.fail_above else "below"
-        reason = (
-            f"{target.statement} is broken: the {beyond} is {_percent(share)}, with "
-            f"{1 - alpha:.4%} confidence in {bounds}, {side} {_percent(tail)}"
-        )
-    elif verdict is Verdict.INCONCLUSIVE:
-        reason = (
-            f"cannot tell yet whether {target.statement}: the {beyond} is {_percent(share)}, "
-            f"plausibly {bounds} against {_percent(tail)}"
-        )
-    return LimitCheck(
-        limit,
-        threshold,
-        verdict,
-        target.statement,
-        method,
-        estimate=share,
-        allowed=tail,
-        lower=lower,
-        upper=upper,
-        log_e_fail=log_fail,
-        log_e_pass=log_pass,
-        log_threshold=log_threshold,
-        alpha=alpha,
-        reason=reason,
+    pooled_b = _sum_histograms([h for h, ok in zip(hist_b, n_b > 0, strict=True) if ok and h])
+    tolerance, tail_tol = _quantile_tolerance_share(
+        plan, limit, threshold, target, pooled_b if isinstance(pooled_b, Histogram) else None
     )
-
-
-def _inconclusive(
-    limit: Limit, threshold: float, statement: str, reason: str, alpha: float
-) -> LimitCheck:
-    return LimitCheck(
+    sign = 1.0 if target.fail_above else -1.0
+    delta = _room(sign * (tail - tail_tol))
+    common = {
+        "quantity": beyond,
+        "limit_text": limit_text,
+        "show": _percent,
+        "allowed": tail,
+        "tolerance": tolerance,
+        "delta": delta,
+        "bound_alpha": alpha,
+    }
+    if not relative and int(use.sum()) == 1:
+        # One cohort, absolute limit: exact on the candidate's share beyond x.
+        s, n = float(above_arr[use][0]), float(n_c[use][0])
+        share = s / n
+        if delta > 0:
+            log_fail = float(sequential.bernoulli_fail_log_e(s, n, tail_tol, tail))
+            log_pass = float(sequential.bernoulli_pass_log_e(s, n, tail_tol, tail))
+            method = Method.BERNOULLI_SPRT
+        else:
+            tau = estimators.absolute_tau(tail, fail_above=target.fail_above)
+            log_fail = float(
+                sequential.beta_mixture_log_e(s, n, tail, tau, above=target.fail_above)
+            )
+            log_pass = 0.0
+            method = Method.BETA_MIXTURE
+        lower, upper = sequential.beta_mixture_interval(
+            s, n, tail, max(delta, estimators.MIN_TAU), alpha
+        )
+        return _Test(
+            limit,
+            threshold,
+            target.statement,
+            method,
+            estimate=share,
+            lower=lower,
+            upper=upper,
+            log_fail=log_fail,
+            log_pass=log_pass,
+            d_hat=sign * (share - tail),
+            information=n / (tail * (1 - tail)),
+            **common,  # type: ignore[arg-type]
+        )
+    weights = estimators.population_weights(np.where(use, n_c, 0.0), n_b, both=relative)
+    contrast = estimators.exceedance_contrast(
+        above_arr,
+        n_c,
+        weights,
+        tail,
+        fail_above=target.fail_above,
+        null_c=target.null_c,
+        baseline_samples=target.baseline_samples,
+    )
+    d_hat, variance = float(contrast.estimate), float(contrast.variance)
+    log_fail, log_pass, information, radius = _gaussian_test(d_hat, variance, delta, alpha)
+    share = tail + sign * d_hat
+    return _Test(
         limit,
         threshold,
-        Verdict.INCONCLUSIVE,
-        statement,
-        Method.NORMAL_MIXTURE,
-        reason=reason,
-        alpha=alpha,
-        log_threshold=float(sequential.log_threshold(alpha)),
+        target.statement,
+        Method.GAUSSIAN_SPRT if delta > 0 else Method.NORMAL_MIXTURE,
+        estimate=share,
+        lower=share - radius,
+        upper=share + radius,
+        log_fail=log_fail,
+        log_pass=log_pass,
+        d_hat=d_hat,
+        information=information,
+        **common,  # type: ignore[arg-type]
     )
 
 

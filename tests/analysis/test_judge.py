@@ -67,7 +67,14 @@ CASES = [
         ERROR_MAX, {}, one(p(300, 10_000)), Verdict.FAIL, Limit.MAX, id="error-clearly-above"
     ),
     pytest.param(
-        ERROR_MAX, {}, one(p(95, 10_000)), Verdict.INCONCLUSIVE, Limit.MAX, id="error-at-the-limit"
+        # 0.95 % against max 1 % with no baseline: tolerance 0.5 %, so a candidate
+        # this close to the limit is harm the judge must catch
+        ERROR_MAX,
+        {},
+        one(p(95, 10_000)),
+        Verdict.FAIL,
+        Limit.MAX,
+        id="error-near-the-limit",
     ),
     pytest.param(
         ERROR_MAX, {}, one(p(0, 150)), Verdict.INCONCLUSIVE, None, id="below-min-samples-never-pass"
@@ -110,9 +117,9 @@ CASES = [
         REFUSAL_INCREASE,
         BASE_REFUSALS,
         one(p(700, 10_000)),
-        Verdict.INCONCLUSIVE,
+        Verdict.FAIL,
         Limit.MAX_INCREASE,
-        id="refusals-up-exactly-the-margin",
+        id="refusals-up-exactly-the-limit-is-caught",
     ),
     pytest.param(
         REFUSAL_INCREASE,
@@ -188,7 +195,12 @@ CASES = [
         id="quality-drops-0.1",
     ),
     pytest.param(
-        QUALITY_MIN, {}, one(scores(5_000, 8, 2)), Verdict.PASS, Limit.MIN, id="quality-above-min"
+        QUALITY_MIN,
+        one(scores(20_000, 8, 2)),
+        one(scores(5_000, 8, 2)),
+        Verdict.PASS,
+        Limit.MIN,
+        id="quality-above-min",
     ),
     pytest.param(
         QUALITY_MIN, {}, one(scores(5_000, 6, 4)), Verdict.FAIL, Limit.MIN, id="quality-below-min"
@@ -461,7 +473,8 @@ def test_the_budget_is_split_over_critical_tests_and_gauges_spend_none() -> None
     result = judge(analysis(*(p_.spec for p_ in plans)), ["a", "b", "c"], {}, at=AT)
     assert result.tests == 12
     assert result.alpha == pytest.approx(0.05)
-    assert result.alpha_per_test == pytest.approx(0.05 / 12)
+    # FAIL's Bonferroni-equivalent share: a tenth of alpha is the circuit breaker's
+    assert result.alpha_per_test == pytest.approx(0.05 * 0.9 / 12)
 
 
 def test_evidence_of_a_failure_carries_the_numbers() -> None:
@@ -469,7 +482,7 @@ def test_evidence_of_a_failure_carries_the_numbers() -> None:
     cell = result.cell("refusal-rate", OVERALL)
     check = cell.deciding_check
     assert check is not None
-    assert check.method is Method.NORMAL_MIXTURE
+    assert check.method is Method.GAUSSIAN_SPRT
     assert check.estimate == pytest.approx(0.05)
     assert check.lower is not None and check.upper is not None
     assert check.allowed is not None and check.lower > check.allowed
@@ -483,7 +496,7 @@ def test_evidence_of_a_failure_carries_the_numbers() -> None:
 def test_evidence_of_a_pass_bounds_the_value_within_the_limit() -> None:
     result = run(ERROR_MAX, {}, one(p(10, 10_000)))
     check = result.cell("error-rate", OVERALL).checks[0]
-    assert check.method is Method.BETA_MIXTURE
+    assert check.method is Method.BERNOULLI_SPRT
     assert check.upper is not None and check.upper < 0.01
     assert check.lower is not None and check.lower <= 0.001 <= check.upper
 
