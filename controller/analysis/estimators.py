@@ -62,17 +62,34 @@ def _ratio(num: Array, den: Array) -> Array:
     return result
 
 
-def population_weights(n_c: ArrayLike, n_b: ArrayLike, *, both: bool) -> Array:
-    """Each cohort's share of all traffic, over the cohorts that can be compared.
+def population_weights(
+    n_c: ArrayLike, n_b: ArrayLike, *, both: bool, groups: ArrayLike | None = None
+) -> Array:
+    """Each stratum's weight: its cohort's share of all traffic, over the usable strata.
 
-    With `both`, only cohorts where both versions have samples count (needed
-    for comparisons); otherwise cohorts where the candidate has samples.
+    With `both`, only strata where both versions have samples count (needed
+    for comparisons); otherwise strata where the candidate has samples.
+
+    `groups` gives each stratum's cohort when a cohort is split into several
+    strata (one per traffic step). A cohort keeps its share of all traffic,
+    and within it the steps are weighted by the information each contributes:
+    n_c n_b / (n_c + n_b) for a comparison (the Cochran-Mantel-Haenszel
+    weight), n_c otherwise. So candidate and baseline are compared step by
+    step, at the same time of day, yet the steps with most evidence count most.
     """
     nc, nb = _arr(n_c), _arr(n_b)
     usable = (nc > 0) & (nb > 0) if both else nc > 0
     raw = np.where(usable, nc + nb, 0.0)
     total = raw.sum(axis=-1, keepdims=True)
-    return _ratio(raw, total)
+    if groups is None:
+        return _ratio(raw, total)
+    g = np.asarray(groups, dtype=int)
+    member = (g[None, :] == np.arange(int(g.max()) + 1)[:, None]).astype(np.float64)
+    cohort_share = _ratio(raw @ member.T, total)
+    info = np.where(usable, _ratio(nc * nb, nc + nb) if both else nc, 0.0)
+    within = _ratio(info, (info @ member.T) @ member)
+    result: Array = within * (cohort_share @ member)
+    return result
 
 
 def absolute_tau(null: float, *, fail_above: bool) -> float:
@@ -147,6 +164,7 @@ def relative_contrast(
     *,
     variance_c: ArrayLike | None = None,
     variance_b: ArrayLike | None = None,
+    groups: ArrayLike | None = None,
 ) -> Contrast:
     """Candidate against baseline for `maxIncrease`, `maxDecrease` or `maxRatio`.
 
@@ -158,7 +176,7 @@ def relative_contrast(
     Bernoulli variances are used.
     """
     sc, nc, sb, nb = _arr(s_c), _arr(n_c), _arr(s_b), _arr(n_b)
-    w = population_weights(nc, nb, both=True)
+    w = population_weights(nc, nb, both=True, groups=groups)
     mean_c, mean_b = _ratio(sc, nc), _ratio(sb, nb)
     if variance_c is None or variance_b is None:
         cand0, base0 = _restricted_bernoulli(sc, nc, sb, nb, rule, margin)

@@ -33,6 +33,7 @@ budget. Gauges are compared to their limits as they are and spend no budget.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -203,12 +204,20 @@ def judge(
     *,
     at: datetime,
     options: JudgeOptions | None = None,
+    step_starts: Sequence[Mapping[str, MetricObservation]] = (),
 ) -> Judgement:
     """Judge every metric of `analysis` in every cohort and overall at the look `at`.
 
     `cohorts` are the policy's cohort names (label values of `cohort`); the
     overall cell covers every label value the queries returned. A metric with
     no entry in `observations` is NO_DATA everywhere.
+
+    `step_starts` are the observations (counts cumulative from the start of
+    the analysis, like `observations`) taken when each traffic step after the
+    first began, oldest first. With them a comparison is made step by step
+    within each cohort, so that a baseline drifting over the rollout is
+    compared with the candidate's requests of the same period; without them
+    (or when one of them failed) cumulative counts are compared as they are.
     """
     options = options or JudgeOptions()
     plans = [plan_metric(m) for m in analysis.metrics]
@@ -226,6 +235,8 @@ def judge(
     drafts = []
     for plan in plans:
         observation = observations.get(plan.name)
+        measured = all(plan.name in start for start in step_starts)
+        starts = [start[plan.name] for start in step_starts] if measured else []
         for cohort in cells:
             drafts.append(
                 judge_cell(
@@ -235,6 +246,7 @@ def judge(
                     budget=budgets[plan.critical],
                     min_samples=analysis.min_samples,
                     options=options,
+                    step_starts=starts,
                 )
             )
     return Judgement(
@@ -285,32 +297,106 @@ def settle(
 
 @dataclass(frozen=True)
 class _Strata:
-    """The samples of one cell, cohort by cohort: (label, baseline, candidate)."""
+    """The samples of one cell, stratum by stratum: (label, baseline, candidate).
+
+    A stratum is a cohort, or a cohort during one traffic step when the
+    observer passed the step boundaries; `groups` says which cohort each
+    stratum belongs to (strata of one cohort share its weight).
+    """
 
     names: tuple[str, ...]
     baseline: tuple[Sample | None, ...]
     candidate: tuple[Sample | None, ...]
+    groups: tuple[int, ...] = ()
+
+    @property
+    def cohort_of(self) -> np.ndarray:
+        return np.array(self.groups or range(len(self.names)), dtype=int)
 
 
 def _cell_strata(
-    cohort: str, baseline: VersionData, candidate: VersionData
+    cohort: str,
+    baseline: VersionData,
+    candidate: VersionData,
+    steps: Sequence[tuple[VersionData, VersionData]] = (),
 ) -> _Strata | NoDataReason:
     if cohort != OVERALL:
         if not baseline.by_cohort and not candidate.by_cohort:
             return NoDataReason.NO_SERIES
-        return _Strata(
-            (cohort,), (baseline.by_cohort.get(cohort),), (candidate.by_cohort.get(cohort),)
-        )
-    if baseline.total is not None or candidate.total is not None:
-        return _Strata(("",), (_pooled(baseline),), (_pooled(candidate),))
-    names = tuple(sorted(set(baseline.by_cohort) | set(candidate.by_cohort)))
-    if not names:
-        return NoDataReason.NO_SERIES
-    return _Strata(
-        names,
-        tuple(baseline.by_cohort.get(n) for n in names),
-        tuple(candidate.by_cohort.get(n) for n in names),
-    )
+        names: tuple[str, ...] = (cohort,)
+    elif baseline.total is not None or candidate.total is not None:
+        names = ("",)
+    else:
+        names = tuple(sorted(set(baseline.by_cohort) | set(candidate.by_cohort)))
+        if not names:
+            return NoDataReason.NO_SERIES
+    periods = steps or [(baseline, candidate)]
+    labels, samples_b, samples_c, groups = [], [], [], []
+    for step, (data_b, data_c) in enumerate(periods):
+        for g, name in enumerate(names):
+            labels.append(f"{name}@{step}" if steps else name)
+            samples_b.append(_sample(data_b, name))
+            samples_c.append(_sample(data_c, name))
+            groups.append(g)
+    return _Strata(tuple(labels), tuple(samples_b), tuple(samples_c), tuple(groups))
+
+
+def _sample(data: VersionData, name: str) -> Sample | None:
+    """A cohort's sample, or all of a version's ("" names the pooled total)."""
+    return _pooled(data) if name == "" else data.by_cohort.get(name)
+
+
+def _by_step(
+    observation: MetricObservation, starts: Sequence[MetricObservation]
+) -> list[tuple[VersionData, VersionData]]:
+    """Each traffic step's own counts, from the cumulative counts at the steps' starts.
+
+    `starts` are the observations (cumulative from the start of the analysis)
+    taken when each step after the first began. Any failed or incomparable
+    snapshot means no split at all: the judge then compares cumulative counts.
+    """
+    if not starts:
+        return []
+    marks = [*starts, observation]
+    versions = []
+    for role in ("baseline", "candidate"):
+        series: list[VersionData] = []
+        for m in marks:
+            data = getattr(m, role)
+            if not isinstance(data, VersionData):
+                return []
+            series.append(data)
+        periods = [series[0]]
+        for earlier, later in itertools.pairwise(series):
+            period = _since(later, earlier)
+            if period is None:
+                return []
+            periods.append(period)
+        versions.append(periods)
+    return list(zip(versions[0], versions[1], strict=True))
+
+
+def _since(later: VersionData, earlier: VersionData) -> VersionData | None:
+    """`later` less `earlier`, label by label (None when the two do not line up)."""
+    try:
+        by_cohort = {}
+        for name, sample in later.by_cohort.items():
+            before = earlier.by_cohort.get(name)
+            by_cohort[name] = sample if before is None else _sample_since(sample, before)
+        total = later.total
+        if total is not None and earlier.total is not None:
+            total = _sample_since(total, earlier.total)
+    except ValueError:
+        return None
+    return VersionData(by_cohort, total, later.query)
+
+
+def _sample_since(later: Sample, earlier: Sample) -> Sample:
+    if isinstance(later, Proportion) and isinstance(earlier, Proportion):
+        return later.since(earlier)
+    if isinstance(later, Histogram) and isinstance(earlier, Histogram):
+        return later.since(earlier)
+    raise ValueError("only counts can be split by step")
 
 
 def _pooled(data: VersionData) -> Sample | None:
@@ -339,6 +425,7 @@ def judge_cell(
     budget: Budget,
     min_samples: int,
     options: JudgeOptions,
+    step_starts: Sequence[MetricObservation] = (),
 ) -> CellVerdict | _Draft:
     """The verdict on one metric in one cohort (or overall), or its tests before FAIL is settled."""
     base = CellVerdict(plan.name, cohort, Verdict.NO_DATA, plan.critical, "")
@@ -354,7 +441,8 @@ def judge_cell(
         )
     assert isinstance(observation.baseline, VersionData)
     assert isinstance(observation.candidate, VersionData)
-    strata = _cell_strata(cohort, observation.baseline, observation.candidate)
+    steps = _by_step(observation, step_starts) if plan.statistical else []
+    strata = _cell_strata(cohort, observation.baseline, observation.candidate, steps)
     if isinstance(strata, NoDataReason):
         where = "overall" if cohort == OVERALL else "split by cohort"
         return _no_data(base, strata, f"the query returned no series {where}")
@@ -555,6 +643,13 @@ class _Means:
     n_b: np.ndarray
     var_c: np.ndarray | None = None
     var_b: np.ndarray | None = None
+    #: each stratum's cohort (strata are cohorts, or cohorts during one step)
+    groups: np.ndarray | None = None
+
+    def single_cohort(self) -> bool:
+        """Whether the candidate's samples all come from one cohort."""
+        groups = self.groups if self.groups is not None else np.arange(len(self.n_c))
+        return len(set(groups[self.n_c > 0].tolist())) == 1
 
 
 def _as_proportion(sample: Sample | None, plan: MetricPlan) -> Proportion | str | None:
@@ -612,8 +707,8 @@ def _means(plan: MetricPlan, strata: _Strata) -> _Means | str:
                 rows.append(moments)
     b, c = np.array(rows_b, dtype=float), np.array(rows_c, dtype=float)
     if plan.shape is Shape.MEAN:
-        return _Means(c[:, 0], c[:, 1], b[:, 0], b[:, 1], c[:, 2], b[:, 2])
-    return _Means(c[:, 0], c[:, 1], b[:, 0], b[:, 1])
+        return _Means(c[:, 0], c[:, 1], b[:, 0], b[:, 1], c[:, 2], b[:, 2], groups=strata.cohort_of)
+    return _Means(c[:, 0], c[:, 1], b[:, 0], b[:, 1], groups=strata.cohort_of)
 
 
 def _judge_statistical(
@@ -698,7 +793,7 @@ def _absolute_test(
 ) -> _Test:
     fail_above = limit is Limit.MAX
     sign = 1.0 if fail_above else -1.0
-    weights = estimators.population_weights(m.n_c, m.n_b, both=False)
+    weights = estimators.population_weights(m.n_c, m.n_b, both=False, groups=m.groups)
     baseline = _standardised(m.s_b, m.n_b, weights)
     tolerance = _tolerance(plan, limit, threshold, baseline)
     delta = _room(sign * (threshold - tolerance))
@@ -714,9 +809,9 @@ def _absolute_test(
         "delta": max(delta, 0.0),
         "bound_alpha": alpha,
     }
-    if int(used.sum()) == 1 and plan.shape is Shape.PROPORTION:
+    if m.single_cohort() and plan.shape is Shape.PROPORTION:
         # One cohort, 0/1 values: exact Bernoulli likelihood ratios, at any sample size.
-        s, n = float(m.s_c[used][0]), float(m.n_c[used][0])
+        s, n = float(m.s_c[used].sum()), float(m.n_c[used].sum())
         estimate = s / n
         if delta > 0:
             log_fail = float(sequential.bernoulli_fail_log_e(s, n, tolerance, threshold))
@@ -759,7 +854,7 @@ def _absolute_test(
     d_hat, variance = float(contrast.estimate), float(contrast.variance)
     log_fail, log_pass, information, radius = _gaussian_test(d_hat, variance, delta, alpha)
     estimate = threshold + sign * d_hat
-    if int(used.sum()) > 1:
+    if not m.single_cohort():
         statement += " (cohorts weighted by their share of all traffic)"
     return _Test(
         limit,
@@ -808,11 +903,19 @@ def _relative_test(
             **common,  # type: ignore[arg-type]
         )
     contrast = estimators.relative_contrast(
-        m.s_c, m.n_c, m.s_b, m.n_b, limit, threshold, variance_c=m.var_c, variance_b=m.var_b
+        m.s_c,
+        m.n_c,
+        m.s_b,
+        m.n_b,
+        limit,
+        threshold,
+        variance_c=m.var_c,
+        variance_b=m.var_b,
+        groups=m.groups,
     )
     d_hat, variance = float(contrast.estimate), float(contrast.variance)
     if limit is Limit.MAX_RATIO:
-        weights = estimators.population_weights(m.n_c, m.n_b, both=True)
+        weights = estimators.population_weights(m.n_c, m.n_b, both=True, groups=m.groups)
         base_mean = float(
             np.sum(weights * np.divide(m.s_b, m.n_b, where=m.n_b > 0, out=np.zeros_like(m.s_b)))
         )
@@ -1204,7 +1307,15 @@ def _judge_quantile(
     if n_c.sum() < min_samples:
         return _not_enough(base, arm_b, arm_c, float(n_c.sum()), min_samples, "the candidate")
     tests = [
-        _quantile_test(plan, limit, threshold, hist_b, hist_c, n_b, n_c, budget, min_samples, fmt)
+        _quantile_test(
+            plan,
+            limit,
+            threshold,
+            _Histograms(hist_b, hist_c, n_b, n_c, strata.cohort_of),
+            budget,
+            min_samples,
+            fmt,
+        )
         for limit, threshold in plan.limits
     ]
     return _Draft(base, arm_b, arm_c, tuple(tests))
@@ -1329,19 +1440,28 @@ def _quantile_tolerance_share(
     return tolerance, share
 
 
+@dataclass(frozen=True)
+class _Histograms:
+    """A cell's histograms, stratum by stratum, with their totals and cohorts."""
+
+    baseline: Sequence[Histogram | None]
+    candidate: Sequence[Histogram | None]
+    n_b: np.ndarray
+    n_c: np.ndarray
+    groups: np.ndarray
+
+
 def _quantile_test(
     plan: MetricPlan,
     limit: Limit,
     threshold: float,
-    hist_b: Sequence[Histogram | None],
-    hist_c: Sequence[Histogram | None],
-    n_b: np.ndarray,
-    n_c: np.ndarray,
+    h: _Histograms,
     budget: Budget,
     min_samples: int,
     fmt: _Format,
 ) -> _Test:
     assert plan.quantile is not None
+    hist_b, hist_c, n_b, n_c = h.baseline, h.candidate, h.n_b, h.n_c
     tail = 1.0 - plan.quantile
     alpha = budget.fail_share
     target = _quantile_target(plan, limit, threshold, hist_b, n_b, n_c, min_samples, fmt)
@@ -1393,9 +1513,9 @@ def _quantile_test(
         "delta": delta,
         "bound_alpha": alpha,
     }
-    if not relative and int(use.sum()) == 1:
+    if not relative and len(set(h.groups[use].tolist())) == 1:
         # One cohort, absolute limit: exact on the candidate's share beyond x.
-        s, n = float(above_arr[use][0]), float(n_c[use][0])
+        s, n = float(above_arr[use].sum()), float(n_c[use].sum())
         share = s / n
         if delta > 0:
             log_fail = float(sequential.bernoulli_fail_log_e(s, n, tail_tol, tail))
@@ -1425,7 +1545,9 @@ def _quantile_test(
             information=n / (tail * (1 - tail)),
             **common,  # type: ignore[arg-type]
         )
-    weights = estimators.population_weights(np.where(use, n_c, 0.0), n_b, both=relative)
+    weights = estimators.population_weights(
+        np.where(use, n_c, 0.0), n_b, both=relative, groups=h.groups
+    )
     contrast = estimators.exceedance_contrast(
         above_arr,
         n_c,

@@ -60,6 +60,11 @@ class Proportion:
     def __add__(self, other: Proportion) -> Proportion:
         return Proportion(self.events + other.events, self.trials + other.trials)
 
+    def since(self, earlier: Proportion) -> Proportion:
+        """The counts added after `earlier` (cumulative counts never go down; noise is clipped)."""
+        trials = max(self.trials - earlier.trials, 0.0)
+        return Proportion(min(max(self.events - earlier.events, 0.0), trials), trials)
+
 
 @dataclass(frozen=True)
 class Histogram:
@@ -202,6 +207,17 @@ class Histogram:
         mean = self.mean if self.mean is not None else grouped_mean
         mean = min(max(mean, 0.0), 1.0)
         return min(variance, mean * (1.0 - mean))
+
+    def since(self, earlier: Histogram) -> Histogram:
+        """The observations added after `earlier`, bucket by bucket (same layout)."""
+        if self.bounds != earlier.bounds:
+            raise ValueError("cannot subtract histograms with different buckets")
+        diff = np.maximum(np.array(self.cumulative) - np.array(earlier.cumulative), 0.0)
+        counts = np.maximum.accumulate(diff)
+        total_sum = None if self.sum is None or earlier.sum is None else self.sum - earlier.sum
+        if total_sum is not None and counts[-1] <= 0:
+            total_sum = 0.0
+        return Histogram(self.bounds, tuple(float(c) for c in counts), total_sum)
 
     def __add__(self, other: Histogram) -> Histogram:
         """Bucket-wise sum; the bucket layout must be the same."""

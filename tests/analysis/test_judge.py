@@ -536,3 +536,49 @@ def test_per_cohort_gauges_combine_into_overall_by_traffic() -> None:
     assert overall.candidate.samples == 1_010
     assert result.cell("tokens-per-request", "b").verdict is Verdict.INCONCLUSIVE
     assert result.cell("tokens-per-request", "a").verdict is Verdict.PASS
+
+
+DRIFT_LIMIT = metric(template="refusal-rate", maxIncrease=0.01)
+
+
+def _refusals(rate_early: float, rate_late: float) -> tuple[dict[str, MetricObservation], ...]:
+    """Refusals drift from 5 % to 8 % for both versions; the weight goes from 1 % to 50 %."""
+    early_b, early_c = p(99_000 * 0.05, 99_000), p(1_000 * rate_early, 1_000)
+    late_b, late_c = p(50_000 * 0.08, 50_000), p(50_000 * rate_late, 50_000)
+    at_step_2 = observation("refusal-rate", {"all": early_b}, {"all": early_c})
+    now = observation("refusal-rate", {"all": early_b + late_b}, {"all": early_c + late_c})
+    return at_step_2, now
+
+
+def test_a_drifting_baseline_is_compared_step_by_step() -> None:
+    """Pooled, the candidate's requests come mostly from the late, worse period."""
+    at_step_2, now = _refusals(0.05, 0.08)
+    policy = analysis(DRIFT_LIMIT)
+    pooled = judge(policy, [], now, at=AT).cell("refusal-rate", OVERALL)
+    by_step = judge(policy, [], now, at=AT, step_starts=[at_step_2]).cell("refusal-rate", OVERALL)
+    assert pooled.verdict is Verdict.FAIL  # 7.9 % against 6.0 %: a regression that is not
+    assert by_step.verdict is Verdict.PASS, by_step.reason
+    check = by_step.checks[0]
+    assert check.estimate == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_real_regression_is_still_caught_step_by_step() -> None:
+    at_step_2, now = _refusals(0.07, 0.10)
+    result = judge(analysis(DRIFT_LIMIT), [], now, at=AT, step_starts=[at_step_2])
+    cell = result.cell("refusal-rate", OVERALL)
+    assert cell.verdict is Verdict.FAIL
+    assert cell.checks[0].estimate == pytest.approx(0.02, abs=1e-9)
+
+
+def test_a_failed_step_snapshot_falls_back_to_cumulative_counts() -> None:
+    _, now = _refusals(0.05, 0.08)
+    failed = {
+        "refusal-rate": MetricObservation(
+            "refusal-rate",
+            MeasurementFailure(FailureKind.UNREACHABLE, "down"),
+            MeasurementFailure(FailureKind.UNREACHABLE, "down"),
+        )
+    }
+    policy = analysis(DRIFT_LIMIT)
+    with_failed = judge(policy, [], now, at=AT, step_starts=[failed])
+    assert with_failed.cells == judge(policy, [], now, at=AT).cells

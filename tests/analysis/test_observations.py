@@ -167,3 +167,16 @@ def test_version_data_is_read_only() -> None:
     data = VersionData({"mobile": Proportion(1, 10)})
     with pytest.raises(TypeError):
         data.by_cohort["mobile"] = Proportion(2, 10)  # type: ignore[index]
+
+
+def test_counts_since_an_earlier_look() -> None:
+    assert Proportion(30, 1_000).since(Proportion(10, 400)) == Proportion(20, 600)
+    # counts summed over restarted pods can wobble: never below zero
+    assert Proportion(10, 400).since(Proportion(12, 401)) == Proportion(0, 0)
+    later = Histogram((0.5, 1.0, INF), (15.0, 35.0, 45.0), sum=50.0)
+    assert later.since(LATENCY_3) == Histogram((0.5, 1.0, INF), (5.0, 5.0, 5.0), sum=9.0)
+    with pytest.raises(ValueError, match="different buckets"):
+        later.since(LATENCY)
+
+
+LATENCY_3 = Histogram((0.5, 1.0, INF), (10.0, 30.0, 40.0), sum=41.0)
