@@ -428,11 +428,6 @@ def information_to_reach(
     probability: float, drift: float, scale: float, level: float, *, limit: float = 1e12
 ) -> float:
     """The information by which the statistic has reached `level` with `probability`."""
-    if drift <= 0 and probability >= 0.5:
-        # without a drift towards the level it is reached by half the paths only slowly
-        ceiling = float(first_passage_cdf(limit, drift, scale, level))
-        if ceiling < probability:
-            return math.inf
     if float(first_passage_cdf(limit, drift, scale, level)) < probability:
         return math.inf
 
@@ -448,14 +443,21 @@ def information_to_reach(
 def powered_information(delta: float, log_threshold: float, power: float) -> float:
     """The information at which the FAIL test catches a candidate at the limit with `power`.
 
-    At the limit the SPRT statistic S drifts by delta²/2 per unit information
-    with scale delta; the FAIL mixture is at least half the SPRT ratio tuned to
-    the limit, so it has FAILed once S reaches `log_threshold` + log 2.
+    At the limit the SPRT statistic S is Gaussian with mean delta² I / 2 and
+    standard deviation delta √I; the FAIL mixture is at least half the SPRT
+    ratio tuned to the limit, so it has FAILed once S reaches `log_threshold`
+    + log 2. Asking S to be there *at* information I (not merely to have
+    crossed it before) makes this hold for looks at any interval, not only
+    for continuous monitoring: with u = delta √I,
+
+        u² / 2 - level = z_power u,   u = z_power + sqrt(z_power² + 2 level).
     """
     if delta <= 0:
         return math.inf
     level = log_threshold - math.log(FAIL_WEIGHTS[0])
-    return information_to_reach(power, delta * delta / 2.0, delta, level)
+    z = float(special.ndtri(power))
+    u = z + math.sqrt(z * z + 2.0 * level)
+    return (u / delta) ** 2
 
 
 # --- FAIL across cells: the average of e-values, closed ----------------------------

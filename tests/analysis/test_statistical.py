@@ -35,8 +35,8 @@ from controller.analysis import (
     judge,
     sequential,
 )
-from controller.analysis.judge import JudgeOptions
-from controller.analysis.planning import Scenario, minutes_to_verdict
+from controller.analysis.judge import Budget, JudgeOptions
+from controller.analysis.planning import Hypotheses, plan_cell
 from controller.policy import OVERALL
 from tests.analysis.cases import AT, analysis, metric
 
@@ -395,33 +395,87 @@ def test_refusals_5_to_7_percent_are_caught(rate: float, margin: float) -> None:
     assert (first >= 0).mean() >= 0.9
 
 
-def test_planning_predicts_the_simulated_time_to_pass() -> None:
-    """At a constant weight the 80th percentile of time-to-PASS matches `planning`."""
-    weight, rate = 0.2, 20.0
-    looks = 120
-    rng = np.random.default_rng(6)
-    n = rng.poisson(rate * LOOK_SECONDS, size=(4000, looks))
+def _constant_weight(
+    rollouts: int, looks: int, seed: int, rate: float, weight: float, refusal_c: float
+) -> estimators.Contrast:
+    """One cohort at a constant weight, refusals 5 % on the baseline: the judge's contrast."""
+    rng = np.random.default_rng(seed)
+    n = rng.poisson(rate * LOOK_SECONDS, size=(rollouts, looks))
     nc = rng.binomial(n, weight)
     nb = n - nc
-    xc = rng.binomial(nc, 0.05).cumsum(axis=1)
+    xc = rng.binomial(nc, refusal_c).cumsum(axis=1)
     xb = rng.binomial(nb, 0.05).cumsum(axis=1)
-    nc, nb = nc.cumsum(axis=1), nb.cumsum(axis=1)
-    scenario = Scenario(tests=16)
-    c = estimators.relative_contrast(
-        xc[..., None], nc[..., None], xb[..., None], nb[..., None], Limit.MAX_INCREASE, 0.02
+    return estimators.relative_contrast(
+        xc[..., None],
+        nc.cumsum(axis=1)[..., None],
+        xb[..., None],
+        nb.cumsum(axis=1)[..., None],
+        Limit.MAX_INCREASE,
+        0.02,
     )
-    passed = sequential.normal_mixture_log_e(
-        -c.estimate, c.variance, c.tau
-    ) >= sequential.log_threshold(scenario.alpha)
-    passed &= nc >= scenario.min_samples
-    first = np.where(passed.any(axis=1), passed.argmax(axis=1) + 1, looks + 1)
-    simulated = np.percentile(first, 80) * LOOK_SECONDS / 60
-    predicted = minutes_to_verdict(scenario, rate, weight)
+
+
+def _first(hit: np.ndarray) -> np.ndarray:
+    """Per rollout, the minute of the first look where `hit` (inf: never)."""
+    first = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, np.iinfo(np.int64).max)
+    return np.where(hit.any(axis=1), first * LOOK_SECONDS / 60, np.inf)
+
+
+PLAN_BUDGET = Budget(0.05, 16)
+PLAN_RATE, PLAN_WEIGHT, PLAN_LOOKS = 20.0, 0.2, 240
+REFUSALS_PLAN = Hypotheses(Limit.MAX_INCREASE, 0.02, baseline=0.05)
+
+
+def test_planning_predicts_the_simulated_time_for_a_healthy_candidate_to_decide() -> None:
+    """Healthy (5 % on both): PASS, or powered, at the median and 80th percentile planned."""
+    c = _constant_weight(4000, PLAN_LOOKS, 6, PLAN_RATE, PLAN_WEIGHT, 0.05)
+    information = 1.0 / c.variance
+    delta = REFUSALS_PLAN.delta
+    passed = sequential.pass_log_e(c.estimate, information, delta) >= sequential.log_threshold(
+        PLAN_BUDGET.alpha
+    )
+    powered_at = sequential.powered_information(
+        delta, PLAN_BUDGET.log_power_threshold, PLAN_BUDGET.power
+    )
+    decided = passed | (information >= powered_at)
+    minutes = _first(decided)
+    planned = plan_cell(REFUSALS_PLAN, PLAN_RATE, PLAN_WEIGHT, PLAN_BUDGET).healthy
+    simulated = (float(np.median(minutes)), float(np.percentile(minutes, 80)))
     report(
-        "time to PASS at 20 req/s, 20 %",
-        f"simulated p80 {simulated:.1f} min, planned {predicted:.1f} min",
+        "healthy candidate decided at 20 req/s, 20 %",
+        f"simulated median {simulated[0]:.1f} / p80 {simulated[1]:.1f} min, "
+        f"planned {planned[0]:.1f} / {planned[1]:.1f} min",
     )
-    assert simulated == pytest.approx(predicted, rel=0.2)
+    assert simulated[0] == pytest.approx(planned[0], rel=0.25)
+    assert simulated[1] == pytest.approx(planned[1], rel=0.25)
+
+
+def test_planning_predicts_the_time_to_fail_at_the_limit_and_the_power_holds() -> None:
+    """At the limit (5 % -> 7 %): FAIL times as planned, and by the powered information at
+    least `power` of the rollouts have failed (guarantee b)."""
+    c = _constant_weight(4000, PLAN_LOOKS, 8, PLAN_RATE, PLAN_WEIGHT, 0.07)
+    information = 1.0 / c.variance
+    delta = REFUSALS_PLAN.delta
+    failed = sequential.fail_log_e(c.estimate, information, delta) >= (
+        PLAN_BUDGET.log_power_threshold
+    )
+    minutes = _first(failed)
+    plan = plan_cell(REFUSALS_PLAN, PLAN_RATE, PLAN_WEIGHT, PLAN_BUDGET)
+    simulated = (float(np.median(minutes)), float(np.percentile(minutes, 80)))
+    caught = int((minutes <= plan.powered).sum())
+    low, high = wilson(caught, minutes.size)
+    report(
+        "candidate at the limit failed at 20 req/s, 20 %",
+        f"simulated median {simulated[0]:.1f} / p80 {simulated[1]:.1f} min, planned "
+        f"{plan.at_limit[0]:.1f} / {plan.at_limit[1]:.1f} min; by the powered "
+        f"{plan.powered:.1f} min {caught / minutes.size:.1%} (Wilson 95 % [{low:.1%}, {high:.1%}])",
+    )
+    assert simulated[0] == pytest.approx(plan.at_limit[0], rel=0.25)
+    assert simulated[1] == pytest.approx(plan.at_limit[1], rel=0.25)
+    assert caught / minutes.size >= PLAN_BUDGET.power, (
+        f"{caught / minutes.size:.1%} caught by the powered information, "
+        f"Wilson 95 % [{low:.1%}, {high:.1%}]"
+    )
 
 
 def _observations(r: Rollouts, i: int, t: int) -> dict[str, MetricObservation]:
