@@ -582,3 +582,79 @@ def test_a_failed_step_snapshot_falls_back_to_cumulative_counts() -> None:
     policy = analysis(DRIFT_LIMIT)
     with_failed = judge(policy, [], now, at=AT, step_starts=[failed])
     assert with_failed.cells == judge(policy, [], now, at=AT).cells
+
+
+# --- each limit kind at its tolerance, in the zone, at the limit and beyond ---------
+
+SUCCESS_MIN = metric(
+    name="task-success",
+    kind="proportion",
+    query='sum by (cohort) (increase(ok_total{version="{{version}}"}[{{window}}]))',
+    trials='sum by (cohort) (increase(all_total{version="{{version}}"}[{{window}}]))',
+    min=0.9,
+)
+SUCCESS_DROP = metric(
+    name="task-success",
+    kind="proportion",
+    query='sum by (cohort) (increase(ok_total{version="{{version}}"}[{{window}}]))',
+    trials='sum by (cohort) (increase(all_total{version="{{version}}"}[{{window}}]))',
+    maxDecrease=0.02,
+)
+#: (spec, the baseline's rate, the candidate's rate at: tolerance, 1/4 into the zone,
+#: 3/4 into it, the limit, beyond it); each default tolerance is the judge's
+ZONES = {
+    "max": (ERROR_MAX, 0.002, (0.006, 0.007, 0.009, 0.010, 0.020)),
+    "min": (SUCCESS_MIN, 0.96, (0.93, 0.9225, 0.9075, 0.90, 0.85)),
+    "maxIncrease": (REFUSAL_INCREASE, 0.05, (0.06, 0.0625, 0.0675, 0.07, 0.09)),
+    "maxDecrease": (SUCCESS_DROP, 0.96, (0.95, 0.9475, 0.9425, 0.94, 0.92)),
+    "maxRatio": (REFUSAL_RATIO, 0.05, (0.0625, 0.065625, 0.071875, 0.075, 0.10)),
+}
+ZONE_POINTS = ("at-tolerance", "near-tolerance", "near-limit", "at-limit", "beyond")
+ALLOWED = {
+    "at-tolerance": {Verdict.PASS},
+    "near-tolerance": {Verdict.PASS, Verdict.INCONCLUSIVE},
+    "near-limit": {Verdict.FAIL, Verdict.INCONCLUSIVE},
+    "at-limit": {Verdict.FAIL},
+    "beyond": {Verdict.FAIL},
+}
+
+
+@pytest.mark.parametrize("point", ZONE_POINTS)
+@pytest.mark.parametrize("kind", list(ZONES))
+def test_each_limit_kind_around_its_zone(kind: str, point: str) -> None:
+    """Plenty of traffic: within the tolerance PASSes, at or beyond the limit FAILs, and
+    in between either may happen, towards the side the candidate is nearer."""
+    spec, base_rate, rates = ZONES[kind]
+    rate = rates[ZONE_POINTS.index(point)]
+    baseline = {"all": p(1_000_000 * base_rate, 1_000_000)}
+    result = run(spec, baseline, {"all": p(200_000 * rate, 200_000)})
+    cell = result.cell(spec.metric_name, OVERALL)
+    assert cell.verdict in ALLOWED[point], cell.reason
+    check = cell.checks[0]
+    assert check.tolerance is not None
+    if cell.verdict is Verdict.INCONCLUSIVE:
+        side = "the tolerance" if point == "near-tolerance" else "the limit"
+        assert f"leans towards {side}" in cell.reason
+        assert cell.powered  # 200,000 requests are far more than the power needs
+    if cell.verdict is Verdict.PASS:
+        assert cell.powered
+
+
+def test_an_undecided_cell_says_how_much_more_it_needs() -> None:
+    result = run(REFUSAL_INCREASE, BASE_REFUSALS, one(p(300 * 0.055, 300)))
+    cell = result.cell("refusal-rate", OVERALL)
+    assert cell.verdict is Verdict.INCONCLUSIVE
+    assert not cell.powered
+    assert cell.needed_samples is not None and cell.needed_samples > 0
+    assert "leans towards the tolerance" in cell.reason
+
+
+def test_an_explicit_tolerance_moves_the_zone() -> None:
+    # +0.8 points against maxIncrease 1.2: nearer the default tolerance (0.6) than the
+    # limit, but nearer the limit than to a tolerance of 0.2
+    default = metric(template="refusal-rate", maxIncrease=0.012)
+    strict = metric(template="refusal-rate", maxIncrease=0.012, tolerance=0.002)
+    baseline = {"all": p(50_000, 1_000_000)}
+    candidate = one(p(200_000 * 0.058, 200_000))
+    assert run(default, baseline, candidate).verdict is Verdict.PASS
+    assert run(strict, baseline, candidate).verdict is Verdict.FAIL
