@@ -17,18 +17,24 @@ How a cell is judged, in order (the first rule that applies decides):
    without waiting for `minSamples`.
 3. Fewer than `minSamples` candidate samples (or baseline samples, for a limit
    relative to the baseline): INCONCLUSIVE, "not enough traffic yet". Never PASS.
-4. Every limit of the metric is a one-sided hypothesis tested with an
-   anytime-valid sequential test (`controller.analysis.sequential`): FAIL when
-   the data shows the candidate beyond the limit, PASS when it shows it within,
-   INCONCLUSIVE otherwise. The worst limit decides the cell.
+4. Every limit has a tolerance (the difference that is fine) and two
+   anytime-valid sequential tests (`controller.analysis.sequential`): FAIL's
+   null is "within the tolerance", tuned to catch a candidate at the limit;
+   PASS's null is "at or beyond the limit". INCONCLUSIVE otherwise, saying which
+   side the evidence leans to, whether the FAIL test is powered, and how many
+   more candidate samples it needs. The worst limit decides the cell.
 
 The confidence budget. `1 - confidence` is the chance, over the whole rollout,
-of rolling back a candidate that is within every limit. It is split evenly
-(Bonferroni) over every critical metric's limits in every cohort and overall;
-each test keeps its share valid across every look and every step because its
-e-process runs on counts cumulative from the start of the analysis. Advisory
-metrics (`critical: false`) never roll back, so they get their own, separate
-budget. Gauges are compared to their limits as they are and spend no budget.
+of rolling back a candidate that is within its tolerance everywhere. PASS is
+tested per cell at that full level (promotion needs every cell: an
+intersection-union test). FAIL is settled for every critical test at once by
+the closed average of their e-values (`settle`), valid under any dependence
+and never stricter than Bonferroni; a tenth of the budget is the circuit
+breaker's. Every e-process runs on counts cumulative from the start of the
+analysis, so the guarantee holds across every look and step. Advisory metrics
+(`critical: false`) never roll back, so they get their own, separate budget.
+Gauges are compared to their limits as they are and spend no budget.
+See docs/judge.md for the contract and the math.
 """
 
 from __future__ import annotations
