@@ -8,6 +8,7 @@ standardised contrast (`controller.analysis.estimators`).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,8 @@ def _absolute_test(
     statement = f"candidate {'<=' if fail_above else '>='} {fmt(threshold)}"
     alpha = budget.fail_share
     used = m.n_c > 0
-    common = {
+    #: the fields every outcome of this test shares
+    common: dict[str, Any] = {
         "quantity": "candidate",
         "limit_text": f"{limit} {fmt(threshold)}",
         "show": fmt,
@@ -126,7 +128,7 @@ def _absolute_test(
             log_pass=log_pass,
             d_hat=sign * (estimate - threshold),
             information=n / (clipped * (1 - clipped)),
-            **common,  # type: ignore[arg-type]
+            **common,
         )
     null_rates = None
     if m.var_c is None and baseline is not None and bool(np.all(m.n_b[used] > 0)):
@@ -159,7 +161,7 @@ def _absolute_test(
         log_pass=log_pass,
         d_hat=d_hat,
         information=information,
-        **common,  # type: ignore[arg-type]
+        **common,
     )
 
 
@@ -176,7 +178,8 @@ def _relative_test(
     statement = relative_statement(limit, threshold, fmt)
     show: Format = times if limit is Limit.MAX_RATIO else fmt
     tolerance = tolerance_of(plan, limit, threshold, None)
-    common = {
+    #: the fields every outcome of this test shares
+    common: dict[str, Any] = {
         "quantity": relative_quantity(limit),
         "limit_text": f"{limit} {limit_words(limit, threshold, fmt)}",
         "show": show,
@@ -191,7 +194,7 @@ def _relative_test(
             statement,
             Method.GAUSSIAN_SPRT,
             blocked=blocked,
-            **common,  # type: ignore[arg-type]
+            **common,
         )
     contrast = estimators.relative_contrast(
         m.s_c,
@@ -240,5 +243,5 @@ def _relative_test(
         information=information,
         delta=max(delta, 0.0),
         bound_alpha=alpha,
-        **common,  # type: ignore[arg-type]
+        **common,
     )

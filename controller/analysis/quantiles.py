@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -275,7 +276,8 @@ def _quantile_test(
     )
     sign = 1.0 if target.fail_above else -1.0
     delta = room(sign * (tail - tail_tol))
-    common = {
+    #: the fields every outcome of this test shares
+    common: dict[str, Any] = {
         "quantity": beyond,
         "limit_text": limit_text,
         "show": percent,
@@ -314,7 +316,7 @@ def _quantile_test(
             log_pass=log_pass,
             d_hat=sign * (share - tail),
             information=n / (tail * (1 - tail)),
-            **common,  # type: ignore[arg-type]
+            **common,
         )
     weights = estimators.population_weights(
         np.where(use, n_c, 0.0), n_b, both=relative, groups=h.groups
@@ -343,5 +345,5 @@ def _quantile_test(
         log_pass=log_pass,
         d_hat=d_hat,
         information=information,
-        **common,  # type: ignore[arg-type]
+        **common,
     )
