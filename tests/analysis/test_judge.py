@@ -658,3 +658,42 @@ def test_an_explicit_tolerance_moves_the_zone() -> None:
     candidate = one(p(200_000 * 0.058, 200_000))
     assert run(default, baseline, candidate).verdict is Verdict.PASS
     assert run(strict, baseline, candidate).verdict is Verdict.FAIL
+
+
+def _score_mean(mean: float) -> Histogram:
+    """50,000 Beta scores of this mean, as concentrated as the baseline's Beta(8, 2)."""
+    return scores(50_000, 10 * mean, 10 * (1 - mean))
+
+
+@pytest.mark.parametrize(
+    ("spec", "candidate", "allowed"),
+    [
+        # scores: baseline mean 0.80, maxDecrease 0.03, tolerance 0.015
+        pytest.param(QUALITY_DROP, _score_mean(0.785), {Verdict.PASS}, id="score-at-tolerance"),
+        pytest.param(
+            QUALITY_DROP,
+            _score_mean(0.7775),
+            {Verdict.PASS, Verdict.INCONCLUSIVE},
+            id="score-mid-zone",
+        ),
+        pytest.param(QUALITY_DROP, _score_mean(0.77), {Verdict.FAIL}, id="score-at-limit"),
+        pytest.param(QUALITY_DROP, _score_mean(0.74), {Verdict.FAIL}, id="score-beyond"),
+        # latency p95 maxRatio 1.25 (tolerance 1.125): the candidate's latencies scaled
+        pytest.param(
+            P95_RATIO, latency(50_000, 1.125), {Verdict.PASS}, id="p95-ratio-at-tolerance"
+        ),
+        pytest.param(P95_RATIO, latency(50_000, 1.25), {Verdict.FAIL}, id="p95-ratio-at-limit"),
+        pytest.param(P95_RATIO, latency(50_000, 1.5), {Verdict.FAIL}, id="p95-ratio-beyond"),
+        # latency p95 max 2.5 s: the baseline's p95 is 1.93 s, so the tolerance is 2.23 s
+        pytest.param(P95_MAX, latency(50_000, 1.155), {Verdict.PASS}, id="p95-max-at-tolerance"),
+        pytest.param(P95_MAX, latency(50_000, 1.294), {Verdict.FAIL}, id="p95-max-at-limit"),
+    ],
+)
+def test_scores_and_latency_around_their_zones(
+    spec: object, candidate: Histogram, allowed: set[Verdict]
+) -> None:
+    baseline = {"all": scores(200_000, 8, 2) if spec is QUALITY_DROP else latency(200_000, 1.0)}
+    result = run(spec, baseline, one(candidate))  # type: ignore[arg-type]
+    cell = result.cell(spec.metric_name, OVERALL)  # type: ignore[attr-defined]
+    assert cell.verdict in allowed, cell.reason
+    assert cell.powered
