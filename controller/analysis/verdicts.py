@@ -78,6 +78,9 @@ class Method(StrEnum):
 class NoDataReason(StrEnum):
     QUERY_FAILED = "query-failed"
     NO_SERIES = "no-series"
+    #: no longer given by the judge (a candidate without requests is INCONCLUSIVE);
+    #: kept so that audit records and callers written before still read
+    NO_CANDIDATE_TRAFFIC = "no-candidate-traffic"
 
 
 @dataclass(frozen=True)
