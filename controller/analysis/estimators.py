@@ -2,8 +2,10 @@
 
 Every limit the judge tests is turned into a *contrast*: an estimate `D` that
 is positive when the candidate is beyond the limit and negative when it is
-within it, the variance of that estimate under the null hypothesis `D = 0`,
-and the mixture scale `tau` the sequential test is tuned with.
+within it (0 at the limit), the variance of that estimate if the candidate
+sat on the limit, and the mixture scale `tau` of the tests against the limit
+itself. The indifference-zone tests read the same contrast with the
+tolerance at -delta (`controller.analysis.checks`).
 
 Two things make these estimates trustworthy:
 
@@ -14,7 +16,9 @@ Two things make these estimates trustworthy:
   looks worse overall because it served more of the hard cohort). The overall
   cell therefore weights each cohort's value by the cohort's share of all
   traffic (baseline plus candidate: routing splits the population, it does not
-  change it), on the cohorts both versions have seen.
+  change it), on the cohorts both versions have seen. When a cohort is also
+  split by traffic step, its steps share the cohort's weight by the
+  information each carries (`population_weights`).
 - Null-restricted variances. The variance is the one the data would have if
   the candidate sat exactly on the limit (pooling baseline and candidate under
   that constraint, as the Farrington-Manning score test does). A candidate with

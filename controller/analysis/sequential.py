@@ -13,7 +13,16 @@ however often and for however long one looks, across every step of a rollout.
 A verdict is reached when an e-process crosses 1/alpha; the same crossing,
 solved for the limit, gives the confidence bound reported as evidence.
 
-Two constructions, chosen by what is known about the data:
+The verdicts come from indifference-zone tests (below, after the mixtures):
+Wald's SPRT of "at the tolerance" against "at the limit" for FAIL (mixed with
+alternatives further out) and the same ratio reversed for PASS, exact
+Bernoulli likelihood ratios for one cohort's rate and Gaussian ones on the
+contrasts otherwise; FAIL across a family of tests is the closed average of
+their e-values (`average_fail_thresholds`). The math is in docs/judge.md.
+
+Two mixture constructions test against the limit itself, where there is no
+room for a tolerance (a limit of 0), for the circuit breaker, and for the
+confidence bounds reported as evidence:
 
 - `beta_mixture_log_e`: exact, for the mean of observations in [0, 1] given only
   their sum and count (a proportion, the share of requests slower than a
@@ -34,9 +43,8 @@ Two constructions, chosen by what is known about the data:
   The variance is the one under the null hypothesis being tested, which keeps
   small samples from looking more certain than they are.
 
-The mixture scale `tau` says which effect size the test is tuned for: its
-boundary is tightest when an effect of about `tau` becomes detectable, so the
-judge sets it to the margin of the limit (see `controller.analysis.judge`).
+The mixture scale `tau` says which effect size a mixture is tuned for: its
+boundary is tightest when an effect of about `tau` becomes detectable.
 Everything here works elementwise on numpy arrays, so the statistical tests of
 the judge can simulate thousands of rollouts through the very same functions.
 """
