@@ -2,8 +2,12 @@
 
 Observations in (`observations`), verdicts with evidence out (`verdicts`),
 decided by `judge.judge` with the anytime-valid tests of `sequential` on the
-estimates of `estimators`. `planning` turns the same statistics into how long a
-step must last at a given traffic level.
+estimates of `estimators`. The judge is split by concern: `plan` (how a
+metric is read, how the budget is spent), `strata` (a cell's samples, cohort
+by cohort and step by step), `checks` (the one builder of a tested limit and
+of a cell's verdict), and one module per kind of check: `means` (proportions
+and scores), `quantiles` (latency), `gauges`, and the circuit `breaker`.
+`planning` turns the same statistics into how long a step must last.
 """
 
 from controller.analysis.judge import JudgeOptions, MetricPlan, judge, plan_metric

@@ -2,8 +2,10 @@
 
 Every limit the judge tests is turned into a *contrast*: an estimate `D` that
 is positive when the candidate is beyond the limit and negative when it is
-within it, the variance of that estimate under the null hypothesis `D = 0`,
-and the mixture scale `tau` the sequential test is tuned with.
+within it (0 at the limit), the variance of that estimate if the candidate
+sat on the limit, and the mixture scale `tau` of the tests against the limit
+itself. The indifference-zone tests read the same contrast with the
+tolerance at -delta (`controller.analysis.checks`).
 
 Two things make these estimates trustworthy:
 
@@ -14,7 +16,9 @@ Two things make these estimates trustworthy:
   looks worse overall because it served more of the hard cohort). The overall
   cell therefore weights each cohort's value by the cohort's share of all
   traffic (baseline plus candidate: routing splits the population, it does not
-  change it), on the cohorts both versions have seen.
+  change it), on the cohorts both versions have seen. When a cohort is also
+  split by traffic step, its steps share the cohort's weight by the
+  information each carries (`population_weights`).
 - Null-restricted variances. The variance is the one the data would have if
   the candidate sat exactly on the limit (pooling baseline and candidate under
   that constraint, as the Farrington-Manning score test does). A candidate with
@@ -62,17 +66,34 @@ def _ratio(num: Array, den: Array) -> Array:
     return result
 
 
-def population_weights(n_c: ArrayLike, n_b: ArrayLike, *, both: bool) -> Array:
-    """Each cohort's share of all traffic, over the cohorts that can be compared.
+def population_weights(
+    n_c: ArrayLike, n_b: ArrayLike, *, both: bool, groups: ArrayLike | None = None
+) -> Array:
+    """Each stratum's weight: its cohort's share of all traffic, over the usable strata.
 
-    With `both`, only cohorts where both versions have samples count (needed
-    for comparisons); otherwise cohorts where the candidate has samples.
+    With `both`, only strata where both versions have samples count (needed
+    for comparisons); otherwise strata where the candidate has samples.
+
+    `groups` gives each stratum's cohort when a cohort is split into several
+    strata (one per traffic step). A cohort keeps its share of all traffic,
+    and within it the steps are weighted by the information each contributes:
+    n_c n_b / (n_c + n_b) for a comparison (the Cochran-Mantel-Haenszel
+    weight), n_c otherwise. So candidate and baseline are compared step by
+    step, at the same time of day, yet the steps with most evidence count most.
     """
     nc, nb = _arr(n_c), _arr(n_b)
     usable = (nc > 0) & (nb > 0) if both else nc > 0
     raw = np.where(usable, nc + nb, 0.0)
     total = raw.sum(axis=-1, keepdims=True)
-    return _ratio(raw, total)
+    if groups is None:
+        return _ratio(raw, total)
+    g = np.asarray(groups, dtype=int)
+    member = (g[None, :] == np.arange(int(g.max()) + 1)[:, None]).astype(np.float64)
+    cohort_share = _ratio(raw @ member.T, total)
+    info = np.where(usable, _ratio(nc * nb, nc + nb) if both else nc, 0.0)
+    within = _ratio(info, (info @ member.T) @ member)
+    result: Array = within * (cohort_share @ member)
+    return result
 
 
 def absolute_tau(null: float, *, fail_above: bool) -> float:
@@ -94,19 +115,23 @@ def absolute_contrast(
     *,
     fail_above: bool,
     variance_c: ArrayLike | None = None,
+    null_rates: ArrayLike | None = None,
 ) -> Contrast:
     """The candidate's standardised mean against an absolute limit `null`.
 
     `variance_c` is the per-observation variance of each cohort's values when
-    known (scores); without it the values are treated as 0/1 and the variance
-    is the Bernoulli one at a rate shrunk towards the limit by one pseudo
-    observation, so an empty or all-zero cohort cannot look certain.
+    known (scores). Without it the values are 0/1 and the variance is the
+    Bernoulli one at `null_rates`, each cohort's rate if the candidate sat on
+    the limit (the baseline's rates moved together onto it); with neither, at
+    the limit itself in every cohort. Either way it does not depend on the
+    candidate's own counts, so more candidate failures can only move the
+    verdict towards FAIL.
     """
     s, n, w = _arr(s_c), _arr(n_c), _arr(weights)
     mean = np.sum(w * _ratio(s, n), axis=-1)
     if variance_c is None:
-        shrunk = (s + null) / (n + 1.0)
-        per_obs = shrunk * (1.0 - shrunk)
+        rates = np.full_like(n, null) if null_rates is None else _arr(null_rates)
+        per_obs = rates * (1.0 - rates)
     else:
         per_obs = _arr(variance_c)
     variance = np.sum(w * w * _ratio(per_obs, n), axis=-1)
@@ -143,6 +168,7 @@ def relative_contrast(
     *,
     variance_c: ArrayLike | None = None,
     variance_b: ArrayLike | None = None,
+    groups: ArrayLike | None = None,
 ) -> Contrast:
     """Candidate against baseline for `maxIncrease`, `maxDecrease` or `maxRatio`.
 
@@ -154,7 +180,7 @@ def relative_contrast(
     Bernoulli variances are used.
     """
     sc, nc, sb, nb = _arr(s_c), _arr(n_c), _arr(s_b), _arr(n_b)
-    w = population_weights(nc, nb, both=True)
+    w = population_weights(nc, nb, both=True, groups=groups)
     mean_c, mean_b = _ratio(sc, nc), _ratio(sb, nb)
     if variance_c is None or variance_b is None:
         cand0, base0 = _restricted_bernoulli(sc, nc, sb, nb, rule, margin)

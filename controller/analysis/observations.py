@@ -60,6 +60,11 @@ class Proportion:
     def __add__(self, other: Proportion) -> Proportion:
         return Proportion(self.events + other.events, self.trials + other.trials)
 
+    def since(self, earlier: Proportion) -> Proportion:
+        """The counts added after `earlier` (cumulative counts never go down; noise is clipped)."""
+        trials = max(self.trials - earlier.trials, 0.0)
+        return Proportion(min(max(self.events - earlier.events, 0.0), trials), trials)
+
 
 @dataclass(frozen=True)
 class Histogram:
@@ -160,17 +165,59 @@ class Histogram:
             return hi
         return lo + (hi - lo) * (rank - below) / in_bucket
 
-    def second_moment_bound(self) -> float | None:
-        """An upper bound on the mean of x² for values in [0, 1] (scores).
+    def score_variance(self) -> float | None:
+        """The variance of values in [0, 1] (scores), estimated from the buckets.
 
-        Each observation is at most its bucket's upper bound (1 for the +Inf
-        bucket, since scores never exceed 1), so x² is at most that bound squared.
+        Each inner bucket's observations are put at its midpoint and Sheppard's
+        correction (Sheppard 1898; Kendall & Stuart, *The Advanced Theory of
+        Statistics* I, 3.18) removes the spread that grouping adds, h²/12 for a
+        bucket of width h. The first bucket starts at 0 (scores are never
+        negative); the +Inf bucket is [largest finite bound, 1] (scores never
+        exceed 1). The correction assumes a density smooth across the bucket,
+        which fails where the support ends, so the two end buckets are placed
+        differently (see below) and not corrected. The result is capped by the
+        largest variance a [0, 1] value with this mean can have (Bhatia-Davis):
+        mean × (1 - mean).
         """
         if self.total <= 0:
             return None
         counts = np.diff(np.concatenate(([0.0], self.cumulative)))
-        tops = np.minimum(np.array(self.bounds), 1.0)
-        return float(np.sum(counts * tops * tops) / self.total)
+        upper = np.clip(np.array(self.bounds, dtype=float), 0.0, 1.0)
+        lower = np.concatenate(([0.0], upper[:-1]))
+        weights = counts / self.total
+        mid = (lower + upper) / 2.0
+        width = upper - lower
+        edge = (lower <= 0.0) | (upper >= 1.0)
+        # The buckets touching the ends of [0, 1] hold a truncated density (often
+        # a pile at 0 or 1: a pass/fail score), where a midpoint can be far off.
+        # The smaller one is put at the end it touches, which can only overstate
+        # the spread; the larger one where the exact mean (from `_sum`) says its
+        # observations are on average.
+        at = np.where(edge, np.where(lower <= 0.0, lower, upper), mid)
+        if self.mean is not None and edge.any():
+            i = int(np.argmax(np.where(edge, weights, -1.0)))
+            rest = float(np.sum(np.delete(weights * at, i)))
+            if weights[i] > 0:
+                solved = (self.mean - rest) / weights[i]
+                at[i] = min(max(solved, lower[i]), upper[i])
+        grouped_mean = float(np.sum(weights * at))
+        grouped = float(np.sum(weights * (at - grouped_mean) ** 2))
+        sheppard = float(np.sum(np.where(edge, 0.0, weights * width * width / 12.0)))
+        variance = max(grouped - sheppard, 0.0)
+        mean = self.mean if self.mean is not None else grouped_mean
+        mean = min(max(mean, 0.0), 1.0)
+        return min(variance, mean * (1.0 - mean))
+
+    def since(self, earlier: Histogram) -> Histogram:
+        """The observations added after `earlier`, bucket by bucket (same layout)."""
+        if self.bounds != earlier.bounds:
+            raise ValueError("cannot subtract histograms with different buckets")
+        diff = np.maximum(np.array(self.cumulative) - np.array(earlier.cumulative), 0.0)
+        counts = np.maximum.accumulate(diff)
+        total_sum = None if self.sum is None or earlier.sum is None else self.sum - earlier.sum
+        if total_sum is not None and counts[-1] <= 0:
+            total_sum = 0.0
+        return Histogram(self.bounds, tuple(float(c) for c in counts), total_sum)
 
     def __add__(self, other: Histogram) -> Histogram:
         """Bucket-wise sum; the bucket layout must be the same."""

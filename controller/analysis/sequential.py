@@ -13,7 +13,16 @@ however often and for however long one looks, across every step of a rollout.
 A verdict is reached when an e-process crosses 1/alpha; the same crossing,
 solved for the limit, gives the confidence bound reported as evidence.
 
-Two constructions, chosen by what is known about the data:
+The verdicts come from indifference-zone tests (below, after the mixtures):
+Wald's SPRT of "at the tolerance" against "at the limit" for FAIL (mixed with
+alternatives further out) and the same ratio reversed for PASS, exact
+Bernoulli likelihood ratios for one cohort's rate and Gaussian ones on the
+contrasts otherwise; FAIL across a family of tests is the closed average of
+their e-values (`average_fail_thresholds`). The math is in docs/judge.md.
+
+Two mixture constructions test against the limit itself, where there is no
+room for a tolerance (a limit of 0), for the circuit breaker, and for the
+confidence bounds reported as evidence:
 
 - `beta_mixture_log_e`: exact, for the mean of observations in [0, 1] given only
   their sum and count (a proportion, the share of requests slower than a
@@ -34,9 +43,8 @@ Two constructions, chosen by what is known about the data:
   The variance is the one under the null hypothesis being tested, which keeps
   small samples from looking more certain than they are.
 
-The mixture scale `tau` says which effect size the test is tuned for: its
-boundary is tightest when an effect of about `tau` becomes detectable, so the
-judge sets it to the margin of the limit (see `controller.analysis.judge`).
+The mixture scale `tau` says which effect size a mixture is tuned for: its
+boundary is tightest when an effect of about `tau` becomes detectable.
 Everything here works elementwise on numpy arrays, so the statistical tests of
 the judge can simulate thousands of rollouts through the very same functions.
 """
@@ -300,3 +308,217 @@ def normal_mixture_samples_needed(
         if hi - lo < 0.5:
             break
     return math.ceil(hi)
+
+
+# --- indifference-zone tests: null at the tolerance, alternative at the limit -----
+#
+# A limit is the harm that must not ship; the tolerance is the difference that is
+# fine. Between them lies an indifference zone where either verdict is acceptable.
+# On the scale of a contrast D (0 at the limit, -delta at the tolerance, > 0
+# beyond the limit), an estimate with variance v carries the information
+# I = 1/v, and Wald's sequential probability ratio test of "D = -delta" against
+# "D = 0" (for a Gaussian estimate: Brownian motion observed in information
+# time) has the log likelihood ratio
+#
+#     S = delta I (D_hat + delta / 2).
+#
+# exp(S) is a non-negative martingale when D = -delta and a supermartingale for
+# any D below it, so by Ville's inequality it reaches 1/alpha with probability at
+# most alpha however often it is looked at (Wald 1945; Ville 1939). exp(-S) is
+# the ratio the other way round: the PASS test of "D = 0 (at the limit)" against
+# "D = -delta (at the tolerance)". Overstating v only shrinks both e-values
+# towards 1 (see `fail_log_e`), so a variance computed at the limit is valid
+# for the FAIL test's null at the tolerance whenever the spread does not shrink
+# towards the limit.
+
+#: FAIL mixes the SPRT over alternatives this many deltas above the tolerance ...
+FAIL_ALTERNATIVES = (1.0, 2.0, 4.0)
+#: ... with these weights: half on the limit itself, the rest on gross harm
+FAIL_WEIGHTS = (0.5, 0.25, 0.25)
+
+
+def sprt_log_e(d_hat: ArrayLike, information: ArrayLike, delta: ArrayLike) -> Array:
+    """S = log of the SPRT ratio of "D = 0" (the limit) against "D = -delta" (tolerance)."""
+    d_, i_, t_ = np.broadcast_arrays(_arr(d_hat), _arr(information), _arr(delta))
+    result: Array = t_ * i_ * (d_ + t_ / 2.0)
+    return result
+
+
+def fail_log_e(d_hat: ArrayLike, information: ArrayLike, delta: ArrayLike) -> Array:
+    """log of the FAIL e-value: "within the tolerance" (D <= -delta) against harm.
+
+    A weighted average of SPRT ratios with alternatives at the limit (D = 0),
+    one delta beyond it and three deltas beyond it (`FAIL_ALTERNATIVES`): a
+    candidate exactly at the limit is caught nearly as fast as by Wald's SPRT
+    tuned to it (the average costs log 2 on the threshold), one far beyond it
+    much faster. For an alternative c deltas above the tolerance the ratio is
+    exp(c delta I (D_hat + delta) - (c delta)² I / 2); each is an e-process
+    under the null, and so is their average.
+    """
+    d_, i_, t_ = np.broadcast_arrays(_arr(d_hat), _arr(information), _arr(delta))
+    terms = [
+        math.log(w) + c * t_ * i_ * (d_ + t_) - (c * t_) ** 2 * i_ / 2.0
+        for c, w in zip(FAIL_ALTERNATIVES, FAIL_WEIGHTS, strict=True)
+    ]
+    result: Array = np.logaddexp.reduce(np.stack(terms), axis=0)
+    return result
+
+
+def pass_log_e(d_hat: ArrayLike, information: ArrayLike, delta: ArrayLike) -> Array:
+    """log of the PASS e-value: "at or beyond the limit" (D >= 0) against "at the tolerance"."""
+    return -sprt_log_e(d_hat, information, delta)
+
+
+def bernoulli_log_lr(total: ArrayLike, count: ArrayLike, p0: ArrayLike, p1: ArrayLike) -> Array:
+    """log of the ratio of Bernoulli(p1) to Bernoulli(p0) likelihoods of `total` in `count`.
+
+    Exact for the mean of any values in [0, 1], not only 0/1 ones: the ratio
+    per observation is (p1/p0)^x ((1-p1)/(1-p0))^(1-x), convex in x, so its
+    expectation is at most its value at the mean's Bernoulli, which is 1 when
+    the mean is p0 and below 1 for every mean on p0's side away from p1. It is
+    an e-process for "mean <= p0" when p1 > p0 (and ">= p0" when p1 < p0).
+    """
+    s, n, a, b = np.broadcast_arrays(_arr(total), _arr(count), _arr(p0), _arr(p1))
+    a = np.clip(a, _EPS, 1 - _EPS)
+    b = np.clip(b, _EPS, 1 - _EPS)
+    result: Array = s * (np.log(b) - np.log(a)) + (n - s) * (np.log1p(-b) - np.log1p(-a))
+    return result
+
+
+def bernoulli_fail_log_e(
+    total: ArrayLike, count: ArrayLike, tolerance: ArrayLike, limit: ArrayLike
+) -> Array:
+    """The exact FAIL e-value of a [0, 1] mean: null "<= tolerance", harm from `limit` on.
+
+    The same mixture of alternatives as `fail_log_e`, on the Bernoulli scale:
+    `limit` may be below `tolerance` (a `min`), then the alternatives lie below.
+    """
+    t, lim = _arr(tolerance), _arr(limit)
+    delta = lim - t
+    terms = []
+    for c, w in zip(FAIL_ALTERNATIVES, FAIL_WEIGHTS, strict=True):
+        p1 = np.clip(t + c * delta, _EPS, 1 - _EPS)
+        terms.append(math.log(w) + bernoulli_log_lr(total, count, t, p1))
+    result: Array = np.logaddexp.reduce(np.stack(np.broadcast_arrays(*terms)), axis=0)
+    return result
+
+
+def bernoulli_pass_log_e(
+    total: ArrayLike, count: ArrayLike, tolerance: ArrayLike, limit: ArrayLike
+) -> Array:
+    """The exact PASS e-value of a [0, 1] mean: null "at or beyond `limit`"."""
+    return bernoulli_log_lr(total, count, limit, tolerance)
+
+
+# --- how much information a decision takes ----------------------------------------
+
+
+def first_passage_cdf(information: ArrayLike, drift: float, scale: float, level: float) -> Array:
+    """P(a Brownian motion with `drift` and `scale` per unit information reaches `level` by then).
+
+    The inverse Gaussian law of the first passage time (Schrödinger 1915; e.g.
+    Siegmund, *Sequential Analysis*, 1985, 3.2): with mu = drift, s = scale,
+
+        P(T <= I) = Φ((mu I - a) / (s √I)) + exp(2 mu a / s²) Φ((-mu I - a) / (s √I)).
+
+    Looks every interval instead of continuously cross a little later; the
+    statistical tests measure that by simulation.
+    """
+    i_ = np.maximum(_arr(information), 1e-300)
+    root = scale * np.sqrt(i_)
+    first = special.log_ndtr((drift * i_ - level) / root)
+    second = 2.0 * drift * level / (scale * scale) + special.log_ndtr((-drift * i_ - level) / root)
+    result: Array = np.minimum(np.exp(np.logaddexp(first, second)), 1.0)
+    return result
+
+
+def information_to_reach(
+    probability: float, drift: float, scale: float, level: float, *, limit: float = 1e12
+) -> float:
+    """The information by which the statistic has reached `level` with `probability`."""
+    if float(first_passage_cdf(limit, drift, scale, level)) < probability:
+        return math.inf
+
+    def gap(log_i: float) -> float:
+        return float(first_passage_cdf(math.exp(log_i), drift, scale, level)) - probability
+
+    lo, hi = math.log(1e-12), math.log(limit)
+    if gap(lo) >= 0:
+        return 0.0
+    return math.exp(optimize.brentq(gap, lo, hi, xtol=1e-10))
+
+
+def powered_information(delta: float, log_threshold: float, power: float) -> float:
+    """The information at which the FAIL test catches a candidate at the limit with `power`.
+
+    At the limit the SPRT statistic S is Gaussian with mean delta² I / 2 and
+    standard deviation delta √I; the FAIL mixture is at least half the SPRT
+    ratio tuned to the limit, so it has FAILed once S reaches `log_threshold`
+    + log 2. Asking S to be there *at* information I (not merely to have
+    crossed it before) makes this hold for looks at any interval, not only
+    for continuous monitoring: with u = delta √I,
+
+        u² / 2 - level = z_power u,   u = z_power + sqrt(z_power² + 2 level).
+    """
+    if delta <= 0:
+        return math.inf
+    level = log_threshold - math.log(FAIL_WEIGHTS[0])
+    z = float(special.ndtri(power))
+    u = z + math.sqrt(z * z + 2.0 * level)
+    return (u / delta) ** 2
+
+
+# --- FAIL across cells: the average of e-values, closed ----------------------------
+
+
+#: e-values are capped here before averaging: far above any threshold, far from overflow
+_LOG_E_CAP = 600.0
+
+
+def average_fail_thresholds(log_e: ArrayLike, tests: int, alpha: float) -> Array:
+    """For each test, the log e-value it needs to FAIL, given every other test's.
+
+    The FAIL family is every critical (metric, cell, limit) test of a rollout,
+    `tests` of them; those not run yet count as e-value 1. The average of
+    e-values is an e-value under any dependence between them (Vovk & Wang,
+    "E-values: calibration, combination and applications", Ann. Stat. 2021),
+    and the average of e-processes adapted to one filtration is again one, so
+    "the average of the tests whose null is true ever reaches 1/alpha" has
+    probability at most alpha. Closed testing (Marcus, Peritz & Gabriel 1976)
+    with that average for every intersection names test i as failed when every
+    set of tests containing i averages at least 1/alpha; the weakest such set
+    is i with the m smallest others, so i needs
+
+        E_i >= max over m of ((m + 1) / alpha - sum of the m smallest others).
+
+    With m = tests - 1 this never asks more than Bonferroni's tests / alpha,
+    and less whenever other tests carry evidence too (several cohorts of one
+    regression). The guarantee: the chance that any test whose candidate is
+    within its tolerance is ever named failed is at most alpha.
+    """
+    le = _arr(log_e)
+    n = le.shape[-1]
+    if n == 0:
+        return np.zeros(le.shape)
+    k = max(int(tests), n)
+    values = np.exp(np.minimum(le, _LOG_E_CAP))
+    padded = np.concatenate((values, np.ones((*le.shape[:-1], k - n))), axis=-1)
+    order = np.argsort(padded, axis=-1, kind="stable")
+    position = np.argsort(order, axis=-1, kind="stable")[..., :n]
+    prefix = np.concatenate(
+        (np.zeros((*le.shape[:-1], 1)), np.cumsum(np.take_along_axis(padded, order, -1), -1)),
+        axis=-1,
+    )
+    m = np.arange(k)
+    # others below i in the order: the m smallest others are the m smallest overall
+    below = np.maximum.accumulate((m + 1) / alpha - prefix[..., :k], axis=-1)
+    # at or beyond i's position: the m smallest others are the m + 1 smallest but i
+    beyond = (m + 1) / alpha - prefix[..., 1:]
+    beyond = np.flip(np.maximum.accumulate(np.flip(beyond, -1), axis=-1), -1)
+    from_below = np.where(
+        position > 0, np.take_along_axis(below, np.maximum(position - 1, 0), -1), -np.inf
+    )
+    from_beyond = np.take_along_axis(beyond, position, -1) + values
+    needed = np.maximum(np.maximum(from_below, from_beyond), 1.0 / alpha)
+    result: Array = np.log(needed)
+    return result

@@ -5,11 +5,12 @@ A verdict is given for every metric × cohort cell (and for the pseudo-cohort
 
 - FAIL: with the policy's confidence, the candidate breaks a limit. Rolls back
   when the metric is critical.
-- NO_DATA: nothing to judge (a query failed, or the candidate had no traffic).
+- NO_DATA: a failed measurement (a query failed, or returned no series).
   Handled by the policy's `noData` behaviour; never promotes, never rolls back
   on its own.
-- INCONCLUSIVE: data, but not yet enough to tell (or fewer than `minSamples`
-  requests). Hold and keep looking.
+- INCONCLUSIVE: not yet enough evidence to tell: no candidate requests in the
+  cell yet, fewer than `minSamples`, or a test that has not decided. Hold and
+  keep looking.
 - PASS: with the policy's confidence, the candidate is within every limit. The
   only verdict that lets a rollout promote.
 
@@ -61,9 +62,14 @@ class Limit(StrEnum):
 class Method(StrEnum):
     """How a limit was tested (see `controller.analysis.sequential`)."""
 
-    #: exact Beta-mixture e-process on a [0, 1] mean (one version, one cohort)
+    #: exact Bernoulli SPRT, null at the tolerance, on a [0, 1] mean (one cohort)
+    BERNOULLI_SPRT = "bernoulli-sprt"
+    #: asymptotic Gaussian SPRT, null at the tolerance (comparisons, standardised overall)
+    GAUSSIAN_SPRT = "gaussian-sprt"
+    #: exact Beta-mixture e-process against the limit itself (the circuit breaker,
+    #: and limits with no room for a tolerance)
     BETA_MIXTURE = "beta-mixture"
-    #: asymptotic normal-mixture e-process (comparisons, standardised overall)
+    #: asymptotic normal-mixture e-process against the limit itself
     NORMAL_MIXTURE = "normal-mixture"
     #: a gauge compared to its limit as it is, with no statistics
     AS_IS = "as-is"
@@ -72,6 +78,8 @@ class Method(StrEnum):
 class NoDataReason(StrEnum):
     QUERY_FAILED = "query-failed"
     NO_SERIES = "no-series"
+    #: no longer given by the judge (a candidate without requests is INCONCLUSIVE);
+    #: kept so that audit records and callers written before still read
     NO_CANDIDATE_TRAFFIC = "no-candidate-traffic"
 
 
@@ -92,8 +100,11 @@ class LimitCheck:
     baseline for `maxIncrease`, the share of requests slower than the limit for
     a latency quantile. `lower` and `upper` bound it with the policy's
     confidence at every look at once. `log_e_fail` and `log_e_pass` are the
-    logs of the e-values against "within the limit" and against "beyond the
-    limit"; a side wins when its e-value reaches 1/alpha (`log_threshold`).
+    logs of the e-values against "within the tolerance" and against "at or
+    beyond the limit". FAIL is settled for every critical test of a judgement
+    together (the closed average of e-values), so `log_threshold` is what this
+    test's FAIL e-value needed given the others; PASS needs
+    `log_pass_threshold`, log(1/alpha) at the full level.
     """
 
     limit: Limit
@@ -110,6 +121,14 @@ class LimitCheck:
     log_threshold: float | None = None
     alpha: float | None = None
     reason: str = ""
+    #: the difference that is fine, in the limit's unit
+    tolerance: float | None = None
+    #: log(1/alpha) at the full level: PASS is an intersection-union test
+    log_pass_threshold: float | None = None
+    #: the FAIL test has the information to catch a candidate at the limit with the power
+    powered: bool = False
+    #: estimated further candidate samples until this limit decides
+    needed_samples: float | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +154,7 @@ class CellVerdict:
 
     @property
     def waiting_for_traffic(self) -> bool:
-        """INCONCLUSIVE because of `minSamples`, before any test ran ("not enough traffic yet")."""
+        """INCONCLUSIVE before any test ran: no candidate requests yet, or below `minSamples`."""
         return self.verdict is Verdict.INCONCLUSIVE and not self.checks
 
     @property

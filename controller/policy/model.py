@@ -237,6 +237,9 @@ class MetricSpec(_Frozen):
     max_increase: Annotated[Limit, Field(ge=0)] | None = None
     max_decrease: Annotated[Limit, Field(ge=0)] | None = None
     max_ratio: Annotated[Limit, Field(gt=0)] | None = None
+    #: the difference that is fine, on the scale of the limit: one number for a
+    #: metric with one limit, or one per limit (`{max: 0.005, maxIncrease: 0.01}`)
+    tolerance: Limit | dict[str, Limit] | None = None
     critical: StrictBool = True
 
     @property
@@ -271,6 +274,7 @@ def metric_problems(m: MetricSpec) -> list[tuple[str, str]]:
         out.append(("", "give at least one limit: max, min, maxIncrease, maxDecrease or maxRatio"))
     if m.max is not None and m.min is not None and m.min >= m.max:
         out.append(("min", f"min ({m.min:g}) must be below max ({m.max:g})"))
+    out.extend(tolerance_problems(m))
     bounded_as = ""
     if m.template is not None:
         template = TEMPLATES.get(m.template)
@@ -318,6 +322,68 @@ def metric_problems(m: MetricSpec) -> list[tuple[str, str]]:
     return out
 
 
+#: each limit's camelCase name, its field, and which side of it a tolerance lies on
+LIMIT_FIELDS = {
+    "max": ("max", "below"),
+    "min": ("min", "above"),
+    "maxIncrease": ("max_increase", "below"),
+    "maxDecrease": ("max_decrease", "below"),
+    "maxRatio": ("max_ratio", "below"),
+}
+
+
+def tolerances(m: MetricSpec) -> dict[str, float]:
+    """The explicit tolerance of each of `m`'s limits, by camelCase limit name."""
+    if m.tolerance is None:
+        return {}
+    if isinstance(m.tolerance, dict):
+        return dict(m.tolerance)
+    given = [name for name, (field, _) in LIMIT_FIELDS.items() if getattr(m, field) is not None]
+    return {given[0]: m.tolerance} if len(given) == 1 else {}
+
+
+def tolerance_problems(m: MetricSpec) -> list[tuple[str, str]]:
+    """A tolerance must lie strictly on the healthy side of its limit."""
+    if m.tolerance is None:
+        return []
+    given = {name: getattr(m, field) for name, (field, _) in LIMIT_FIELDS.items()}
+    given = {name: value for name, value in given.items() if value is not None}
+    if not isinstance(m.tolerance, dict) and len(given) > 1:
+        names = ", ".join(f"{name}: ..." for name in given)
+        return [
+            ("tolerance", f"the metric has {len(given)} limits: give one per limit, {{{names}}}")
+        ]
+    out: list[tuple[str, str]] = []
+    path = "tolerance" if not isinstance(m.tolerance, dict) else "tolerance.{}"
+    for name, value in tolerances(m).items():
+        where = path.format(name)
+        if name not in given:
+            known = ", ".join(given) or "none"
+            out.append((where, f"{name} is not a limit of this metric (its limits: {known})"))
+            continue
+        limit = given[name]
+        side = LIMIT_FIELDS[name][1]
+        if side == "below" and value >= limit:
+            out.append(
+                (
+                    where,
+                    f"{value:g} is not below {name} {limit:g}: a tolerance is the "
+                    "difference that is fine, strictly on the healthy side of the limit",
+                )
+            )
+        if side == "above" and value <= limit:
+            out.append(
+                (
+                    where,
+                    f"{value:g} is not above min {limit:g}: a tolerance is the "
+                    "value that is fine, strictly on the healthy side of the limit",
+                )
+            )
+        if name == "maxRatio" and value <= 0:
+            out.append((where, f"{value:g} is not a ratio: it must be greater than 0"))
+    return out
+
+
 def placeholder_problems(query: str) -> list[str]:
     """Unknown placeholders in a custom query, and a missing {{version}}."""
     out = []
@@ -338,6 +404,8 @@ class Analysis(_Frozen):
     interval: Duration = timedelta(seconds=30)
     window: Duration = timedelta(minutes=5)
     confidence: Annotated[float, Strict(), Field(ge=0.5, le=0.9999)] = 0.95
+    #: the chance of catching a candidate at a limit within the planned information
+    power: Annotated[float, Strict(), Field(gt=0.5, lt=1)] = 0.8
     min_samples: Annotated[int, Strict(), Field(ge=1, le=10_000_000)] = 200
     no_data: NoData = Field(default_factory=NoData)
     #: `no-failure`: a step advances once none FAILs and each has its minSamples;

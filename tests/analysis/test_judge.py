@@ -67,7 +67,14 @@ CASES = [
         ERROR_MAX, {}, one(p(300, 10_000)), Verdict.FAIL, Limit.MAX, id="error-clearly-above"
     ),
     pytest.param(
-        ERROR_MAX, {}, one(p(95, 10_000)), Verdict.INCONCLUSIVE, Limit.MAX, id="error-at-the-limit"
+        # 0.95 % against max 1 % with no baseline: tolerance 0.5 %, so a candidate
+        # this close to the limit is harm the judge must catch
+        ERROR_MAX,
+        {},
+        one(p(95, 10_000)),
+        Verdict.FAIL,
+        Limit.MAX,
+        id="error-near-the-limit",
     ),
     pytest.param(
         ERROR_MAX, {}, one(p(0, 150)), Verdict.INCONCLUSIVE, None, id="below-min-samples-never-pass"
@@ -110,9 +117,9 @@ CASES = [
         REFUSAL_INCREASE,
         BASE_REFUSALS,
         one(p(700, 10_000)),
-        Verdict.INCONCLUSIVE,
+        Verdict.FAIL,
         Limit.MAX_INCREASE,
-        id="refusals-up-exactly-the-margin",
+        id="refusals-up-exactly-the-limit-is-caught",
     ),
     pytest.param(
         REFUSAL_INCREASE,
@@ -188,7 +195,12 @@ CASES = [
         id="quality-drops-0.1",
     ),
     pytest.param(
-        QUALITY_MIN, {}, one(scores(5_000, 8, 2)), Verdict.PASS, Limit.MIN, id="quality-above-min"
+        QUALITY_MIN,
+        one(scores(20_000, 8, 2)),
+        one(scores(5_000, 8, 2)),
+        Verdict.PASS,
+        Limit.MIN,
+        id="quality-above-min",
     ),
     pytest.param(
         QUALITY_MIN, {}, one(scores(5_000, 6, 4)), Verdict.FAIL, Limit.MIN, id="quality-below-min"
@@ -320,9 +332,9 @@ CASES = [
         Limit.MIN,
         id="gauge-without-samples-passes-as-is",
     ),
-    # --- nothing to judge ---
+    # --- nothing to judge yet ---
     pytest.param(
-        ERROR_MAX, {}, one(p(0, 0)), Verdict.NO_DATA, None, id="candidate-without-traffic"
+        ERROR_MAX, {}, one(p(0, 0)), Verdict.INCONCLUSIVE, None, id="candidate-without-traffic"
     ),
     pytest.param(ERROR_MAX, {}, {}, Verdict.NO_DATA, None, id="query-returned-no-series"),
 ]
@@ -342,7 +354,7 @@ def test_overall_verdict(
     assert cell.decided_by is decided_by
     assert cell.reason
     if verdict is Verdict.INCONCLUSIVE and decided_by is None:
-        assert cell.reason.startswith("not enough traffic yet")
+        assert cell.reason.startswith(("not enough traffic yet", "no candidate requests yet"))
         assert cell.waiting_for_traffic
     else:
         assert not cell.waiting_for_traffic
@@ -385,10 +397,13 @@ def test_every_cohort_and_overall_get_a_verdict() -> None:
     assert verdicts == {
         "mobile": Verdict.FAIL,  # 10 % errors
         "web": Verdict.INCONCLUSIVE,  # 1 % of 500: cannot tell yet
-        "tablets": Verdict.NO_DATA,  # no series at all
+        "tablets": Verdict.INCONCLUSIVE,  # no requests yet: no evidence, not a failure
         OVERALL: Verdict.FAIL,
     }
-    assert result.cell("error-rate", "tablets").no_data is NoDataReason.NO_CANDIDATE_TRAFFIC
+    tablets = result.cell("error-rate", "tablets")
+    assert tablets.no_data is None
+    assert tablets.waiting_for_traffic
+    assert tablets.reason == "no candidate requests yet"
     assert result.verdict is Verdict.FAIL
     assert [c.cohort for c in result.failures] == ["mobile", OVERALL]
 
@@ -458,7 +473,8 @@ def test_the_budget_is_split_over_critical_tests_and_gauges_spend_none() -> None
     result = judge(analysis(*(p_.spec for p_ in plans)), ["a", "b", "c"], {}, at=AT)
     assert result.tests == 12
     assert result.alpha == pytest.approx(0.05)
-    assert result.alpha_per_test == pytest.approx(0.05 / 12)
+    # FAIL's Bonferroni-equivalent share: a tenth of alpha is the circuit breaker's
+    assert result.alpha_per_test == pytest.approx(0.05 * 0.9 / 12)
 
 
 def test_evidence_of_a_failure_carries_the_numbers() -> None:
@@ -466,7 +482,7 @@ def test_evidence_of_a_failure_carries_the_numbers() -> None:
     cell = result.cell("refusal-rate", OVERALL)
     check = cell.deciding_check
     assert check is not None
-    assert check.method is Method.NORMAL_MIXTURE
+    assert check.method is Method.GAUSSIAN_SPRT
     assert check.estimate == pytest.approx(0.05)
     assert check.lower is not None and check.upper is not None
     assert check.allowed is not None and check.lower > check.allowed
@@ -480,7 +496,7 @@ def test_evidence_of_a_failure_carries_the_numbers() -> None:
 def test_evidence_of_a_pass_bounds_the_value_within_the_limit() -> None:
     result = run(ERROR_MAX, {}, one(p(10, 10_000)))
     check = result.cell("error-rate", OVERALL).checks[0]
-    assert check.method is Method.BETA_MIXTURE
+    assert check.method is Method.BERNOULLI_SPRT
     assert check.upper is not None and check.upper < 0.01
     assert check.lower is not None and check.lower <= 0.001 <= check.upper
 
@@ -520,3 +536,164 @@ def test_per_cohort_gauges_combine_into_overall_by_traffic() -> None:
     assert overall.candidate.samples == 1_010
     assert result.cell("tokens-per-request", "b").verdict is Verdict.INCONCLUSIVE
     assert result.cell("tokens-per-request", "a").verdict is Verdict.PASS
+
+
+DRIFT_LIMIT = metric(template="refusal-rate", maxIncrease=0.01)
+
+
+def _refusals(rate_early: float, rate_late: float) -> tuple[dict[str, MetricObservation], ...]:
+    """Refusals drift from 5 % to 8 % for both versions; the weight goes from 1 % to 50 %."""
+    early_b, early_c = p(99_000 * 0.05, 99_000), p(1_000 * rate_early, 1_000)
+    late_b, late_c = p(50_000 * 0.08, 50_000), p(50_000 * rate_late, 50_000)
+    at_step_2 = observation("refusal-rate", {"all": early_b}, {"all": early_c})
+    now = observation("refusal-rate", {"all": early_b + late_b}, {"all": early_c + late_c})
+    return at_step_2, now
+
+
+def test_a_drifting_baseline_is_compared_step_by_step() -> None:
+    """Pooled, the candidate's requests come mostly from the late, worse period."""
+    at_step_2, now = _refusals(0.05, 0.08)
+    policy = analysis(DRIFT_LIMIT)
+    pooled = judge(policy, [], now, at=AT).cell("refusal-rate", OVERALL)
+    by_step = judge(policy, [], now, at=AT, step_starts=[at_step_2]).cell("refusal-rate", OVERALL)
+    assert pooled.verdict is Verdict.FAIL  # 7.9 % against 6.0 %: a regression that is not
+    assert by_step.verdict is Verdict.PASS, by_step.reason
+    check = by_step.checks[0]
+    assert check.estimate == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_real_regression_is_still_caught_step_by_step() -> None:
+    at_step_2, now = _refusals(0.07, 0.10)
+    result = judge(analysis(DRIFT_LIMIT), [], now, at=AT, step_starts=[at_step_2])
+    cell = result.cell("refusal-rate", OVERALL)
+    assert cell.verdict is Verdict.FAIL
+    assert cell.checks[0].estimate == pytest.approx(0.02, abs=1e-9)
+
+
+def test_a_failed_step_snapshot_falls_back_to_cumulative_counts() -> None:
+    _, now = _refusals(0.05, 0.08)
+    failed = {
+        "refusal-rate": MetricObservation(
+            "refusal-rate",
+            MeasurementFailure(FailureKind.UNREACHABLE, "down"),
+            MeasurementFailure(FailureKind.UNREACHABLE, "down"),
+        )
+    }
+    policy = analysis(DRIFT_LIMIT)
+    with_failed = judge(policy, [], now, at=AT, step_starts=[failed])
+    assert with_failed.cells == judge(policy, [], now, at=AT).cells
+
+
+# --- each limit kind at its tolerance, in the zone, at the limit and beyond ---------
+
+SUCCESS_MIN = metric(
+    name="task-success",
+    kind="proportion",
+    query='sum by (cohort) (increase(ok_total{version="{{version}}"}[{{window}}]))',
+    trials='sum by (cohort) (increase(all_total{version="{{version}}"}[{{window}}]))',
+    min=0.9,
+)
+SUCCESS_DROP = metric(
+    name="task-success",
+    kind="proportion",
+    query='sum by (cohort) (increase(ok_total{version="{{version}}"}[{{window}}]))',
+    trials='sum by (cohort) (increase(all_total{version="{{version}}"}[{{window}}]))',
+    maxDecrease=0.02,
+)
+#: (spec, the baseline's rate, the candidate's rate at: tolerance, 1/4 into the zone,
+#: 3/4 into it, the limit, beyond it); each default tolerance is the judge's
+ZONES = {
+    "max": (ERROR_MAX, 0.002, (0.006, 0.007, 0.009, 0.010, 0.020)),
+    "min": (SUCCESS_MIN, 0.96, (0.93, 0.9225, 0.9075, 0.90, 0.85)),
+    "maxIncrease": (REFUSAL_INCREASE, 0.05, (0.06, 0.0625, 0.0675, 0.07, 0.09)),
+    "maxDecrease": (SUCCESS_DROP, 0.96, (0.95, 0.9475, 0.9425, 0.94, 0.92)),
+    "maxRatio": (REFUSAL_RATIO, 0.05, (0.0625, 0.065625, 0.071875, 0.075, 0.10)),
+}
+ZONE_POINTS = ("at-tolerance", "near-tolerance", "near-limit", "at-limit", "beyond")
+ALLOWED = {
+    "at-tolerance": {Verdict.PASS},
+    "near-tolerance": {Verdict.PASS, Verdict.INCONCLUSIVE},
+    "near-limit": {Verdict.FAIL, Verdict.INCONCLUSIVE},
+    "at-limit": {Verdict.FAIL},
+    "beyond": {Verdict.FAIL},
+}
+
+
+@pytest.mark.parametrize("point", ZONE_POINTS)
+@pytest.mark.parametrize("kind", list(ZONES))
+def test_each_limit_kind_around_its_zone(kind: str, point: str) -> None:
+    """Plenty of traffic: within the tolerance PASSes, at or beyond the limit FAILs, and
+    in between either may happen, towards the side the candidate is nearer."""
+    spec, base_rate, rates = ZONES[kind]
+    rate = rates[ZONE_POINTS.index(point)]
+    baseline = {"all": p(1_000_000 * base_rate, 1_000_000)}
+    result = run(spec, baseline, {"all": p(200_000 * rate, 200_000)})
+    cell = result.cell(spec.metric_name, OVERALL)
+    assert cell.verdict in ALLOWED[point], cell.reason
+    check = cell.checks[0]
+    assert check.tolerance is not None
+    if cell.verdict is Verdict.INCONCLUSIVE:
+        side = "the tolerance" if point == "near-tolerance" else "the limit"
+        assert f"leans towards {side}" in cell.reason
+        assert cell.powered  # 200,000 requests are far more than the power needs
+    if cell.verdict is Verdict.PASS:
+        assert cell.powered
+
+
+def test_an_undecided_cell_says_how_much_more_it_needs() -> None:
+    result = run(REFUSAL_INCREASE, BASE_REFUSALS, one(p(300 * 0.055, 300)))
+    cell = result.cell("refusal-rate", OVERALL)
+    assert cell.verdict is Verdict.INCONCLUSIVE
+    assert not cell.powered
+    assert cell.needed_samples is not None and cell.needed_samples > 0
+    assert "leans towards the tolerance" in cell.reason
+
+
+def test_an_explicit_tolerance_moves_the_zone() -> None:
+    # +0.8 points against maxIncrease 1.2: nearer the default tolerance (0.6) than the
+    # limit, but nearer the limit than to a tolerance of 0.2
+    default = metric(template="refusal-rate", maxIncrease=0.012)
+    strict = metric(template="refusal-rate", maxIncrease=0.012, tolerance=0.002)
+    baseline = {"all": p(50_000, 1_000_000)}
+    candidate = one(p(200_000 * 0.058, 200_000))
+    assert run(default, baseline, candidate).verdict is Verdict.PASS
+    assert run(strict, baseline, candidate).verdict is Verdict.FAIL
+
+
+def _score_mean(mean: float) -> Histogram:
+    """50,000 Beta scores of this mean, as concentrated as the baseline's Beta(8, 2)."""
+    return scores(50_000, 10 * mean, 10 * (1 - mean))
+
+
+@pytest.mark.parametrize(
+    ("spec", "candidate", "allowed"),
+    [
+        # scores: baseline mean 0.80, maxDecrease 0.03, tolerance 0.015
+        pytest.param(QUALITY_DROP, _score_mean(0.785), {Verdict.PASS}, id="score-at-tolerance"),
+        pytest.param(
+            QUALITY_DROP,
+            _score_mean(0.7775),
+            {Verdict.PASS, Verdict.INCONCLUSIVE},
+            id="score-mid-zone",
+        ),
+        pytest.param(QUALITY_DROP, _score_mean(0.77), {Verdict.FAIL}, id="score-at-limit"),
+        pytest.param(QUALITY_DROP, _score_mean(0.74), {Verdict.FAIL}, id="score-beyond"),
+        # latency p95 maxRatio 1.25 (tolerance 1.125): the candidate's latencies scaled
+        pytest.param(
+            P95_RATIO, latency(50_000, 1.125), {Verdict.PASS}, id="p95-ratio-at-tolerance"
+        ),
+        pytest.param(P95_RATIO, latency(50_000, 1.25), {Verdict.FAIL}, id="p95-ratio-at-limit"),
+        pytest.param(P95_RATIO, latency(50_000, 1.5), {Verdict.FAIL}, id="p95-ratio-beyond"),
+        # latency p95 max 2.5 s: the baseline's p95 is 1.93 s, so the tolerance is 2.23 s
+        pytest.param(P95_MAX, latency(50_000, 1.155), {Verdict.PASS}, id="p95-max-at-tolerance"),
+        pytest.param(P95_MAX, latency(50_000, 1.294), {Verdict.FAIL}, id="p95-max-at-limit"),
+    ],
+)
+def test_scores_and_latency_around_their_zones(
+    spec: object, candidate: Histogram, allowed: set[Verdict]
+) -> None:
+    baseline = {"all": scores(200_000, 8, 2) if spec is QUALITY_DROP else latency(200_000, 1.0)}
+    result = run(spec, baseline, one(candidate))  # type: ignore[arg-type]
+    cell = result.cell(spec.metric_name, OVERALL)  # type: ignore[attr-defined]
+    assert cell.verdict in allowed, cell.reason
+    assert cell.powered

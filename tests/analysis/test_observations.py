@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats  # type: ignore[import-untyped]
 
 from controller.analysis import Gauge, Histogram, Proportion, VersionData
 
@@ -65,15 +69,66 @@ def test_from_buckets_repairs_non_monotone_sums_and_adds_inf() -> None:
     assert h.mean == pytest.approx(6.0 / 9.0)
 
 
-def test_second_moment_bound_is_an_upper_bound_for_scores() -> None:
-    scores = [0.15, 0.42, 0.42, 0.88, 0.91, 0.99]
-    bounds = (0.2, 0.4, 0.6, 0.8, 1.0, INF)
-    cumulative = tuple(float(sum(s <= b for s in scores)) for b in bounds)
-    h = Histogram(bounds, cumulative, sum=sum(scores))
-    true_second = sum(s * s for s in scores) / len(scores)
-    bound = h.second_moment_bound()
-    assert bound is not None
-    assert bound >= true_second
+def _histogram_of(values: list[float], bounds: tuple[float, ...]) -> Histogram:
+    cumulative = tuple(float(sum(v <= b for v in values)) for b in bounds)
+    return Histogram(bounds, cumulative, sum=sum(values))
+
+
+TENTHS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, INF)
+#: Sheppard's h²/12 for buckets 0.1 wide: how far grouping alone can move a variance
+GROUPING = 0.1**2 / 12
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=0.5, max_value=60.0), st.floats(min_value=0.5, max_value=60.0))
+def test_score_variance_is_close_to_a_beta_distributions_own(a: float, b: float) -> None:
+    cdf = stats.beta.cdf(np.array(TENTHS[:-1]), a, b)
+    n = 100_000.0
+    h = Histogram(TENTHS, (*(float(n * c) for c in cdf), n), sum=n * a / (a + b))
+    true = float(stats.beta.var(a, b))
+    estimate = h.score_variance()
+    assert estimate is not None
+    assert abs(estimate - true) <= 0.1 * true + GROUPING, (a, b, estimate, true)
+
+
+def test_score_variance_of_a_mean_of_080_is_not_inflated() -> None:
+    # Beta(8, 2): mean 0.8, variance 0.0145; the bucket tops gave 0.097
+    cdf = stats.beta.cdf(np.array(TENTHS[:-1]), 8, 2)
+    h = Histogram(TENTHS, (*(float(1000 * c) for c in cdf), 1000.0), sum=800.0)
+    assert h.score_variance() == pytest.approx(stats.beta.var(8, 2), rel=0.05)
+
+
+def test_score_variance_of_uniform_scores() -> None:
+    # A flat density ends abruptly at 0 and 1: the end buckets are placed at the
+    # ends, which overstates the spread a little (never understates it).
+    values = [(i + 0.5) / 1000 for i in range(1000)]
+    estimate = _histogram_of(values, TENTHS).score_variance()
+    assert estimate is not None
+    assert 1 / 12 <= estimate <= 1 / 12 * 1.1 + GROUPING
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param([0.83] * 50, id="one-point"),
+        pytest.param([1.0] * 50, id="all-perfect"),
+        pytest.param([0.0] * 50, id="all-zero"),
+        pytest.param([0.15] * 25 + [0.85] * 25, id="two-points"),
+        pytest.param([0.0] * 10 + [1.0] * 40, id="both-ends"),
+    ],
+)
+def test_score_variance_of_point_masses(values: list[float]) -> None:
+    true = float(np.var(values))
+    estimate = _histogram_of(values, TENTHS).score_variance()
+    assert estimate is not None
+    assert abs(estimate - true) <= GROUPING
+
+
+def test_score_variance_never_exceeds_what_the_mean_allows() -> None:
+    h = _histogram_of([0.05, 0.95], (0.5, INF))
+    estimate = h.score_variance()
+    assert estimate is not None
+    assert estimate <= 0.5 * 0.5
 
 
 def test_empty_histogram_has_no_quantile_or_mean() -> None:
@@ -112,3 +167,16 @@ def test_version_data_is_read_only() -> None:
     data = VersionData({"mobile": Proportion(1, 10)})
     with pytest.raises(TypeError):
         data.by_cohort["mobile"] = Proportion(2, 10)  # type: ignore[index]
+
+
+def test_counts_since_an_earlier_look() -> None:
+    assert Proportion(30, 1_000).since(Proportion(10, 400)) == Proportion(20, 600)
+    # counts summed over restarted pods can wobble: never below zero
+    assert Proportion(10, 400).since(Proportion(12, 401)) == Proportion(0, 0)
+    later = Histogram((0.5, 1.0, INF), (15.0, 35.0, 45.0), sum=50.0)
+    assert later.since(LATENCY_3) == Histogram((0.5, 1.0, INF), (5.0, 5.0, 5.0), sum=9.0)
+    with pytest.raises(ValueError, match="different buckets"):
+        later.since(LATENCY)
+
+
+LATENCY_3 = Histogram((0.5, 1.0, INF), (10.0, 30.0, 40.0), sum=41.0)

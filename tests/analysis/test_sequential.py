@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -128,3 +129,37 @@ def test_samples_needed_shrinks_with_larger_effects() -> None:
     large = sequential.normal_mixture_samples_needed(0.04, 0.05, 0.04, 0.003, power_z=0.84)
     assert large < small < math.inf
     assert sequential.normal_mixture_samples_needed(0.0, 0.05, 0.01, 0.003) == math.inf
+
+
+def test_the_closed_average_names_exactly_what_closed_testing_would() -> None:
+    """Brute force over every subset: a test fails iff every set containing it averages 1/alpha."""
+    rng = np.random.default_rng(11)
+    alpha = 0.05
+    for _ in range(400):
+        k = int(rng.integers(1, 7))
+        ran = int(rng.integers(1, k + 1))
+        e = np.exp(rng.normal(1.0, 3.0, size=ran))
+        needed = sequential.average_fail_thresholds(np.log(e), k, alpha)
+        family = np.concatenate((e, np.ones(k - ran)))
+        for i in range(ran):
+            others = [j for j in range(k) if j != i]
+            closed = all(
+                (family[i] + family[list(s)].sum()) / (len(s) + 1) >= 1 / alpha
+                for r in range(k)
+                for s in itertools.combinations(others, r)
+            )
+            assert closed == bool(e[i] >= np.exp(needed[i]) * (1 - 1e-12))
+            # never stricter than Bonferroni
+            assert needed[i] <= np.log(k / alpha) + 1e-9
+
+
+def test_the_sprt_e_values_are_e_values_at_the_null() -> None:
+    """E[exp(log e)] <= 1 at the tolerance (FAIL) and at the limit (PASS), by simulation."""
+    rng = np.random.default_rng(12)
+    delta, information = 0.01, 40_000.0
+    fail_null = rng.normal(-delta, 1 / np.sqrt(information), size=200_000)
+    pass_null = rng.normal(0.0, 1 / np.sqrt(information), size=200_000)
+    assert np.exp(sequential.fail_log_e(fail_null, information, delta)).mean() < 1.05
+    assert np.exp(sequential.pass_log_e(pass_null, information, delta)).mean() < 1.05
+    s = rng.binomial(2_000, 0.005, size=200_000)
+    assert np.exp(sequential.bernoulli_fail_log_e(s, 2_000, 0.005, 0.01)).mean() < 1.05

@@ -8,8 +8,20 @@ import pytest
 
 from controller.errors import PolicyError, Severity
 from controller.policy import check_text, load_text
-from controller.policy.model import ModelRollout
+from controller.policy.model import ModelRollout, tolerances
 from tests.policy.base import BASE, policy
+
+
+def test_tolerances_and_power_are_read() -> None:
+    text = policy(
+        ("max: 0.01}", "max: 0.01, maxIncrease: 0.005, tolerance: {max: 0.004, maxIncrease: 0}}"),
+        ("    window: 5m\n", "    window: 5m\n    power: 0.9\n"),
+    )
+    [loaded] = load_text(text, "p.yaml")
+    analysis = loaded.rollout.spec.analysis
+    assert analysis.power == 0.9
+    assert tolerances(analysis.metrics[1]) == {"max": 0.004, "maxIncrease": 0.0}
+    assert tolerances(analysis.metrics[0]) == {}
 
 
 def test_the_base_policy_is_valid() -> None:
@@ -212,6 +224,48 @@ BROKEN = [
         21,
         "greater than 0",
         id="ratio-not-positive",
+    ),
+    pytest.param(
+        policy(("maxIncrease: 0.02}", "maxIncrease: 0.02, tolerance: 0.03}")),
+        "spec.analysis.metrics[0].tolerance",
+        20,
+        "0.03 is not below maxIncrease 0.02",
+        id="tolerance-beyond-its-limit",
+    ),
+    pytest.param(
+        policy(("max: 0.01}", "min: 0.9, tolerance: 0.8}")),
+        "spec.analysis.metrics[1].tolerance",
+        21,
+        "0.8 is not above min 0.9",
+        id="tolerance-on-the-wrong-side-of-min",
+    ),
+    pytest.param(
+        policy(("max: 0.01}", "max: 0.01, maxIncrease: 0.005, tolerance: 0.002}")),
+        "spec.analysis.metrics[1].tolerance",
+        21,
+        "give one per limit, {max: ..., maxIncrease: ...}",
+        id="one-tolerance-for-two-limits",
+    ),
+    pytest.param(
+        policy(("max: 0.01}", "max: 0.01, tolerance: {maxRatio: 1.1}}")),
+        "spec.analysis.metrics[1].tolerance.maxRatio",
+        21,
+        "maxRatio is not a limit of this metric (its limits: max)",
+        id="tolerance-for-a-missing-limit",
+    ),
+    pytest.param(
+        policy(("    window: 5m\n", "    window: 5m\n    power: 0.5\n")),
+        "spec.analysis.power",
+        19,
+        "greater than 0.5",
+        id="power-at-one-half",
+    ),
+    pytest.param(
+        policy(("    window: 5m\n", "    window: 5m\n    power: 1\n")),
+        "spec.analysis.power",
+        19,
+        "less than 1",
+        id="power-at-one",
     ),
     pytest.param(
         policy(("{template: error-rate, max: 0.01}", "{template: error-rate}")),
