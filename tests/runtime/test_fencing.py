@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -29,8 +29,9 @@ from controller.store.memory import MemoryStore
 from controller.store.sql import SqlStore, migrate
 from tests.databases import postgres_test_url  # noqa: F401  (fixture)
 from tests.policy.base import BASE
-from tests.runtime.test_controller import KEY, Clock
 
+T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+KEY = "llm/bot-v2"
 TTL = timedelta(seconds=15)
 Store = MemoryStore | SqlStore
 
@@ -96,6 +97,14 @@ class Metrics:
         if self.error is not None:
             return Observation(Look(error=self.error))
         return Observation(Look((Cell("refusal-rate", "overall", self.verdict),)))
+
+
+@dataclass
+class Clock:
+    at: datetime = T0
+
+    def now(self) -> datetime:
+        return self.at
 
 
 @dataclass
