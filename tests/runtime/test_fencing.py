@@ -13,17 +13,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from controller.analysis.verdicts import Verdict
 from controller.engine.executor import Observation
 from controller.engine.state import Cell, Look, RolloutState
-from controller.errors import FencedError
+from controller.errors import FencedError, TransientError
 from controller.policy import CAPABILITIES, ModelRollout, RouterCapabilities, RouterKind
 from controller.routing import MemoryRouter, RouteChange, RouteState, RouteTarget
 from controller.runtime.controller import Controller
-from controller.runtime.fencing import LeaseFence
+from controller.runtime.fencing import LeaseFence, UnconfirmedLease
 from controller.runtime.sources import DirectorySource
 from controller.store.memory import MemoryStore
 from controller.store.sql import SqlStore, migrate
@@ -281,3 +282,50 @@ def test_the_fence_needs_the_same_lease_still_live(stores: tuple[Store, Store]) 
     with pytest.raises(FencedError, match="a holds the lease on llm/bot-v2 now \\(epoch 2\\)"):
         fence.check()
     LeaseFence(store, KEY, "a", clock).check()
+
+
+class CutOff:
+    """Replica a's view of the shared store, which the test can cut (a partition)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        if self.down:
+            raise TransientError("database 127.0.0.1:5432: connection refused")
+        return getattr(self.store, name)
+
+
+def test_cut_off_from_the_store_a_replica_does_not_put_its_step_back(
+    tmp_path: Path, stores: tuple[Store, Store]
+) -> None:
+    """a loses the store (not the cluster) while b takes over and rolls back: a's ticks
+    go on from memory and may take traffic off the candidate, but re-applying its step
+    would need a lease it cannot re-read, so the route stays as b left it."""
+    cut = CutOff(stores[0])
+    world = World(tmp_path, (cut, stores[1]))  # type: ignore[arg-type]
+    a, b = world.replica("a"), world.replica("b")
+    a.sync()
+    b.sync()
+    a.tick(KEY)
+    assert world.router.observe().weight == 5
+    cut.down = True
+    world.clock.at += TTL + timedelta(seconds=5)
+    world.metrics["b"].verdict = Verdict.FAIL
+    b.sync()
+    b.tick(KEY)
+    assert world.router.observe() == RouteState()
+    for _ in range(3):  # a's ticks, from memory: its step holds, and is not written again
+        world.clock.at += timedelta(seconds=30)
+        a.tick(KEY)
+    assert world.router.observe() == RouteState()
+    assert world.router.history[-1] == RouteState()
+    assert stores[1].get(KEY).phase == "RolledBack"  # type: ignore[union-attr]
+
+
+def test_an_unconfirmed_lease_refuses_as_a_transient_error() -> None:
+    fence = UnconfirmedLease(KEY, TransientError("connection refused"))
+    assert fence.epoch is None
+    with pytest.raises(TransientError, match="cannot be re-checked \\(connection refused\\)"):
+        fence.check()
