@@ -285,15 +285,15 @@ class RehearsalRouter:
     def observe(self) -> RouteState:
         return self.router.observe()
 
-    def apply(self, desired: RouteState) -> RouteChange:
-        change = self.router.apply(desired)
+    def apply(self, desired: RouteState, *, epoch: int | None = None) -> RouteChange:
+        change = self.router.apply(desired, epoch=epoch)
         if change.changed:
             self.routes.append(
                 {**self.router.observe().to_json(), "writes": [str(w) for w in change.writes]}
             )
         return change
 
-    def restore(self, *, promote: bool = False) -> RouteChange:
+    def restore(self, *, promote: bool = False, epoch: int | None = None) -> RouteChange:
         change = self.router.restore(promote=False)
         self.routes.append(
             {**self.router.observe().to_json(), "restored": True, "promoted": promote}

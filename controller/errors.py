@@ -7,7 +7,8 @@ what to do by its class, never by parsing its message::
     ├── PolicyError          a policy is invalid; carries every problem found
     ├── TransientError       worth retrying (after `retry_after` seconds, if known):
     │   └── NoDataError      a source answered, but with nothing to judge
-    └── PermanentError       retrying will not help (missing route, RBAC forbidden, ...)
+    ├── PermanentError       retrying will not help (missing route, RBAC forbidden, ...)
+    └── FencedError          a write toward the candidate from a replica whose lease is stale
 
 Errors raised while handling another are always chained (`raise ... from exc`),
 so the original cause stays visible in logs without being re-parsed.
@@ -81,3 +82,15 @@ class NoDataError(TransientError):
 
 class PermanentError(CanaryError):
     """A failure that retrying will not fix; a human has to change something."""
+
+
+class FencedError(CanaryError):
+    """A write toward the candidate was refused: the writer's lease is not the latest.
+
+    The writer's lease expired or changed hands since its tick began (it was
+    paused, slow, or cut off), or the route already carries a newer lease epoch.
+    Neither transient (retrying with the same stale lease can never succeed) nor
+    a reason to fail the rollout (the rollout is fine: another replica owns it).
+    The tick that hits it stops, records the refusal in the audit and commits
+    nothing.
+    """

@@ -233,6 +233,7 @@ def history_json(store: RolloutStore, row: StoredRollout) -> dict[str, Any]:
                 "action": r.action,
                 "desired": r.desired,
                 "error": r.error,
+                "reason": r.reason,
             }
         )
     for m in store.outbox(row.key):
@@ -316,6 +317,8 @@ def history_view(data: dict[str, Any]) -> Table:
             )
             if e["error"]:
                 text += f" [red]failed: {escape(e['error'])}[/red]"
+            if e.get("reason"):
+                text += f"\n  {escape(e['reason'])}"
             table.add_row(when, Text(f"route {e['action']}", style="dim"), "", text)
     return table
 

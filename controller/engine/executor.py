@@ -15,6 +15,14 @@
 - A route that cannot carry the rollout at all (a `PermanentError`: the route is
   missing, RBAC forbids the write, it does not point at the baseline...) ends the
   rollout as Failed in the same tick: the route is given back and the owners told.
+- Every write toward the candidate is fenced: right before it, the tick's `Fence`
+  re-reads the lease (still this replica's, same epoch, not expired), and the
+  router refuses it if the route carries a newer epoch. A refused write stops the
+  tick (FencedError): its commit would be refused as stale, so the refusal goes
+  into the audit on its own. Writes toward the baseline are never fenced.
+- An ended rollout's route is looked at again on every sync (`correct`): if it
+  carries the candidate (a stale write that slipped between a fence check and
+  its write), it is put back, audited and the owners told.
 
 Moving traffic toward the baseline never waits for the store. The executor keeps
 in memory the last committed row of every rollout it ticks. When the store cannot
@@ -51,13 +59,14 @@ from controller.engine.state import (
     Command,
     CommandKind,
     Decision,
+    EventKind,
     Look,
     Notify,
     RestoreRoute,
     RolloutState,
     Transition,
 )
-from controller.errors import CanaryError, PermanentError, TransientError
+from controller.errors import CanaryError, FencedError, PermanentError, TransientError
 from controller.policy import ModelRollout
 from controller.routing.base import NEUTRAL, PROMOTED, RouteChange, RouteState, TrafficRouter
 from controller.store.base import RolloutStore, StaleStateError
@@ -89,6 +98,48 @@ class Observer(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+class Fence(Protocol):
+    """A tick's claim on its rollout, re-checked right before each write toward the candidate.
+
+    `epoch` is the lease epoch the tick began under; it goes onto the route with
+    the write, where a router refuses it if the route already carries a newer one.
+    """
+
+    @property
+    def epoch(self) -> int | None: ...
+
+    def check(self) -> None:
+        """FencedError unless the lease is still this replica's, at `epoch`, not expired."""
+        ...
+
+
+class Unfenced:
+    """No leases (one process, the demo, a single replica's tests): nothing is fenced."""
+
+    @property
+    def epoch(self) -> int | None:
+        return None
+
+    def check(self) -> None:
+        return None
+
+
+UNFENCED = Unfenced()
+
+
+def toward_candidate(action: ApplyRoute | RestoreRoute) -> bool:
+    """Whether a route action may move traffic toward the candidate (and so is fenced).
+
+    Any state that routes anything counts, whatever the route carries now: from a
+    route another replica has just given back, re-applying "10 %" moves traffic
+    toward the candidate. Only a restore to the baseline (or the neutral state)
+    never does.
+    """
+    if isinstance(action, RestoreRoute):
+        return action.promoted
+    return action.state.routes_anything
 
 
 @dataclass(frozen=True)
@@ -159,10 +210,13 @@ class Executor:
         observer: Observer,
         *,
         read: StoreRead | TransientError | None = None,
+        fence: Fence = UNFENCED,
     ) -> TickResult:
         """One tick. `read`: what the caller already read (`read(key)`), or the error the
         store gave it, in which case the tick runs from the state kept in memory; read
-        here when None."""
+        here when None. `fence` guards every write toward the candidate: FencedError
+        (nothing committed, the refusal audited) if this replica's lease is no longer
+        the latest."""
         now = self.clock.now()
         key = rollout.key
         if read is None:
@@ -171,7 +225,7 @@ class Executor:
             except TransientError as exc:
                 read = exc
         if isinstance(read, TransientError):
-            return self._tick_without_store(rollout, route, observer, read, now)
+            return self._tick_without_store(rollout, route, observer, read, now, fence)
         stored, commands = read.stored, read.commands
         try:
             if self.pending_for(key):
@@ -180,10 +234,12 @@ class Executor:
             else:
                 self._remember(key, stored)
         except TransientError as exc:
-            return self._tick_without_store(rollout, route, observer, exc, now)
+            return self._tick_without_store(rollout, route, observer, exc, now, fence)
         with self._lock:
             self._blind.discard(key)
-        return self._tick(rollout, stored, commands, route, observer, now, offline=None)
+        return self._tick(
+            rollout, stored, commands, route, observer, now, offline=None, fence=fence
+        )
 
     def pending_for(self, key: str) -> bool:
         """Whether ticks of `key` acted without the store and wait to be recorded."""
@@ -205,6 +261,7 @@ class Executor:
         now: datetime,
         *,
         offline: TransientError | None,
+        fence: Fence = UNFENCED,
     ) -> TickResult:
         key = rollout.key
         spec = rollout.spec
@@ -243,7 +300,9 @@ class Executor:
             if any(moves_toward_candidate(serving, a) for a in _route_actions(decision)):
                 # Toward the candidate needs the lease and the store: hold this tick.
                 return TickResult(key, Decision(state), None, look=look, store_error=str(offline))
-        return self._perform(rollout, stored, decision, route, analyses, now, look, offline=offline)
+        return self._perform(
+            rollout, stored, decision, route, analyses, now, look, offline=offline, fence=fence
+        )
 
     def _tick_without_store(
         self,
@@ -252,6 +311,7 @@ class Executor:
         observer: Observer,
         error: TransientError,
         now: datetime,
+        fence: Fence,
     ) -> TickResult:
         key = rollout.key
         with self._lock:
@@ -272,7 +332,7 @@ class Executor:
         # The newest state this replica knows: its own unrecorded ticks', if any.
         base = pending[-1].rollout if pending else known
         assert base is not None
-        return self._tick(rollout, base, (), route, observer, now, offline=error)
+        return self._tick(rollout, base, (), route, observer, now, offline=error, fence=fence)
 
     def end(self, rollout: ModelRollout, route: TrafficRouter) -> TickResult | None:
         """The ModelRollout was deleted: restore the route and record the end."""
@@ -388,6 +448,7 @@ class Executor:
         look: Look | None = None,
         *,
         offline: TransientError | None = None,
+        fence: Fence = UNFENCED,
     ) -> TickResult:
         actions = list(decision.actions)
         ended = decision.state.phase.terminal and not decision.transitions
@@ -395,8 +456,12 @@ class Executor:
             actions.insert(0, RestoreRoute(promoted=decision.state.phase is Phase.PROMOTED))
             if offline is not None and moves_toward_candidate(decision.state.serving(), actions[0]):
                 return TickResult(rollout.key, decision, None, look=look, store_error=str(offline))
-        writes = _RouteWrites(rollout.key, route, now, decision.state.serving())
-        state = writes.perform(decision.state, actions)
+        writes = _RouteWrites(rollout.key, route, now, decision.state.serving(), fence)
+        try:
+            state = writes.perform(decision.state, actions)
+        except FencedError:
+            self._audit_refusal(rollout.key, writes)
+            raise
         if writes.permanent is not None and not state.phase.terminal:
             failure = fail(
                 rollout.spec, state, f"the route cannot be written: {writes.permanent}", now
@@ -455,27 +520,103 @@ class Executor:
         self._defer(write)
         return TickResult(rollout.key, result, None, tuple(errors), look, str(offline))
 
+    def _audit_refusal(self, key: str, writes: _RouteWrites) -> None:
+        """Append the fenced write (and any written before it) to the audit: the tick that
+        made them will never commit, yet someone must be able to see what was tried."""
+        for record in writes.records:
+            if record.changed or record.error:
+                try:
+                    self.store.append_route_action(key, record)
+                except CanaryError as exc:
+                    log.error("could not audit the refused route write of %s: %s", key, exc)
+
+    def correct(
+        self, rollout: ModelRollout, stored: StoredRollout, route: TrafficRouter
+    ) -> TickResult | None:
+        """Put an ended rollout's route back if it carries the candidate again.
+
+        Rolled back, aborted and failed rollouts must leave their route on the
+        baseline for as long as the ModelRollout exists. The fence leaves one
+        window: a stale replica that passed its lease check just before the new
+        owner restored the route writes after it, onto a route that (given back
+        exactly) no longer carries an epoch. This finds that route on the next
+        sync, restores it (toward the baseline: no fence needed), and commits the
+        action with a message to the owners, once per correction (the message is
+        keyed by the revision the correction was made from). One `observe` per
+        call; None when the route carries nothing of the candidate.
+        """
+        state = RolloutState.from_json(stored.state)
+        if not state.phase.terminal or state.phase is Phase.PROMOTED or state.restore_pending:
+            return None
+        observed = route.observe()
+        if not observed.sends_traffic:
+            return None
+        now = self.clock.now()
+        change = route.restore()
+        ended = _ENDED_AS.get(state.phase, str(state.phase))
+        reason = (
+            f"the route carried the {ended} candidate {state.candidate_version} "
+            f"({observed}); put back"
+        )
+        log.warning("%s: %s", rollout.key, reason)
+        record = RouteActionRecord(
+            now,
+            "restore",
+            {"restore": "baseline"},
+            {**change.state.to_json(), "writes": [str(w) for w in change.writes]},
+            change.changed,
+            reason=reason,
+        )
+        notify = Notify(EventKind.ROUTE_CORRECTED, reason, mention=True)
+        message = OutboxMessage(
+            f"{rollout.key}#{state.started_at.isoformat()}#r{stored.revision}#{notify.event}",
+            str(notify.event),
+            _payload(rollout, state, notify),
+            now,
+        )
+        committed = self.store.commit(
+            TickWrite(
+                rollout=replace(stored, updated_at=now),
+                expected_revision=stored.revision,
+                route_actions=(record,),
+                messages=(message,),
+            )
+        )
+        self._remember(rollout.key, committed)
+        return TickResult(rollout.key, Decision(state, (notify,)), committed)
+
+
+_ENDED_AS = {Phase.ROLLED_BACK: "rolled-back", Phase.ABORTED: "aborted", Phase.FAILED: "failed"}
+
 
 class _RouteWrites:
     """Performs a tick's route actions in order and records each, failed ones included.
 
-    Every write that gives the candidate more traffic goes through `_toward_candidate`:
-    the one place that may demand more of the replica (a lease check) before it writes.
+    Every write that gives the candidate more traffic goes through `_toward_candidate`;
+    every write that routes anything at all (the same step again included: the route
+    may have been given back meanwhile by another replica) passes the tick's fence
+    first, which re-reads the lease (see `toward_candidate`).
     """
 
-    def __init__(self, key: str, route: TrafficRouter, now: datetime, serving: RouteState) -> None:
+    def __init__(
+        self, key: str, route: TrafficRouter, now: datetime, serving: RouteState, fence: Fence
+    ) -> None:
         self.key = key
         self.route = route
         self.now = now
         #: what the route carries as far as this tick knows (updated by each write)
         self.serving = serving
+        self.fence = fence
         self.records: list[RouteActionRecord] = []
         self.errors: list[str] = []
         #: the first permanent error of an ApplyRoute: the route cannot carry the rollout
         self.permanent: PermanentError | None = None
 
     def perform(self, state: RolloutState, actions: list[Action]) -> RolloutState:
-        """Perform the route actions; returns `state` with `restore_pending` updated."""
+        """Perform the route actions; returns `state` with `restore_pending` updated.
+
+        FencedError (after recording the refusal) if a write toward the candidate is
+        refused: the actions after it are not performed."""
         for action in actions:
             if isinstance(action, Notify):
                 continue
@@ -486,6 +627,19 @@ class _RouteWrites:
                     change = self._toward_baseline(action)
                 if isinstance(action, RestoreRoute):
                     state = state.evolve(restore_pending=False)
+            except FencedError as exc:
+                log.warning("route write for %s refused: %s", self.key, exc)
+                self.records.append(
+                    RouteActionRecord(
+                        self.now,
+                        _action_name(action),
+                        _desired(action),
+                        error=f"fenced: {exc}",
+                        reason="a write toward the candidate from a replica whose lease is "
+                        "no longer the latest was refused",
+                    )
+                )
+                raise
             except CanaryError as exc:
                 if isinstance(action, RestoreRoute):
                     state = state.evolve(restore_pending=True)
@@ -520,9 +674,14 @@ class _RouteWrites:
         return self._write(action)
 
     def _write(self, action: ApplyRoute | RestoreRoute) -> RouteChange:
+        # the fence: re-read the lease immediately before any write that can put traffic
+        # on the candidate (not only those this tick believes give it more)
+        if toward_candidate(action):
+            self.fence.check()
         if isinstance(action, RestoreRoute):
-            return self.route.restore(promote=action.promoted)
-        return self.route.apply(action.state)
+            epoch = self.fence.epoch if action.promoted else None
+            return self.route.restore(promote=action.promoted, epoch=epoch)
+        return self.route.apply(action.state, epoch=self.fence.epoch)
 
 
 def _after(action: ApplyRoute | RestoreRoute) -> RouteState:

@@ -204,6 +204,8 @@ class EventKind(StrEnum):
     HOLDING = "holding"  # not enough traffic / no data
     RESTARTED = "restarted"
     FAILED = "failed"
+    #: an ended rollout's route was found carrying its candidate again, and put back
+    ROUTE_CORRECTED = "route-corrected"
 
 
 @dataclass(frozen=True)

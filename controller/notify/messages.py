@@ -38,6 +38,7 @@ _TITLES: Mapping[str, tuple[str, str]] = {
     "holding": (":hourglass_flowing_sand:", "Holding"),
     "restarted": (":repeat:", "Restarted"),
     "failed": (":x:", "Failed"),
+    "route-corrected": (":warning:", "Route put back"),
 }
 _PHASES: Mapping[str, str] = {
     "Pending": ":hourglass:",

@@ -56,7 +56,7 @@ _SDK_LOG.setLevel(logging.CRITICAL)
 #: Slack message metadata type of every message this controller posts
 EVENT_TYPE = "canary_rollout_event"
 #: events also shown in the channel, not only in the rollout's thread
-BROADCAST = frozenset({"rolled-back", "aborted", "failed"})
+BROADCAST = frozenset({"rolled-back", "aborted", "failed", "route-corrected"})
 #: `ok: false` codes that mean Slack's trouble, not ours: retry them
 TRANSIENT_CODES = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}

@@ -6,6 +6,7 @@ modules by the composition root only: this package, which the engine
 imports, never imports `kubernetes`.
 """
 
+from controller.errors import FencedError
 from controller.routing.base import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -48,6 +49,7 @@ __all__ = [
     "ApiNotInstalledError",
     "ApiUnavailableError",
     "ConflictError",
+    "FencedError",
     "ForbiddenError",
     "MemoryRouter",
     "NotRoutedToBaselineError",

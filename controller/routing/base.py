@@ -29,6 +29,15 @@ reason: the engine tells them apart by class without importing a client::
     TransientError
     ├── ApiUnavailableError        unreachable, timed out, 5xx, throttled
     └── ConflictError              the object kept changing under us (409s)
+    FencedError                    the route carries a newer lease epoch than the writer's
+                                   (controller.errors, re-exported by this package)
+
+Fencing: a write toward the candidate (an `apply` that routes anything, a
+promoting `restore`) passes the writer's lease epoch. The router records it in
+the route's snapshot annotation and refuses the write (FencedError) when the
+route already carries a higher one; the check runs on the object as read for
+the resourceVersion-guarded write, so it is atomic. A restore to the baseline
+is never fenced, and gives the route back exactly, token included.
 """
 
 from __future__ import annotations
@@ -296,14 +305,19 @@ class TrafficRouter(Protocol):
         """The state the route carries now, read back from the cluster."""
         ...
 
-    def apply(self, desired: RouteState) -> RouteChange:
-        """Make the route carry `desired` (as `supported_state` makes it); no write if it does."""
+    def apply(self, desired: RouteState, *, epoch: int | None = None) -> RouteChange:
+        """Make the route carry `desired` (as `supported_state` makes it); no write if it does.
+
+        `epoch` is the writer's lease epoch (None: unfenced, e.g. a single process
+        without leases): recorded on the route, and FencedError if the route
+        already carries a higher one."""
         ...
 
-    def restore(self, *, promote: bool = False) -> RouteChange:
+    def restore(self, *, promote: bool = False, epoch: int | None = None) -> RouteChange:
         """End the rollout on the route: give it back exactly as it was before, and delete
         every object the router created. With `promote`, the route's baseline backends
         name the candidate instead: the candidate is the only backend, nothing else changes.
+        `epoch` fences a promotion as in `apply`; a restore to the baseline is never fenced.
         """
         ...
 

@@ -51,6 +51,8 @@ from controller.routing.base import (
 from controller.routing.cluster import HTTP_ROUTE, Cluster, route_change
 from controller.routing.manifests import (
     JsonObject,
+    check_fence,
+    epoch_token,
     escape_regex,
     read_snapshot,
     write_snapshot,
@@ -316,8 +318,11 @@ def _given_back(
     return out
 
 
-def desired_route(route: Mapping[str, Any], target: RouteTarget, state: RouteState) -> JsonObject:
-    """The HTTPRoute carrying `state`, built from the route as it is now."""
+def desired_route(
+    route: Mapping[str, Any], target: RouteTarget, state: RouteState, *, epoch: int | None = None
+) -> JsonObject:
+    """The HTTPRoute carrying `state`, built from the route as it is now; the snapshot
+    records the writer's lease `epoch` (see `check_fence`)."""
     obj = original_route(route, target.namespace)
     if not state.routes_anything:
         return obj
@@ -376,6 +381,7 @@ def desired_route(route: Mapping[str, Any], target: RouteTarget, state: RouteSta
                 for i in targets
             ],
             "managed": managed,
+            **epoch_token(route, epoch),
         },
     )
     return obj
@@ -456,19 +462,21 @@ class GatewayApiRouter(RouterBase):
             raise self._missing()
         return observed_state(route, self.target)
 
-    def apply(self, desired: RouteState) -> RouteChange:
+    def apply(self, desired: RouteState, *, epoch: int | None = None) -> RouteChange:
         state = self.supported(desired)
 
         def build(current: JsonObject | None) -> JsonObject:
             if current is None:
                 raise self._missing()
-            return _unless_same(current, desired_route(current, self.target, state))
+            if state.routes_anything:
+                check_fence(current, epoch, self._ref)
+            return _unless_same(current, desired_route(current, self.target, state, epoch=epoch))
 
         done = self.cluster.reconcile(HTTP_ROUTE, self.target.namespace, self.target.route, build)
         assert done.object is not None
         return route_change(observed_state(done.object, self.target), done)
 
-    def restore(self, *, promote: bool = False) -> RouteChange:
+    def restore(self, *, promote: bool = False, epoch: int | None = None) -> RouteChange:
         def build(current: JsonObject | None) -> JsonObject | None:
             if current is None:
                 if promote:
@@ -476,6 +484,7 @@ class GatewayApiRouter(RouterBase):
                 log.warning("%s is gone; nothing to give back", self._ref)
                 return None
             if promote:
+                check_fence(current, epoch, self._ref)
                 return _unless_same(current, promoted_route(current, self.target))
             return _unless_same(current, original_route(current, self.target.namespace))
 

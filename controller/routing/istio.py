@@ -54,7 +54,9 @@ from controller.routing.cluster import (
 )
 from controller.routing.manifests import (
     JsonObject,
+    check_fence,
     child_name,
+    epoch_token,
     is_managed,
     managed_object,
     read_snapshot,
@@ -205,8 +207,11 @@ def original_service(vs: Mapping[str, Any], namespace: str) -> JsonObject:
     return obj
 
 
-def desired_service(vs: Mapping[str, Any], target: RouteTarget, state: RouteState) -> JsonObject:
-    """The VirtualService carrying `state`, built from the VirtualService as it is now."""
+def desired_service(
+    vs: Mapping[str, Any], target: RouteTarget, state: RouteState, *, epoch: int | None = None
+) -> JsonObject:
+    """The VirtualService carrying `state`, built from the VirtualService as it is now; the
+    snapshot records the writer's lease `epoch` (see `check_fence`)."""
     obj = original_service(vs, target.namespace)
     if not state.routes_anything:
         return obj
@@ -240,6 +245,7 @@ def desired_service(vs: Mapping[str, Any], target: RouteTarget, state: RouteStat
                 {"match": routes[i].get("match"), "route": routes[i].get("route")} for i in targets
             ],
             "managed": managed,
+            **epoch_token(vs, epoch),
         },
     )
     return obj
@@ -387,14 +393,16 @@ class IstioRouter(RouterBase):
         rule = self.cluster.get(DESTINATION_RULE, t.namespace, sticky_rule_name(t.route))
         return observed_state(vs, rule, t)
 
-    def apply(self, desired: RouteState) -> RouteChange:
+    def apply(self, desired: RouteState, *, epoch: int | None = None) -> RouteChange:
         state = self.supported(desired)
         t = self.target
 
         def build(current: JsonObject | None) -> JsonObject:
             if current is None:
                 raise self._missing()
-            return desired_service(current, t, state)
+            if state.routes_anything:
+                check_fence(current, epoch, self._ref)
+            return desired_service(current, t, state, epoch=epoch)
 
         routed = self.cluster.reconcile(VIRTUAL_SERVICE, t.namespace, t.route, build)
         assert routed.object is not None
@@ -403,7 +411,7 @@ class IstioRouter(RouterBase):
         sticky = self._reconcile_sticky(state, host)
         return route_change(observed_state(routed.object, sticky.object, t), routed, sticky)
 
-    def restore(self, *, promote: bool = False) -> RouteChange:
+    def restore(self, *, promote: bool = False, epoch: int | None = None) -> RouteChange:
         t = self.target
 
         def build(current: JsonObject | None) -> JsonObject | None:
@@ -413,6 +421,7 @@ class IstioRouter(RouterBase):
                 log.warning("%s is gone; nothing to give back", self._ref)
                 return None
             if promote:
+                check_fence(current, epoch, self._ref)
                 return promoted_service(current, t)
             return original_service(current, t.namespace)
 

@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from controller.errors import FencedError
 from controller.policy import HeaderMatch
 from controller.routing.base import (
     MANAGED_BY,
@@ -78,6 +79,36 @@ def write_snapshot(obj: JsonObject, snapshot: Mapping[str, Any] | None) -> None:
     else:
         values[SNAPSHOT_ANNOTATION] = json.dumps(snapshot, separators=(",", ":"))
     set_annotations(obj, values)
+
+
+def carried_epoch(obj: Mapping[str, Any] | None) -> int:
+    """The lease epoch of the last fenced write recorded in `obj`'s snapshot (0: none)."""
+    value = (read_snapshot(obj) or {}).get("epoch") if obj is not None else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def check_fence(obj: Mapping[str, Any] | None, epoch: int | None, ref: str) -> None:
+    """FencedError if `obj` was written under a newer lease epoch than the writer's.
+
+    Called inside a `reconcile` build, on the object as just read: the write that
+    follows carries that object's resourceVersion, so if anyone writes in between
+    the write fails with 409, the object is read again and this runs again. The
+    check and the write are one atomic step on the API server.
+    """
+    carried = carried_epoch(obj)
+    if epoch is not None and carried > epoch:
+        raise FencedError(
+            f"{ref} was written under lease epoch {carried}, newer than this replica's "
+            f"{epoch}: another replica owns the rollout now; the write toward the "
+            "candidate is refused"
+        )
+
+
+def epoch_token(current: Mapping[str, Any] | None, epoch: int | None) -> dict[str, int]:
+    """The `epoch` entry of a snapshot written now: the writer's, or (unfenced) the one
+    the object already carries, so a token never goes down."""
+    kept = epoch if epoch is not None else carried_epoch(current)
+    return {"epoch": kept} if kept else {}
 
 
 _REGEX_SPECIALS = frozenset("\\.+*?()|[]{}^$")

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import deque
 
-from controller.errors import CanaryError
+from controller.errors import CanaryError, FencedError
 from controller.policy import CAPABILITIES, RouterCapabilities, RouterKind
 from controller.routing.base import (
     NEUTRAL,
@@ -41,6 +41,7 @@ class MemoryRouter:
         self._state = NEUTRAL
         self._backend = target.baseline
         self._history: list[RouteState] = []
+        self._epoch = 0  # the lease epoch of the last fenced write, like a route's snapshot
         self._failures: deque[CanaryError] = deque()
 
     @property
@@ -80,12 +81,30 @@ class MemoryRouter:
             self._maybe_fail()
             return self._state
 
-    def apply(self, desired: RouteState) -> RouteChange:
+    @property
+    def epoch(self) -> int:
+        """The lease epoch the route carries (0: none; a restore clears it, as a real one)."""
+        with self._lock:
+            return self._epoch
+
+    def _fence(self, epoch: int | None) -> None:
+        if epoch is not None and self._epoch > epoch:
+            raise FencedError(
+                f"memory route {self.target.route} was written under lease epoch "
+                f"{self._epoch}, newer than {epoch}; the write toward the candidate is refused"
+            )
+
+    def apply(self, desired: RouteState, *, epoch: int | None = None) -> RouteChange:
         state = supported_state(desired, self._kind)
         for name, _ in state.cohorts:
             self.target.cohort(name)
         with self._lock:
             self._maybe_fail()
+            if state.routes_anything:
+                self._fence(epoch)
+                self._epoch = epoch if epoch is not None else self._epoch
+            else:
+                self._epoch = 0
             if state == self._state:
                 log.info("memory route %s: no changes, skipping", self.target.route)
                 return RouteChange(state)
@@ -93,9 +112,12 @@ class MemoryRouter:
             self._history.append(state)
             return RouteChange(state, (self._write(),))
 
-    def restore(self, *, promote: bool = False) -> RouteChange:
+    def restore(self, *, promote: bool = False, epoch: int | None = None) -> RouteChange:
         with self._lock:
             self._maybe_fail()
+            if promote:
+                self._fence(epoch)
+            self._epoch = 0
             backend = self.target.candidate if promote else self._backend
             after = PROMOTED if promote else NEUTRAL
             if self._state == NEUTRAL and backend == self._backend:

@@ -47,7 +47,9 @@ from controller.routing.cluster import INGRESS, Cluster, Reconciled, route_chang
 from controller.routing.manifests import (
     JsonObject,
     annotations_of,
+    check_fence,
     child_name,
+    epoch_token,
     header_regex,
     is_managed,
     managed_object,
@@ -156,9 +158,15 @@ def _switched_spec(spec: Mapping[str, Any], old: str, new: str, *, keep_others: 
 
 
 def desired_canary(
-    current: JsonObject | None, stable: Mapping[str, Any], target: RouteTarget, state: RouteState
+    current: JsonObject | None,
+    stable: Mapping[str, Any],
+    target: RouteTarget,
+    state: RouteState,
+    *,
+    epoch: int | None = None,
 ) -> JsonObject | None:
-    """The canary Ingress for `state` (None: none is needed), derived from the stable Ingress."""
+    """The canary Ingress for `state` (None: none is needed), derived from the stable Ingress;
+    its snapshot annotation records the writer's lease `epoch` (see `check_fence`)."""
     name = canary_name(target.route)
     if current is not None and not is_managed(current, target.route):
         if state.weight == 0 and not state.cohorts:
@@ -193,6 +201,7 @@ def desired_canary(
         else:
             values[CANARY_BY_HEADER_PATTERN] = header_regex(match) or ""
     set_annotations(obj, values)
+    write_snapshot(obj, epoch_token(current, epoch) or None)
     obj["spec"] = _switched_spec(
         stable.get("spec") or {}, target.baseline, target.candidate, keep_others=False
     )
@@ -225,9 +234,11 @@ def desired_stable(
     *,
     cluster_domain: str,
     promote: bool = False,
+    epoch: int | None = None,
 ) -> JsonObject:
-    """The stable Ingress: as it was, plus our mirror-target while mirroring; on promotion,
-    with its baseline backends switched to the candidate."""
+    """The stable Ingress: as it was, plus our mirror-target while mirroring (its snapshot
+    records the writer's lease `epoch`); on promotion, with its baseline backends switched
+    to the candidate."""
     obj = copy.deepcopy(current)
     snapshot = read_snapshot(current)
     values = annotations_of(obj)
@@ -244,7 +255,10 @@ def desired_stable(
                 f"({MIRROR_TARGET}); canary-controller will not replace it"
             )
         set_annotations(obj, {**values, MIRROR_TARGET: ours})
-        write_snapshot(obj, {"candidate": target.candidate, "mirrorTarget": ours})
+        write_snapshot(
+            obj,
+            {"candidate": target.candidate, "mirrorTarget": ours, **epoch_token(current, epoch)},
+        )
     if promote:
         obj["spec"] = _switched_spec(
             obj.get("spec") or {}, target.baseline, target.candidate, keep_others=True
@@ -315,25 +329,36 @@ class NginxRouter(RouterBase):
         canary = self.cluster.get(INGRESS, self.target.namespace, canary_name(self.target.route))
         return observed_state(stable, canary, self.target)
 
-    def apply(self, desired: RouteState) -> RouteChange:
+    def apply(self, desired: RouteState, *, epoch: int | None = None) -> RouteChange:
         state = self.supported(desired)
         t = self.target
         stable = self._stable()
-        canary = self._reconcile_canary(stable, state)
+        if state.routes_anything:
+            check_fence(stable, epoch, self._ref)
+        canary = self._reconcile_canary(stable, state, epoch)
         routed = self.cluster.reconcile(
-            INGRESS, t.namespace, t.route, lambda current: self._stable_for(current, state)
+            INGRESS,
+            t.namespace,
+            t.route,
+            lambda current: self._stable_for(current, state, epoch=epoch),
         )
         assert routed.object is not None
         return route_change(observed_state(routed.object, canary.object, t), canary, routed)
 
-    def restore(self, *, promote: bool = False) -> RouteChange:
+    def restore(self, *, promote: bool = False, epoch: int | None = None) -> RouteChange:
         t = self.target
         if promote:
+            canary_ref = INGRESS.ref(t.namespace, canary_name(t.route))
+            check_fence(
+                self.cluster.get(INGRESS, t.namespace, canary_name(t.route)), epoch, canary_ref
+            )
             routed = self.cluster.reconcile(
                 INGRESS,
                 t.namespace,
                 t.route,
-                lambda current: self._stable_for(current, NEUTRAL, promote=True, restoring=True),
+                lambda current: self._stable_for(
+                    current, NEUTRAL, promote=True, restoring=True, epoch=epoch
+                ),
             )
             canary = self._reconcile_canary(routed.object, NEUTRAL)
         else:
@@ -353,6 +378,7 @@ class NginxRouter(RouterBase):
         *,
         promote: bool = False,
         restoring: bool = False,
+        epoch: int | None = None,
     ) -> JsonObject | None:
         if current is None:
             if restoring and not promote:
@@ -361,15 +387,25 @@ class NginxRouter(RouterBase):
             raise RouteNotFoundError(f"{self._ref} not found")
         if state.routes_anything:
             check_stable(current, self.target)
+        if state.routes_anything or promote:
+            check_fence(current, epoch, self._ref)
         return desired_stable(
-            current, self.target, state, cluster_domain=self.cluster_domain, promote=promote
+            current,
+            self.target,
+            state,
+            cluster_domain=self.cluster_domain,
+            promote=promote,
+            epoch=epoch,
         )
 
-    def _reconcile_canary(self, stable: JsonObject | None, state: RouteState) -> Reconciled:
+    def _reconcile_canary(
+        self, stable: JsonObject | None, state: RouteState, epoch: int | None = None
+    ) -> Reconciled:
         t = self.target
-        return self.cluster.reconcile(
-            INGRESS,
-            t.namespace,
-            canary_name(t.route),
-            lambda current: desired_canary(current, stable or {}, t, state),
-        )
+
+        def build(current: JsonObject | None) -> JsonObject | None:
+            if state.weight or state.cohorts:
+                check_fence(current, epoch, INGRESS.ref(t.namespace, canary_name(t.route)))
+            return desired_canary(current, stable or {}, t, state, epoch=epoch)
+
+        return self.cluster.reconcile(INGRESS, t.namespace, canary_name(t.route), build)

@@ -13,6 +13,12 @@ The store being unreachable stops nothing that takes traffic off a candidate: a
 tick that cannot take its lease or read its state still looks at the metrics and
 acts from the state the executor keeps in memory, toward the baseline only (see
 `controller.engine.executor`); it counts as an `error` tick with one log line.
+
+A tick's writes toward the candidate are fenced by the lease's epoch
+(`fencing.LeaseFence`), and every sync also looks at the route of each ended
+(rolled back, aborted, failed) rollout whose ModelRollout still exists, and puts
+back any candidate traffic found there: one lease renewal and one route read per
+such rollout per sync.
 """
 
 from __future__ import annotations
@@ -29,10 +35,11 @@ from prometheus_client import CollectorRegistry
 
 from controller.engine.executor import Clock, Executor, Observer, StoreRead, TickResult
 from controller.engine.phases import Phase
-from controller.errors import CanaryError, TransientError
+from controller.errors import CanaryError, FencedError, TransientError
 from controller.policy import ModelRollout
-from controller.routing.base import TrafficRouter
+from controller.routing.base import RouteNotFoundError, TrafficRouter
 from controller.runtime.bounded import BoundedCalls
+from controller.runtime.fencing import LeaseFence, UnconfirmedLease
 from controller.runtime.sources import RolloutSource, Snapshot
 from controller.store.base import LeaseStore, RolloutStore, StaleStateError
 from controller.store.records import StoredRollout
@@ -120,6 +127,8 @@ class Controller:
         self._stopping = threading.Event()
         #: the leases this replica held after the last sync, to count what changed
         self._held: set[str] = set()
+        #: the last error looking at each ended rollout's route, to log it once, not per sync
+        self._ended_errors: dict[str, str] = {}
 
     # --- one pass over everything --------------------------------------------------
 
@@ -157,7 +166,35 @@ class Controller:
                 continue
             if self.store.acquire(key, self.replica, self.lease_ttl, now):
                 self._end(row)
+        self._check_ended(snapshot, stored, now)
         self._schedule(wanted)
+
+    def _check_ended(
+        self, snapshot: Snapshot, stored: dict[str, StoredRollout], now: datetime
+    ) -> None:
+        """Ended rollouts stay level-triggered: while the ModelRollout exists, the route of
+        a rolled-back, aborted or failed rollout must not carry its candidate. The replica
+        holding its lease reads the route and puts back what it finds."""
+        for key, rollout in snapshot.rollouts.items():
+            row = stored.get(key)
+            if row is None or _needs_ticks(rollout, row) or Phase(row.phase) is Phase.PROMOTED:
+                continue
+            try:
+                if not self.store.acquire(key, self.replica, self.lease_ttl, now):
+                    continue
+                result = self.executor.correct(rollout, row, self.routes(rollout))
+            except StaleStateError:
+                log.info("%s was written by another replica while its route was put back", key)
+                continue
+            except CanaryError as exc:
+                if self._ended_errors.get(key) != str(exc):
+                    level = logging.INFO if isinstance(exc, RouteNotFoundError) else logging.WARNING
+                    log.log(level, "could not look at the route of ended rollout %s: %s", key, exc)
+                self._ended_errors[key] = str(exc)
+                continue
+            self._ended_errors.pop(key, None)
+            if result is not None:
+                self._report(rollout, result)
 
     def _count_leases(self, held: set[str], *, lost: set[str]) -> None:
         for _ in held - self._held:
@@ -212,6 +249,9 @@ class Controller:
         except StaleStateError:
             outcome = TickOutcome.SKIPPED
             log.info("%s was written by another replica; skipping this tick", key)
+        except FencedError as exc:
+            outcome = TickOutcome.SKIPPED
+            log.warning("%s: this replica's lease is stale; the tick stopped: %s", key, exc)
         except CanaryError as exc:
             log.error("tick of %s failed: %s", key, exc)
         except Exception:  # a bug: say where, and keep the scheduler's thread alive
@@ -224,16 +264,23 @@ class Controller:
         # Wait for the lease and the state at most half an interval (and `store_wait`):
         # what moves traffic toward the baseline does not wait for the store.
         wait = min(self.store_wait, rollout.spec.analysis.interval.total_seconds() / 2)
-        read: StoreRead | TransientError | None
+        read: StoreRead | TransientError
+        fence: LeaseFence | UnconfirmedLease
         try:
-            read = self._reads.call(lambda: self._read(key), wait=wait)
+            got = self._reads.call(lambda: self._read(key), wait=wait)
         except TransientError as exc:
-            read = exc  # toward the baseline needs no lease: tick from memory
-        if read is None:
-            log.info("lost the lease on %s to another replica", key)
-            self.executor.forget(key)
-            return TickOutcome.SKIPPED
-        result = self.executor.tick(rollout, self.routes(rollout), self.observer, read=read)
+            # toward the baseline needs no lease: tick from memory; whatever routes
+            # anything to the candidate is refused, since the lease cannot be re-read
+            read, fence = exc, UnconfirmedLease(key, exc)
+        else:
+            if got is None:
+                log.info("lost the lease on %s to another replica", key)
+                self.executor.forget(key)
+                return TickOutcome.SKIPPED
+            read, fence = got
+        result = self.executor.tick(
+            rollout, self.routes(rollout), self.observer, read=read, fence=fence
+        )
         self._report(rollout, result)
         if result.store_error is None:
             return TickOutcome.OK
@@ -250,12 +297,13 @@ class Controller:
         )
         return TickOutcome.ERROR
 
-    def _read(self, key: str) -> StoreRead | None:
-        """The lease, then the rollout's row and commands; None if another replica
-        holds the lease."""
+    def _read(self, key: str) -> tuple[StoreRead, LeaseFence] | None:
+        """The lease (and its epoch, for the tick's fence), then the rollout's row and
+        commands; None if another replica holds the lease."""
         if not self.store.acquire(key, self.replica, self.lease_ttl, self.clock.now()):
             return None
-        return self.executor.read(key)
+        fence = LeaseFence(self.store, key, self.replica, self.clock)
+        return self.executor.read(key), fence
 
     def _report(self, rollout: ModelRollout, result: TickResult) -> None:
         for reporter in self.reporters:

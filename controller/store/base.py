@@ -10,6 +10,7 @@ from controller.errors import CanaryError
 from controller.store.records import (
     AnalysisRecord,
     Delivery,
+    Lease,
     ManualCommand,
     NotificationThread,
     OutboxMessage,
@@ -42,6 +43,12 @@ class RolloutStore(Protocol):
     def analyses(self, key: str, *, since_tick: int = 0) -> Sequence[AnalysisRecord]: ...
 
     def route_actions(self, key: str) -> Sequence[RouteActionRecord]: ...
+
+    def append_route_action(self, key: str, action: RouteActionRecord) -> None:
+        """Add one route action to a rollout's audit without touching its state (no
+        revision needed): for what happens outside a committed tick, such as a stale
+        replica's write that was refused, whose tick can never commit."""
+        ...
 
     def add_command(self, key: str, command: ManualCommand) -> ManualCommand:
         """Record a human's command; the engine applies it on the rollout's next tick."""
@@ -118,10 +125,19 @@ class LeaseStore(Protocol):
     """Which replica owns which rollout, with expiry, so a dead replica's work moves on."""
 
     def acquire(self, key: str, holder: str, ttl: timedelta, now: datetime) -> bool:
-        """Take or renew the lease on `key`; False while another holder's lease is live."""
+        """Take or renew the lease on `key`; False while another holder's lease is live.
+
+        Taking it (rather than renewing a live lease of the same holder) moves its
+        epoch on by one; see `Lease`."""
         ...
 
-    def release(self, key: str, holder: str) -> None: ...
+    def lease(self, key: str, now: datetime) -> Lease | None:
+        """The live lease on `key` with its epoch, read fresh; None when nobody holds it."""
+        ...
+
+    def release(self, key: str, holder: str) -> None:
+        """Give the lease up (if `holder` has it); its epoch is kept for the next holder."""
+        ...
 
     def held_by(self, holder: str, now: datetime) -> Sequence[str]: ...
 

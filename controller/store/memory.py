@@ -13,6 +13,7 @@ from controller.store.records import (
     AnalysisRecord,
     Delivery,
     DeliveryStatus,
+    Lease,
     ManualCommand,
     NotificationThread,
     OutboxMessage,
@@ -38,7 +39,8 @@ class MemoryStore:
         self._commands: dict[str, list[ManualCommand]] = {}
         self._outbox: dict[str, list[OutboxMessage]] = {}
         self._dedupe: set[str] = set()
-        self._leases: dict[str, tuple[str, datetime]] = {}
+        #: a released lease stays, with holder "", so its epoch is never reused
+        self._leases: dict[str, Lease] = {}
         self._deliveries: dict[tuple[int, str], Delivery] = {}
         self._threads: dict[tuple[str, str], NotificationThread] = {}
         self._next_id = 0
@@ -110,6 +112,11 @@ class MemoryStore:
         with self._lock:
             self._known(key)
             return list(self._actions.get(key, []))
+
+    def append_route_action(self, key: str, action: RouteActionRecord) -> None:
+        with self._lock:
+            self._known(key)
+            self._actions.setdefault(key, []).append(replace(action, id=self._id()))
 
     def add_command(self, key: str, command: ManualCommand) -> ManualCommand:
         with self._lock:
@@ -261,19 +268,36 @@ class MemoryStore:
     def acquire(self, key: str, holder: str, ttl: timedelta, now: datetime) -> bool:
         with self._lock:
             current = self._leases.get(key)
-            if current is None or current[0] == holder or current[1] < now:
-                self._leases[key] = (holder, now + ttl)
+            if current is None:
+                self._leases[key] = Lease(key, holder, 1, now + ttl)
                 return True
-            return False
+            live = bool(current.holder) and current.expires_at >= now
+            if live and current.holder != holder:
+                return False
+            epoch = current.epoch if live else current.epoch + 1
+            self._leases[key] = Lease(key, holder, epoch, now + ttl)
+            return True
+
+    def lease(self, key: str, now: datetime) -> Lease | None:
+        with self._lock:
+            current = self._leases.get(key)
+            if current is None or not current.holder or current.expires_at < now:
+                return None
+            return current
 
     def release(self, key: str, holder: str) -> None:
         with self._lock:
-            if self._leases.get(key, ("", None))[0] == holder:
-                del self._leases[key]
+            current = self._leases.get(key)
+            if current is not None and current.holder == holder:
+                self._leases[key] = replace(current, holder="")
 
     def held_by(self, holder: str, now: datetime) -> Sequence[str]:
         with self._lock:
-            return sorted(k for k, (h, exp) in self._leases.items() if h == holder and exp >= now)
+            return sorted(
+                k
+                for k, lease in self._leases.items()
+                if lease.holder == holder and lease.expires_at >= now
+            )
 
     def record_source_problem(self, key: str, problem: str | None, now: datetime) -> None:
         with self._lock:

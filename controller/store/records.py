@@ -79,6 +79,25 @@ class RouteActionRecord:
     changed: bool = False
     error: str | None = None
     id: int | None = None
+    #: why a write was made or refused outside a tick's decision (a route put back, a
+    #: stale replica's write fenced off); None for the writes a tick decided
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who owns a rollout until when, and the lease's `epoch`: the fencing token.
+
+    The epoch grows by one every time the lease changes hands (another holder, or
+    the same holder again after its lease expired or was released), and never
+    goes back: a write stamped with an older epoch comes from a replica that has
+    lost the rollout since, however sure it still is that it owns it.
+    """
+
+    key: str
+    holder: str
+    epoch: int
+    expires_at: datetime
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ class RouteActionRow(Base):
     observed: Mapped[dict[str, Any] | None] = mapped_column(Json)
     changed: Mapped[bool]
     error: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)  # migration 0003_lease_epoch
 
 
 class ManualCommandRow(Base):
@@ -146,12 +147,20 @@ class ThreadRow(Base):
 
 
 class LeaseRow(Base):
+    """A rollout's lease. The row outlives its holder: a release clears `holder`
+    (`NO_HOLDER`) and keeps `epoch`, so the next holder's epoch is higher still."""
+
     __tablename__ = "leases"
 
     rollout_key: Mapped[str] = mapped_column(String(320), primary_key=True)
     holder: Mapped[str] = mapped_column(String(253), index=True)
     acquired_at: Mapped[datetime] = mapped_column(When)
     expires_at: Mapped[datetime] = mapped_column(When)
+    epoch: Mapped[int] = mapped_column(BigInteger, server_default="0")  # migration 0003_lease_epoch
+
+
+#: the holder of a released lease (a replica's ID is never empty)
+NO_HOLDER = ""
 
 
 class SourceProblemRow(Base):

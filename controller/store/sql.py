@@ -46,6 +46,7 @@ from controller.store.records import (
     AnalysisRecord,
     Delivery,
     DeliveryStatus,
+    Lease,
     ManualCommand,
     NotificationThread,
     OutboxMessage,
@@ -57,6 +58,7 @@ from controller.store.records import (
     TransitionRecord,
 )
 from controller.store.schema import (
+    NO_HOLDER,
     AnalysisRow,
     DeliveryRow,
     LeaseRow,
@@ -326,6 +328,7 @@ class SqlStore:
                     observed=dict(action.observed) if action.observed is not None else None,
                     changed=action.changed,
                     error=action.error,
+                    reason=action.reason,
                 )
             )
         if write.messages:
@@ -427,9 +430,25 @@ class SqlStore:
                     changed=r.changed,
                     error=r.error,
                     id=r.id,
+                    reason=r.reason,
                 )
                 for r in rows
             ]
+
+    def append_route_action(self, key: str, action: RouteActionRecord) -> None:
+        with self._transaction() as s:
+            s.add(
+                RouteActionRow(
+                    rollout_id=self._rollout_id(s, key),
+                    at=action.at,
+                    action=action.action,
+                    desired=dict(action.desired),
+                    observed=dict(action.observed) if action.observed is not None else None,
+                    changed=action.changed,
+                    error=action.error,
+                    reason=action.reason,
+                )
+            )
 
     def add_command(self, key: str, cmd: ManualCommand) -> ManualCommand:
         with self._transaction() as s:
@@ -668,25 +687,48 @@ class SqlStore:
     def acquire(self, key: str, holder: str, ttl: timedelta, now: datetime) -> bool:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         stmt = dialect.insert(LeaseRow).values(
-            rollout_key=key, holder=holder, acquired_at=now, expires_at=now + ttl
+            rollout_key=key, holder=holder, acquired_at=now, expires_at=now + ttl, epoch=1
         )
-        # Take the lease if it is free, ours, or expired; keep acquired_at on a renewal.
+        # A renewal: the same holder, its lease still live. Anything else is a new
+        # tenure (another holder, or this one after an expiry or a release): a new epoch.
+        renewal = (LeaseRow.holder == stmt.excluded.holder) & (LeaseRow.expires_at >= now)
+        # The upsert is one statement: of two replicas racing for a free or expired
+        # lease, the database lets exactly one of them take it.
         stmt = stmt.on_conflict_do_update(
             index_elements=[LeaseRow.rollout_key],
             set_={
                 "holder": stmt.excluded.holder,
                 "expires_at": stmt.excluded.expires_at,
-                "acquired_at": _case_same_holder(stmt),
+                "acquired_at": case((renewal, LeaseRow.acquired_at), else_=now),
+                "epoch": case((renewal, LeaseRow.epoch), else_=LeaseRow.epoch + 1),
             },
-            where=(LeaseRow.holder == stmt.excluded.holder) | (LeaseRow.expires_at < now),
+            where=(LeaseRow.holder == stmt.excluded.holder)
+            | (LeaseRow.holder == NO_HOLDER)
+            | (LeaseRow.expires_at < now),
         ).returning(LeaseRow.holder)
         with self._transaction() as s:
             return s.execute(stmt).scalar_one_or_none() == holder
 
+    def lease(self, key: str, now: datetime) -> Lease | None:
+        with self._transaction() as s:
+            row = s.scalars(
+                select(LeaseRow).where(
+                    LeaseRow.rollout_key == key,
+                    LeaseRow.holder != NO_HOLDER,
+                    LeaseRow.expires_at >= now,
+                )
+            ).one_or_none()
+            if row is None:
+                return None
+            return Lease(row.rollout_key, row.holder, row.epoch, _utc(row.expires_at))
+
     def release(self, key: str, holder: str) -> None:
+        # The row stays, with its epoch, so the next holder's epoch is higher still.
         with self._transaction() as s:
             s.execute(
-                delete(LeaseRow).where(LeaseRow.rollout_key == key, LeaseRow.holder == holder)
+                update(LeaseRow)
+                .where(LeaseRow.rollout_key == key, LeaseRow.holder == holder)
+                .values(holder=NO_HOLDER)
             )
 
     def held_by(self, holder: str, now: datetime) -> Sequence[str]:
@@ -722,13 +764,6 @@ class SqlStore:
         with self._transaction() as s:
             row = s.get(SourceProblemRow, key)
             return None if row is None else SourceProblem(key, row.problem, _utc(row.since))
-
-
-def _case_same_holder(stmt: Any) -> Any:
-    return case(
-        (LeaseRow.holder == stmt.excluded.holder, LeaseRow.acquired_at),
-        else_=stmt.excluded.acquired_at,
-    )
 
 
 _DELIVERED = (DeliveryStatus.SENT, DeliveryStatus.SKIPPED)

@@ -12,7 +12,13 @@ from typer.testing import CliRunner
 
 from controller.cli.main import app
 from controller.cli.views import history_json, history_view
-from controller.store import AnalysisRecord, StoredRollout, TickWrite, TransitionRecord
+from controller.store import (
+    AnalysisRecord,
+    RouteActionRecord,
+    StoredRollout,
+    TickWrite,
+    TransitionRecord,
+)
 from controller.store.memory import MemoryStore
 from controller.store.sql import SqlStore
 
@@ -113,6 +119,21 @@ def test_history_shows_each_decision_with_its_evidence(demo_db: Path) -> None:
     text = runner.invoke(app, ["history", KEY, "--database", str(demo_db)])
     assert "RolledBack" in text.output
     assert "n=2483" in text.output or "candidate" in text.output
+
+
+def test_history_shows_why_a_route_was_put_back_or_a_write_refused(demo_db: Path) -> None:
+    store = SqlStore(f"sqlite:///{demo_db}")
+    reason = "the route carried the rolled-back candidate v7 (candidate 10%); put back"
+    store.append_route_action(
+        KEY, RouteActionRecord(datetime.now(UTC), "restore", {"restore": "baseline"}, reason=reason)
+    )
+    store.close()
+    result = runner.invoke(app, ["history", KEY, "--database", str(demo_db), "-o", "json"])
+    assert result.exit_code == 0, result.output
+    routes = [e for e in json.loads(result.stdout)["events"] if e["kind"] == "route"]
+    assert [e["action"] for e in routes if e["reason"] == reason] == ["restore"]
+    text = runner.invoke(app, ["history", KEY, "--database", str(demo_db)], env={"COLUMNS": "300"})
+    assert reason in text.output
 
 
 def test_status_shows_phase_route_and_the_verdict_grid(demo_db: Path) -> None:

@@ -4,11 +4,12 @@ not own, exact restore, managed objects, and the states it refuses."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 
-from controller.errors import TransientError
+from controller.errors import FencedError, TransientError
 from controller.policy import CAPABILITIES, RouterKind
 from controller.routing import (
     MANAGED_BY,
@@ -17,6 +18,7 @@ from controller.routing import (
     PROMOTED,
     ROLLOUT_LABEL,
     ROUTE_LABEL,
+    SNAPSHOT_ANNOTATION,
     ConflictError,
     RouteState,
     TrafficRouter,
@@ -102,6 +104,85 @@ def test_promotion_reports_the_candidate_as_the_only_backend(any_router: Traffic
     assert change.changed
     assert change.state == PROMOTED
     assert not any_router.restore(promote=True).changed
+
+
+# --- fencing: the lease epoch a write toward the candidate carries ---------------------------
+
+
+def test_a_write_toward_the_candidate_with_an_older_epoch_is_refused(
+    any_router: TrafficRouter,
+) -> None:
+    first, second = rollout(any_router.kind)[1][1], rollout(any_router.kind)[2][1]
+    any_router.apply(first, epoch=2)
+    with pytest.raises(FencedError, match="epoch 2"):
+        any_router.apply(second, epoch=1)
+    assert any_router.observe() == supported_state(first, any_router.kind)
+    with pytest.raises(FencedError):
+        any_router.apply(first, epoch=1)  # even with nothing to change
+    with pytest.raises(FencedError):
+        any_router.restore(promote=True, epoch=1)
+    assert any_router.observe() == supported_state(first, any_router.kind)
+    # the holder of the epoch, and a newer one, write as usual
+    assert any_router.apply(second, epoch=2).changed
+    assert any_router.apply(first, epoch=3).changed
+    with pytest.raises(FencedError, match="epoch 3"):
+        any_router.apply(second, epoch=2)
+
+
+def test_an_unfenced_write_keeps_the_epoch_the_route_carries(any_router: TrafficRouter) -> None:
+    first, second = rollout(any_router.kind)[1][1], rollout(any_router.kind)[2][1]
+    any_router.apply(first, epoch=5)
+    any_router.apply(second)
+    with pytest.raises(FencedError, match="epoch 5"):
+        any_router.apply(first, epoch=4)
+
+
+def test_a_restore_to_the_baseline_is_never_fenced_and_takes_the_token_away(
+    any_router: TrafficRouter,
+) -> None:
+    """The residual window: after a restore the route is exactly as before, so it carries
+    no epoch and a stale write that passed its lease check lands; the controller's sync
+    finds it on the ended rollout's route and puts it back."""
+    state = rollout(any_router.kind)[1][1]
+    any_router.apply(state, epoch=7)
+    assert any_router.restore(epoch=1).changed
+    assert any_router.observe() == NEUTRAL
+    assert any_router.apply(state, epoch=1).changed
+    any_router.apply(NEUTRAL, epoch=1)  # toward the baseline: never fenced either
+    assert any_router.observe() == NEUTRAL
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(RouterKind.GATEWAY_API, id="gateway-api"),
+        pytest.param(RouterKind.ISTIO, id="istio"),
+    ],
+)
+def test_the_epoch_check_and_the_write_are_one_step_on_the_api_server(
+    kube: KubeApi, cluster: Cluster, sleeps: Sleeps, kind: RouterKind
+) -> None:
+    """Another replica writes the route with a newer epoch right after our read: our patch
+    carries the resourceVersion read, gets a 409, we read again and see the newer epoch."""
+    router = _kube_router(kube, cluster, kind)
+    case = CASES[kind]
+    state = _writes_route_state(kind)
+    router.apply(state, epoch=1)
+    route = case.route_now(kube.server)
+    assert route is not None
+    snapshot = json.loads(route["metadata"]["annotations"][SNAPSHOT_ANNOTATION])
+    assert snapshot["epoch"] == 1
+    newer = json.dumps({**snapshot, "epoch": 2})
+    kube.server.fail(
+        "GET",
+        case.plural,
+        ROUTE,
+        Concurrent({"metadata": {"annotations": {SNAPSHOT_ANNOTATION: newer}}}),
+    )
+    with pytest.raises(FencedError, match="epoch 2"):
+        router.apply(rollout(kind)[3][1], epoch=1)
+    assert router.observe() == supported_state(state, kind)
+    assert sleeps == [0.2], "one conflict, read again, refused"
 
 
 def test_weights_are_integer_shares_of_the_total() -> None:

@@ -16,8 +16,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
+from controller.errors import PermanentError
 from controller.store import (
     AnalysisRecord,
+    Lease,
     ManualCommand,
     OutboxMessage,
     RouteActionRecord,
@@ -203,6 +205,87 @@ def test_leases_expire_and_move_to_another_holder(store: Store) -> None:
     assert store.held_by("replica-b", T0 + timedelta(seconds=27)) == [key]
     store.release(key, "replica-b")
     assert store.acquire(key, "replica-a", ttl, T0 + timedelta(seconds=28))
+
+
+def test_the_lease_epoch_grows_each_time_the_lease_changes_hands(store: Store) -> None:
+    key, ttl = _key(), timedelta(seconds=15)
+    assert store.lease(key, T0) is None
+    assert store.acquire(key, "replica-a", ttl, T0)
+    assert store.lease(key, T0) == Lease(key, "replica-a", 1, T0 + ttl)
+    assert store.acquire(key, "replica-a", ttl, T0 + timedelta(seconds=10))  # renewal
+    assert store.lease(key, T0 + timedelta(seconds=10)) == Lease(
+        key, "replica-a", 1, T0 + timedelta(seconds=25)
+    )
+    assert not store.acquire(key, "replica-b", ttl, T0 + timedelta(seconds=20))
+    assert store.lease(key, T0 + timedelta(seconds=20)).epoch == 1  # type: ignore[union-attr]
+    # expired: nobody holds it until someone takes it, and the taker gets a new epoch
+    assert store.lease(key, T0 + timedelta(seconds=26)) is None
+    assert store.acquire(key, "replica-b", ttl, T0 + timedelta(seconds=26))
+    assert store.lease(key, T0 + timedelta(seconds=26)) == Lease(
+        key, "replica-b", 2, T0 + timedelta(seconds=41)
+    )
+    # a release keeps the epoch: the next holder's is higher, even the same replica's
+    store.release(key, "replica-b")
+    assert store.lease(key, T0 + timedelta(seconds=27)) is None
+    assert store.held_by("replica-b", T0 + timedelta(seconds=27)) == []
+    assert store.acquire(key, "replica-b", ttl, T0 + timedelta(seconds=28))
+    assert store.lease(key, T0 + timedelta(seconds=28)).epoch == 3  # type: ignore[union-attr]
+    # the same holder after its own lease expired: a new tenure, a new epoch
+    assert store.acquire(key, "replica-b", ttl, T0 + timedelta(seconds=60))
+    assert store.lease(key, T0 + timedelta(seconds=60)).epoch == 4  # type: ignore[union-attr]
+    # epochs are per rollout
+    other = _key()
+    assert store.acquire(other, "replica-a", ttl, T0 + timedelta(seconds=60))
+    assert store.lease(other, T0 + timedelta(seconds=60)).epoch == 1  # type: ignore[union-attr]
+
+
+def test_a_route_action_is_appended_without_a_revision(store: Store) -> None:
+    key = _key()
+    store.commit(
+        TickWrite(_rollout(key), None, route_actions=(RouteActionRecord(T0, "apply", {}),))
+    )
+    refused = RouteActionRecord(
+        T0 + timedelta(seconds=1),
+        "apply",
+        {"weight": 10},
+        error="fenced: replica-b holds the lease now",
+        reason="a stale replica's write toward the candidate was refused",
+    )
+    store.append_route_action(key, refused)
+    actions = store.route_actions(key)
+    assert [a.action for a in actions] == ["apply", "apply"]
+    assert actions[-1] == replace(refused, id=actions[-1].id)
+    assert store.get(key).revision == 1  # type: ignore[union-attr]  # the state is untouched
+    with pytest.raises(PermanentError):
+        store.append_route_action(_key(), refused)
+
+
+def test_two_holders_racing_for_an_expired_lease_one_takes_it(postgres_url: str) -> None:
+    key, ttl = _key(), timedelta(seconds=15)
+    stores = [SqlStore(postgres_url) for _ in range(6)]
+    assert stores[0].acquire(key, "replica-0", ttl, T0)
+    later = T0 + timedelta(seconds=30)  # replica-0's lease has expired
+    barrier = threading.Barrier(len(stores) - 1)
+    won: list[str] = []
+
+    def take(store: SqlStore, holder: str) -> None:
+        barrier.wait()
+        if store.acquire(key, holder, ttl, later):
+            won.append(holder)
+
+    threads = [
+        threading.Thread(target=take, args=(s, f"replica-{n}"))
+        for n, s in enumerate(stores)
+        if n > 0
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1, won
+    assert stores[0].lease(key, later) == Lease(key, won[0], 2, later + ttl)
+    for store in stores:
+        store.close()
 
 
 @pytest.mark.parametrize("table", AUDIT_TABLES)
