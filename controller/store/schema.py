@@ -90,7 +90,7 @@ class RouteActionRow(Base):
     observed: Mapped[dict[str, Any] | None] = mapped_column(Json)
     changed: Mapped[bool]
     error: Mapped[str | None] = mapped_column(Text)
-    reason: Mapped[str | None] = mapped_column(Text)  # migration 0003_lease_epoch
+    reason: Mapped[str | None] = mapped_column(Text)  # migration 0005_lease_epoch
 
 
 class ManualCommandRow(Base):
@@ -156,7 +156,7 @@ class LeaseRow(Base):
     holder: Mapped[str] = mapped_column(String(253), index=True)
     acquired_at: Mapped[datetime] = mapped_column(When)
     expires_at: Mapped[datetime] = mapped_column(When)
-    epoch: Mapped[int] = mapped_column(BigInteger, server_default="0")  # migration 0003_lease_epoch
+    epoch: Mapped[int] = mapped_column(BigInteger, server_default="0")  # migration 0005_lease_epoch
 
 
 #: the holder of a released lease (a replica's ID is never empty)

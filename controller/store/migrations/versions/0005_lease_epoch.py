@@ -9,8 +9,8 @@ Existing leases start at epoch 0; the next change of hands makes it 1.
 a tick's own decision: a stale replica's write that was fenced off, or an ended
 rollout's route found carrying its candidate and put back.
 
-Revision ID: 0003_lease_epoch
-Revises: 0003_transition_cause
+Revision ID: 0005_lease_epoch
+Revises: 0004_transition_cause
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_lease_epoch"
-down_revision = "0003_transition_cause"
+revision = "0005_lease_epoch"
+down_revision = "0004_transition_cause"
 branch_labels = None
 depends_on = None
 

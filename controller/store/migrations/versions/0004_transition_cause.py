@@ -6,7 +6,7 @@ nullable: transitions on evidence have no cause, and those recorded before this
 revision have none either; adding a nullable column rewrites no row, so the
 append-only triggers are not involved.
 
-Revision ID: 0003_transition_cause
+Revision ID: 0004_transition_cause
 Revises: 0003_source_problems
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_transition_cause"
+revision = "0004_transition_cause"
 down_revision = "0003_source_problems"
 branch_labels = None
 depends_on = None
