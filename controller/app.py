@@ -264,7 +264,10 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     """Run the controller until SIGTERM / SIGINT (or `stop` is set)."""
     # First: with no cluster to talk to, nothing else (the store) is touched.
     kube_client(settings).close()  # type: ignore[no-untyped-call]  # the client has no annotations
-    migrate(settings.database_url.get_secret_value())
+    migrate(
+        settings.database_url.get_secret_value(),
+        timeouts=DatabaseTimeouts.from_settings(settings),
+    )
     sinks = notifiers(settings)  # first: a bad webhook URL fails before anything starts
     wiring = build(settings)
     # Delivery runs on threads of its own: a slow or failing sink never holds up a tick.

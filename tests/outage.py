@@ -119,7 +119,7 @@ class BlackHoleProxy:
                 if not data:
                     break
                 dst.sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: `close()` closed the socket under select
             pass
         finally:
             for s in (src, dst):

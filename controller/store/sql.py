@@ -82,11 +82,25 @@ def _config(url: str) -> Config:
     return config
 
 
-def migrate(url: str, revision: str = "head", *, downgrade: bool = False) -> None:
-    """Upgrade (or downgrade) the database at `url` to `revision` (`canaryctl db upgrade`)."""
+def migrate(
+    url: str,
+    revision: str = "head",
+    *,
+    downgrade: bool = False,
+    timeouts: DatabaseTimeouts | None = None,
+) -> None:
+    """Upgrade (or downgrade) the database at `url` to `revision` (`canaryctl db upgrade`).
+
+    On Postgres, connecting is bounded by `timeouts` and a dead peer is noticed by
+    TCP keepalives, so `canaryctl run` facing a black-holed database fails at start
+    instead of hanging; no statement timeout, since a migration may take long."""
     run = command.downgrade if downgrade else command.upgrade
+    config = _config(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg":
+        config.attributes["connect_args"] = (timeouts or DatabaseTimeouts()).connection_args()
     try:
-        run(_config(url), revision)
+        run(config, revision)
     except OperationalError as exc:
         raise TransientError(f"database {redact_url(url)} is unreachable: {exc.orig}") from exc
 
@@ -139,13 +153,20 @@ class DatabaseTimeouts:
         given = url.query.get("options")
         given = " ".join(given) if isinstance(given, tuple) else given
         return {
+            **self.connection_args(),
+            "options": f"{given} {statement}" if given else statement,
+        }
+
+    def connection_args(self) -> dict[str, Any]:
+        """libpq parameters that bound connecting and notice a dead peer, with no
+        statement timeout: what migrations use, whose statements may take long."""
+        return {
             "connect_timeout": self.connect_seconds,
             "keepalives": 1,
             "keepalives_idle": self.keepalive_seconds,
             "keepalives_interval": max(1, self.keepalive_seconds // 3),
             "keepalives_count": 3,
             "tcp_user_timeout": self.keepalive_seconds * 1000,
-            "options": f"{given} {statement}" if given else statement,
         }
 
 

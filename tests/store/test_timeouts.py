@@ -53,6 +53,26 @@ def test_a_black_holed_database_fails_calls_within_the_timeouts(
     assert store.rollouts() == []  # and it recovers by itself
 
 
+def test_migrating_a_black_holed_database_fails_instead_of_hanging(
+    postgres_test_url: str,  # noqa: F811
+) -> None:
+    """`canaryctl run` migrates before anything else: a database that takes the
+    connection and never answers must fail that step within the connect timeout."""
+    url = make_url(postgres_test_url)
+    proxy = BlackHoleProxy(url.port or 5432)
+    proxy.black_hole()
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    try:
+        began = time.monotonic()
+        with pytest.raises(TransientError, match="unreachable"):
+            migrate(proxied, timeouts=SHORT)
+        assert time.monotonic() - began < SHORT.connect_seconds + 1.5
+    finally:
+        proxy.restore()
+        proxy.close()
+    migrate(postgres_test_url, timeouts=SHORT)  # the same timeouts let a real one through
+
+
 def test_a_slow_statement_is_cancelled_by_the_server(
     proxied: tuple[SqlStore, BlackHoleProxy],
 ) -> None:

@@ -13,7 +13,10 @@ assert url, "migrate() sets sqlalchemy.url"
 connectable = config.attributes.get("connection")
 
 if connectable is None:
-    engine = create_engine(url, poolclass=pool.NullPool)
+    # migrate() bounds connecting on Postgres (connect timeout, keepalives)
+    engine = create_engine(
+        url, poolclass=pool.NullPool, connect_args=config.attributes.get("connect_args", {})
+    )
     with engine.connect() as connection:
         context.configure(
             connection=connection,
