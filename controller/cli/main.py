@@ -31,6 +31,8 @@ from controller.scenarios import Scenario
 if TYPE_CHECKING:
     from rich.console import Group
 
+    from controller.analysis.rollout_plan import Plan
+    from controller.policy.loader import LoadedPolicy
     from controller.store.sql import SqlStore
 
 # Every command imports what it needs itself: `canaryctl --help` or `validate`
@@ -82,6 +84,110 @@ def _root(
     """Roll out ML / LLM model versions safely: validate, apply and watch ModelRollouts."""
 
 
+RpsOption = Annotated[
+    float | None,
+    typer.Option(
+        "--rps",
+        metavar="N",
+        help="The model's requests per second to plan with (default: 100, or --prometheus).",
+    ),
+]
+CohortShareOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--cohort-share",
+        metavar="NAME=FRACTION",
+        help="A cohort's share of the traffic (repeatable); cohorts not given split "
+        "what is left equally with the requests in no cohort.",
+    ),
+]
+PrometheusOption = Annotated[
+    str | None,
+    typer.Option(
+        "--prometheus",
+        metavar="URL",
+        help="Read each cohort's request rate from the baseline's last 24 hours there.",
+    ),
+]
+
+
+def _plans(
+    policies: list[LoadedPolicy],
+    rps: float | None,
+    cohort_share: list[str] | None,
+    prometheus: str | None,
+) -> list[tuple[LoadedPolicy, Plan]]:
+    """Each policy planned (exit 2 on bad options, 1 when Prometheus cannot tell)."""
+    from controller.analysis.rollout_plan import PlanInputError
+    from controller.cli.plan_view import parse_shares, plan_policy, traffic_for
+    from controller.settings import load_settings
+
+    if rps is not None and not (rps > 0 and rps < float("inf")):
+        _fail(f"--rps {rps:g}: the request rate must be a positive number", 2)
+    try:
+        shares = parse_shares(cohort_share or [])
+    except PlanInputError as exc:
+        _fail(str(exc), 2)
+    settings = load_settings()
+    out = []
+    for policy in policies:
+        try:
+            traffic = traffic_for(
+                policy.rollout.spec,
+                policy.rollout.metadata.namespace,
+                rps=rps,
+                shares=shares,
+                prometheus=prometheus,
+                settings=settings,
+            )
+        except PlanInputError as exc:
+            _fail(f"{policy.file}: {exc}", 1 if str(exc).startswith("--prometheus") else 2)
+        out.append((policy, plan_policy(policy, traffic)))
+    return out
+
+
+@app.command()
+def plan(
+    path: Annotated[
+        Path, typer.Argument(metavar="POLICY", help="A policy file (every ModelRollout in it).")
+    ],
+    rps: RpsOption = None,
+    cohort_share: CohortShareOption = None,
+    prometheus: PrometheusOption = None,
+    output: OutputOption = Output.TEXT,
+) -> None:
+    """How long each step takes to decide, how long to promotion, and what to change.
+
+    For each step and cell: minutes for a healthy candidate to decide and for one at
+    the limit to FAIL (median / 80th percentile), with the judge's own statistics."""
+    from controller.policy import check_files
+    from controller.settings import load_settings
+
+    if not path.is_file():
+        _fail(f"{path}: no such file", 2)
+    policies, problems = check_files([path], custom_queries=load_settings().custom_queries)
+    errors = [p for p in problems if p.severity is Severity.ERROR]
+    if errors:
+        for problem in errors:
+            err_console.print(f"[red]ERROR[/red] {escape(str(problem))}")
+        raise typer.Exit(1)
+    if not policies:
+        _fail(f"{path}: no ModelRollout in it", 1)
+    _show_plans(_plans(policies, rps, cohort_share, prometheus), output)
+
+
+def _show_plans(plans: list[tuple[LoadedPolicy, Plan]], output: Output) -> None:
+    from controller.cli.plan_view import plan_json, print_plan
+
+    if output is Output.JSON:
+        typer.echo(json.dumps([plan_json(p, pl) for p, pl in plans], indent=2))
+        return
+    for i, (policy, planned) in enumerate(plans):
+        if i:
+            console.print()
+        print_plan(console, policy, planned)
+
+
 @app.command()
 def validate(
     paths: Annotated[
@@ -93,10 +199,19 @@ def validate(
         ),
     ],
     output: OutputOption = Output.TEXT,
+    show_plan: Annotated[
+        bool,
+        typer.Option("--plan", help="Also show each valid policy's plan (as `canaryctl plan`)."),
+    ] = False,
+    rps: RpsOption = None,
+    cohort_share: CohortShareOption = None,
+    prometheus: PrometheusOption = None,
 ) -> None:
     """Check ModelRollout policies: every problem, with file, line, column and field path.
 
-    Custom queries are checked against CANARY_CUSTOM_QUERIES, as the controller would."""
+    Custom queries are checked against CANARY_CUSTOM_QUERIES, as the controller would.
+    With --plan, each valid policy's plan follows (--rps, --cohort-share, --prometheus
+    as for `canaryctl plan`)."""
     from controller.policy import check_files
     from controller.policy.loader import policy_files
     from controller.settings import load_settings
@@ -104,6 +219,7 @@ def validate(
     files = policy_files(paths)
     policies, problems = check_files(files, custom_queries=load_settings().custom_queries)
     errors = [p for p in problems if p.severity is Severity.ERROR]
+    plans = _plans(policies, rps, cohort_share, prometheus) if show_plan else []
     if output is Output.JSON:
         report = {
             "valid": not errors,
@@ -129,6 +245,10 @@ def validate(
                 for p in problems
             ],
         }
+        if show_plan:
+            from controller.cli.plan_view import plan_json
+
+            report["plans"] = [plan_json(p, pl) for p, pl in plans]
         typer.echo(json.dumps(report, indent=2))
     else:
         for policy in policies:
@@ -149,6 +269,9 @@ def validate(
             console.print("[yellow]no policy files found[/yellow]")
         summary = f"{len(policies)} valid, {len(errors)} error(s) in {len(files)} file(s)"
         console.print(summary if not errors else f"[red]{summary}[/red]")
+        if plans:
+            console.print()
+            _show_plans(plans, output)
     raise typer.Exit(1 if errors or not files else 0)
 
 

@@ -116,7 +116,11 @@ class _Tick:
                 deadline_from = self.now
             else:
                 deadline_from += max(self.now - old.phase_since, timedelta(0))
+        step_starts = old.step_starts
+        if phase is Phase.PROGRESSING and step != old.step and old.phase is not Phase.PENDING:
+            step_starts = (*step_starts, self.now)  # a new traffic step after the first
         self.state = old.evolve(
+            step_starts=step_starts,
             cause=cause,
             deadline_from=deadline_from,
             phase=phase,
@@ -391,6 +395,7 @@ def restart(spec: RolloutSpec, state: RolloutState, generation: int, now: dateti
         started_at=now,
         analysis_since=now,
         deadline_from=None,
+        step_starts=(),
         route=RouteState(),
     )
     tick.actions.insert(0, RestoreRoute(promoted=False))

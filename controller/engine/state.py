@@ -59,6 +59,11 @@ class RolloutState:
     #: `analysis.deadline` counts from here: the start, moved on by the time spent
     #: waiting for a human, and reset when a human lets a deadline pause go on
     deadline_from: datetime | None = None
+    #: when each traffic step after the first began, oldest first (a step entered from
+    #: the shadow counts: the candidate's traffic changed there); the observer asks for
+    #: the counts at each so the judge compares the versions step by step. Cleared by a
+    #: restart; states stored before it load with none (cumulative counts).
+    step_starts: tuple[datetime, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         def when(value: datetime | None) -> str | None:
@@ -84,6 +89,7 @@ class RolloutState:
             "restorePending": self.restore_pending,
             "cause": str(self.cause) if self.cause else None,
             "deadlineFrom": when(self.deadline_from),
+            "stepStarts": [at.isoformat() for at in self.step_starts],
         }
 
     @classmethod
@@ -117,6 +123,7 @@ class RolloutState:
             restore_pending=bool(data.get("restorePending", False)),
             cause=Cause(data["cause"]) if data.get("cause") else None,
             deadline_from=when("deadlineFrom"),
+            step_starts=tuple(datetime.fromisoformat(at) for at in data.get("stepStarts") or ()),
         )
 
     def serving(self) -> RouteState:

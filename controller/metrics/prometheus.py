@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -231,21 +232,41 @@ class PrometheusProvider:
             }
         return _Query(promql.tagged(parts), template.reading)
 
+    def request_rates(
+        self, model: str, version: str, namespace: str, *, over: timedelta, at: datetime
+    ) -> dict[str, float]:
+        """Requests per second of `version` by cohort label value, averaged over `over`
+        before `at` (series without a cohort label under ""), scoped to `namespace` as
+        the template queries are. What `canaryctl plan --prometheus` plans with."""
+        selector = promql.label_selector("llm_requests_total", {"model": model, "version": version})
+        context = QueryContext(model=model, namespace=namespace, start=at - over, end=at)
+        span = promql.Duration(over.total_seconds()).render()
+        query = f"sum by ({COHORT}) (increase({self._scoped(selector, context)}[{span}]))"
+        result = self._run(query, context, exact_end=True)
+        values = _series_values(result, _Query(query, Reading.GAUGE))
+        seconds = over.total_seconds()
+        return {cohort or "": max(v, 0.0) / seconds for (cohort, _, _), v in values.items()}
+
     # --- HTTP ---
 
-    def _run(self, query: str, context: QueryContext) -> list[dict[str, Any]]:
+    def _run(
+        self, query: str, context: QueryContext, *, exact_end: bool = False
+    ) -> list[dict[str, Any]]:
         start = time.perf_counter()
         error: str | None = None
         try:
-            return self._ask(query, context)
+            return self._ask(query, context, exact_end=exact_end)
         except Exception as exc:
             error = type(exc).__name__
             raise
         finally:
             self._on_query(time.perf_counter() - start, error)
 
-    def _ask(self, query: str, context: QueryContext) -> list[dict[str, Any]]:
-        evaluation_time = self._window(context).end
+    def _ask(
+        self, query: str, context: QueryContext, *, exact_end: bool = False
+    ) -> list[dict[str, Any]]:
+        """Evaluated at the aligned end of the count (or at `context.end` itself)."""
+        evaluation_time = context.end.timestamp() if exact_end else self._window(context).end
         timeout = context.time_left(self.timeout_seconds)
         if timeout < MIN_QUERY_SECONDS:
             raise MetricsUnreachableError(

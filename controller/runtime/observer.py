@@ -3,6 +3,14 @@
 Counts run from the start of the analysis (`state.analysis_since`) to this look,
 so the judge's anytime-valid tests see every request the candidate served; the
 full verdicts go to the audit, the engine gets the per-cell summary it decides on.
+
+The judge also gets the counts as they were when each later traffic step began
+(`state.step_starts`), so it compares the versions step by step and a baseline
+drifting over the rollout does not bias the contrast. Those counts never change
+once the step has begun: each is asked for once and kept (`_Snapshots`) until
+the rollout ends, restarts or is not looked at for `FORGET_AFTER`. One that
+failed is asked for again at the next look; until then the judge compares
+cumulative counts.
 The queries of one look share a deadline (see `JudgingObserver`), passed down in the
 `QueryContext`: each query gets what is left of it, and none is cut off by force.
 """
@@ -12,17 +20,34 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from datetime import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from controller.analysis import CellVerdict, Judgement, JudgeOptions, judge
+from controller.analysis import CellVerdict, Judgement, JudgeOptions, MetricObservation, judge
+from controller.analysis.observations import VersionData
 from controller.analysis.verdicts import Limit, NoDataReason, Verdict
 from controller.engine.executor import Observation
 from controller.engine.state import Cell, Look, RolloutState
 from controller.metrics.base import MetricProvider, QueryContext, collect
 from controller.policy import ModelRollout
 from controller.store.records import AnalysisRecord
+
+#: the snapshots of a rollout not looked at for this long are dropped (a rollout
+#: that ended, was deleted or moved to another replica); asked for again if needed
+FORGET_AFTER = timedelta(hours=1)
+
+
+@dataclass
+class _Snapshots:
+    """One rollout's counts at its steps' starts, for one candidate and analysis start."""
+
+    candidate: str
+    analysis_since: datetime
+    seen: datetime
+    at: dict[datetime, Mapping[str, MetricObservation]] = field(default_factory=dict)
 
 
 class JudgingObserver:
@@ -42,6 +67,7 @@ class JudgingObserver:
         self.options = options
         self.tick_timeout = tick_timeout
         self.last: dict[str, Judgement] = {}
+        self._snapshots: dict[str, _Snapshots] = {}
 
     def observe(self, rollout: ModelRollout, state: RolloutState, now: datetime) -> Observation:
         spec = rollout.spec
@@ -65,11 +91,67 @@ class JudgingObserver:
             candidate=spec.candidate.version,
             context=context,
         )
-        judgement = judge(spec.analysis, cohorts, observations, at=now, options=self.options)
+        step_starts = self._step_starts(rollout, state, context, now)
+        judgement = judge(
+            spec.analysis,
+            cohorts,
+            observations,
+            at=now,
+            options=self.options,
+            step_starts=step_starts,
+        )
         self.last[rollout.key] = judgement
         cells = tuple(engine_cell(c) for c in judgement.cells)
         records = tuple(audit_record(c, state.tick + 1, now) for c in judgement.cells)
         return Observation(Look(cells), records)
+
+    def _step_starts(
+        self, rollout: ModelRollout, state: RolloutState, context: QueryContext, now: datetime
+    ) -> list[Mapping[str, MetricObservation]]:
+        """The counts at the start of each step after the first, oldest first: each
+        asked for once (evaluated at the step's start), then taken from the cache."""
+        self._forget(now)
+        if state.phase.terminal:
+            self._snapshots.pop(rollout.key, None)
+            return []
+        kept = self._snapshots.get(rollout.key)
+        if (
+            kept is None
+            or kept.candidate != state.candidate_version
+            or kept.analysis_since != state.analysis_since
+        ):
+            kept = _Snapshots(state.candidate_version, state.analysis_since, now)
+            self._snapshots[rollout.key] = kept
+        kept.seen = now
+        starts = [at for at in state.step_starts if context.start < at <= context.end]
+        kept.at = {at: kept.at[at] for at in starts if at in kept.at}
+        out = []
+        for at in starts:
+            snapshot = kept.at.get(at)
+            if snapshot is None:
+                spec = rollout.spec
+                snapshot = collect(
+                    self.provider,
+                    spec.analysis.metrics,
+                    baseline=spec.baseline.version,
+                    candidate=spec.candidate.version,
+                    context=dataclasses.replace(context, end=at),
+                )
+                if all(_measured(o) for o in snapshot.values()):
+                    kept.at[at] = snapshot  # a failure is asked for again next look
+            out.append(snapshot)
+        return out
+
+    def _forget(self, now: datetime) -> None:
+        stale = [k for k, v in self._snapshots.items() if now - v.seen > FORGET_AFTER]
+        for key in stale:
+            del self._snapshots[key]
+
+
+def _measured(observation: MetricObservation) -> bool:
+    return isinstance(observation.baseline, VersionData) and isinstance(
+        observation.candidate, VersionData
+    )
 
 
 def engine_cell(c: CellVerdict) -> Cell:

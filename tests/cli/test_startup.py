@@ -58,6 +58,7 @@ def _loaded(tmp_path: Path, *args: str) -> list[str]:
         pytest.param(["validate", str(POLICY)], id="validate"),
         pytest.param(["status", "--help"], id="status-help"),
         pytest.param(["demo", "--help"], id="demo-help"),
+        pytest.param(["plan", "--help"], id="plan-help"),
     ],
 )
 def test_light_commands_load_nothing_heavy(tmp_path: Path, args: list[str]) -> None:
@@ -68,6 +69,11 @@ def test_the_demo_still_loads_what_it_needs(tmp_path: Path) -> None:
     """The probe sees imports: the demo's own command does load the engine and the store."""
     loaded = _loaded(tmp_path, "demo", "--database", str(tmp_path / "d.db"))
     assert {"scipy", "sqlalchemy", "controller.demo"} <= set(loaded)
+
+
+def test_validate_loads_the_planner_only_with_plan(tmp_path: Path) -> None:
+    """The plan is computed with the judge's statistics: scipy, but only when asked for."""
+    assert "scipy" in _loaded(tmp_path, "validate", "--plan", str(POLICY))
 
 
 def test_importing_the_cli_loads_nothing_heavy(tmp_path: Path) -> None:

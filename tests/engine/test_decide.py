@@ -588,9 +588,74 @@ def test_state_survives_its_json_form() -> None:
 
 def test_a_state_stored_before_causes_and_deadlines_still_loads() -> None:
     stored = at_step(1).to_json()
-    del stored["cause"], stored["deadlineFrom"]
+    del stored["cause"], stored["deadlineFrom"], stored["stepStarts"]
     state = RolloutState.from_json({**stored, "waiting": "inconclusive"})
-    assert (state.cause, state.deadline_start) == (None, state.started_at)
+    assert (state.cause, state.deadline_start, state.step_starts) == (None, state.started_at, ())
+
+
+def test_step_starts_survive_the_json_form() -> None:
+    state = at_step(1, step_starts=(T0 + MIN, T0 + 11 * MIN))
+    assert RolloutState.from_json(state.to_json()).step_starts == (T0 + MIN, T0 + 11 * MIN)
+
+
+def drive(spec: RolloutSpec, *moves: tuple[timedelta, Look | None, list[Command]]) -> RolloutState:
+    state = start(spec, 1, T0)
+    for after, seen, commands in moves:
+        state = decide(spec, state, seen, commands, T0 + after).state
+    return state
+
+
+@pytest.mark.parametrize(
+    ("spec", "moves", "starts"),
+    [
+        pytest.param(SPEC, [(0 * MIN, None, [])], (), id="the-first-step-is-not-a-start"),
+        pytest.param(
+            SPEC,
+            [(0 * MIN, None, []), (10 * MIN, PASS, [])],
+            (T0 + 10 * MIN,),
+            id="each-step-advanced-to",
+        ),
+        pytest.param(
+            SPEC,
+            [(0 * MIN, None, []), (3 * MIN, None, [Command(1, CommandKind.PROMOTE, "ann")])],
+            (T0 + 3 * MIN,),
+            id="a-step-promoted-to-by-hand",
+        ),
+        pytest.param(
+            SPEC,
+            [
+                (0 * MIN, None, []),
+                (2 * MIN, None, [Command(1, CommandKind.PAUSE, "ann")]),
+                (4 * MIN, None, [Command(2, CommandKind.RESUME, "ann")]),
+            ],
+            (),
+            id="a-resume-is-the-same-step",
+        ),
+        pytest.param(
+            SHADOW_SPEC,
+            [(0 * MIN, None, []), (5 * MIN, PASS, [])],
+            (T0 + 5 * MIN,),
+            id="the-step-after-the-shadow",
+        ),
+        pytest.param(
+            SPEC,
+            [(0 * MIN, None, []), (10 * MIN, PASS, []), (20 * MIN, PASS, [])],
+            (T0 + 10 * MIN, T0 + 20 * MIN),
+            id="oldest-first",
+        ),
+    ],
+)
+def test_the_start_of_each_step_after_the_first_is_recorded(
+    spec: RolloutSpec,
+    moves: list[tuple[timedelta, Look | None, list[Command]]],
+    starts: tuple[datetime, ...],
+) -> None:
+    assert drive(spec, *moves).step_starts == starts
+
+
+def test_a_restart_forgets_the_step_starts() -> None:
+    d = restart(SPEC, at_step(1, step_starts=(T0 + MIN,)), 2, T0 + 2 * MIN)
+    assert d.state.step_starts == ()
 
 
 @pytest.mark.parametrize("src", list(Phase))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -95,6 +95,8 @@ class Scenario:
     exporter: ContractExporter
     start: datetime
     end: datetime
+    #: a time between the analysis' increments and the pod's restart (a step's start)
+    middle: datetime
 
     def context(self, model: str = MODEL, cohorts: Sequence[str] = COHORTS) -> QueryContext:
         return QueryContext(
@@ -167,7 +169,10 @@ def scenario(prometheus: PrometheusServer, exporter: tuple[ContractExporter, int
     _serve(e, HOSTILE_MODEL, HOSTILE_VERSION, HOSTILE_COHORT, _traffic(1))
     _serve(e, HOSTILE_MODEL, HOSTILE_VERSION, "mobile", _traffic(7))
     _serve(e, "we", HOSTILE_VERSION, HOSTILE_COHORT, _traffic(9))
-    _phase(prometheus, e, 2)
+    # a past instant that has seen the increments (scraped before `seen`) and not the
+    # restart (made after it): what the counts at a later step's start are read at
+    middle_at = math.ceil(_phase(prometheus, e, 2))
+    time.sleep(max(0.0, middle_at + 0.1 - time.time()))
     # the restart: the counter starts again from zero and reaches 12
     e.set_counter("llm_requests", 12, model="restarts", version="v2", cohort="mobile", outcome="ok")
     e.reset_histogram(
@@ -180,7 +185,7 @@ def scenario(prometheus: PrometheusServer, exporter: tuple[ContractExporter, int
     # 3. the look, a second after the last scrape so that it falls inside the count
     end = datetime.fromtimestamp(seen + 1.0, UTC)
     time.sleep(max(0.0, seen + 1.0 - time.time()))
-    return Scenario(prometheus, e, start, end)
+    return Scenario(prometheus, e, start, end, datetime.fromtimestamp(middle_at, UTC))
 
 
 @pytest.fixture(scope="module")
@@ -252,6 +257,25 @@ def test_a_counter_restart_is_counted_once(
     assert isinstance(h, Histogram)
     assert h.total == 3 + 2
     assert h.cumulative[:2] == (3.0, 5.0)  # three 0.3 s before, two 0.8 s after the restart
+
+
+def test_counts_at_a_past_step_start_are_evaluated_at_that_time(
+    scenario: Scenario, provider: PrometheusProvider
+) -> None:
+    """The observer asks for the counts at each step's start after the fact: the query
+    is evaluated at that time, so what came later (here a restart and more requests)
+    does not count."""
+    earlier = replace(scenario.context(model="restarts", cohorts=["mobile"]), end=scenario.middle)
+    requests = provider.fetch(MetricSpec(template="error-rate", max=0.1), "v2", earlier)
+    assert requests.by_cohort["mobile"] == Proportion(0, 30)
+    latency = provider.fetch(MetricSpec(template="latency-p95", max=1.0), "v2", earlier)
+    h = latency.by_cohort["mobile"]
+    assert isinstance(h, Histogram)
+    assert h.total == 3
+    spec = MetricSpec(template="refusal-rate", max=1.0)
+    at_middle = provider.fetch(spec, "v1", replace(scenario.context(), end=scenario.middle))
+    for cohort in COHORTS:
+        _same(at_middle.by_cohort[cohort], expected("refusal-rate", TRAFFIC[("v1", cohort)]))
 
 
 def test_hostile_label_values_select_exactly_their_own_series(

@@ -12,11 +12,12 @@ which shows the listing would see a leak.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ from controller.metrics import NoSeriesError, QueryContext
 from controller.metrics.prometheus import PrometheusProvider
 from controller.policy import MetricSpec
 from controller.policy.queries import CustomQueries, escape_string, parse, scope, selectors
+from tests.cli.shell import canaryctl
 from tests.metrics.servers import ContractExporter, ExporterServer, PrometheusServer, wait_until
+from tests.policy.base import policy
 
 A, B = "team-a", "team-b"
 ATTACK = (
@@ -271,3 +274,49 @@ def test_a_histogram_template_is_scoped_too(
     assert all(
         ("namespace", A) in [(m.name, m.value) for m in s.matchers.matchers] for s in selectors_
     )
+
+
+def test_the_planners_request_rates_are_scoped_like_the_templates(
+    tenants: Tenants, providers: dict[CustomQueries, PrometheusProvider]
+) -> None:
+    """`canaryctl plan --prometheus` reads each cohort's rate from the baseline's last
+    24 hours: in its own namespace only (team-b's bot serves 450 times as much)."""
+    day = timedelta(hours=24).total_seconds()
+    scoped = providers[CustomQueries.SCOPED].request_rates(
+        "bot", "v1", A, over=timedelta(hours=24), at=tenants.end
+    )
+    assert set(scoped) == {"all"}
+    # the 200 requests of the analysis (the 1,000 from before are the series' first
+    # sample, not an increase), with Prometheus' extrapolation at the series' edges
+    assert 200 <= scoped["all"] * day < 1000
+    unscoped = providers[CustomQueries.ALLOW].request_rates(
+        "bot", "v1", A, over=timedelta(hours=24), at=tenants.end
+    )
+    assert unscoped["all"] * day >= 90_000
+
+
+def test_canaryctl_plans_with_the_baselines_rates_in_its_namespace(
+    tenants: Tenants, tmp_path: Path
+) -> None:
+    path = tmp_path / "bot.yaml"
+    path.write_text(
+        policy(
+            ("namespace: llm", f"namespace: {A}"),
+            (
+                "    - {name: mobile, match: {header: x-client, value: mobile}}\n"
+                '    - {name: non-english, match: {header: accept-language, regex: "^(de|fr)"}}\n',
+                "    - {name: all, match: {header: x-all, value: all}}\n",
+            ),
+            ("cohortWeights: {mobile: 10}", "cohortWeights: {}"),
+        )
+    )
+    done = canaryctl(
+        "plan", str(path), "--prometheus", tenants.prometheus.url, "-o", "json", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    [plan] = json.loads(done.stdout)
+    traffic = plan["traffic"]
+    assert traffic["source"] == "baseline v1, last 24 h in Prometheus"
+    assert traffic["cohortShares"] == {"all": 1.0}
+    # team-a's 200 requests a day, not team-b's 90,000
+    assert 200 <= traffic["requestsPerSecond"] * 86_400 < 1000

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from controller.analysis.observations import VersionData
 from controller.analysis.verdicts import Arm, CellVerdict, Limit, NoDataReason, Verdict
 from controller.demo import demo_rollout
 from controller.engine.decide import decide, start
 from controller.engine.phases import Phase
+from controller.metrics.base import MetricsUnreachableError, QueryContext
 from controller.metrics.simulated import (
     Behaviour,
     CohortTraffic,
     SimulatedProvider,
     TrafficSimulator,
 )
-from controller.policy import Cause
-from controller.runtime.observer import JudgingObserver, audit_record, engine_cell
+from controller.policy import Cause, MetricSpec, RolloutSpec
+from controller.runtime.observer import FORGET_AFTER, JudgingObserver, audit_record, engine_cell
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
 
 
 def verdict(v: Verdict, **kw: object) -> CellVerdict:
@@ -113,3 +118,122 @@ def test_a_gross_failure_is_rolled_back_as_the_circuit_breaker() -> None:
     assert state.reason.startswith("circuit breaker tripped: error-rate in ")
     [transition] = d.transitions
     assert transition.cause is Cause.CIRCUIT_BREAKER
+
+
+class Recording:
+    """A provider that answers from a simulator and records the evaluation time of every query."""
+
+    def __init__(self, inner: SimulatedProvider, *, fail_past: bool = False) -> None:
+        self.inner = inner
+        self.fail_past = fail_past
+        self.asked: list[tuple[str, str, datetime]] = []
+        self.now = T0
+
+    def fetch(self, metric: MetricSpec, version: str, context: QueryContext) -> VersionData:
+        self.asked.append((metric.metric_name, version, context.end))
+        if self.fail_past and context.end < self.now:
+            raise MetricsUnreachableError("the snapshot timed out")
+        return self.inner.fetch(metric, version, context)
+
+    def ends(self) -> Counter[datetime]:
+        return Counter(end for *_, end in self.asked)
+
+
+def healthy_simulator(spec: RolloutSpec, *, rps: float = 50) -> TrafficSimulator:
+    same = {spec.baseline.version: Behaviour(), spec.candidate.version: Behaviour()}
+    simulator = TrafficSimulator(
+        model=spec.model,
+        baseline=spec.baseline.version,
+        candidate=spec.candidate.version,
+        cohorts=[CohortTraffic(c.name, 0.25, same) for c in spec.cohorts]
+        + [CohortTraffic("other", 0.25, same)],
+        requests_per_second=rps,
+        start=T0,
+        seed=5,
+    )
+    simulator.set_weights(20)
+    return simulator
+
+
+def test_the_counts_at_each_step_start_are_asked_for_once_at_that_time() -> None:
+    rollout = demo_rollout()
+    spec = rollout.spec
+    simulator = healthy_simulator(spec)
+    provider = Recording(SimulatedProvider(simulator))
+    observer = JudgingObserver(provider)
+    starts = (T0 + 30 * MINUTE, T0 + 40 * MINUTE)
+    state = start(spec, 1, T0).evolve(
+        phase=Phase.PROGRESSING, step=2, step_since=starts[1], step_starts=starts
+    )
+    looks = [T0 + 50 * MINUTE, T0 + 51 * MINUTE, T0 + 52 * MINUTE]
+    for now in looks:
+        simulator.advance_to(now)
+        observer.observe(rollout, state, now)
+    queries = 2 * len(spec.analysis.metrics)  # both versions of every metric
+    assert provider.ends() == dict.fromkeys((*starts, *looks), queries)
+    # a restarted analysis has other counts at other starts: asked for afresh
+    provider.asked.clear()
+    restarted = state.evolve(analysis_since=T0 + 35 * MINUTE, step_starts=(starts[1],))
+    observer.observe(rollout, restarted, looks[-1])
+    assert provider.ends() == {starts[1]: queries, looks[-1]: queries}
+
+
+def test_the_judge_compares_step_by_step_with_the_snapshots() -> None:
+    rollout = demo_rollout()
+    spec = rollout.spec
+    simulator = healthy_simulator(spec, rps=20)
+    starts = (T0 + 30 * MINUTE,)
+    state = start(spec, 1, T0).evolve(phase=Phase.PROGRESSING, step=1, step_starts=starts)
+    now = T0 + 50 * MINUTE
+    simulator.advance_to(now)
+    observer = JudgingObserver(SimulatedProvider(simulator))
+    observer.observe(rollout, state, now)
+    stepped = observer.last[rollout.key]
+    observer.observe(rollout, state.evolve(step_starts=()), now)
+    cumulative = observer.last[rollout.key]
+    # same counts, split at the step start: the statistics differ, the cells are the same
+    assert [(c.metric, c.cohort) for c in stepped.cells] == [
+        (c.metric, c.cohort) for c in cumulative.cells
+    ]
+    assert [c.checks for c in stepped.cells] != [c.checks for c in cumulative.cells]
+
+
+def test_a_failed_snapshot_falls_back_to_cumulative_counts_and_is_asked_for_again() -> None:
+    rollout = demo_rollout()
+    spec = rollout.spec
+    simulator = healthy_simulator(spec, rps=20)
+    now = T0 + 50 * MINUTE
+    simulator.advance_to(now)
+    state = start(spec, 1, T0).evolve(phase=Phase.PROGRESSING, step=1)
+    plain = JudgingObserver(SimulatedProvider(simulator))
+    plain.observe(rollout, state, now)
+    provider = Recording(SimulatedProvider(simulator), fail_past=True)
+    provider.now = now
+    failing = JudgingObserver(provider)
+    stepped = state.evolve(step_starts=(T0 + 30 * MINUTE,))
+    for _ in range(2):
+        failing.observe(rollout, stepped, now)
+    assert failing.last[rollout.key].cells == plain.last[rollout.key].cells
+    # the candidate only (unreachable: the baseline is not waited for), at both looks
+    assert provider.ends()[T0 + 30 * MINUTE] == 2 * len(spec.analysis.metrics)
+
+
+def test_snapshots_are_dropped_when_a_rollout_ends_or_is_not_seen() -> None:
+    rollout = demo_rollout()
+    spec = rollout.spec
+    simulator = healthy_simulator(spec, rps=5)
+    simulator.advance_to(T0 + 3 * HOUR)
+    observer = JudgingObserver(SimulatedProvider(simulator))
+    state = start(spec, 1, T0).evolve(
+        phase=Phase.PROGRESSING, step=1, step_starts=(T0 + 30 * MINUTE,)
+    )
+    observer.observe(rollout, state, T0 + 40 * MINUTE)
+    assert len(observer._snapshots) == 1
+    observer.observe(rollout, state.evolve(phase=Phase.PROMOTED), T0 + 41 * MINUTE)
+    assert observer._snapshots == {}
+    observer.observe(rollout, state, T0 + 42 * MINUTE)
+    other = rollout.model_copy(
+        update={"metadata": rollout.metadata.model_copy(update={"name": "another"})}
+    )
+    observer.observe(other, state, T0 + 42 * MINUTE + FORGET_AFTER + MINUTE)
+    assert list(observer._snapshots) == [other.key]
