@@ -8,6 +8,7 @@ log) no line is broken at 80 columns in the middle of a phrase.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def test_lines_are_not_wrapped_when_the_output_is_not_a_terminal(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     [rollback] = [line for line in done.stdout.splitlines() if "Shadowing → RolledBack" in line]
     # the whole reason on the transition's line, however long
-    assert rollback.rstrip().endswith("with 99.8125% confidence it lies in [2.06%, 9.03%]")
+    # (the interval's figures are the judge's business: only its being whole is checked here)
+    assert re.search(r"with [\d.]+% confidence it lies in \[[\d.]+%, [\d.]+%\]$", rollback.rstrip())
     assert len(rollback) > 120
     # the Slack message is shown as lines, not in an 80-column box
     assert "Slack #support-bot · rolled-back:" in done.stdout
