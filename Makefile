@@ -52,8 +52,8 @@ test: lint typecheck contracts pytest
 demo: venv
 	$(BIN)/canaryctl demo
 
-# About 18 minutes on 2 shared cores (docs/benchmarks.md), at a lower priority than
-# other work; `python -m bench.detection --quick` is the one-minute version.
+# About 11 minutes on 2 cores, shared (docs/benchmarks.md), at a lower priority than
+# other work; `python -m bench.detection --quick` is the two-minute version.
 bench-detection: venv
 	nice -n 10 $(BIN)/python -m bench.detection
 

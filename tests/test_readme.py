@@ -48,14 +48,14 @@ def _minutes(pattern: str, text: str) -> int:
 
 
 def test_benchmark_durations_agree() -> None:
-    # the measured full runs: 26.9 minutes for detection, about 10 for scale
-    assert "**26.9 minutes wall**" in BENCHMARKS
+    # the measured full runs: 10.5 minutes for detection, about 10 for scale
+    assert "**10.5 minutes wall**" in BENCHMARKS
     assert _minutes(r"bench.scale` \([^)]*\) asks.*?takes about (\d+) minutes", BENCHMARKS) == 10
-    assert _minutes(r"`make bench-detection` \((\d+) min\)", README) == 27
+    assert _minutes(r"`make bench-detection` \((\d+) min\)", README) == 11
     assert _minutes(r"`make bench-scale`\s+\((\d+) min\)", README) == 10
     detection = r"# About (\d+) minutes on 2 cores[^\n]*\n[^\n]*\nbench-detection:"
     scale = r"about (\d+) minutes on 2 cores\n[^\n]*\n[^\n]*\nbench-scale:"
-    assert _minutes(detection, MAKEFILE) == 27
+    assert _minutes(detection, MAKEFILE) == 11
     assert _minutes(scale, MAKEFILE) == 10
 
 
