@@ -222,7 +222,8 @@ def plan_cell(
 # --- the README's tables ---------------------------------------------------------
 
 
-def _format_minutes(minutes: float) -> str:
+def format_minutes(minutes: float) -> str:
+    """Minutes as people read them: `< 1 min`, `42 min`, `3.5 h`, `2 d`, `never`."""
     if not math.isfinite(minutes):
         return "never"
     if minutes < 1:
@@ -251,7 +252,7 @@ def table(
         for w in weights:
             plan = plan_cell(h, rate, w, budget, min_samples)
             median, p80 = plan.healthy if healthy else plan.at_limit
-            cells.append(f"{_format_minutes(median)} / {_format_minutes(p80)}")
+            cells.append(f"{format_minutes(median)} / {format_minutes(p80)}")
         rows.append(f"| {rate:g} req/s | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

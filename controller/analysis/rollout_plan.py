@@ -43,6 +43,7 @@ from controller.analysis.planning import (
     MEDIAN,
     P80,
     Hypotheses,
+    format_minutes,
     plan_cell,
     powered_samples,
     samples_to_fail,
@@ -474,16 +475,3 @@ def _warnings(
                 f"{format_minutes(slowest.healthy[1])} (80th percentile)"
             )
     return out
-
-
-def format_minutes(minutes: float) -> str:
-    """Minutes as people read them: `< 1 min`, `42 min`, `3.5 h`, `2 d`, `never`."""
-    if not math.isfinite(minutes):
-        return "never"
-    if minutes < 1:
-        return "< 1 min"
-    if minutes < 120:
-        return f"{minutes:.0f} min"
-    if minutes < 48 * 60:
-        return f"{minutes / 60:.1f} h"
-    return f"{minutes / 1440:.0f} d"

@@ -15,13 +15,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from controller.analysis.planning import format_minutes
 from controller.analysis.rollout_plan import (
     ASSUMED,
     Plan,
     PlanInputError,
     Traffic,
     cohort_shares,
-    format_minutes,
     plan_rollout,
 )
 from controller.errors import CanaryError
