@@ -3,9 +3,9 @@
 # read-only root filesystem. Build: docker build -t canary-controller:0.1.0 .
 #
 # Dependencies come from requirements/main.lock, pinned with hashes and
-# installed with --require-hashes. (The packaging issue says "uv.lock": this
-# project keeps no uv.lock, because it records download addresses; main.lock is
-# its lock file for the runtime dependencies.)
+# installed with --require-hashes. The project keeps no uv.lock, because it
+# records download addresses; main.lock is its lock file for the runtime
+# dependencies.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
