@@ -210,7 +210,7 @@ def judge_cell(
     if isinstance(strata, NoDataReason):
         where = "overall" if cohort == OVERALL else "split by cohort"
         return no_data_verdict(base, strata, f"the query returned no series {where}")
-    base = replace(base, query=observation.candidate.query)
+    base = replace(base, query=observation.candidate.query_for(cohort))
     if plan.shape is Shape.GAUGE:
         return judge_gauge(plan, base, strata, min_samples)
     if plan.shape is Shape.QUANTILE:

@@ -263,9 +263,16 @@ class VersionData:
     total: Sample | None = None
     #: the query that produced these samples, for the evidence
     query: str = ""
+    #: a cohort's own query text, when the source can tell it (else `query` stands for all)
+    cohort_queries: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_cohort", _frozen_mapping(self.by_cohort))
+        object.__setattr__(self, "cohort_queries", MappingProxyType(dict(self.cohort_queries)))
+
+    def query_for(self, cohort: str) -> str:
+        """The query text that the evidence of `cohort`'s cell shows."""
+        return self.cohort_queries.get(cohort, self.query)
 
 
 class FailureKind(StrEnum):

@@ -24,7 +24,7 @@ from controller.demo import DemoResult, demo_rollout, rehearse, run_demo
 from controller.engine.executor import TickResult
 from controller.engine.state import EventKind
 from controller.notify import ConsoleNotifier, Notification
-from controller.policy import ModelRollout
+from controller.policy import ModelRollout, format_duration
 from controller.routing import TrafficRouter
 from controller.scenarios import Scenario
 
@@ -81,7 +81,7 @@ def run_and_show(scenario: Scenario, database: Path, seed: int, *, json_output: 
         f"[bold]canary-controller demo[/bold] · scenario [cyan]{scenario}[/cyan] · "
         f"{rollout.key}: {rollout.spec.model} {rollout.spec.baseline.version} → "
         f"{rollout.spec.candidate.version}, {len(rollout.spec.cohorts)} cohorts, "
-        f"judged every {rollout.spec.analysis.interval.total_seconds():.0f}s (simulated)"
+        f"judged every {format_duration(rollout.spec.analysis.interval)} (simulated)"
     )
     started = time.monotonic()
     ticks = 0

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from controller.engine.state import RolloutState
 from controller.errors import PermanentError
-from controller.policy import Cause, ModelRollout
+from controller.policy import Cause, ModelRollout, format_duration
 from controller.store.base import RolloutStore, SourceProblemStore
 from controller.store.records import AnalysisRecord, OutboxMessage, StoredRollout
 
@@ -134,7 +134,8 @@ def status_view(store: StatusStore, row: StoredRollout, now: datetime) -> Render
         bar.add_row(
             "hold",
             ProgressBar(total=max(total, 1), completed=held, width=30),
-            f"{held / 60:.1f}/{total / 60:.1f} min",
+            f"{format_duration(timedelta(seconds=round(held)))}"
+            f"/{format_duration(timedelta(seconds=round(total)))}",
         )
         parts.append(bar)
     grid = verdict_grid(last_look(store, row))

@@ -248,7 +248,7 @@ class _Tick:
         required = tuple(c for c in look.cells if c.critical) if look else ()
         no_data = tuple(c for c in required if c.verdict is Verdict.NO_DATA)
         if look is None or look.error is not None or no_data:
-            self.measurements_failed(look, no_data)
+            self.measurements_failed(look, no_data, required)
             return
         self.state = self.state.evolve(no_data_since=None)
         if self.now - self.state.step_since < hold:
@@ -273,17 +273,18 @@ class _Tick:
                 cells=tuple(replace(c, summary=self._needs(c)) for c in undecided),
             )
 
-    def measurements_failed(self, look: Look | None, no_data: tuple[Cell, ...]) -> None:
+    def measurements_failed(
+        self, look: Look | None, no_data: tuple[Cell, ...], required: tuple[Cell, ...] = ()
+    ) -> None:
         """The metrics could not be measured: `noData` says what to do."""
         policy = self.spec.analysis.no_data
-        why = (
-            look.error
-            if look is not None and look.error
-            else "no data from Prometheus for "
-            + ", ".join(f"{c.metric} in {c.cohort}" for c in no_data)
-            if no_data
-            else "no look at the metrics yet"
-        )
+        failed = bool(look is not None and look.error)
+        if look is not None and look.error:
+            why = look.error
+        elif no_data:
+            why = no_data_reason(no_data, required)
+        else:
+            why = "no look at the metrics yet"
         since = self.state.no_data_since or self.now
         if self.state.no_data_since is None:
             self.state = self.state.evolve(no_data_since=since)
@@ -295,7 +296,12 @@ class _Tick:
             reason = f"no data, and noData.action is rollback: {why}"
             self.rollback(reason, Cause.NO_DATA, no_data)
         elif self.now - since >= policy.timeout:
-            reason = f"no data for {format_duration(policy.timeout)}: {why}"
+            timeout = format_duration(policy.timeout)
+            reason = (
+                f"no data for {timeout}: {why}"
+                if failed or not no_data
+                else no_data_reason(no_data, required, timeout)
+            )
             if policy.then is NoDataTimeout.ROLLBACK:
                 self.rollback(reason, Cause.NO_DATA, no_data)
             else:
@@ -435,3 +441,27 @@ def _holding(undecided: tuple[Cell, ...]) -> str:
         return f"holding: not enough traffic yet in {', '.join(waiting)}"
     cells = ", ".join(f"{c.metric} in {c.cohort}" for c in undecided)
     return f"holding: not decided yet, before 100%: {cells}"
+
+
+def no_data_reason(no_data: tuple[Cell, ...], required: tuple[Cell, ...], over: str = "") -> str:
+    """Which cells had no data, in a few words: a count and the first of them.
+
+    Naming every cell made a reason of hundreds of characters that said less than a
+    count: "all 16 cells (4 metrics × 4 cohorts)", "3 of 16 cells". The cells themselves
+    stay in the event's evidence, one line each. `over` is how long (`10m`), if known.
+    """
+    total = max(len(required), len(no_data))
+    first = f"{no_data[0].metric} in {no_data[0].cohort}"
+    metrics = len({c.metric for c in no_data})
+    cohorts = len({c.cohort for c in no_data})
+    if len(no_data) == 1:
+        cells, first = (first if total == 1 else f"{first} (1 of {total} cells)"), ""
+    elif len(no_data) < total:
+        cells = f"{len(no_data)} of {total} cells"
+    elif metrics * cohorts == total and metrics > 1 and cohorts > 1:
+        cells = f"all {total} cells ({metrics} metrics × {cohorts} cohorts)"
+    else:
+        cells = f"all {total} cells"
+    during = f" for {over}" if over else ""
+    named = f"; first: {first}" if first else ""
+    return f"no data from Prometheus for {cells}{during}{named}"

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from controller.analysis import Gauge, Histogram, Proportion, Sample, VersionData
+from controller.metrics import promql
 from controller.metrics.base import (
     BadQueryError,
     MetricsUnreachableError,
@@ -232,7 +233,7 @@ class SimulatedProvider:
 
     def fetch(self, metric: MetricSpec, version: str, context: QueryContext) -> VersionData:
         name = metric.template
-        query = f"simulated {name or metric.metric_name} {{version={version!r}}}"
+        query = _query_text(metric, version, context)
         if self.down:
             raise MetricsUnreachableError("the simulated Prometheus is down", query=query)
         if name is None or name not in QUERIES:
@@ -244,8 +245,27 @@ class SimulatedProvider:
             raise NoSeriesError(f"no series for version {version!r}", query=query)
         samples = {cohort: _sample(name, c) for cohort, c in counters.items()}
         return VersionData(
-            by_cohort={k: v for k, v in samples.items() if v is not None}, query=query
+            by_cohort={k: v for k, v in samples.items() if v is not None},
+            query=query,
+            cohort_queries={k: _query_text(metric, version, context, k) for k in samples},
         )
+
+
+def _query_text(
+    metric: MetricSpec, version: str, context: QueryContext, cohort: str | None = None
+) -> str:
+    """The selectors the built-in template reads, filled in as Prometheus would see them,
+    narrowed to `cohort` when given (all cohorts otherwise), so the evidence of a cell
+    shows which series were judged: `simulated llm_refusals_total{model="m",...}`."""
+    template = QUERIES.get(metric.template or "")
+    if template is None:
+        return f"simulated {metric.template or metric.metric_name} {{version={version!r}}}"
+    values: dict[str, promql.Value] = {"model": context.model, "version": version}
+    values["cohort"] = promql.OneOf(context.cohorts) if cohort is None else cohort
+    matcher = ',cohort=~"{{cohort}}"}' if cohort is None else ',cohort="{{cohort}}"}'
+    # every built-in selector ends with its label matchers' closing brace
+    selectors = [promql.render(s[:-1] + matcher, values) for s in template.counters]
+    return "simulated " + " / ".join(selectors)
 
 
 def _sample(template: str, c: _Counters) -> Sample | None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from controller.notify.base import CellNote, Evidence, Notification
 from controller.policy.causes import Cause
+from controller.policy.durations import format_duration
 
 #: how many metric × cohort cells a message details; the rest are counted
 MAX_CELLS = 6
@@ -172,8 +173,9 @@ def _holding_sentence(note: Notification) -> str:
             return f"Not decided yet in {noun} {', '.join(undecided)}: holding before 100%."
         return f"Not enough traffic in {noun} {', '.join(undecided)} yet: holding the step."
     detail = note.text.removeprefix("holding: ")
-    detail = detail.removeprefix("no data from Prometheus for ").removeprefix("no data from ")
-    return f"No data from Prometheus ({detail}): holding the step."
+    if detail.startswith("no data from Prometheus for "):
+        return f"Holding the step: {detail}."
+    return f"No data from Prometheus ({detail.removeprefix('no data from ')}): holding the step."
 
 
 def _overview(note: Notification) -> list[tuple[str, str]]:
@@ -455,11 +457,6 @@ def _duration(note: Notification) -> str:
     if note.started_at is None:
         return ""
     seconds = int(max(timedelta(0), note.created_at - note.started_at).total_seconds())
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m {seconds:02d}s"
+    if seconds >= 3600:  # past an hour, the seconds are noise: 1h55m, not 1h55m30s
+        seconds -= seconds % 60
+    return format_duration(timedelta(seconds=seconds))

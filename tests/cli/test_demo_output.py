@@ -60,3 +60,37 @@ def test_json_output_keeps_progress_on_stderr_unwrapped(tmp_path: Path) -> None:
         "Shadowing → RolledBack" in line and line.rstrip().endswith("]")
         for line in done.stderr.splitlines()
     )
+
+
+def test_an_outage_is_summarised_with_a_policy_style_duration(tmp_path: Path) -> None:
+    done = canaryctl("demo", "--scenario", "outage", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [rollback] = [line for line in done.stdout.splitlines() if "→ RolledBack [NoData]" in line]
+    reason = rollback.split("[NoData]", 1)[1].strip()
+    assert reason == (
+        "no data from Prometheus for all 16 cells (4 metrics × 4 cohorts) for 10m; "
+        "first: refusal-rate in non-english"
+    )
+    # the Slack card's first line says the same in a sentence, not a list of 16 cells
+    assert (
+        "  Holding the step: no data from Prometheus for all 16 cells (4 metrics × 4 cohorts);"
+        " first: refusal-rate in non-english." in done.stdout.splitlines()
+    )
+    assert "0:10:00" not in done.stdout and "quality-score in mobile," not in done.stdout
+
+
+def test_the_promql_line_names_the_failed_cells_cohort(tmp_path: Path) -> None:
+    done = canaryctl("demo", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    failed = lines.index("  ❌ refusal-rate in cohort non-english: fail")
+    promql = lines[lines.index("  PromQL", failed) + 1].strip()
+    assert promql == (
+        'simulated llm_refusals_total{model="support-bot",version="v7",cohort="non-english"}'
+        ' / llm_requests_total{model="support-bot",version="v7",cohort="non-english"}'
+    )
+    history = canaryctl("history", KEY, "--database", "canary-demo.db", "-o", "json", cwd=tmp_path)
+    assert history.returncode == 0, history.stderr
+    [rollback] = [e for e in json.loads(history.stdout)["events"] if e.get("to") == "RolledBack"]
+    [cell] = [e for e in rollback["evidence"] if e["verdict"] == "fail"]
+    assert (cell["cohort"], cell["query"]) == ("non-english", promql)

@@ -138,7 +138,7 @@ def test_the_demo_shows_the_slack_messages_with_their_evidence(tmp_path: Path) -
     )
     assert "Slack #support-bot · promoted" in promoted
     assert "🎉 Promoted: llm/support-bot-v7" in promoted
-    assert "Promoted after 1h 55m: v7 now takes all traffic" in promoted
+    assert "Promoted after 1h55m: v7 now takes all traffic" in promoted
     assert "Per cohort (candidate vs baseline)" in promoted
     store = SqlStore(f"sqlite:///{tmp_path / 'h.db'}")
     try:

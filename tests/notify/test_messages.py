@@ -131,7 +131,7 @@ def test_a_rollback_names_the_failing_cell_with_its_numbers_limit_interval_and_p
             "holding",
             "holding: no data from Prometheus for refusal-rate in mobile",
             [{"metric": "refusal-rate", "cohort": "mobile", "verdict": "no-data"}],
-            "No data from Prometheus (refusal-rate in mobile): holding the step.",
+            "Holding the step: no data from Prometheus for refusal-rate in mobile.",
             id="no-data",
         ),
         pytest.param(
@@ -214,7 +214,7 @@ def test_a_promotion_says_how_long_it_took_and_how_each_cohort_did() -> None:
     blocks = slack_message(message).blocks
     assert blocks[0]["text"]["text"] == ":tada: Promoted: llm/support-bot-v7"
     assert blocks[1]["text"]["text"] == (
-        "Promoted after 1h 12m: v7 now takes all traffic (every step passed)."
+        "Promoted after 1h12m: v7 now takes all traffic (every step passed)."
     )
     assert blocks[2]["fields"][3:] == [
         {"type": "mrkdwn", "text": "*Step*\n5 of 5"},

@@ -208,7 +208,7 @@ def test_every_event_of_a_rollout_reaches_slack_in_order_as_one_thread(
     texts = [c["blocks"][1]["text"]["text"] for c in slack.calls_of("chat.postMessage")]
     assert texts[1] == "Not enough traffic in cohort mobile yet: holding the step."
     assert texts[3].startswith("<@U024BE7LH> Paused by alice: checking. A human is needed")
-    assert texts[6].startswith("Promoted after 26m 00s: v2 now takes all traffic")
+    assert texts[6].startswith("Promoted after 26m: v2 now takes all traffic")
     top = slack.posted()[0]
     assert top["edited"]
     assert top["blocks"][0]["text"]["text"] == ":white_check_mark: llm/bot-v2: Promoted"
