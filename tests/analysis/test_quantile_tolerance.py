@@ -19,23 +19,25 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from scipy import stats  # type: ignore[import-untyped]
 
 from controller.analysis import Histogram, Judgement, MetricObservation, VersionData, judge
 from controller.analysis.verdicts import Verdict
 from controller.metrics.simulated import TTFT_BUCKETS
+from controller.policy import MetricSpec
 from tests.analysis.cases import AT, analysis, metric
 
 BOUNDS = (*TTFT_BUCKETS, math.inf)
 MEDIAN, SIGMA = 0.25, 0.40
 TTFT = metric(template="ttft-p95", maxRatio=1.15)
-POLICY = analysis(TTFT, confidence=0.95, min_samples=200)
 TOLERANCE = 1.075
 ALPHA = 0.05
 
 
-def probabilities(median: float, sigma: float = SIGMA) -> np.ndarray:
-    cdf = stats.lognorm.cdf(np.array(TTFT_BUCKETS), sigma, scale=median)
+def probabilities(median: float, sigma: float = SIGMA, shift: float = 0.0) -> np.ndarray:
+    """Bucket probabilities of a log-normal latency, moved right by `shift` seconds."""
+    cdf = stats.lognorm.cdf(np.array(TTFT_BUCKETS) - shift, sigma, scale=median)
     return np.diff(np.concatenate(([0.0], cdf, [1.0])))
 
 
@@ -45,28 +47,45 @@ def histogram(counts: np.ndarray, median: float) -> Histogram:
     return Histogram(BOUNDS, tuple(float(c) for c in np.cumsum(counts)), total * mean)
 
 
-def judged(baseline: Histogram, candidate: Histogram) -> Judgement:
+def judged(baseline: Histogram, candidate: Histogram, spec: MetricSpec = TTFT) -> Judgement:
     observations = {
-        TTFT.metric_name: MetricObservation(
-            TTFT.metric_name, VersionData({"fast": baseline}), VersionData({"fast": candidate})
+        spec.metric_name: MetricObservation(
+            spec.metric_name, VersionData({"fast": baseline}), VersionData({"fast": candidate})
         )
     }
-    return judge(POLICY, ["fast"], observations, at=AT)
+    return judge(analysis(spec), ["fast"], observations, at=AT)
 
 
-def test_a_candidate_at_the_tolerance_shows_evidence_for_the_tolerance() -> None:
-    """Noise-free counts of the baseline scaled by the tolerance: FAIL's evidence is against."""
+@pytest.mark.parametrize(
+    ("spec", "at_tolerance", "at_limit"),
+    [
+        # the baseline scaled by the tolerance (1.075), and by the limit
+        (TTFT, {"median": MEDIAN * TOLERANCE}, {"median": MEDIAN * 1.15}),
+        # the baseline shifted by the tolerance (half of 0.1 s), and by the limit
+        (
+            metric(template="ttft-p95", maxIncrease=0.1),
+            {"median": MEDIAN, "shift": 0.05},
+            {"median": MEDIAN, "shift": 0.1},
+        ),
+    ],
+    ids=["maxRatio", "maxIncrease"],
+)
+def test_a_candidate_at_the_tolerance_shows_evidence_for_the_tolerance(
+    spec: MetricSpec, at_tolerance: dict[str, float], at_limit: dict[str, float]
+) -> None:
+    """Noise-free counts of the baseline moved onto the tolerance: FAIL's evidence is against."""
     n = 200_000.0
     baseline = histogram(n * probabilities(MEDIAN), MEDIAN)
-    candidate = histogram(n * probabilities(MEDIAN * TOLERANCE), MEDIAN * TOLERANCE)
-    cell = judged(baseline, candidate).cell(TTFT.metric_name, "fast")
+    candidate = histogram(n * probabilities(**at_tolerance), MEDIAN)
+    cell = judged(baseline, candidate, spec).cell(spec.metric_name, "fast")
     [check] = cell.checks
     assert check.verdict is not Verdict.FAIL
-    # At the tolerance the SPRT's log ratio is -delta^2 I / 2: clearly negative.
+    # At the tolerance the SPRT's log ratio is -delta^2 I / 2: clearly negative (it was
+    # +63 for maxRatio and +140 for maxIncrease when the tolerance's share was misread).
     assert check.log_e_fail is not None and check.log_e_fail < -5.0, check
-    # while a candidate at the limit (scaled by 1.15) fails on the same counts
-    at_limit = histogram(n * probabilities(MEDIAN * 1.15), MEDIAN * 1.15)
-    assert judged(baseline, at_limit).cell(TTFT.metric_name, "fast").verdict is Verdict.FAIL
+    # while a candidate at the limit fails on as many requests
+    limit_cell = judged(baseline, histogram(n * probabilities(**at_limit), MEDIAN), spec)
+    assert limit_cell.cell(spec.metric_name, "fast").verdict is Verdict.FAIL
 
 
 def test_candidates_at_the_tolerance_are_rarely_rolled_back_over_many_looks() -> None:
