@@ -37,6 +37,13 @@ replica wrote the rollout meanwhile, its state wins: the route writes this repli
 made are appended to the audit, and the tick decides again from the stored state.
 A replica restarted while the store is down knows no state and can do nothing.
 
+The same rule holds a rollout whose latest policy is invalid (a bad edit of its
+file, a refused spec): the controller ticks it on its last committed policy with
+a `hold` reason. Such a tick looks and decides as usual; what moves traffic only
+toward the baseline (a rollback, an abort's restore) is performed and committed,
+its transitions saying the policy was invalid; a decision that would give the
+candidate more (an advance, a promotion) holds, and the held tick records nothing.
+
 The engine reaches the outside only through ports: the routers' `TrafficRouter`,
 the store's `RolloutStore`, and the `Observer` below, which the runtime backs with
 the metrics provider and the judge.
@@ -157,6 +164,8 @@ class TickResult:
     route_errors: tuple[str, ...] = field(default_factory=tuple)
     look: Look | None = None
     store_error: str | None = None
+    #: why the tick held its decision toward the candidate and recorded nothing
+    held: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,12 +220,20 @@ class Executor:
         *,
         read: StoreRead | TransientError | None = None,
         fence: Fence = UNFENCED,
+        hold: str | None = None,
     ) -> TickResult:
         """One tick. `read`: what the caller already read (`read(key)`), or the error the
         store gave it, in which case the tick runs from the state kept in memory; read
         here when None. `fence` guards every write toward the candidate: FencedError
         (nothing committed, the refusal audited) if this replica's lease is no longer
-        the latest."""
+        the latest.
+
+        `hold`: why nothing may move toward the candidate this tick (the rollout's
+        latest policy is invalid, `rollout` is its last committed one). The tick holds
+        exactly as one without the store does: a decision that would give the
+        candidate more traffic is not performed and the held tick records nothing
+        (`TickResult.held` says why); one that moves traffic only toward the baseline
+        is performed and committed as usual, its transitions naming `hold`."""
         now = self.clock.now()
         key = rollout.key
         if read is None:
@@ -225,7 +242,7 @@ class Executor:
             except TransientError as exc:
                 read = exc
         if isinstance(read, TransientError):
-            return self._tick_without_store(rollout, route, observer, read, now, fence)
+            return self._tick_without_store(rollout, route, observer, read, now, fence, hold)
         stored, commands = read.stored, read.commands
         try:
             if self.pending_for(key):
@@ -234,11 +251,11 @@ class Executor:
             else:
                 self._remember(key, stored)
         except TransientError as exc:
-            return self._tick_without_store(rollout, route, observer, exc, now, fence)
+            return self._tick_without_store(rollout, route, observer, exc, now, fence, hold)
         with self._lock:
             self._blind.discard(key)
         return self._tick(
-            rollout, stored, commands, route, observer, now, offline=None, fence=fence
+            rollout, stored, commands, route, observer, now, offline=None, fence=fence, hold=hold
         )
 
     def pending_for(self, key: str) -> bool:
@@ -262,6 +279,7 @@ class Executor:
         *,
         offline: TransientError | None,
         fence: Fence = UNFENCED,
+        hold: str | None = None,
     ) -> TickResult:
         key = rollout.key
         spec = rollout.spec
@@ -295,13 +313,25 @@ class Executor:
                 decision.transitions,
                 decision.applied_commands,
             )
-        if offline is not None:
+        if offline is not None or hold is not None:
             serving = state.serving()
             if any(moves_toward_candidate(serving, a) for a in _route_actions(decision)):
-                # Toward the candidate needs the lease and the store: hold this tick.
-                return TickResult(key, Decision(state), None, look=look, store_error=str(offline))
+                # Toward the candidate needs the lease, the store and a valid policy:
+                # hold this tick.
+                return TickResult(
+                    key, Decision(state), None, look=look, store_error=_text(offline), held=hold
+                )
         return self._perform(
-            rollout, stored, decision, route, analyses, now, look, offline=offline, fence=fence
+            rollout,
+            stored,
+            decision,
+            route,
+            analyses,
+            now,
+            look,
+            offline=offline,
+            fence=fence,
+            hold=hold,
         )
 
     def _tick_without_store(
@@ -312,6 +342,7 @@ class Executor:
         error: TransientError,
         now: datetime,
         fence: Fence,
+        hold: str | None = None,
     ) -> TickResult:
         key = rollout.key
         with self._lock:
@@ -332,7 +363,9 @@ class Executor:
         # The newest state this replica knows: its own unrecorded ticks', if any.
         base = pending[-1].rollout if pending else known
         assert base is not None
-        return self._tick(rollout, base, (), route, observer, now, offline=error, fence=fence)
+        return self._tick(
+            rollout, base, (), route, observer, now, offline=error, fence=fence, hold=hold
+        )
 
     def end(self, rollout: ModelRollout, route: TrafficRouter) -> TickResult | None:
         """The ModelRollout was deleted: restore the route and record the end."""
@@ -449,13 +482,23 @@ class Executor:
         *,
         offline: TransientError | None = None,
         fence: Fence = UNFENCED,
+        hold: str | None = None,
     ) -> TickResult:
         actions = list(decision.actions)
         ended = decision.state.phase.terminal and not decision.transitions
         if ended and decision.state.restore_pending:
             actions.insert(0, RestoreRoute(promoted=decision.state.phase is Phase.PROMOTED))
-            if offline is not None and moves_toward_candidate(decision.state.serving(), actions[0]):
-                return TickResult(rollout.key, decision, None, look=look, store_error=str(offline))
+            if (offline is not None or hold is not None) and moves_toward_candidate(
+                decision.state.serving(), actions[0]
+            ):
+                return TickResult(
+                    rollout.key,
+                    decision,
+                    None,
+                    look=look,
+                    store_error=_text(offline),
+                    held=hold,
+                )
         writes = _RouteWrites(rollout.key, route, now, decision.state.serving(), fence)
         try:
             state = writes.perform(decision.state, actions)
@@ -499,7 +542,7 @@ class Executor:
                 updated_at=now,
             ),
             expected_revision=stored.revision if stored is not None else None,
-            transitions=tuple(_transition(t, offline) for t in decision.transitions),
+            transitions=tuple(_transition(t, offline, hold) for t in decision.transitions),
             analyses=analyses,
             route_actions=tuple(r for r in records if r.changed or r.error),
             messages=messages,
@@ -738,18 +781,26 @@ def _desired(action: ApplyRoute | RestoreRoute) -> dict[str, Any]:
     return action.state.to_json()
 
 
-def _transition(t: Transition, offline: TransientError | None = None) -> TransitionRecord:
-    """The audit row of a transition; one decided without the store says so."""
+def _transition(
+    t: Transition, offline: TransientError | None = None, hold: str | None = None
+) -> TransitionRecord:
+    """The audit row of a transition; one decided without the store, or on the last
+    valid policy because the latest is invalid (`hold`), says so."""
+    details: dict[str, Any] = {}
+    if offline is not None:
+        details["decidedWithoutStore"] = str(offline)
+    if hold is not None:
+        details["heldOnLastValidPolicy"] = hold
     return TransitionRecord(
         at=t.at,
         from_phase=str(t.from_phase),
         to_phase=str(t.to_phase),
         from_step=t.from_step,
         to_step=t.to_step,
-        reason=t.reason,
+        reason=t.reason if hold is None else f"{t.reason} ({hold})",
         actor=t.actor,
         cause=str(t.cause) if t.cause else None,
-        details={"decidedWithoutStore": str(offline)} if offline is not None else {},
+        details=details,
     )
 
 

@@ -8,8 +8,10 @@ know the setting), so the controller checks every rollout it is given: one
 with a custom query is moved to the snapshot's `invalid` keys, with the reason
 among its problems and in the log (once per change, not every sync). As for
 any invalid spec, a rollout that had not started never starts, and one under
-way is left exactly as it is, neither ticked nor ended, so no traffic moves
-because of the setting.
+way is not ended: it is ticked on its last committed policy toward the baseline
+only, so it never advances. The Prometheus provider refuses to run a custom
+query under `deny` as well, so such a look is NO_DATA: the policy's `noData`
+rule applies, and a rollback it calls for (a move toward the baseline) happens.
 """
 
 from __future__ import annotations

@@ -19,6 +19,16 @@ A tick's writes toward the candidate are fenced by the lease's epoch
 (rolled back, aborted, failed) rollout whose ModelRollout still exists, and puts
 back any candidate traffic found there: one lease renewal and one route read per
 such rollout per sync.
+
+A rollout whose latest policy is invalid (the source lists its key in
+`Snapshot.invalid`: a bad edit of its file, a refused spec) is not frozen: a typo
+must never disable a rollback. It keeps being ticked on its last committed policy
+(the stored row's) in hold mode (`Executor.tick(hold=...)`): the metrics are still
+looked at and the engine still decides; a rollback or an abort's restore is
+performed and committed, its transitions saying the policy is invalid and the last
+valid one was used, while an advance or a promotion holds. If the stored policy
+itself no longer validates (a newer controller's format, say), the rollout stays
+as it is and that is logged once. Once the policy is valid again, it resumes.
 """
 
 from __future__ import annotations
@@ -46,6 +56,11 @@ from controller.store.records import StoredRollout
 from controller.telemetry import ControllerMetrics, LeaseChange, TickOutcome
 
 log = logging.getLogger(__name__)
+
+#: why a rollout whose latest policy is invalid is ticked in hold mode (audit and log)
+INVALID_POLICY = (
+    "its latest policy is invalid: ticked on the last valid one, toward the baseline only"
+)
 
 RouterFactory = Callable[[ModelRollout], TrafficRouter]
 
@@ -129,6 +144,10 @@ class Controller:
         self._held: set[str] = set()
         #: the last error looking at each ended rollout's route, to log it once, not per sync
         self._ended_errors: dict[str, str] = {}
+        #: live rollouts whose latest policy is invalid: their last committed policy
+        self._held_policies: dict[str, ModelRollout] = {}
+        #: of those, the ones whose stored policy does not validate either (logged once)
+        self._unusable: set[str] = set()
 
     # --- one pass over everything --------------------------------------------------
 
@@ -151,7 +170,10 @@ class Controller:
         self.metrics.set_rollout_phases(r.phase for r in stored.values())
         wanted: dict[str, float] = {}
         refused: set[str] = set()
-        for key, rollout in snapshot.rollouts.items():
+        held = self._held_on_last_policy(snapshot, stored)
+        with self._lock:
+            self._held_policies = held
+        for key, rollout in {**snapshot.rollouts, **held}.items():
             if not _needs_ticks(rollout, stored.get(key)):
                 continue
             if self.store.acquire(key, self.replica, self.lease_ttl, now):
@@ -168,6 +190,45 @@ class Controller:
                 self._end(row)
         self._check_ended(snapshot, stored, now)
         self._schedule(wanted)
+
+    def _held_on_last_policy(
+        self, snapshot: Snapshot, stored: dict[str, StoredRollout]
+    ) -> dict[str, ModelRollout]:
+        """The last committed policy of each live rollout whose latest policy is invalid:
+        it is ticked on that one, in hold mode. Entering and leaving hold mode is logged
+        once, and so is a stored policy that does not validate (that rollout stays as
+        it is)."""
+        held: dict[str, ModelRollout] = {}
+        for key in sorted(snapshot.invalid - set(snapshot.rollouts)):
+            row = stored.get(key)
+            if row is None or (Phase(row.phase).terminal and not row.state.get("restorePending")):
+                continue
+            try:
+                held[key] = ModelRollout.model_validate(row.policy)
+            except ValueError as exc:
+                if key not in self._unusable:
+                    log.error(
+                        "%s: its latest policy is invalid and its last committed one does not "
+                        "validate either; it stays as it is until the policy is fixed: %s",
+                        key,
+                        exc,
+                    )
+                self._unusable.add(key)
+                continue
+            self._unusable.discard(key)
+            if key not in self._held_policies:
+                log.warning(
+                    "%s: its latest policy is invalid; ticking it on its last valid policy, "
+                    "toward the baseline only (a rollback still happens, an advance waits) "
+                    "until the policy is fixed",
+                    key,
+                    extra={"rollout": key},
+                )
+        for key in set(self._held_policies) - set(held):
+            if key in snapshot.rollouts:
+                log.info("%s: its policy is valid again; it ticks normally", key)
+        self._unusable &= snapshot.invalid
+        return held
 
     def _check_ended(
         self, snapshot: Snapshot, stored: dict[str, StoredRollout], now: datetime
@@ -238,14 +299,17 @@ class Controller:
         """
         if self._stopping.is_set():
             return
+        hold: str | None = None
         with self._lock:
             rollout = self._snapshot.rollouts.get(key)
+            if rollout is None:
+                rollout, hold = self._held_policies.get(key), INVALID_POLICY
         if rollout is None:
             return
         start = time.perf_counter()
         outcome = TickOutcome.ERROR
         try:
-            outcome = self._tick(key, rollout)
+            outcome = self._tick(key, rollout, hold)
         except StaleStateError:
             outcome = TickOutcome.SKIPPED
             log.info("%s was written by another replica; skipping this tick", key)
@@ -260,7 +324,7 @@ class Controller:
             self.metrics.set_store_pending_writes(self.executor.pending)
             self.metrics.record_tick(time.perf_counter() - start, outcome)
 
-    def _tick(self, key: str, rollout: ModelRollout) -> TickOutcome:
+    def _tick(self, key: str, rollout: ModelRollout, hold: str | None = None) -> TickOutcome:
         # Wait for the lease and the state at most half an interval (and `store_wait`):
         # what moves traffic toward the baseline does not wait for the store.
         wait = min(self.store_wait, rollout.spec.analysis.interval.total_seconds() / 2)
@@ -279,9 +343,17 @@ class Controller:
                 return TickOutcome.SKIPPED
             read, fence = got
         result = self.executor.tick(
-            rollout, self.routes(rollout), self.observer, read=read, fence=fence
+            rollout, self.routes(rollout), self.observer, read=read, fence=fence, hold=hold
         )
         self._report(rollout, result)
+        if hold is not None and result.decision.transitions:
+            log.warning(
+                "%s: %s; %s",
+                key,
+                hold,
+                ", ".join(f"{t.from_phase} -> {t.to_phase}" for t in result.decision.transitions),
+                extra={"rollout": key},
+            )
         if result.store_error is None:
             return TickOutcome.OK
         ended = [t.to_phase for t in result.decision.transitions if t.to_phase.terminal]

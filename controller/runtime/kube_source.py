@@ -20,8 +20,9 @@ in-memory copy of the ModelRollouts it sees, the way a client-go informer does:
   logged with its field paths, reported through `on_invalid` (the status writer
   sets `Valid=False` on it) and left out of the snapshot's rollouts, so it never
   moves traffic; its key is in `snapshot.invalid`, so a rollout already under way
-  is left as it is (not ended) until the spec is fixed. Other rollouts are
-  unaffected.
+  is not ended: the controller ticks it on its last committed spec, toward the
+  baseline only (a rollback still happens, an advance waits), until the spec is
+  fixed. Other rollouts are unaffected.
 - A deleted object is gone from the snapshot; the controller then restores its
   route and ends the rollout.
 

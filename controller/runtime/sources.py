@@ -3,8 +3,10 @@
 A source gives a snapshot: every valid rollout by key. An invalid policy is
 reported (with its path and reasons) and left out, so it never moves traffic.
 A rollout that still exists but whose latest spec is invalid is listed in
-`invalid` instead: its rollout is neither ticked nor ended, and nothing changes
-until the spec is fixed (as if a validating webhook had refused the change).
+`invalid` instead: it is not ended, and the change is ignored until the spec is
+fixed (as if a validating webhook had refused it); the controller ticks the
+rollout on its last committed policy, toward the baseline only (a rollback still
+happens, nothing advances).
 A rollout that is gone from the snapshot (and not in `invalid`) is treated like
 a deleted ModelRollout: its route is restored and the rollout ends.
 
@@ -61,7 +63,8 @@ class Snapshot:
     problems: tuple[Problem, ...] = field(default_factory=tuple)
     #: False while the source has not completed its first full read
     synced: bool = True
-    #: keys of rollouts that exist but whose latest spec is invalid: left alone, not ended
+    #: keys of rollouts that exist but whose latest spec is invalid: not ended, ticked on
+    #: their last committed policy toward the baseline only (see the controller)
     invalid: frozenset[str] = frozenset()
 
 

@@ -138,6 +138,7 @@ def world(tmp_path: Path, postgres_test_url: str) -> Iterator[dict[str, object]]
                 "kube": kube,
                 "url": postgres_test_url,
                 "log": tmp_path / "run.log",
+                "exporter": exporter,
             }
         finally:
             traffic.stopping.set()

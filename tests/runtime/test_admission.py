@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from controller.metrics.prometheus import PrometheusProvider
 from controller.policy.queries import CustomQueries
 from controller.runtime.admission import QueryAdmission
 from controller.runtime.controller import Controller
+from controller.runtime.observer import JudgingObserver
 from controller.runtime.sources import DirectorySource
 from controller.settings import Settings
 from controller.store.memory import MemoryStore
@@ -71,7 +73,10 @@ def test_deny_never_starts_a_rollout_with_a_custom_query(
     assert sum("custom queries are turned off" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_a_rollout_under_way_is_left_as_it_is_when_deny_is_switched_on(tmp_path: Path) -> None:
+def test_a_rollout_under_way_never_advances_when_deny_is_switched_on(tmp_path: Path) -> None:
+    """Refused like any invalid spec: ticked on its last committed policy in hold mode,
+    so it never advances and is not ended (a failing look still rolls it back; the
+    Prometheus provider refuses to run the denied query, which reads as no data)."""
     (tmp_path / "bot.yaml").write_text(CUSTOM)
     store, clock, routes = MemoryStore(), Clock(), Routes()
     running = _controller(
@@ -80,16 +85,15 @@ def test_a_rollout_under_way_is_left_as_it_is_when_deny_is_switched_on(tmp_path:
     running.sync()
     running.tick(KEY)
     assert routes.weight(KEY) == 5
-    revision = store.get(KEY).revision  # type: ignore[union-attr]
     denied = _controller(
         QueryAdmission(DirectorySource(tmp_path), CustomQueries.DENY), store, clock, routes
     )
-    for _ in range(3):
-        clock.at += timedelta(seconds=20)
+    for _ in range(40):  # 20 minutes of passing looks: past the first step's 10m hold
+        clock.at += timedelta(seconds=30)
         denied.sync()
         denied.tick(KEY)
     stored = store.get(KEY)
-    assert stored is not None and stored.revision == revision  # neither ticked nor ended
+    assert stored is not None and (stored.phase, stored.step) == ("Progressing", 0)
     assert routes.weight(KEY) == 5
 
 
@@ -195,3 +199,49 @@ def test_a_modelrollout_refused_by_deny_says_why_on_its_status(
     assert "spec.analysis.metrics[2].query" in conditions["Valid"]["message"]
     assert "custom queries are turned off" in conditions["Valid"]["message"]
     assert "llm/peek" not in routes.routers  # nothing moved
+
+
+def test_a_denied_query_is_never_run_and_no_data_can_still_roll_back(tmp_path: Path) -> None:
+    """Under deny, the rollout ticks on its last committed policy, whose custom query
+    the Prometheus provider refuses to send: the look is NO_DATA, and the policy's
+    `noData: rollback` (a move toward the baseline) is carried out."""
+    only_custom = policy(
+        ("      - {template: refusal-rate, maxIncrease: 0.02}\n", ""),
+        (
+            "{template: error-rate, max: 0.01}",
+            "{name: peek, kind: gauge, query: 'sum(x{version=\"{{version}}\"})', max: 1}\n"
+            "    noData: {action: rollback, timeout: 10m, then: rollback}",
+        ),
+    )
+    (tmp_path / "bot.yaml").write_text(only_custom)
+    store, clock, routes = MemoryStore(), Clock(), Routes()
+    running = _controller(
+        QueryAdmission(DirectorySource(tmp_path), CustomQueries.SCOPED), store, clock, routes
+    )
+    running.sync()
+    running.tick(KEY)  # the first tick starts the rollout without a look
+    assert routes.weight(KEY) == 5
+    sent: list[str | None] = []
+    provider = PrometheusProvider(  # a closed port: any query sent would be counted
+        "http://127.0.0.1:9",
+        custom_queries=CustomQueries.DENY,
+        on_query=lambda seconds, error: sent.append(error),
+    )
+    denied = Controller(
+        store=store,
+        source=QueryAdmission(DirectorySource(tmp_path), CustomQueries.DENY),
+        routes=routes,
+        observer=JudgingObserver(provider),
+        clock=clock,
+        replica="a",
+        lease_ttl=timedelta(seconds=15),
+    )
+    clock.at += timedelta(seconds=30)
+    denied.sync()
+    denied.tick(KEY)
+    assert sent == []  # the denied query never ran
+    stored = store.get(KEY)
+    assert stored is not None and stored.phase == "RolledBack"
+    assert routes.weight(KEY) == 0
+    last = store.transitions(KEY)[-1]
+    assert last.cause == "NoData" and "latest policy is invalid" in last.reason, last

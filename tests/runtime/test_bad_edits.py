@@ -8,6 +8,9 @@ typo or an invalid value, made larger than the size cap, deleted and written
 again, and the whole directory renamed away and back. Throughout, the HTTPRoute
 must stay exactly as it was and the rollout must never end; `canaryctl status`
 says why it is held; after the fix the rollout goes on to its next step.
+
+A broken file must not disable the rollback either: a candidate that goes bad
+while its file is invalid is rolled back on the last valid policy.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from controller.runtime.sources import MAX_FILE_BYTES
 from controller.store.sql import SqlStore
 from tests.kube import KubeApi
+from tests.metrics.servers import ContractExporter
 from tests.routing.cases import HTTP_ROUTES
 from tests.runtime.live import CANARYCTL, NAMESPACE, policy, start
 
@@ -180,3 +184,88 @@ def test_rollouts_survive_every_bad_edit_of_their_file(world: dict[str, object])
     assert editor.status["phase"] == "Progressing"
     assert "cannot be read" in editor.status["source_problem"]["problem"]
     assert "or more: the rollout ends" not in log.read_text()
+
+
+class Worsen(threading.Thread):
+    """Makes `good`'s candidate refuse four times as often (on top of `Traffic`)."""
+
+    def __init__(self, exporter: ContractExporter) -> None:
+        super().__init__(daemon=True)
+        self.exporter = exporter
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        labels = {"model": "good", "version": "v2", "cohort": "all"}
+        while not self.stopping.wait(0.2):
+            self.exporter.add_counter("llm_refusals", 15, **labels)
+
+
+def _candidate_weights(spec: Any) -> set[int]:
+    """The weights the route's rules give `good`'s candidate (0 where it is absent)."""
+    return {
+        sum(ref.get("weight", 1) for ref in rule["backendRefs"] if ref["name"] == "good-v2")
+        for rule in spec["rules"]
+        if any(ref["name"].startswith("good-") for ref in rule["backendRefs"])
+    }
+
+
+def test_a_candidate_that_goes_bad_while_its_file_is_broken_is_rolled_back(
+    world: dict[str, object],
+) -> None:
+    """The broken file must not disable the rollback: the controller ticks the rollout on
+    its last valid policy, holds it at 10 % while the candidate is healthy, and gives
+    the route back to the baseline as soon as the candidate goes bad."""
+    log = Path(str(world["log"]))
+    store = SqlStore(str(world["url"]))
+    kube: KubeApi = world["kube"]  # type: ignore[assignment]
+    exporter: ContractExporter = world["exporter"]  # type: ignore[assignment]
+    editor = Editor(world, store, policy("good", "good").replace("hold: 40s}", "hold: 1s}", 1))
+    (editor.policies / "bad.yaml").unlink()
+    editor.path.write_text(editor.good.replace("hold: 1s}", "hold: 10m}", 1))
+    worse = Worsen(exporter)
+    process = start(world)
+    try:
+        _wait(
+            lambda: (row := store.get(KEY)) is not None and row.state.get("tick", 0) >= 3,
+            60,
+            "the rollout did not start",
+            log,
+        )
+        # broken, and in the same write the first step's hold shortened: only the
+        # invalid file stops the advance now
+        editor.path.write_text(editor.good.replace("weight: 50,", "weight: 500,"))
+        _wait(lambda: store.source_problem(KEY) is not None, 30, "the edit was not seen", log)
+        held_at = store.get(KEY)
+        assert held_at is not None
+        _wait(
+            lambda: (
+                (row := store.get(KEY)) is not None
+                and row.state.get("tick", 0) >= held_at.state.get("tick", 0) + 5
+            ),
+            60,
+            "the rollout was not ticked on its last valid policy",
+            log,
+        )
+        row = store.get(KEY)
+        assert row is not None and (row.phase, row.step) == ("Progressing", 0), row
+        found = kube.server.get(HTTP_ROUTES, NAMESPACE, "good")
+        assert found is not None and _candidate_weights(found["spec"]) == {10}
+        worse.start()
+        _wait(
+            lambda: (row := store.get(KEY)) is not None and row.phase == "RolledBack",
+            90,
+            "the bad candidate was not rolled back under the broken file",
+            log,
+        )
+        found = kube.server.get(HTTP_ROUTES, NAMESPACE, "good")
+        transitions = store.transitions(KEY)
+    finally:
+        worse.stopping.set()
+        process.terminate()
+        code = process.wait(20)
+        store.close()
+    assert code == 0, log.read_text()[-3000:]
+    assert found is not None and _candidate_weights(found["spec"]) == {0}
+    assert [t.to_step for t in transitions if t.to_phase == "Progressing"] == [0]  # no advance
+    assert "latest policy is invalid" in transitions[-1].reason
+    assert "ticking it on its last valid policy" in log.read_text()

@@ -112,21 +112,22 @@ def test_a_policy_file_is_rolled_out_and_its_deletion_ends_it(tmp_path: Path) ->
     assert routes.routers[KEY].backend == "bot-v1"
 
 
-def test_a_bad_edit_leaves_the_rollout_and_its_route_as_they_are(tmp_path: Path) -> None:
+def test_a_bad_edit_moves_nothing_toward_the_candidate_and_ends_nothing(tmp_path: Path) -> None:
+    """Ticked on its last valid policy in hold mode (see test_invalid_policy.py): the
+    candidate passes, yet its advance waits for a valid policy."""
     (tmp_path / "bot.yaml").write_text(BASE)
     store, clock, routes = MemoryStore(), Clock(), Routes()
     controller = make(store, tmp_path, clock, routes, "a")
     controller.sync()
     controller.tick(KEY)
-    revision = store.get(KEY).revision  # type: ignore[union-attr]
     for garbage in (b"", b"\x00\xff" * 100, BASE.replace("steps:", "stps:").encode()):
         (tmp_path / "bot.yaml").write_bytes(garbage)
-        for _ in range(4):  # long past the grace period
+        for _ in range(8):  # long past the grace period, and 12 min in all: past the hold
             clock.at += timedelta(seconds=30)
             controller.sync()
             controller.tick(KEY)
         stored = store.get(KEY)
-        assert stored is not None and (stored.phase, stored.revision) == ("Progressing", revision)
+        assert stored is not None and (stored.phase, stored.step) == ("Progressing", 0)
         assert routes.weight(KEY) == 5
     (tmp_path / "bot.yaml").write_text(BASE)  # fixed: the rollout goes on
     clock.at += timedelta(minutes=10)
