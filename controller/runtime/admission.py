@@ -48,7 +48,7 @@ class QueryAdmission:
         for key, problems in refused.items():
             if self._reported.get(key) != problems:
                 for problem in problems:
-                    log.error("not started or left as it is: %s", problem)
+                    log.error("not started, or held toward the candidate: %s", problem)
         self._reported = refused
         if not refused:
             return snapshot

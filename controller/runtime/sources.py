@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: how long a vanished policy file must stay gone before its rollout counts as deleted
 DEFAULT_GRACE = 10.0
+#: what a rollout whose policy cannot be read is: ticked on its last valid policy
+HELD = "the rollout is held (nothing moves toward the candidate; a rollback still can)"
 
 __all__ = ["DEFAULT_GRACE", "MAX_FILE_BYTES", "DirectorySource", "RolloutSource", "Snapshot"]
 
@@ -131,14 +133,12 @@ class DirectorySource:
                     continue
                 rollouts[key], origin[key] = rollout, path
 
-        held: dict[str, str] = {}  # key -> why it is left as it is
+        held: dict[str, str] = {}  # key -> why it is held
         for path, found in reads.items():
             if not found.errors:
                 continue
             keys = found.named | {k for k, p in self._known.items() if p == path}
-            why = f"{path} is invalid, so the rollout is left as it is: " + "; ".join(
-                _brief(p) for p in found.errors
-            )
+            why = f"{path} is invalid, so {HELD}: " + "; ".join(_brief(p) for p in found.errors)
             for key in keys - rollouts.keys():
                 held.setdefault(key, why)
                 self._known.setdefault(key, path)  # named only: deleting the file ends it too
@@ -200,7 +200,7 @@ class DirectorySource:
         every one is left as it is (a vanished file's grace period does not run)."""
         self._say_file("", why)
         for key in self._known:
-            self._tell(key, f"{why}; the rollout is left as it is")
+            self._tell(key, f"{why}; {HELD}")
         invalid = frozenset(self._known)
         return Snapshot({}, (Problem(why),), self._synced, invalid)
 

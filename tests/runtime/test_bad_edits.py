@@ -179,7 +179,7 @@ def test_rollouts_survive_every_bad_edit_of_their_file(world: dict[str, object])
     weights = [ref.get("weight") for rule in during[0]["rules"] for ref in rule["backendRefs"]]
     assert 10 in weights
     assert len(editor.held) == len(edits), editor.held  # the store said why, every time
-    assert any("left as it is" in why for why in editor.held)
+    assert any("the rollout is held" in why for why in editor.held)
     assert any("cannot be read" in why for why in editor.held)
     assert editor.status["phase"] == "Progressing"
     assert "cannot be read" in editor.status["source_problem"]["problem"]

@@ -94,7 +94,7 @@ def test_a_bad_edit_holds_the_rollout_until_the_file_is_good_again(
         ticks.at += GRACE
     assert [key for key, why in told.calls] == [KEY]  # once, not at every sync
     why = told.calls[0][1]
-    assert why is not None and str(path) in why and "left as it is" in why
+    assert why is not None and str(path) in why and "the rollout is held" in why
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and KEY in warnings[0].getMessage()
 
