@@ -45,10 +45,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
 import kmock
+import yaml
 from kubernetes.client import ApiClient, Configuration
 
 T = TypeVar("T")
@@ -483,6 +485,22 @@ class KubeApi:
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="kmock", daemon=True)
         self.url = ""
+
+    def kubeconfig(self) -> dict[str, Any]:
+        """A kubeconfig that points a client (or `canaryctl`) at this server."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
+            "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
+            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
+            "current-context": "kmock",
+        }
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        """`kubeconfig()` written to `path`, for a subprocess."""
+        path.write_text(yaml.safe_dump(self.kubeconfig()))
+        return path
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from controller.cli.main import app
@@ -23,15 +22,7 @@ MODELROLLOUTS = "canary.ai/v1alpha1/modelrollouts"
 @pytest.fixture
 def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeApi]:
     with KubeApi() as api:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "kmock", "cluster": {"server": api.url}}],
-            "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
-            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
-            "current-context": "kmock",
-        }
-        (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config))
+        api.write_kubeconfig(tmp_path / "kubeconfig")
         monkeypatch.setenv("CANARY_KUBECONFIG", str(tmp_path / "kubeconfig"))
         yield api
 

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from pydantic import SecretStr
 
 from controller.app import notifiers, run
@@ -60,22 +59,6 @@ def test_the_sinks_follow_the_settings(slack: FakeSlack, hook: Hook) -> None:
     assert slack_sink.check() == "canary in Acme"
 
 
-def _kubeconfig(path: Path, url: str) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "kmock", "cluster": {"server": url}}],
-                "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
-                "current-context": "kmock",
-            }
-        )
-    )
-    return path
-
-
 def test_run_delivers_the_outbox_in_the_background(
     tmp_path: Path, slack: FakeSlack, hook: Hook
 ) -> None:
@@ -100,7 +83,7 @@ def test_run_delivers_the_outbox_in_the_background(
             source="directory",
             policy_dir=policies,
             database_url=SecretStr(database),
-            kubeconfig=_kubeconfig(tmp_path / "kubeconfig", kube.url),
+            kubeconfig=kube.write_kubeconfig(tmp_path / "kubeconfig"),
             prometheus_url="http://127.0.0.1:9",  # no metrics: the first tick needs none
             slack_token=SecretStr(TOKEN),
             slack_base_url=slack.base_url,

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from controller.store.sql import migrate
 from tests.databases import postgres_test_url  # noqa: F401  (fixture)
@@ -106,20 +105,7 @@ def world(tmp_path: Path, postgres_test_url: str) -> Iterator[dict[str, object]]
         for name in ("good", "bad"):
             kube.server.put(HTTP_ROUTES, route(name))
         kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "kmock", "cluster": {"server": kube.url}}],
-                    "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
-                    "contexts": [
-                        {"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}
-                    ],
-                    "current-context": "kmock",
-                }
-            )
-        )
+        kube.write_kubeconfig(kubeconfig)
         env = {
             **os.environ,
             "CANARY_SOURCE": "directory",

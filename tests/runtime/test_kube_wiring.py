@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from controller.app import build
 from controller.settings import Settings
 from controller.store.sql import migrate
@@ -27,19 +25,6 @@ from tests.runtime.modelrollouts import (  # noqa: F401  (fixtures)
 from tests.runtime.test_controller import Passing, Routes
 
 
-def kubeconfig(kube: KubeApi, path: Path) -> Path:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "kmock", "cluster": {"server": kube.url}}],
-        "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
-        "current-context": "kmock",
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def test_build_watches_modelrollouts_and_reports_on_them(
     kube: KubeApi, rollouts: Rollouts, tmp_path: Path
 ) -> None:
@@ -53,7 +38,7 @@ def test_build_watches_modelrollouts_and_reports_on_them(
     settings = Settings(
         database_url=database,
         source="kubernetes",
-        kubeconfig=kubeconfig(kube, tmp_path / "kubeconfig"),
+        kubeconfig=kube.write_kubeconfig(tmp_path / "kubeconfig"),
         namespace="llm",
         replica_id="replica-a",
         sync_seconds=0.2,

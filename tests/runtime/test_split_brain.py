@@ -34,7 +34,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import yaml
 
 from controller.routing import RouteState, RouteTarget
 from controller.routing.cluster import Cluster
@@ -245,7 +244,7 @@ def replicas(tmp_path: Path, postgres_test_url: str) -> Iterator[Replicas]:  # n
             kube.server.register(HTTP_ROUTES, "HTTPRoute")
             kube.server.put(HTTP_ROUTES, route(NAME))
             kubeconfig = tmp_path / "kubeconfig"
-            kubeconfig.write_text(yaml.safe_dump(_kubeconfig(kube.url)))
+            kube.write_kubeconfig(kubeconfig)
             env = {
                 **os.environ,
                 "CANARY_SOURCE": "directory",
@@ -271,17 +270,6 @@ def replicas(tmp_path: Path, postgres_test_url: str) -> Iterator[Replicas]:  # n
         traffic.stopping.set()
         prometheus.stop()
         exporter.close()
-
-
-def _kubeconfig(url: str) -> dict[str, object]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "kmock", "cluster": {"server": url}}],
-        "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
-        "current-context": "kmock",
-    }
 
 
 def _pause_a_mid_tick_until_b_rolls_back(replicas: Replicas, proxy: StallingProxy) -> None:

@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.analysis.verdicts import Verdict
@@ -161,20 +160,7 @@ def world(tmp_path: Path) -> Iterator[World]:
             kube.server.register(HTTP_ROUTES, "HTTPRoute")
             kube.server.put(HTTP_ROUTES, route(NAME))
             kubeconfig = tmp_path / "kubeconfig"
-            kubeconfig.write_text(
-                yaml.safe_dump(
-                    {
-                        "apiVersion": "v1",
-                        "kind": "Config",
-                        "clusters": [{"name": "kmock", "cluster": {"server": kube.url}}],
-                        "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
-                        "contexts": [
-                            {"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}
-                        ],
-                        "current-context": "kmock",
-                    }
-                )
-            )
+            kube.write_kubeconfig(kubeconfig)
             env = {
                 **os.environ,
                 "CANARY_SOURCE": "directory",
