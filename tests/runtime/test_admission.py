@@ -27,7 +27,6 @@ from tests.runtime.modelrollouts import (  # noqa: F401  (fixtures)
     wait_for,
 )
 from tests.runtime.test_controller import KEY, Clock, Passing, Routes
-from tests.runtime.test_kube_wiring import kubeconfig
 
 CUSTOM = policy(
     (
@@ -165,7 +164,7 @@ def test_a_modelrollout_refused_by_deny_says_why_on_its_status(
     settings = Settings(
         database_url=database,
         source="kubernetes",
-        kubeconfig=kubeconfig(kube, tmp_path / "kubeconfig"),
+        kubeconfig=kube.write_kubeconfig(tmp_path / "kubeconfig"),
         namespace="llm",
         replica_id="replica-a",
         sync_seconds=0.2,
