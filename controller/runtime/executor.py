@@ -75,7 +75,8 @@ from controller.engine.state import (
 )
 from controller.errors import CanaryError, FencedError, PermanentError, TransientError
 from controller.policy import ModelRollout
-from controller.routing.base import NEUTRAL, PROMOTED, RouteChange, RouteState, TrafficRouter
+from controller.policy.route import NEUTRAL, PROMOTED, RouteState
+from controller.routing.base import RouteChange, TrafficRouter
 from controller.store.base import RolloutStore, StaleStateError
 from controller.store.records import (
     AnalysisRecord,
