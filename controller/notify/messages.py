@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from controller.engine.phases import Phase
 from controller.notify.base import CellNote, Evidence, Notification
 from controller.policy.causes import Cause
 from controller.policy.durations import format_duration
@@ -41,15 +42,15 @@ _TITLES: Mapping[str, tuple[str, str]] = {
     "failed": (":x:", "Failed"),
     "route-corrected": (":warning:", "Route put back"),
 }
-_PHASES: Mapping[str, str] = {
-    "Pending": ":hourglass:",
-    "Shadowing": ":eyes:",
-    "Progressing": ":large_blue_circle:",
-    "Paused": ":double_vertical_bar:",
-    "Promoted": ":white_check_mark:",
-    "RolledBack": ":rotating_light:",
-    "Aborted": ":no_entry:",
-    "Failed": ":x:",
+_PHASES: Mapping[Phase | None, str] = {
+    Phase.PENDING: ":hourglass:",
+    Phase.SHADOWING: ":eyes:",
+    Phase.PROGRESSING: ":large_blue_circle:",
+    Phase.PAUSED: ":double_vertical_bar:",
+    Phase.PROMOTED: ":white_check_mark:",
+    Phase.ROLLED_BACK: ":rotating_light:",
+    Phase.ABORTED: ":no_entry:",
+    Phase.FAILED: ":x:",
 }
 _VERDICTS: Mapping[str, str] = {
     "pass": ":white_check_mark:",
@@ -75,7 +76,7 @@ _UNICODE: Mapping[str, str] = {
     ":grey_question:": "❔",
     ":warning:": "⚠️",
 }
-_BACK_ON_BASELINE = frozenset({"RolledBack", "Aborted"})
+_BACK_ON_BASELINE = frozenset({Phase.ROLLED_BACK, Phase.ABORTED})
 
 Block = dict[str, Any]
 
@@ -122,7 +123,7 @@ def status_message(note: Notification) -> SlackMessage:
     )
     text = (
         f"{note.rollout} ({note.model} {note.baseline} → {note.candidate}): "
-        f"{note.phase}, step {_step(note)}, {_traffic(note)}"
+        f"{note.phase or ''}, step {_step(note)}, {_traffic(note)}"
     )
     return SlackMessage(text, blocks)
 
@@ -192,7 +193,7 @@ def _overview(note: Notification) -> list[tuple[str, str]]:
 
 
 def _step(note: Notification) -> str:
-    if note.phase == "Shadowing":
+    if note.phase is Phase.SHADOWING:
         return "shadow"
     if note.step < 0:
         return "before step 1"
@@ -203,7 +204,7 @@ def _step(note: Notification) -> str:
 def _traffic(note: Notification) -> str:
     if note.phase in _BACK_ON_BASELINE:
         return f"all on baseline {note.baseline}"
-    if note.phase == "Promoted":
+    if note.phase is Phase.PROMOTED:
         return f"all on candidate {note.candidate}"
     route = note.route
     weight = route.get("weight", 0)
@@ -289,7 +290,7 @@ def _fallback(note: Notification, title: str, lead: str, mentions: str) -> str:
     """The plain text: what shows in notifications, and where blocks cannot."""
     parts = [
         f"{title}: {note.rollout} ({note.model} {note.baseline} → {note.candidate}), "
-        f"{note.phase}, step {_step(note)}, {_traffic(note)}. {lead}"
+        f"{note.phase or ''}, step {_step(note)}, {_traffic(note)}. {lead}"
     ]
     for cell in note.cells[:MAX_CELLS]:
         e = note.evidence_for(cell)
@@ -325,7 +326,7 @@ def notification_json(note: Notification) -> dict[str, Any]:
         "model": note.model,
         "baseline": note.baseline,
         "candidate": note.candidate,
-        "phase": note.phase,
+        "phase": str(note.phase or ""),
         "step": note.step,
         "steps": note.steps,
         "route": dict(note.route),

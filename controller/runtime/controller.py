@@ -44,6 +44,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
 
 from controller.engine.phases import Phase
+from controller.engine.state import RolloutState
 from controller.errors import CanaryError, FencedError, TransientError
 from controller.policy import ModelRollout
 from controller.routing.base import RouteNotFoundError, TrafficRouter
@@ -184,7 +185,7 @@ class Controller:
         for key, row in stored.items():
             if key in snapshot.rollouts or key in snapshot.invalid or not snapshot.synced:
                 continue
-            if Phase(row.phase).terminal and not row.state.get("restorePending"):
+            if not RolloutState.from_json(row.state).needs_ticks:
                 continue
             if self.store.acquire(key, self.replica, self.lease_ttl, now):
                 self._end(row)
@@ -201,7 +202,7 @@ class Controller:
         held: dict[str, ModelRollout] = {}
         for key in sorted(snapshot.invalid - set(snapshot.rollouts)):
             row = stored.get(key)
-            if row is None or (Phase(row.phase).terminal and not row.state.get("restorePending")):
+            if row is None or not RolloutState.from_json(row.state).needs_ticks:
                 continue
             try:
                 held[key] = ModelRollout.model_validate(row.policy)
@@ -440,4 +441,4 @@ def _needs_ticks(rollout: ModelRollout, row: StoredRollout | None) -> bool:
         return True
     if row.candidate_version != rollout.spec.candidate.version:
         return True  # a new candidate restarts even an ended rollout
-    return not Phase(row.phase).terminal or bool(row.state.get("restorePending"))
+    return RolloutState.from_json(row.state).needs_ticks
