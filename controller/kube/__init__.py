@@ -1,0 +1,7 @@
+"""The one Kubernetes layer: the client as kubectl builds it, JSON objects read and
+written with merge patches and conflict retries, list+watch with resume, and the
+API's failures in the one error tree.
+
+`objects` and `errors` import no client; `client` and `cluster` do. Routers,
+the ModelRollout source and the status writer all go through here.
+"""
