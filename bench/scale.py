@@ -194,7 +194,7 @@ def _num(value: Any, digits: int = 1) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The results as the tables docs/benchmarks.md and the README quote."""
+    """The results as the tables of docs/benchmarks.md quote them."""
     results = report["results"]
     m = report["machine"]
     lines = [

@@ -277,7 +277,7 @@ def validate(
 
 @app.command()
 def run() -> None:
-    """Run the controller (configured by CANARY_* variables; see the README)."""
+    """Run the controller (configured by CANARY_* variables; see docs/operations.md)."""
     from controller.app import run as run_controller
     from controller.settings import load_settings
     from controller.telemetry import configure_logging
