@@ -50,6 +50,7 @@ from controller.runtime.manual import Submitted, submit_once
 from controller.runtime.observer import JudgingObserver
 from controller.runtime.sources import DEFAULT_GRACE, DirectorySource, RolloutSource
 from controller.settings import Settings
+from controller.store.base import RolloutStore
 from controller.store.sql import DatabaseTimeouts, SqlStore, migrate
 from controller.telemetry import ControllerMetrics
 
@@ -373,7 +374,7 @@ def api_servers(
 class ManualCommands:
     """The manual-command path `canaryctl` takes, for Slack's buttons: once per key."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: RolloutStore) -> None:
         self.store = store
 
     def __call__(
@@ -399,7 +400,7 @@ class ManualCommands:
         )
 
 
-def slack_actions(settings: Settings, store: SqlStore) -> SlackActions | None:
+def slack_actions(settings: Settings, store: RolloutStore) -> SlackActions | None:
     """`/slack/actions` with CANARY_SLACK_SIGNING_SECRET (and the bot token it answers
     with); None without a signing secret. PermanentError with a secret but no token."""
     secret = settings.slack_signing_secret
