@@ -9,6 +9,8 @@ per key, on every store.
 
 from __future__ import annotations
 
+import re
+import textwrap
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,10 +18,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import SecretStr
 
 from controller.api import Readiness
-from controller.api.slack_buttons import ActionId, ButtonRef, abort_modal, buttons
+from controller.api.slack_buttons import AbortRef, ActionId, ButtonRef, abort_modal, buttons
 from controller.app import api_servers, notifiers, slack_actions
 from controller.engine.state import CommandKind
 from controller.errors import PermanentError
@@ -98,8 +101,6 @@ def test_a_value_this_controller_did_not_write_is_refused(value: str) -> None:
 
 
 def test_the_abort_modal_asks_for_a_reason_and_escapes_the_rollout() -> None:
-    from controller.api.slack_buttons import AbortRef
-
     ref = AbortRef(button=ButtonRef(rollout="llm/<b>", shown="k"), channel="C1", message_ts="1.2")
     modal = abort_modal(ref)
     assert modal["callback_id"] == ActionId.ABORT.value
@@ -234,3 +235,33 @@ def test_a_command_with_a_key_is_recorded_once(store: MemoryStore | SqlStore) ->
     assert store.commands("llm/b") == []
     with pytest.raises(ValueError, match="dedupe_key"):
         store.add_command_once("llm/a", ManualCommand(T0, "pause", "jane"))
+
+
+# --- the docs' app manifest --------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "slack.md"
+
+
+def test_the_documented_app_manifest_turns_interactivity_on_with_the_scopes_used() -> None:
+    text = DOCS.read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    manifest = next(
+        yaml.safe_load(textwrap.dedent(b)) for b in blocks if "display_information" in b
+    )
+    interactivity = manifest["settings"]["interactivity"]
+    assert interactivity["is_enabled"] is True
+    assert interactivity["request_url"].startswith("https://")
+    assert interactivity["request_url"].endswith("/slack/actions")
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    # chat.postMessage, chat.update and chat.postEphemeral need chat:write; views.open and
+    # response_url need none; the history and read scopes are the notifier's (lookups)
+    assert scopes == {
+        "chat:write",
+        "channels:history",
+        "groups:history",
+        "channels:read",
+        "groups:read",
+    }
+    for name in Settings.model_fields:
+        if name.startswith("slack_") and name not in ("slack_token", "slack_base_url"):
+            assert f"`CANARY_{name.upper()}`" in text or f"`CANARY_{name.upper()}`," in text, name
