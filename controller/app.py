@@ -32,7 +32,6 @@ from controller.api.health import Readiness
 from controller.api.server import ApiServer
 from controller.api.slack_actions import SlackActions
 from controller.api.slack_buttons import buttons
-from controller.engine.executor import Observer, TickResult
 from controller.engine.phases import Phase
 from controller.engine.state import CommandKind
 from controller.errors import CanaryError, PermanentError
@@ -46,6 +45,7 @@ from controller.routing.cluster import Cluster
 from controller.routing.registry import router_class
 from controller.runtime.admission import QueryAdmission
 from controller.runtime.controller import Controller, LogReporter, RouterFactory, TickReporter
+from controller.runtime.executor import Observer, TickResult
 from controller.runtime.manual import Submitted, submit_once
 from controller.runtime.observer import JudgingObserver
 from controller.runtime.sources import DEFAULT_GRACE, DirectorySource, RolloutSource

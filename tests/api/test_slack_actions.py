@@ -32,12 +32,12 @@ from controller.api import ApiServer, Readiness
 from controller.api.slack_actions import SlackActions
 from controller.api.slack_buttons import buttons
 from controller.app import ManualCommands
-from controller.engine.executor import Executor, Observation
 from controller.engine.state import Cell, Look, RolloutState
 from controller.notify import DeliveryWorker, SlackNotifier
 from controller.notify.slack import web_client
 from controller.policy import ModelRollout, load_text
 from controller.routing import MemoryRouter, RouteTarget
+from controller.runtime.executor import Executor, Observation
 from controller.store.records import ManualCommand
 from controller.store.sql import SqlStore, migrate
 from tests.api import slack as requests
