@@ -56,6 +56,7 @@ from slack_sdk.webhook import WebhookClient
 
 from controller.api.slack_buttons import (
     ABORT_CALLBACK,
+    MAX_REASON,
     REASON_ACTION,
     REASON_BLOCK,
     AbortRef,
@@ -365,7 +366,7 @@ class SlackActions:
         url = payload.response_url
         if url is not None and not url.startswith(self.response_url_prefix):
             return _bad("response_url is not Slack's")
-        press = Press(payload, action, ref)
+        press = Press(payload, action, ref, retried=retried)
         if action is ActionId.ABORT:
             if retried:  # the modal's trigger has expired by the time Slack retries
                 log.info("Slack retried an Abort press on %s; its modal is not reopened", ref)
@@ -381,7 +382,7 @@ class SlackActions:
         except ValueError as exc:
             return _bad(f"view {ABORT_CALLBACK}: {exc}")
         field_ = payload.view.state.values.get(REASON_BLOCK, {}).get(REASON_ACTION)
-        reason = (field_.value or "").strip() if field_ is not None else ""
+        reason = (field_.value or "").strip()[:MAX_REASON] if field_ is not None else ""
         if not reason:
             errors = {"response_action": "errors", "errors": {REASON_BLOCK: "Say why you abort."}}
             return Answer(200, json.dumps(errors), json_body=True)
@@ -454,7 +455,8 @@ class SlackActions:
             return
         self._log(press.ref.rollout, user, kind, done)
         if done.repeated:
-            self._ephemeral(press, _already(done.command))
+            if not press.retried:  # a second press, not Slack delivering the first again
+                self._ephemeral(press, _already(done.command))
             return
         where = press.where()
         if where is None:
@@ -595,6 +597,8 @@ class Press:
     payload: BlockActions
     action: ActionId
     ref: ButtonRef
+    #: Slack sent it again (`X-Slack-Retry-Num` > 0): the user pressed once
+    retried: bool = False
 
     def where(self) -> tuple[str, str] | None:
         """The channel and ts of the message pressed on (the thread's top message)."""
