@@ -331,8 +331,9 @@ def rollout_list(
     ]
     return RolloutList(
         rows=tuple(rollout_row(store, r, now) for r in shown),
-        namespaces=tuple(sorted({r.namespace for r in rows})),
-        phases=tuple(str(p) for p in Phase),
+        # a filter on a namespace (or phase) with no rollout stays shown as chosen
+        namespaces=tuple(sorted({r.namespace for r in rows} | ({namespace} - {""}))),
+        phases=tuple(dict.fromkeys([*(str(p) for p in Phase), *([phase] if phase else [])])),
         namespace=namespace,
         phase=phase,
     )
