@@ -16,15 +16,18 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from controller.dashboard import DashboardServer, open_store
+from controller.api.server import BackgroundServer
+from controller.dashboard import DashboardServer, create_app, open_store
+from controller.store.memory import MemoryStore
 from controller.store.records import StoredRollout
 from tests.dashboard.conftest import KEY
 from tests.dashboard.pages import Document
+from tests.dashboard.test_unreadable_and_hostile import HOSTILE, T0, _hostile_store
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "img"
@@ -111,3 +114,30 @@ def test_chromium_finds_the_failed_cell_the_timeline_and_the_charts(site: str) -
     shot = SCREENSHOTS / "dashboard-rollout.png"
     run_chromium("--window-size=1280,1700", f"--screenshot={shot}", url)
     assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_running_rollout_refreshes_itself_in_chromium_and_hostile_names_stay_text() -> None:
+    """A live rollout whose cohort, reason and actor are `<script>alert(1)</script>`:
+    Chromium runs no script but the dashboard's, and the page's own poll swaps in the
+    next version of the page (its clock has moved on by then: age 3m, then 4m)."""
+    store = MemoryStore()
+    key = _hostile_store(store, phase="Shadowing")
+    times = iter([T0 + timedelta(minutes=3)])
+
+    def clock() -> datetime:
+        return next(times, T0 + timedelta(minutes=4))
+
+    app = create_app(store, source="memory", clock=clock, refresh_seconds=2)
+    with BackgroundServer(app, host="127.0.0.1", port=0, name="test", serves="a test") as server:
+        # virtual time: the page's timers run without waiting in real time
+        dom = run_chromium(
+            "--virtual-time-budget=8000", "--dump-dom", f"{server.url}/rollouts/{key}"
+        )
+    doc = Document(dom)
+    assert [s.attrs.get("src") for s in doc.find("script")] == ["/static/dashboard.js"]
+    assert doc.one("span", id="live").content.startswith("live · updated ")
+    facts = doc.one("dl", "facts").content
+    assert "age4m" in facts  # the second version of the page, fetched by the poll
+    # the DOM holds the names as text (serialised escaped), never as elements
+    assert HOSTILE not in dom
+    assert HOSTILE in doc.one("section", "audit").content

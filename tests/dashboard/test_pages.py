@@ -83,7 +83,8 @@ def test_the_failed_cell_is_marked_failed_with_its_evidence(
     assert f"Verdicts at look {last}" in doc.one("section", "grid").content
 
     # the evidence: both arms, the limit, tolerance, bound, statistic and the PromQL
-    anchor = cell_anchor(doc, cell)
+    anchor = cell.attrs["data-evidence"]
+    assert doc.find("a", href=f"#{anchor}")  # the cell links to its evidence
     evidence = doc.one("details", id=anchor)
     assert "open" in evidence.attrs
     text = evidence.content
@@ -104,14 +105,6 @@ def test_the_failed_cell_is_marked_failed_with_its_evidence(
     bound = f"[{value(maxinc['lower'], Unit.PERCENT)}, {value(maxinc['upper'], Unit.PERCENT)}]"
     assert bound in text
     assert value(maxinc["tolerance"], Unit.PERCENT) in text
-
-
-def cell_anchor(doc: Document, cell: object) -> str:
-    links = [a for a in doc.find("a") if a.attrs.get("href", "").startswith("#cell-")]
-    for link in links:
-        if link.content and link.content in getattr(cell, "content", ""):
-            return link.attrs["href"][1:]
-    raise AssertionError("the cell links to no evidence")
 
 
 def test_the_timeline_shows_the_steps_and_every_look(dashboard: str, demo_db: Path) -> None:
