@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from controller.analysis.verdicts import Verdict, worst
 from controller.dashboard.charts import Chart, chart
-from controller.dashboard.formats import Unit, offset
+from controller.dashboard.formats import Unit
 from controller.engine.phases import Phase
 from controller.engine.state import RolloutState
 from controller.policy import ModelRollout, format_duration
@@ -608,6 +608,7 @@ def _series(analyses: Sequence[AnalysisRecord]) -> dict[str, list[list[AnalysisR
 
 
 __all__ = [
+    "CaseView",
     "Cell",
     "Check",
     "Event",
@@ -619,7 +620,6 @@ __all__ = [
     "Stage",
     "StepView",
     "grid",
-    "offset",
     "rollout_list",
     "rollout_page",
     "rollout_row",

@@ -204,6 +204,19 @@ def create_app(
                 hint=hint,
                 refresh=0,
             )
+        except Exception:
+            # a bug, or a record no version of this code wrote: logged here, and a page
+            # (never a traceback) for the browser
+            log.exception("dashboard: %s failed", path)
+            status = "500 Internal Server Error"
+            body = render(
+                "error.html",
+                status=status,
+                title="The dashboard failed",
+                reason=f"showing {path} failed; the dashboard's log has the details",
+                hint="",
+                refresh=0,
+            )
         return _answer(
             start_response,
             method,

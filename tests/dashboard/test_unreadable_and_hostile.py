@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -215,3 +216,25 @@ def test_a_running_rollout_refreshes_by_itself_and_an_earlier_look_does_not() ->
         earlier = Document(fetch(f"{server.url}/rollouts/{key}?look=1").body)
         [body] = earlier.find("body")
         assert "data-refresh" not in body.attrs  # a look in the past does not change
+
+
+def test_a_record_this_code_cannot_read_is_a_500_page_and_a_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = MemoryStore()
+    key = _hostile_store(store, phase="Shadowing")
+    row = store.get(key)
+    assert row is not None
+    store.commit(
+        TickWrite(
+            rollout=replace(row, state={**row.state, "tick": 3}),
+            expected_revision=row.revision,
+            analyses=(AnalysisRecord(T0, 3, "refusal-rate", "mobile", "no-such-verdict"),),
+        )
+    )
+    with _Running(store, T0) as server:
+        answer = fetch(f"{server.url}/rollouts/{key}")
+    assert answer.status == 500
+    assert Document(answer.body).one("section", "error").attrs["data-status"] == "500"
+    assert "Traceback" not in answer.body
+    assert any(r.levelname == "ERROR" and r.exc_info for r in caplog.records)
