@@ -716,8 +716,7 @@ def backtest(
     for path in (policy, other):
         if path is not None and not path.is_file():
             _fail(f"{path}: no such file", 2)
-    from controller.cli.backtest_view import TimeFormatError, parse_time
-    from controller.runtime.backtest import check_range
+    from controller.cli.times import TimeFormatError, parse_time
 
     now = datetime.now(UTC)
     try:
@@ -725,6 +724,8 @@ def backtest(
         end_at = parse_time(end, now) if end is not None else None
     except TimeFormatError as exc:
         _fail(f"--from/--to: {exc}", 2)
+    from controller.runtime.backtest import check_range
+
     settings = load_settings()
     try:
         if rollout is not None:
