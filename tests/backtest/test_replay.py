@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.backtest_planner import planned_traffic
 from bench.history import HistoryServer, RecordedTraffic, backfill
-from controller.analysis.rollout_plan import Traffic, plan_rollout
+from controller.analysis.rollout_plan import plan_rollout
 from controller.engine.phases import Phase
 from controller.engine.state import EventKind
 from controller.metrics.base import MetricsUnreachableError
@@ -29,17 +30,13 @@ def _rollout(text: str = POLICY) -> ModelRollout:
     return loaded.rollout
 
 
-def _planned_traffic() -> Traffic:
-    return Traffic(RPS, {"non-english": SHARES["non-english"]})
-
-
 def test_the_first_fail_comes_when_the_planner_says(recorded: Recorded) -> None:
     """A cohort's refusals rise exactly to the limit at a known time: replayed from
     then, the rollout rolls back within two looks of the planner's median time for a
     candidate at the limit in that cell."""
     rollout = _rollout()
     interval = rollout.spec.analysis.interval
-    plan = plan_rollout(rollout.spec, _planned_traffic())
+    plan = plan_rollout(rollout.spec, planned_traffic(RPS))
     [cell] = [c for c in plan.cells if (c.cohort, c.metric) == ("non-english", "refusal-rate")]
     predicted = recorded.incident + timedelta(minutes=cell.at_limit[0])
 
@@ -63,7 +60,7 @@ def test_the_first_fail_comes_when_the_planner_says(recorded: Recorded) -> None:
 def test_a_healthy_range_promotes_when_the_planner_says(recorded: Recorded) -> None:
     rollout = _rollout()
     interval = rollout.spec.analysis.interval
-    plan = plan_rollout(rollout.spec, _planned_traffic())
+    plan = plan_rollout(rollout.spec, planned_traffic(RPS))
 
     result = replay(rollout, PrometheusProvider(recorded.url), recorded.start, recorded.incident)
 
