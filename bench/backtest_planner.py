@@ -3,7 +3,7 @@
 A noise-free incident (`bench.history.RecordedTraffic`): the candidate serves half of
 every cohort's requests; for two hours it is as good as the baseline, then its
 refusals in the non-english cohort (30 % of the traffic) rise from 5 % to 7 %,
-exactly the policy's `maxIncrease: 0.02`, for an hour. For each request rate, the
+exactly the policy's `maxIncrease: 0.02`, for two hours. For each request rate, the
 history is backfilled into a Prometheus on a loopback port and replayed twice:
 from the rise (first FAIL, against the planner's time for a candidate at the limit
 in that cell) and over the healthy two hours (promotion, against the planner's).
@@ -33,7 +33,7 @@ from controller.runtime.backtest import Backtest, replay
 SHARES = {"non-english": 0.3, "other": 0.7}
 WEIGHT = 0.5
 HEALTHY = timedelta(hours=2)
-INCIDENT = timedelta(hours=1)
+INCIDENT = timedelta(hours=2)
 
 POLICY = """\
 apiVersion: canary.ai/v1alpha1

@@ -2,10 +2,10 @@
 (the history and policy of `bench.backtest_planner`, at 200 req/s).
 
 The history is exact (no noise, see `bench.history.RecordedTraffic`) and small:
-one sample a minute, twelve series, three hours. The candidate serves half of
+one sample a minute, twelve series, four hours. The candidate serves half of
 every cohort's requests throughout. For two hours it is as good as the baseline;
 at `Recorded.incident` its refusals in the non-english cohort rise from 5 % to
-7 %, exactly the policy's `maxIncrease: 0.02`, and stay there for an hour.
+7 %, exactly the policy's `maxIncrease: 0.02`, and stay there for two hours.
 """
 
 from __future__ import annotations
