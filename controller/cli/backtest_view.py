@@ -25,6 +25,7 @@ from rich.progress import (
 )
 
 from controller.engine.state import EventKind
+from controller.metrics.prometheus import PrometheusProvider
 from controller.policy import ModelRollout, format_duration
 from controller.runtime.backtest import (
     Backtest,
@@ -48,10 +49,8 @@ _STYLE = {
 }
 
 
-def provider(url: str, settings: Settings) -> MetricHistory:
+def provider(url: str, settings: Settings) -> PrometheusProvider:
     """The Prometheus provider a controller with `settings` would use, at `url`."""
-    from controller.metrics.prometheus import PrometheusProvider
-
     return PrometheusProvider(
         url,
         token=settings.prometheus_token,

@@ -795,9 +795,7 @@ def _replay(
     except CanaryError as exc:
         _fail(str(exc))
     finally:
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
+        source.close()
     if output is Output.JSON:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:

@@ -38,7 +38,14 @@ from typing import Any, Protocol
 from controller.analysis import CellVerdict, Limit, VersionData
 from controller.engine.decide import decide, start
 from controller.engine.phases import Phase
-from controller.engine.state import Decision, EventKind, Look, Notify, RolloutState
+from controller.engine.state import (
+    Decision,
+    EventKind,
+    Look,
+    Notify,
+    RolloutState,
+    Transition,
+)
 from controller.errors import CanaryError
 from controller.metrics.base import (
     MetricProvider,
@@ -319,7 +326,7 @@ def _decisions(decision: Decision, now: datetime) -> list[BacktestDecision]:
     out = [
         BacktestDecision(
             t.at,
-            _event(t.to_phase, t.from_step, t.to_step),
+            _event(t),
             t.to_phase,
             t.to_step,
             state.route.weight if not state.phase.terminal else _final_weight(state.phase),
@@ -336,16 +343,21 @@ def _decisions(decision: Decision, now: datetime) -> list[BacktestDecision]:
     return out
 
 
-def _event(phase: Phase, from_step: int, to_step: int) -> EventKind:
+def _event(t: Transition) -> EventKind:
+    """What a transition is, in the words of the owners' notifications."""
+    if t.to_phase is Phase.PENDING:
+        return EventKind.RESTARTED
+    if t.from_phase is Phase.PENDING:
+        return EventKind.STARTED
+    if t.from_phase is Phase.PAUSED and t.to_phase in (Phase.SHADOWING, Phase.PROGRESSING):
+        return EventKind.RESUMED if t.to_step == t.from_step else EventKind.STEP_ADVANCED
     return {
-        Phase.SHADOWING: EventKind.STARTED,
         Phase.PAUSED: EventKind.PAUSED,
         Phase.PROMOTED: EventKind.PROMOTED,
         Phase.ROLLED_BACK: EventKind.ROLLED_BACK,
         Phase.ABORTED: EventKind.ABORTED,
         Phase.FAILED: EventKind.FAILED,
-        Phase.PENDING: EventKind.RESTARTED,
-    }.get(phase, EventKind.STARTED if from_step < 0 else EventKind.STEP_ADVANCED)
+    }.get(t.to_phase, EventKind.STEP_ADVANCED)
 
 
 def _final_weight(phase: Phase) -> int:
