@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from controller.analysis import CellVerdict, Limit, VersionData
-from controller.engine.decide import decide, start
+from controller.engine.decide import decide
+from controller.engine.decide import start as first_state
 from controller.engine.phases import Phase
 from controller.engine.state import (
     Decision,
@@ -141,7 +142,6 @@ class Backtest:
     last: datetime
     #: the step index at the end
     step: int = -1
-    notes: tuple[str, ...] = field(default=())
 
     def minutes(self, at: datetime) -> float:
         """Minutes from the start of the replay to `at`."""
@@ -274,7 +274,7 @@ def replay(
     watched = _Watched(source)
     observer = JudgingObserver(watched)
     generation = rollout.metadata.generation or 1
-    state = start_state(rollout, start)
+    state = first_state(spec, generation, start)  # as the controller sees a new rollout
     decisions: list[BacktestDecision] = []
     first_fail: FirstFail | None = None
     looks = 0
@@ -313,11 +313,6 @@ def replay(
         now,
         state.step,
     )
-
-
-def start_state(rollout: ModelRollout, at: datetime) -> RolloutState:
-    """The state of `rollout` seen for the first time at `at`."""
-    return start(rollout.spec, rollout.metadata.generation or 1, at)
 
 
 def _decisions(decision: Decision, now: datetime) -> list[BacktestDecision]:
