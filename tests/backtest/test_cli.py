@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from bench.history import free_port
 from controller.cli.main import app
-from controller.engine.executor import Executor
 from controller.metrics.prometheus import PrometheusProvider
 from controller.policy import load_text
 from controller.routing import MemoryRouter, RouteTarget
+from controller.runtime.executor import Executor
 from controller.runtime.observer import JudgingObserver
 from controller.store.sql import SqlStore, migrate
 from tests.backtest.conftest import POLICY, Recorded
