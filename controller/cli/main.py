@@ -436,6 +436,47 @@ def history(
         console.print(history_view(data))
 
 
+@app.command()
+def dashboard(
+    database: DatabaseOption = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            metavar="ADDRESS", help="Address to listen on (the pages have no authentication)."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", min=0, max=65535)] = 8090,
+) -> None:
+    """Serve the read-only web dashboard: rollouts, timelines, verdicts with evidence, charts."""
+    from controller.dashboard import DashboardServer, open_store
+    from controller.settings import load_settings
+
+    url = database if database is not None else load_settings().database_url.get_secret_value()
+    try:
+        opened = open_store(url)
+    except CanaryError as exc:
+        _fail(str(exc))
+    server = DashboardServer(opened, host=host, port=port)
+    try:
+        server.start()
+    except OSError as exc:
+        opened.store.close()
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    bound_host, bound_port = server.address
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    console.print(
+        f"dashboard of {escape(opened.source)} at http://{shown}:{bound_port}/ (Ctrl-C stops it)"
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        opened.store.close()
+
+
 def _command(kind: str, name: str, reason: str, actor: str | None, database: str | None) -> None:
     store = _store(database, writable=True)
     from controller.cli.views import resolve
