@@ -29,9 +29,10 @@ from sqlalchemy import text
 
 from controller import __version__
 from controller.api.health import Readiness
-from controller.api.server import ApiServer
+from controller.api.server import ApiServer, BackgroundServer
 from controller.api.slack_actions import SlackActions
 from controller.api.slack_buttons import buttons
+from controller.dashboard.server import DashboardServer, OpenedStore
 from controller.engine.phases import Phase
 from controller.engine.state import CommandKind
 from controller.errors import CanaryError, PermanentError
@@ -49,7 +50,7 @@ from controller.runtime.executor import Observer, TickResult
 from controller.runtime.manual import Submitted, submit_once
 from controller.runtime.observer import JudgingObserver
 from controller.runtime.sources import DEFAULT_GRACE, DirectorySource, RolloutSource
-from controller.settings import Settings
+from controller.settings import Settings, redact_url
 from controller.store.base import RolloutStore
 from controller.store.sql import DatabaseTimeouts, SqlStore, migrate
 from controller.telemetry import ControllerMetrics
@@ -283,7 +284,10 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     # Delivery runs on threads of its own: a slow or failing sink never holds up a tick.
     delivery = DeliveryWorker(wiring.store, sinks, metrics=wiring.metrics) if sinks else None
     actions = slack_actions(settings, wiring.store)
-    servers = api_servers(settings, wiring.metrics.registry, wiring.readiness, slack=actions)
+    servers: list[BackgroundServer] = [
+        *api_servers(settings, wiring.metrics.registry, wiring.readiness, slack=actions),
+        *dashboard_servers(settings, wiring.store),
+    ]
     stop = stop or threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -418,6 +422,21 @@ def slack_actions(settings: Settings, store: RolloutStore) -> SlackActions | Non
         submit=ManualCommands(store),
         response_url_prefix=settings.slack_response_url_prefix,
     )
+
+
+def dashboard_servers(settings: Settings, store: SqlStore) -> list[BackgroundServer]:
+    """The read-only dashboard over the controller's own store, when CANARY_DASHBOARD_PORT
+    is set (on CANARY_DASHBOARD_HOST, else the API host); none otherwise."""
+    if settings.dashboard_port is None:
+        return []
+    source = redact_url(settings.database_url.get_secret_value())
+    return [
+        DashboardServer(
+            OpenedStore(store, source, hint="The controller's store: see its log."),
+            host=settings.dashboard_host or settings.api_host,
+            port=settings.dashboard_port,
+        )
+    ]
 
 
 def _check_slack(sinks: list[Notifier]) -> None:

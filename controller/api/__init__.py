@@ -8,11 +8,12 @@ which command applies in which phase.
 """
 
 from controller.api.health import Check, CheckResult, Readiness, ReadinessReport
-from controller.api.server import DEFAULT_PORT, ApiServer, create_app
+from controller.api.server import DEFAULT_PORT, ApiServer, BackgroundServer, create_app
 
 __all__ = [
     "DEFAULT_PORT",
     "ApiServer",
+    "BackgroundServer",
     "Check",
     "CheckResult",
     "Readiness",

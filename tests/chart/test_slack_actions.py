@@ -147,6 +147,7 @@ def test_actions_that_cannot_work_fail_with_the_reason(
     ("values", "where"),
     [
         pytest.param(with_actions(port=8080), "/slack/actions/port", id="the-api-port"),
+        pytest.param(with_actions(port=8090), "/slack/actions/port", id="the-dashboard-port"),
         pytest.param(with_actions(port=80), "/slack/actions/port", id="privileged"),
         pytest.param(
             with_actions(ingress={"enabled": True, "host": "https://x"}),
