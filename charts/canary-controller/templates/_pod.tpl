@@ -42,6 +42,13 @@
 - name: CANARY_SLACK_BASE_URL
   value: {{ . | quote }}
 {{- end }}
+{{- if .Values.slack.actions.enabled }}
+# /slack/actions on a port of its own, apart from /metrics, for its own Ingress.
+- name: CANARY_SLACK_ACTIONS_HOST
+  value: "0.0.0.0"
+- name: CANARY_SLACK_ACTIONS_PORT
+  value: {{ .Values.slack.actions.port | quote }}
+{{- end }}
 {{- if include "canary-controller.hasSecrets" . }}
 - name: CANARY_SECRETS_DIR
   value: {{ include "canary-controller.secretsDir" . }}
