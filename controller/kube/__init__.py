@@ -2,6 +2,7 @@
 written with merge patches and conflict retries, list+watch with resume, and the
 API's failures in the one error tree.
 
-`objects` and `errors` import no client; `client` and `cluster` do. Routers,
-the ModelRollout source and the status writer all go through here.
+`objects` and `errors` import no client; `client`, `cluster` and `watch` do.
+The routers and the ModelRollout source go through here; the status writer takes
+its merge patch from here.
 """
