@@ -8,7 +8,9 @@ and survives a restart of every replica.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from controller.engine.phases import Phase
 from controller.engine.state import CommandKind
@@ -36,6 +38,7 @@ def submit(
     actor: str,
     reason: str,
     now: datetime,
+    args: Mapping[str, Any] | None = None,
 ) -> ManualCommand:
     """Record `kind` for the rollout `key`; PermanentError when it cannot apply now."""
     stored = store.get(key)
@@ -47,4 +50,4 @@ def submit(
         raise PermanentError(f"cannot {kind} {key}: it is {phase} (possible when: {allowed})")
     if not actor.strip():
         raise PermanentError("say who you are (actor), for the audit")
-    return store.add_command(key, ManualCommand(now, str(kind), actor, reason))
+    return store.add_command(key, ManualCommand(now, str(kind), actor, reason, dict(args or {})))
