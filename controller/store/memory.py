@@ -124,9 +124,8 @@ class MemoryStore:
         with self._lock:
             if key is not None:
                 self._known(key)
-                return list(self._cases.get(key, []))
-            found = [c for cases in self._cases.values() for c in cases]
-            return sorted(found, key=lambda c: (c.created_at, c.id))
+            found = [c for k, cases in self._cases.items() if key in (None, k) for c in cases]
+            return sorted(found, key=lambda c: (c.created_at, c.id))  # as the SQL store
 
     def append_route_action(self, key: str, action: RouteActionRecord) -> None:
         with self._lock:
