@@ -272,6 +272,8 @@ def _cases(rows: Any) -> tuple[EvalCase, ...]:
     """The payload's eval cases; a row that is not one (a newer version's) is left out."""
     out = []
     for row in rows if isinstance(rows, list) else ():
+        if not isinstance(row, Mapping):
+            continue
         try:
             out.append(EvalCase.from_row(row))
         except (KeyError, TypeError, ValueError):
