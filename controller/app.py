@@ -27,8 +27,8 @@ from sqlalchemy import text
 
 from controller import __version__
 from controller.api.health import Readiness
-from controller.api.server import ApiServer
-from controller.engine.executor import Observer, TickResult
+from controller.api.server import ApiServer, BackgroundServer
+from controller.dashboard.server import DashboardServer, OpenedStore
 from controller.engine.phases import Phase
 from controller.errors import CanaryError, PermanentError
 from controller.metrics.base import MetricProvider
@@ -42,9 +42,10 @@ from controller.routing.registry import router_class
 from controller.runtime.admission import QueryAdmission
 from controller.runtime.cases import ExemplarCaseRecorder
 from controller.runtime.controller import Controller, LogReporter, RouterFactory, TickReporter
+from controller.runtime.executor import Observer, TickResult
 from controller.runtime.observer import JudgingObserver
 from controller.runtime.sources import DEFAULT_GRACE, DirectorySource, RolloutSource
-from controller.settings import Settings
+from controller.settings import Settings, redact_url
 from controller.store.sql import DatabaseTimeouts, SqlStore, migrate
 from controller.telemetry import ControllerMetrics
 
@@ -274,7 +275,10 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     wiring = build(settings)
     # Delivery runs on threads of its own: a slow or failing sink never holds up a tick.
     delivery = DeliveryWorker(wiring.store, sinks, metrics=wiring.metrics) if sinks else None
-    servers = api_servers(settings, wiring.metrics.registry, wiring.readiness)
+    servers: list[BackgroundServer] = [
+        *api_servers(settings, wiring.metrics.registry, wiring.readiness),
+        *dashboard_servers(settings, wiring.store),
+    ]
     stop = stop or threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -326,6 +330,21 @@ def api_servers(
             port=settings.metrics_port,
             health=False,
         ),
+    ]
+
+
+def dashboard_servers(settings: Settings, store: SqlStore) -> list[BackgroundServer]:
+    """The read-only dashboard over the controller's own store, when CANARY_DASHBOARD_PORT
+    is set (on CANARY_DASHBOARD_HOST, else the API host); none otherwise."""
+    if settings.dashboard_port is None:
+        return []
+    source = redact_url(settings.database_url.get_secret_value())
+    return [
+        DashboardServer(
+            OpenedStore(store, source, hint="The controller's store: see its log."),
+            host=settings.dashboard_host or settings.api_host,
+            port=settings.dashboard_port,
+        )
     ]
 
 

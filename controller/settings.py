@@ -156,6 +156,17 @@ class Settings(BaseSettings):
         le=65535,
         description="/metrics on this port, apart from the health endpoints (unset: with them).",
     )
+    dashboard_host: str | None = Field(
+        default=None,
+        description="Address of the read-only dashboard when dashboard_port is set; api_host"
+        " if unset.",
+    )
+    dashboard_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve the read-only web dashboard on this port (unset: not served).",
+    )
     log_level: str = Field(default="INFO")
     log_format: str = Field(default="json", pattern="^(json|console)$")
 

@@ -5,11 +5,12 @@ Thin on purpose: it serves what the runtime and
 """
 
 from controller.api.health import Check, CheckResult, Readiness, ReadinessReport
-from controller.api.server import DEFAULT_PORT, ApiServer, create_app
+from controller.api.server import DEFAULT_PORT, ApiServer, BackgroundServer, create_app
 
 __all__ = [
     "DEFAULT_PORT",
     "ApiServer",
+    "BackgroundServer",
     "Check",
     "CheckResult",
     "Readiness",

@@ -103,29 +103,17 @@ def _answer(
     return [] if method == "HEAD" else [body]
 
 
-class ApiServer:
-    """Serves the endpoints from a background thread until `stop()`.
+class BackgroundServer:
+    """Serves one WSGI application from a background thread until `stop()`.
 
-    `port=0` picks a free port (tests); `address` tells which one was bound.
-    The default host is loopback: the endpoints have no authentication, so
-    listening on every interface (as in a pod, for kubelet and Prometheus) is
-    asked for explicitly.
+    `port=0` picks a free port (tests); `address` tells which one was bound. The
+    health endpoints and the dashboard (`controller.dashboard`) both run on it.
     """
 
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        readiness: Readiness,
-        *,
-        host: str = "127.0.0.1",
-        port: int = DEFAULT_PORT,
-        health: bool = True,
-        metrics: bool = True,
-    ) -> None:
-        self._app = create_app(registry, readiness, health=health, metrics=metrics)
-        self._serves = ", ".join(
-            [*(["/healthz", "/readyz"] if health else []), *(["/metrics"] if metrics else [])]
-        )
+    def __init__(self, app: WsgiApp, *, host: str, port: int, name: str, serves: str) -> None:
+        self._app = app
+        self._name = name
+        self._serves = serves
         self._host = host
         self._port = port
         self._server: _ThreadingServer | None = None
@@ -135,7 +123,7 @@ class ApiServer:
     def address(self) -> tuple[str, int]:
         """The (host, port) bound; only known after `start()`."""
         if self._server is None:
-            raise RuntimeError("the API server is not started")
+            raise RuntimeError(f"the {self._name} server is not started")
         host, port = self._server.server_address[:2]
         return str(host), int(port)
 
@@ -147,7 +135,7 @@ class ApiServer:
     def start(self) -> None:
         """Bind and serve in a daemon thread; OSError if the port is taken."""
         if self._server is not None:
-            raise RuntimeError("the API server is already started")
+            raise RuntimeError(f"the {self._name} server is already started")
         server = make_server(
             self._host,
             self._port,
@@ -159,7 +147,7 @@ class ApiServer:
         self._thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.2},
-            name="canary-api",
+            name=f"canary-{self._name}",
             daemon=True,
         )
         self._thread.start()
@@ -176,7 +164,7 @@ class ApiServer:
             thread.join(timeout)
         self._server = self._thread = None
 
-    def __enter__(self) -> ApiServer:
+    def __enter__(self) -> BackgroundServer:
         self.start()
         return self
 
@@ -187,3 +175,33 @@ class ApiServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class ApiServer(BackgroundServer):
+    """Serves the endpoints from a background thread until `stop()`.
+
+    The default host is loopback: the endpoints have no authentication, so
+    listening on every interface (as in a pod, for kubelet and Prometheus) is
+    asked for explicitly.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        readiness: Readiness,
+        *,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        health: bool = True,
+        metrics: bool = True,
+    ) -> None:
+        serves = ", ".join(
+            [*(["/healthz", "/readyz"] if health else []), *(["/metrics"] if metrics else [])]
+        )
+        super().__init__(
+            create_app(registry, readiness, health=health, metrics=metrics),
+            host=host,
+            port=port,
+            name="api",
+            serves=serves,
+        )

@@ -54,6 +54,17 @@ COMBINATIONS = [
         {"dashboard": {"enabled": True, "namespace": "grafana", "labels": {"dash": "yes"}}},
         id="dashboard-elsewhere",
     ),
+    pytest.param({"webDashboard": {"enabled": True}}, id="web-dashboard"),
+    pytest.param(
+        {
+            "webDashboard": {
+                "enabled": True,
+                "service": {"type": "NodePort", "port": 80, "annotations": {"a": "b"}},
+                "from": [{"namespaceSelector": {"matchLabels": {"name": "ops"}}}],
+            }
+        },
+        id="web-dashboard-restricted",
+    ),
     pytest.param(ALL_SECRETS, id="all-existing-secrets"),
     pytest.param(
         {"prometheus": {"ca": {"existingConfigMap": "kube-root-ca.crt", "key": "ca.crt"}}},

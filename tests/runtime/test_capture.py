@@ -15,7 +15,6 @@ import pytest
 
 from controller.cases import CaseLimit, Direction, Trigger
 from controller.demo import demo_rollout
-from controller.engine.executor import Executor, TickResult
 from controller.engine.phases import Phase
 from controller.engine.state import CommandKind
 from controller.errors import TransientError
@@ -29,6 +28,7 @@ from controller.metrics.simulated import (
 from controller.policy import Cause, ModelRollout
 from controller.routing import MemoryRouter, RouteTarget
 from controller.runtime.cases import ExemplarCaseRecorder
+from controller.runtime.executor import Executor, TickResult
 from controller.runtime.manual import submit
 from controller.runtime.observer import JudgingObserver
 from controller.store.memory import MemoryStore

@@ -21,7 +21,6 @@ from typer.testing import CliRunner
 
 from controller.cases import CaseLimit, export_rows
 from controller.cli.main import app
-from controller.engine.executor import Executor, TickResult
 from controller.engine.phases import Phase
 from controller.metrics.prometheus import PrometheusProvider
 from controller.notify.base import Notification
@@ -29,6 +28,7 @@ from controller.notify.messages import notification_json, slack_message
 from controller.policy import load_text
 from controller.routing import MemoryRouter, RouteTarget
 from controller.runtime.cases import ExemplarCaseRecorder
+from controller.runtime.executor import Executor, TickResult
 from controller.runtime.observer import JudgingObserver
 from controller.store.sql import SqlStore, migrate
 from tests.databases import fresh_database

@@ -49,7 +49,7 @@ cells as eval cases (`engine.capture` chooses them, the `CaseRecorder` port buil
 them with the trace IDs of bad requests) after the route is given back, in the
 same commit, and its notification carries them.
 
-The engine reaches the outside only through ports: the routers' `TrafficRouter`,
+The executor reaches the outside only through ports: the routers' `TrafficRouter`,
 the store's `RolloutStore`, and the `Observer` below, which the runtime backs with
 the metrics provider and the judge.
 """
@@ -83,7 +83,8 @@ from controller.engine.state import (
 )
 from controller.errors import CanaryError, FencedError, PermanentError, TransientError
 from controller.policy import ModelRollout
-from controller.routing.base import NEUTRAL, PROMOTED, RouteChange, RouteState, TrafficRouter
+from controller.policy.route import NEUTRAL, PROMOTED, RouteState
+from controller.routing.base import RouteChange, TrafficRouter
 from controller.store.base import RolloutStore, StaleStateError
 from controller.store.records import (
     AnalysisRecord,
