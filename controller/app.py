@@ -35,6 +35,7 @@ from controller.errors import CanaryError, PermanentError
 from controller.kube.client import kube_client
 from controller.kube.cluster import Cluster
 from controller.metrics.base import MetricProvider
+from controller.metrics.exemplars import TraceSource
 from controller.metrics.prometheus import PrometheusProvider
 from controller.notify import DeliveryWorker, Notifier, SlackNotifier, WebhookNotifier
 from controller.notify.slack import web_client
@@ -42,6 +43,7 @@ from controller.policy import ModelRollout
 from controller.routing.base import RouteTarget, TrafficRouter
 from controller.routing.registry import router_for
 from controller.runtime.admission import QueryAdmission
+from controller.runtime.cases import ExemplarCaseRecorder
 from controller.runtime.controller import Controller, LogReporter, RouterFactory, TickReporter
 from controller.runtime.executor import Observer, TickResult
 from controller.runtime.manual import Submitted, submit_once
@@ -119,6 +121,7 @@ def build(
     provider: MetricProvider | None = None,
     observer: Observer | None = None,
     reporters: tuple[TickReporter, ...] = (),
+    traces: TraceSource | None = None,
 ) -> Wiring:
     """The controller for `settings`; any piece can be replaced (tests, the demo)."""
     store = SqlStore(
@@ -163,22 +166,21 @@ def build(
                 on_retry=lambda kind, reason: metrics.record_route_write_retry(kind.kind, reason),
             )
         )
-    if observer is None:
-        observer = JudgingObserver(
-            provider
-            or PrometheusProvider.from_settings(
-                settings,
-                on_query=lambda seconds, error: metrics.record_prometheus_query(
-                    seconds, error=error
-                ),
-            ),
-            tick_timeout=settings.tick_timeout_seconds,
+    if provider is None:
+        provider = PrometheusProvider.from_settings(
+            settings,
+            on_query=lambda seconds, error: metrics.record_prometheus_query(seconds, error=error),
         )
+    if observer is None:
+        observer = JudgingObserver(provider, tick_timeout=settings.tick_timeout_seconds)
+    if traces is None and isinstance(provider, TraceSource):
+        traces = provider  # the trace IDs of eval cases come from the same Prometheus
     controller = Controller(
         store=store,
         source=QueryAdmission(source, settings.custom_queries),
         routes=routes,
         observer=observer,
+        cases=ExemplarCaseRecorder(traces) if traces is not None else None,
         clock=WallClock(),
         replica=settings.replica_id,
         lease_ttl=timedelta(seconds=settings.lease_ttl_seconds),

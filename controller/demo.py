@@ -10,7 +10,8 @@ Scenarios:
 - `cohort-regression`: fine overall (within the 2-point margin), but non-English
   users are refused twice as often by the candidate; the judge catches that
   cohort while the candidate only sees mirrored traffic, and rolls back before
-  any user is served by it;
+  any user is served by it, and records the failing cohort as an eval case with
+  the trace IDs of the candidate's refusals (`canaryctl cases export`);
 - `healthy`: the candidate is as good as the baseline and is promoted;
 - `outage`: Prometheus goes silent at the second step; the rollout holds, then
   follows the policy's noData rule.
@@ -36,6 +37,7 @@ from controller.metrics.simulated import (
 from controller.notify import DeliveryWorker, Notifier
 from controller.policy import Cause, ModelRollout, load_text
 from controller.routing import MemoryRouter, RouteChange, RouteState, RouteTarget, TrafficRouter
+from controller.runtime.cases import ExemplarCaseRecorder
 from controller.runtime.executor import Executor, TickResult
 from controller.runtime.observer import JudgingObserver
 from controller.scenarios import Scenario
@@ -203,7 +205,8 @@ def run_demo(
     provider = SimulatedProvider(simulator)
     observer = JudgingObserver(provider)
     router = router or MemoryRouter(RouteTarget.of(rollout))
-    executor = Executor(store, clock)
+    # the simulator keeps the trace IDs of bad requests, as exemplars would
+    executor = Executor(store, clock, cases=ExemplarCaseRecorder(provider))
     delivery = DeliveryWorker(store, notifiers, clock=clock) if notifiers else None
     interval = rollout.spec.analysis.interval
     result = DemoResult(scenario, Phase.PENDING, 0, database=str(database), key=rollout.key)

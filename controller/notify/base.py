@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from controller.cases import EvalCase, export_rows
 from controller.engine.phases import Phase
 from controller.policy.causes import Cause
 
@@ -117,6 +118,8 @@ class OutboxPayload:
     mention: tuple[str, ...] = ()
     cells: tuple[CellNote, ...] = ()
     cause: Cause | None = None
+    #: the eval cases a rollback or an abort recorded (none for other events)
+    eval_cases: tuple[EvalCase, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -139,6 +142,7 @@ class OutboxPayload:
                 {"metric": c.metric, "cohort": c.cohort, "verdict": c.verdict, "summary": c.summary}
                 for c in self.cells
             ],
+            **({"evalCases": export_rows(self.eval_cases)} if self.eval_cases else {}),
         }
 
     @classmethod
@@ -171,6 +175,7 @@ class OutboxPayload:
                 if isinstance(c, Mapping)
             ),
             cause=_cause(p.get("cause")),
+            eval_cases=_cases(p.get("evalCases")),
         )
 
 
@@ -258,6 +263,8 @@ class Notification:
     evidence: tuple[Evidence, ...] = ()
     started_at: datetime | None = None
     cause: Cause | None = None
+    #: the eval cases a rollback (or a captured abort) recorded
+    eval_cases: tuple[EvalCase, ...] = ()
 
     @classmethod
     def of(
@@ -291,6 +298,7 @@ class Notification:
             evidence=tuple(Evidence.of(a) for a in analyses),
             started_at=started_at if started_at is not None else p.started_at,
             cause=p.cause,
+            eval_cases=p.eval_cases,
         )
 
     def evidence_for(self, cell: CellNote) -> Evidence | None:
@@ -348,6 +356,19 @@ def _phase(value: Any) -> Phase | None:
         return Phase(value) if value else None
     except ValueError:  # a phase from a newer version: shown without one, never dropped
         return None
+
+
+def _cases(rows: Any) -> tuple[EvalCase, ...]:
+    """The payload's eval cases; a row that is not one (a newer version's) is left out."""
+    out = []
+    for row in rows if isinstance(rows, list) else ():
+        if not isinstance(row, Mapping):
+            continue
+        try:
+            out.append(EvalCase.from_row(row))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(out)
 
 
 def _float(value: Any) -> float | None:

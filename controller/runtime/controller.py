@@ -49,7 +49,14 @@ from controller.errors import CanaryError, FencedError, TransientError
 from controller.policy import ModelRollout
 from controller.routing.base import RouteNotFoundError, TrafficRouter
 from controller.runtime.bounded import BoundedCalls
-from controller.runtime.executor import Clock, Executor, Observer, StoreRead, TickResult
+from controller.runtime.executor import (
+    CaseRecorder,
+    Clock,
+    Executor,
+    Observer,
+    StoreRead,
+    TickResult,
+)
 from controller.runtime.fencing import LeaseFence, UnconfirmedLease
 from controller.runtime.sources import RolloutSource, Snapshot
 from controller.store.base import LeaseStore, RolloutStore, StaleStateError
@@ -113,10 +120,12 @@ class Controller:
         reporters: tuple[TickReporter, ...] = (LogReporter(),),
         metrics: ControllerMetrics | None = None,
         store_wait: float = 2.0,
+        cases: CaseRecorder | None = None,
     ) -> None:
         """`metrics` records ticks, leases and phases (a private registry if not given).
         `store_wait`: a tick waits at most this long (and half its interval) for its
-        lease and state before it acts from memory, toward the baseline only."""
+        lease and state before it acts from memory, toward the baseline only.
+        `cases` records the eval cases of rollbacks (none without it)."""
         self.store = store
         self.source = source
         self.routes = routes
@@ -127,7 +136,7 @@ class Controller:
         self.sync_every = sync_every
         self.reporters = reporters
         self.metrics = metrics or ControllerMetrics(CollectorRegistry())
-        self.executor = Executor(store, clock)
+        self.executor = Executor(store, clock, cases=cases)
         self.store_wait = store_wait
         # As many threads as the scheduler's (APScheduler's default of 10), so that a
         # tick's reads never queue behind other ticks' and time out for that alone.

@@ -44,6 +44,11 @@ toward the baseline (a rollback, an abort's restore) is performed and committed,
 its transitions saying the policy was invalid; a decision that would give the
 candidate more (an advance, a promotion) holds, and the held tick records nothing.
 
+A rollback on a failed metric (and an abort with `--capture`) records its failing
+cells as eval cases (`engine.capture` chooses them, the `CaseRecorder` port builds
+them with the trace IDs of bad requests) after the route is given back, in the
+same commit, and its notification carries them.
+
 The executor reaches the outside only through ports: the routers' `TrafficRouter`,
 the store's `RolloutStore`, and the `Observer` below, which the runtime backs with
 the metrics provider and the judge.
@@ -58,6 +63,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from controller.analysis.verdicts import CellVerdict
+from controller.cases import EvalCase
+from controller.engine.capture import Capture, cells_to_capture
 from controller.engine.decide import decide, end_deleted, restart, route_written, start
 from controller.engine.direction import moves_toward_candidate
 from controller.engine.phases import Phase
@@ -99,6 +107,8 @@ class Observation:
 
     look: Look
     records: tuple[AnalysisRecord, ...] = ()
+    #: the judge's verdicts with their checks, from which eval cases are made
+    verdicts: tuple[CellVerdict, ...] = ()
 
 
 class Observer(Protocol):
@@ -109,6 +119,18 @@ class Observer(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+class CaseRecorder(Protocol):
+    """Turns the cells a tick captures into eval cases, with trace IDs of bad requests.
+
+    Called after the tick's route writes, before its commit; it must bound its
+    own time, and never raise for a trace source that cannot answer (the case is
+    recorded without trace IDs, saying why)."""
+
+    def record(
+        self, rollout: ModelRollout, state: RolloutState, capture: Capture, now: datetime
+    ) -> tuple[EvalCase, ...]: ...
 
 
 class Fence(Protocol):
@@ -203,9 +225,13 @@ class MessageKey:
 class Executor:
     """Runs ticks: decide purely, then perform the effects and commit once."""
 
-    def __init__(self, store: RolloutStore, clock: Clock) -> None:
+    def __init__(
+        self, store: RolloutStore, clock: Clock, *, cases: CaseRecorder | None = None
+    ) -> None:
+        """`cases` records eval cases of rollbacks (none are recorded without it)."""
         self.store = store
         self.clock = clock
+        self.cases = cases
         self._lock = threading.Lock()
         #: the last row of each rollout read from or committed to the store
         self._known: dict[str, StoredRollout] = {}
@@ -310,6 +336,7 @@ class Executor:
         )
         analyses: tuple[AnalysisRecord, ...] = ()
         look: Look | None = None
+        capture: Capture | None = None
         if stored is not None and spec.candidate.version != state.candidate_version:
             decision = restart(spec, state, generation, now)
         elif state.phase.terminal:
@@ -325,6 +352,7 @@ class Executor:
             )
             analyses, look = observation.records, observation.look
             decision = decide(spec, state, observation.look, commands, now, generation=generation)
+            capture = cells_to_capture(decision, observation.verdicts)
         if offline is not None or hold is not None:
             serving = state.serving()
             if any(moves_toward_candidate(serving, a) for a in _route_actions(decision)):
@@ -344,6 +372,7 @@ class Executor:
             offline=offline,
             fence=fence,
             hold=hold,
+            capture=capture,
         )
 
     def _tick_without_store(
@@ -478,7 +507,9 @@ class Executor:
 
     def _commands(self, key: str, state: RolloutState) -> tuple[Command, ...]:
         return tuple(
-            Command(c.id or 0, CommandKind(c.command), c.actor, c.reason)
+            Command(
+                c.id or 0, CommandKind(c.command), c.actor, c.reason, c.args.get("capture") is True
+            )
             for c in self.store.commands(key, after_id=state.command_cursor)
         )
 
@@ -495,6 +526,7 @@ class Executor:
         offline: TransientError | None = None,
         fence: Fence = UNFENCED,
         hold: str | None = None,
+        capture: Capture | None = None,
     ) -> TickResult:
         writes = _RouteWrites(rollout.key, route, now, decision.state.serving(), fence)
         try:
@@ -514,11 +546,13 @@ class Executor:
             self._audit_refusal(rollout.key, writes)
             raise
         records, errors = writes.records, writes.errors
+        # after the route writes: a rollback never waits for its trace IDs
+        cases = self._record_cases(rollout, state, capture, now)
         messages = tuple(
             OutboxMessage(
                 str(MessageKey(rollout.key, state.started_at, state.tick, i, str(a.event))),
                 str(a.event),
-                _payload(rollout, state, a, tick=state.tick).to_json(),
+                _payload(rollout, state, a, cases, tick=state.tick).to_json(),
                 now,
             )
             for i, a in enumerate(decision.actions)
@@ -543,6 +577,7 @@ class Executor:
             analyses=analyses,
             route_actions=tuple(r for r in records if r.changed or r.error),
             messages=messages,
+            eval_cases=cases,
         )
         result = Decision(state, decision.actions, decision.transitions)
         if offline is None:
@@ -559,6 +594,17 @@ class Executor:
                 return TickResult(rollout.key, result, committed, tuple(errors), look)
         self._defer(write)
         return TickResult(rollout.key, result, None, tuple(errors), look, str(offline))
+
+    def _record_cases(
+        self, rollout: ModelRollout, state: RolloutState, capture: Capture | None, now: datetime
+    ) -> tuple[EvalCase, ...]:
+        if capture is None or self.cases is None:
+            return ()
+        try:
+            return self.cases.record(rollout, state, capture, now)
+        except Exception:  # a bug here must never stop a rollback's commit
+            log.exception("%s: could not record the eval cases of this tick", rollout.key)
+            return ()
 
     def _audit_refusal(self, key: str, writes: _RouteWrites) -> None:
         """Append the fenced write (and any written before it) to the audit: the tick that
@@ -741,6 +787,7 @@ def _merged(segments: list[TickWrite], expected_revision: int | None) -> TickWri
         analyses=tuple(a for w in segments for a in w.analyses),
         route_actions=tuple(a for w in segments for a in w.route_actions),
         messages=tuple(m for w in segments for m in w.messages),
+        eval_cases=tuple(c for w in segments for c in w.eval_cases),
     )
 
 
@@ -803,10 +850,16 @@ def _transition(
 
 
 def _payload(
-    rollout: ModelRollout, state: RolloutState, notify: Notify, *, tick: int | None
+    rollout: ModelRollout,
+    state: RolloutState,
+    notify: Notify,
+    cases: tuple[EvalCase, ...] = (),
+    *,
+    tick: int | None,
 ) -> OutboxPayload:
     spec = rollout.spec
     owners = spec.owners.slack
+    ended = notify.event in (EventKind.ROLLED_BACK, EventKind.ABORTED)
     return OutboxPayload(
         rollout=rollout.key,
         event=str(notify.event),
@@ -824,4 +877,5 @@ def _payload(
         mention=tuple(owners.mention) if owners and notify.mention else (),
         cells=tuple(CellNote(c.metric, c.cohort, str(c.verdict), c.summary) for c in notify.cells),
         cause=notify.cause,
+        eval_cases=cases if ended else (),
     )
