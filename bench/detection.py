@@ -750,18 +750,25 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "Floor: the fixed-sample test of the limit's hypotheses (null at the tolerance, "
         f'alpha {report["cell_alpha"]:.2g} per cell, power 0.8); oracle: null "no change", '
-        "alpha 0.05.",
+        "alpha 0.05. Ours × floor: ours' median over the floor, and (in brackets) over "
+        "the floor rounded up to the first look at or after it (every engine here looks "
+        f"once a {LOOK_SECONDS} s interval, so none can decide before the first look).",
         "",
-        _row(["scenario", "floor", "oracle", *engines]),
-        _row(["---"] * (len(engines) + 3)),
+        _row(["scenario", "floor", "oracle", "ours × floor", *engines]),
+        _row(["---"] * (len(engines) + 4)),
     ]
     for k in regressions:
+        floor = report["floor_s"][k]
+        mine = cells.get("ours", {}).get(k, {}).get("detect_median_s")
+        at_look = math.ceil(floor / LOOK_SECONDS) * LOOK_SECONDS
+        ratio = "—" if mine is None else f"{mine / floor:.2f}× ({mine / at_look:.2f}×)"
         lines.append(
             _row(
                 [
                     k,
-                    _fmt_s(report["floor_s"][k]),
+                    _fmt_s(floor),
                     _fmt_s(report["oracle_detect_s"][k]),
+                    ratio,
                     *(
                         f"{_fmt_s(cells[e][k]['detect_median_s'])} "
                         f"({_fmt_p(cells[e][k]['detect_rate'])})"
@@ -993,6 +1000,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a reduced run; JSON on stdout")
     parser.add_argument("--aa-rollouts", type=int, help="evaluation A/A rollouts per rate")
+    parser.add_argument(
+        "--ours-aa-rollouts", type=int, help="evaluation A/A rollouts per rate for ours alone"
+    )
     parser.add_argument("--rollouts", type=int, help="evaluation rollouts per rate, others")
     parser.add_argument("--tune-aa-rollouts", type=int, help="tuning A/A rollouts per rate")
     parser.add_argument("--tune-rollouts", type=int, help="tuning rollouts per regression, rate")
@@ -1014,6 +1024,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = QUICK if args.quick else FULL
     overrides = {
         "aa_rollouts": args.aa_rollouts,
+        "ours_aa_rollouts": args.ours_aa_rollouts,
         "rollouts": args.rollouts,
         "tune_aa_rollouts": args.tune_aa_rollouts,
         "tune_rollouts": args.tune_rollouts,
