@@ -196,11 +196,16 @@ def looks(engine: Engine) -> dict[str, list[float]]:
 
 
 def look_gaps(all_looks: Mapping[str, list[float]], start: float, end: float) -> list[float]:
-    """Seconds between consecutive looks of each rollout, both inside [start, end]."""
+    """How long each rollout went without a look, seen from the window [start, end]: the
+    time since its previous look at each look inside the window, and at the window's
+    end the time since its last look (a gap still open: it counts as long as it is
+    already, so a rollout that falls behind is not left out for having no second look)."""
     gaps: list[float] = []
     for times in all_looks.values():
-        inside = [t for t in times if start <= t <= end]
-        gaps += [b - a for a, b in itertools.pairwise(inside)]
+        before = [t for t in times if t <= end]
+        gaps += [b - a for a, b in itertools.pairwise(before) if b >= start]
+        if before:
+            gaps.append(end - before[-1])
     return gaps
 
 
