@@ -26,6 +26,10 @@ What is measured, and how, without touching the code paths:
   cross-checked with Postgres' own `pg_stat_database` counters;
 - Prometheus queries: counted by the stand-in server.
 
+With `"role": "replica"` it is one of several replicas (`bench/scale.py` starts
+k of them on one database): it runs until its stdin says `stop`, notes its CPU
+time and ticks at each `mark` line, and then prints its own figures.
+
     python -m bench.scale_controller '{"n": 100, ...}'   # prints one JSON object
 """
 

@@ -1,23 +1,30 @@
 """The long-running controller: leases, one scheduled job per owned rollout, shutdown.
 
 Several replicas can run against one store. Each rollout is owned by one replica
-at a time through a lease row with an expiry: `sync` (every few seconds) takes or
-renews the leases of the rollouts it can, and keeps one APScheduler job per owned,
-live rollout at that rollout's analysis interval (`max_instances=1`, coalescing,
-so a slow tick is never run twice at once nor queued up, and no misfire grace, so
-a tick that starts late still runs rather than being dropped). A replica that dies stops
-renewing; its leases expire after `lease_ttl` and another replica's next `sync`
-takes them over, resuming each rollout from its last committed state.
+at a time through a lease row with an expiry. `sync` (every few seconds, on a
+thread of its own) costs the same few statements whatever the number of leases:
+a heartbeat that lists the live replicas, one renewal of all this replica's
+leases, one narrow read of every rollout, one release of the leases another
+live replica should hold (`ownership`: rendezvous hashing, about 1/k each), and
+claims, in batches, of the free or expired ones this replica should hold. It
+keeps one APScheduler job per owned, live rollout at that rollout's slot
+(`slots`: a stable offset in its interval from a hash of its key;
+`max_instances=1`, coalescing, so a slow tick is never run twice at once nor
+queued up, and no misfire grace, so a tick that starts late still runs rather
+than being dropped). A replica that dies stops renewing; its leases and its
+heartbeat expire after `lease_ttl` and the other replicas' next `sync` takes its
+rollouts over, resuming each from its last committed state. A tick reads its
+lease (never renews it), its row and its commands in one transaction.
 
 The store being unreachable stops nothing that takes traffic off a candidate: a
-tick that cannot take its lease or read its state still looks at the metrics and
+tick that cannot read its lease or its state still looks at the metrics and
 acts from the state the executor keeps in memory, toward the baseline only (see
 `controller.engine.executor`); it counts as an `error` tick with one log line.
 
 A tick's writes toward the candidate are fenced by the lease's epoch
 (`fencing.LeaseFence`), and every sync also looks at the route of each ended
 (rolled back, aborted, failed) rollout whose ModelRollout still exists, and puts
-back any candidate traffic found there: one lease renewal and one route read per
+back any candidate traffic found there: one row read and one route read per
 such rollout per sync.
 
 A rollout whose latest policy is invalid (the source lists its key in
