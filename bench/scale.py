@@ -336,6 +336,15 @@ def held_by(engine: Engine) -> dict[str, set[str]]:
     return held
 
 
+def live_replicas(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                text("SELECT count(*) FROM replicas WHERE expires_at >= clock_timestamp()")
+            ).scalar_one()
+        )
+
+
 def count_rollouts(engine: Engine) -> int:
     with engine.connect() as connection:
         return int(connection.execute(text("SELECT count(*) FROM rollouts")).scalar_one())
@@ -459,6 +468,14 @@ def replicas(
                     log_dir=log_dir,
                 )
             sampler.start(set(names))
+            # Each process first generates and validates its N policies (minutes at
+            # N = 5,000 on a busy machine): the first round is timed from when all run.
+            wait_for(
+                f"{k} replicas to start",
+                lambda: live_replicas(engine) >= k,
+                timeout=1800,
+                every=1.0,
+            )
             first_timeout = max(240.0, 20 * plan.interval)
             _, first_round = wait_for(
                 f"every one of {n} rollouts looked at once",

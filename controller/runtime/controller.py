@@ -60,7 +60,7 @@ from controller.policy import ModelRollout
 from controller.routing.base import RouteNotFoundError, TrafficRouter
 from controller.runtime.bounded import BoundedCalls
 from controller.runtime.fencing import LeaseFence, UnconfirmedLease
-from controller.runtime.ownership import share
+from controller.runtime.ownership import Shares
 from controller.runtime.slots import SlotTrigger, looked_at_in_slot
 from controller.runtime.sources import RolloutSource, Snapshot
 from controller.store.base import LeaseStore, RolloutStore, StaleStateError
@@ -77,6 +77,8 @@ INVALID_POLICY = (
 RouterFactory = Callable[[ModelRollout], TrafficRouter]
 #: the APScheduler executor of the sync job: one thread, never behind the ticks
 SYNC_EXECUTOR = "sync"
+#: the executor of the renewal job: one thread, never behind the ticks nor the sync
+RENEW_EXECUTOR = "renew"
 
 
 class Store(RolloutStore, LeaseStore, Protocol):
@@ -151,7 +153,11 @@ class Controller:
         # The sync has a thread of its own: queued behind ticks it would renew the
         # leases late, and they would expire while this replica holds them.
         self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(10), SYNC_EXECUTOR: ThreadPoolExecutor(1)},
+            executors={
+                "default": ThreadPoolExecutor(10),
+                SYNC_EXECUTOR: ThreadPoolExecutor(1),
+                RENEW_EXECUTOR: ThreadPoolExecutor(1),
+            },
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
         )
         self._snapshot = Snapshot({}, synced=False)
@@ -159,8 +165,9 @@ class Controller:
         self._stopping = threading.Event()
         #: the leases this replica held after the last sync, to count what changed
         self._held: set[str] = set()
-        #: live replicas at the last sync
+        #: live replicas at the last sync, and which rollouts this replica should hold
         self._replicas = 1
+        self._shares = Shares(replica)
         #: the last error looking at each ended rollout's route, to log it once, not per sync
         self._ended_errors: dict[str, str] = {}
         #: live rollouts whose latest policy is invalid: their last committed policy
@@ -226,7 +233,7 @@ class Controller:
             and key not in snapshot.invalid
             and (not Phase(row.phase).terminal or row.restore_pending)
         }
-        mine = share(ticked.keys() | checked | deleted, replicas, self.replica)
+        mine = self._shares.of(ticked.keys() | checked | deleted, replicas)
         # Give up what another live replica wins (its job first, so nothing ticks it
         # here after the release), then take what this one wins and nobody holds.
         released = sorted(renewed - mine)
@@ -492,6 +499,25 @@ class Controller:
             executor=SYNC_EXECUTOR,
             next_run_time=datetime.now().astimezone(),
         )
+        self.scheduler.add_job(
+            self.renew,
+            "interval",
+            seconds=self.sync_every,
+            id="renew",
+            executor=RENEW_EXECUTOR,
+        )
+
+    def renew(self) -> None:
+        """The heartbeat and the renewal of every lease held, alone: two statements and
+        next to no Python, so that a sync slowed down by a busy process (its work on N
+        rollouts competes for the GIL with the ticks) never lets a lease expire while
+        this replica lives. The sync renews too; this job is what keeps the promise."""
+        now = self.clock.now()
+        try:
+            self.store.heartbeat(self.replica, self.lease_ttl, now)
+            self.store.renew_held(self.replica, self.lease_ttl, now)
+        except TransientError as exc:
+            log.error("could not renew the leases: %s", exc)
 
     def stop(self) -> None:
         """Finish the ticks in flight, then release every lease this replica holds."""

@@ -38,3 +38,29 @@ def share(keys: Iterable[str], replicas: Sequence[str], me: str) -> set[str]:
         return set(keys)
     everyone = [*others, me]
     return {k for k in keys if owner(k, everyone) == me}
+
+
+class Shares:
+    """`share` for one replica, remembering each key's answer until the live replicas
+    change: a sync then hashes only the rollouts it has not seen (the sync runs on a
+    busy process, where every millisecond of Python competes with the ticks)."""
+
+    def __init__(self, me: str) -> None:
+        self.me = me
+        self._replicas: tuple[str, ...] = ()
+        self._mine: dict[str, bool] = {}
+
+    def of(self, keys: Iterable[str], replicas: Sequence[str]) -> set[str]:
+        live = tuple(sorted(replicas))
+        if live != self._replicas:
+            self._replicas, self._mine = live, {}
+        others = [r for r in live if r != self.me]
+        everyone = [*others, self.me]
+        mine: set[str] = set()
+        for key in keys:
+            known = self._mine.get(key)
+            if known is None:
+                known = self._mine[key] = not others or owner(key, everyone) == self.me
+            if known:
+                mine.add(key)
+        return mine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.runtime.ownership import owner, share
+from controller.runtime.ownership import Shares, owner, share
 
 KEYS = [f"team-{i % 50:02d}/bot-{i:05d}-v7" for i in range(5000)]
 
@@ -40,3 +40,11 @@ def test_alone_a_replica_owns_everything_even_before_it_is_listed() -> None:
 def test_nobody_owns_a_key_without_replicas() -> None:
     with pytest.raises(ValueError, match="no live replica"):
         owner("llm/bot", [])
+
+
+def test_remembered_shares_are_the_same_and_change_with_the_replicas() -> None:
+    shares = Shares("b")
+    assert shares.of(KEYS, ["a", "b"]) == share(KEYS, ["a", "b"], "b")
+    assert shares.of(KEYS, ["b", "a"]) == share(KEYS, ["a", "b"], "b")  # same replicas
+    assert shares.of(KEYS, ["a", "b", "c"]) == share(KEYS, ["a", "b", "c"], "b")
+    assert shares.of(KEYS[:5], ["b"]) == set(KEYS[:5])
