@@ -64,7 +64,7 @@ from controller.runtime.ownership import Shares
 from controller.runtime.slots import SlotTrigger, looked_at_in_slot
 from controller.runtime.sources import RolloutSource, Snapshot
 from controller.store.base import LeaseStore, RolloutStore, StaleStateError
-from controller.store.records import RolloutSummary, StoredRollout
+from controller.store.records import Lease, RolloutSummary, StoredRollout
 from controller.telemetry import ControllerMetrics, LeaseChange, TickOutcome
 
 log = logging.getLogger(__name__)
@@ -420,7 +420,12 @@ class Controller:
             read, fence = exc, UnconfirmedLease(key, exc)
         else:
             if got is None:
-                log.info("%s: this replica does not hold its lease (any more); no tick", key)
+                # Expired (a renewal came late) or released, and nobody else's yet: the
+                # next sync takes it again; what this replica knows of it is kept.
+                log.info("%s: its lease has lapsed; no tick until the sync takes it again", key)
+                return TickOutcome.SKIPPED
+            if isinstance(got, Lease):
+                log.info("lost the lease on %s to %s", key, got.holder)
                 self.executor.forget(key)
                 return TickOutcome.SKIPPED
             read, fence = got
@@ -451,13 +456,13 @@ class Controller:
         )
         return TickOutcome.ERROR
 
-    def _read(self, key: str) -> tuple[StoreRead, LeaseFence] | None:
+    def _read(self, key: str) -> tuple[StoreRead, LeaseFence] | Lease | None:
         """The lease (and its epoch, for the tick's fence), the rollout's row and its
-        commands, in one transaction; None unless this replica holds the lease (the
-        sync renews and takes leases, a tick only reads its own)."""
+        commands, in one transaction. Another replica's lease if it holds it, None if
+        nobody does (the sync renews and takes leases, a tick only reads its own)."""
         got = self.store.read_tick(key, self.clock.now(), commands_after=_command_cursor)
         if got.lease is None or got.lease.holder != self.replica:
-            return None
+            return got.lease
         commands = tuple(
             Command(c.id or 0, CommandKind(c.command), c.actor, c.reason) for c in got.commands
         )
