@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.engine.executor import Executor, TickResult
 from controller.engine.phases import Phase
 from controller.engine.state import Notify
 from controller.metrics.simulated import (
@@ -37,6 +36,7 @@ from controller.metrics.simulated import (
 from controller.notify import DeliveryWorker, Notifier
 from controller.policy import Cause, ModelRollout, load_text
 from controller.routing import MemoryRouter, RouteChange, RouteState, RouteTarget, TrafficRouter
+from controller.runtime.executor import Executor, TickResult
 from controller.runtime.observer import JudgingObserver
 from controller.scenarios import Scenario
 from controller.store.sql import SqlStore, migrate
@@ -81,7 +81,7 @@ RPS = 60.0
 MAX_SIMULATED = timedelta(hours=6)
 
 
-def _cohorts(scenario: Scenario, rollout: ModelRollout) -> list[CohortTraffic]:
+def scenario_cohorts(scenario: Scenario, rollout: ModelRollout) -> list[CohortTraffic]:
     """The policy's cohorts (60% of the traffic between them) and everyone else.
 
     In `cohort-regression` the candidate refuses twice as often in the first
@@ -194,7 +194,7 @@ def run_demo(
         model=rollout.spec.model,
         baseline=rollout.spec.baseline.version,
         candidate=rollout.spec.candidate.version,
-        cohorts=_cohorts(scenario, rollout),
+        cohorts=scenario_cohorts(scenario, rollout),
         requests_per_second=rps,
         start=start,
         seed=seed,

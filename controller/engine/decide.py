@@ -52,7 +52,7 @@ from controller.engine.state import (
 )
 from controller.policy import AdvanceOn, Cause, NoDataAction, NoDataTimeout, RolloutSpec
 from controller.policy.durations import format_duration
-from controller.routing.base import RouteState
+from controller.policy.route import RouteState
 
 LIVE = frozenset({Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED})
 

@@ -16,7 +16,7 @@ from typing import Any
 from controller.analysis.verdicts import Verdict
 from controller.engine.phases import Phase
 from controller.policy.causes import Cause
-from controller.routing.base import RouteState
+from controller.policy.route import RouteState
 
 
 class Waiting(StrEnum):

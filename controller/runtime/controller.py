@@ -19,7 +19,7 @@ lease (never renews it), its row and its commands in one transaction.
 The store being unreachable stops nothing that takes traffic off a candidate: a
 tick that cannot read its lease or its state still looks at the metrics and
 acts from the state the executor keeps in memory, toward the baseline only (see
-`controller.engine.executor`); it counts as an `error` tick with one log line.
+`controller.runtime.executor`); it counts as an `error` tick with one log line.
 
 A tick's writes toward the candidate are fenced by the lease's epoch
 (`fencing.LeaseFence`), and every sync also looks at the route of each ended
@@ -52,13 +52,13 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
 
-from controller.engine.executor import Clock, Executor, Observer, StoreRead, TickResult
 from controller.engine.phases import Phase
 from controller.engine.state import Command, CommandKind, RolloutState
 from controller.errors import CanaryError, FencedError, TransientError
 from controller.policy import ModelRollout
 from controller.routing.base import RouteNotFoundError, TrafficRouter
 from controller.runtime.bounded import BoundedCalls
+from controller.runtime.executor import Clock, Executor, Observer, StoreRead, TickResult
 from controller.runtime.fencing import LeaseFence, UnconfirmedLease
 from controller.runtime.ownership import Shares
 from controller.runtime.slots import SlotTrigger, looked_at_in_slot

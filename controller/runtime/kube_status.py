@@ -35,13 +35,13 @@ import urllib3
 from kubernetes.client import ApiClient, ApiException, CoreV1Api, CoreV1Event, CustomObjectsApi
 
 from controller.analysis.verdicts import Verdict, worst
-from controller.engine.executor import TickResult
 from controller.engine.phases import Phase
 from controller.engine.state import Look, RolloutState, Transition
 from controller.policy import API_GROUP, API_VERSION, KIND, OVERALL, Cause, ModelRollout
 from controller.policy.crd import PLURAL, VERSION
 from controller.policy.status import CohortVerdicts, Condition, ConditionType, RolloutStatus
 from controller.routing.manifests import merge_patch
+from controller.runtime.executor import TickResult
 from controller.runtime.kube_source import InvalidRollout
 
 log = logging.getLogger(__name__)
