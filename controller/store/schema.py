@@ -162,7 +162,7 @@ class LeaseRow(Base):
 
 
 class ReplicaRow(Base):
-    """A replica alive until `expires_at` (migration 0006_scale_replicas): its sync
+    """A replica alive until `expires_at` (migration 0007_scale_replicas): its sync
     writes it, and every sync divides the rollouts among the live rows."""
 
     __tablename__ = "replicas"

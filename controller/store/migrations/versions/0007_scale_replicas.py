@@ -6,8 +6,8 @@ the rows still live: that list is what each replica divides the rollouts by
 stops deletes its row; one that dies drops out when its row expires, at the
 same time as its leases.
 
-Revision ID: 0006_scale_replicas
-Revises: 0005_lease_epoch
+Revision ID: 0007_scale_replicas
+Revises: 0006_slack_actions
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_scale_replicas"
-down_revision = "0005_lease_epoch"
+revision = "0007_scale_replicas"
+down_revision = "0006_slack_actions"
 branch_labels = None
 depends_on = None
 
