@@ -15,7 +15,7 @@ help:
 	@echo "make crd    - regenerate the ModelRollout CRD from the policy models"
 	@echo "make lock   - re-pin requirements/*.lock from pyproject.toml (hashes only)"
 	@echo "make bench-detection - detection benchmark: ours vs tuned Flagger/Argo/Kayenta-style peers (bench/results)"
-	@echo "make bench-scale - scale benchmark: one controller, N=100/1000/5000 rollouts, real Postgres (bench/results)"
+	@echo "make bench-scale - scale benchmark: 2,000 rollouts on one replica, 5,000 on 3, real Postgres (bench/results)"
 
 # The environment is rebuilt only when a lock file or pyproject.toml changes.
 $(STAMP): requirements/dev.lock pyproject.toml
@@ -63,7 +63,7 @@ bench-detection: venv
 
 # Needs Postgres on 127.0.0.1:5432 (or CANARY_BENCH_DATABASE_URL); about 10 minutes on 2 cores
 # (docs/benchmarks.md).
-# `python -m bench.scale --quick` is the half-minute version.
+# `python -m bench.scale --quick` is the one-and-a-half-minute version.
 bench-scale: venv
 	$(BIN)/python -m bench.scale
 

@@ -80,6 +80,9 @@ PREFIX = "canary"
 TICK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: Prometheus answers in milliseconds when healthy; the client gives up at its timeout.
 QUERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: A sync is a few statements whatever the number of rollouts; at half the lease TTL
+#: it is a problem (the controller warns), at the TTL leases expire while held.
+SYNC_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0)
 
 
 class TickOutcome(StrEnum):
@@ -208,6 +211,19 @@ class ControllerMetrics:
             ["change"],
             registry=registry,
         )
+        self.sync_duration = Histogram(
+            f"{p}_sync_duration_seconds",
+            "Wall time of one sync: heartbeat, lease renewal and claims, jobs. Keep it well"
+            " under the lease TTL (the controller warns at half of it).",
+            buckets=SYNC_BUCKETS,
+            registry=registry,
+        )
+        self.replicas_live = Gauge(
+            f"{p}_replicas_live",
+            "Replicas alive as this replica's last sync saw them (the rollouts are shared"
+            " among them).",
+            registry=registry,
+        )
         self.store_pending_writes = Gauge(
             f"{p}_store_pending_writes",
             "Rollouts whose ticks acted without the store (toward the baseline only) and"
@@ -314,6 +330,11 @@ class ControllerMetrics:
 
     def record_lease_change(self, change: LeaseChange) -> None:
         self.lease_changes.labels(change=str(change)).inc()
+
+    def record_sync(self, seconds: float, *, replicas: int) -> None:
+        """One sync's duration, and the live replicas it saw."""
+        self.sync_duration.observe(seconds)
+        self.replicas_live.set(replicas)
 
     # --- the store ------------------------------------------------------------------
 

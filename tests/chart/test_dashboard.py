@@ -197,6 +197,7 @@ def record_one_of_everything(m: ControllerMetrics) -> None:
     m.record_lease_change(LeaseChange.ACQUIRED)
     m.set_store_pending_writes(1)
     m.record_store_down_ending("RolledBack")
+    m.record_sync(0.05, replicas=2)
 
 
 @pytest.fixture(scope="module")
