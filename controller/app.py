@@ -28,7 +28,7 @@ from sqlalchemy import text
 from controller import __version__
 from controller.api.health import Readiness
 from controller.api.server import ApiServer
-from controller.engine.executor import Observer, TickResult
+from controller.engine.executor import GateRunner, Observer, TickResult
 from controller.engine.phases import Phase
 from controller.errors import CanaryError, PermanentError
 from controller.metrics.base import MetricProvider
@@ -40,6 +40,7 @@ from controller.routing.cluster import Cluster
 from controller.routing.registry import router_class
 from controller.runtime.admission import QueryAdmission
 from controller.runtime.controller import Controller, LogReporter, RouterFactory, TickReporter
+from controller.runtime.gates import GateRunners, JobGates, KubeSecretHeaders, NoCases, WebhookGates
 from controller.runtime.observer import JudgingObserver
 from controller.runtime.sources import DEFAULT_GRACE, DirectorySource, RolloutSource
 from controller.settings import Settings
@@ -165,6 +166,7 @@ def build(
     provider: MetricProvider | None = None,
     observer: Observer | None = None,
     reporters: tuple[TickReporter, ...] = (),
+    gates: GateRunner | None = None,
 ) -> Wiring:
     """The controller for `settings`; any piece can be replaced (tests, the demo)."""
     store = SqlStore(
@@ -197,6 +199,7 @@ def build(
                 namespace=settings.namespace,
                 on_invalid=status.report_invalid,
                 custom_queries=settings.custom_queries,
+                webhook_allow=settings.webhook_allowlist,
             )
             kube_source.start()
             source = kube_source
@@ -220,9 +223,12 @@ def build(
             ),
             tick_timeout=settings.tick_timeout_seconds,
         )
+    if gates is None:
+        gates = gate_runners(settings, api_client)
     controller = Controller(
+        gates=gates,
         store=store,
-        source=QueryAdmission(source, settings.custom_queries),
+        source=QueryAdmission(source, settings.custom_queries, settings.webhook_allowlist),
         routes=routes,
         observer=observer,
         clock=WallClock(),
@@ -247,6 +253,17 @@ def build(
         }
     )
     return Wiring(controller, store, metrics, readiness, api_client, kube_source)
+
+
+def gate_runners(settings: Settings, api_client: ApiClient | None) -> GateRunners:
+    """The policies' gates: webhooks to the allowlisted URLs; Jobs (and webhook headers
+    from Secrets) when the controller has a cluster, Jobs only with CANARY_JOB_GATES."""
+    cases = NoCases()
+    secrets = KubeSecretHeaders(api_client) if api_client is not None else None
+    jobs = (
+        JobGates(api_client, cases=cases) if api_client is not None and settings.job_gates else None
+    )
+    return GateRunners(WebhookGates(settings.webhook_allowlist, cases=cases, secrets=secrets), jobs)
 
 
 def notifiers(settings: Settings) -> list[Notifier]:

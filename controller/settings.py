@@ -26,6 +26,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from controller.policy.gates import WebhookAllow
 from controller.policy.queries import CustomQueries
 
 DEFAULT_SECRETS_DIR = Path("/var/run/secrets/canary-controller")
@@ -95,6 +96,17 @@ class Settings(BaseSettings):
         default=CustomQueries.SCOPED,
         description="Custom PromQL in policies: deny (refused), scoped (the tenant label is "
         "added to every selector; built-in templates too) or allow (run as written).",
+    )
+    webhook_allow: str = Field(
+        default="",
+        description="Comma-separated URL prefixes a policy's webhook gates may call, such as "
+        "https://evals.internal.example.com/hooks or http://*.evals.svc:8080; empty: none "
+        "(docs/gates.md).",
+    )
+    job_gates: bool = Field(
+        default=False,
+        description="Run the policies' Job gates (the Helm value gates.jobs.enabled grants the"
+        " RBAC for Jobs and ConfigMaps); off: a Job gate fails, saying so.",
     )
     tenant_label: str = Field(
         default="namespace",
@@ -173,6 +185,17 @@ class Settings(BaseSettings):
         secrets_dir = getattr(file_secret_settings, "secrets_dir", None)
         secrets = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir, env_prefix="")
         return init_settings, env_settings, secrets
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _allowlist_parses(cls, value: str) -> str:
+        WebhookAllow.parse(value)  # ValueError names the bad entry
+        return value
+
+    @property
+    def webhook_allowlist(self) -> WebhookAllow:
+        """`webhook_allow` parsed: the URLs a webhook gate may call."""
+        return WebhookAllow.parse(self.webhook_allow)
 
     @field_validator("log_level")
     @classmethod

@@ -43,7 +43,14 @@ from typing import Protocol
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
 
-from controller.engine.executor import Clock, Executor, Observer, StoreRead, TickResult
+from controller.engine.executor import (
+    Clock,
+    Executor,
+    GateRunner,
+    Observer,
+    StoreRead,
+    TickResult,
+)
 from controller.engine.phases import Phase
 from controller.errors import CanaryError, FencedError, TransientError
 from controller.policy import ModelRollout
@@ -112,10 +119,12 @@ class Controller:
         reporters: tuple[TickReporter, ...] = (LogReporter(),),
         metrics: ControllerMetrics | None = None,
         store_wait: float = 2.0,
+        gates: GateRunner | None = None,
     ) -> None:
         """`metrics` records ticks, leases and phases (a private registry if not given).
         `store_wait`: a tick waits at most this long (and half its interval) for its
-        lease and state before it acts from memory, toward the baseline only."""
+        lease and state before it acts from memory, toward the baseline only. `gates`
+        runs the policies' gates (without it, every gate fails, saying so)."""
         self.store = store
         self.source = source
         self.routes = routes
@@ -126,7 +135,7 @@ class Controller:
         self.sync_every = sync_every
         self.reporters = reporters
         self.metrics = metrics or ControllerMetrics(CollectorRegistry())
-        self.executor = Executor(store, clock)
+        self.executor = Executor(store, clock, gates)
         self.store_wait = store_wait
         # As many threads as the scheduler's (APScheduler's default of 10), so that a
         # tick's reads never queue behind other ticks' and time out for that alone.
@@ -440,4 +449,9 @@ def _needs_ticks(rollout: ModelRollout, row: StoredRollout | None) -> bool:
         return True
     if row.candidate_version != rollout.spec.candidate.version:
         return True  # a new candidate restarts even an ended rollout
-    return not Phase(row.phase).terminal or bool(row.state.get("restorePending"))
+    # an ended rollout still ticks for its restore, or a postRollout / onRollback gate
+    return (
+        not Phase(row.phase).terminal
+        or bool(row.state.get("restorePending"))
+        or bool(row.state.get("gate"))
+    )
