@@ -92,6 +92,18 @@ def wanted_route(spec: RolloutSpec, phase: Phase, step: int) -> RouteState:
     return RouteState()
 
 
+def _gate_route(spec: RolloutSpec, state: RolloutState) -> RouteState:
+    """What the route carries while a gate runs: what it carried before the gate, the
+    step the rollout is at (or the shadow, before a `beforeStep: 1` gate); nothing
+    before the start."""
+    if state.step >= 0:
+        return wanted_route(spec, Phase.PROGRESSING, state.step)
+    gate = state.gate
+    if gate is not None and gate.point is GatePoint.BEFORE_STEP:
+        return wanted_route(spec, Phase.SHADOWING, -1)
+    return RouteState()
+
+
 class _Tick:
     """Accumulates one tick's new state, actions and transitions."""
 
@@ -550,6 +562,8 @@ class _Tick:
         waits = state.phase is Phase.GATE_RUNNING or (
             state.phase is Phase.PAUSED and state.gate is not None
         )
+        if state.phase is Phase.GATE_RUNNING:
+            self.state = state = state.evolve(route=_gate_route(self.spec, state))
         if waits and not state.route.routes_anything:
             pass  # a gate before the start: the route is not touched
         elif state.phase in LIVE:

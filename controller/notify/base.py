@@ -88,6 +88,30 @@ class CellNote:
 
 
 @dataclass(frozen=True)
+class GateNote:
+    """A gate's result the event is about: `body` is the webhook's answer (or the
+    Job's message), at most 4 KiB, shown in full when the gate failed."""
+
+    name: str
+    attempt: int
+    outcome: str
+    detail: str = ""
+    body: str = ""
+
+    @classmethod
+    def of(cls, data: Any) -> GateNote | None:
+        if not isinstance(data, Mapping) or not data.get("name"):
+            return None
+        return cls(
+            str(data["name"]),
+            int(data.get("attempt") or 1),
+            str(data.get("outcome") or ""),
+            str(data.get("detail") or ""),
+            str(data.get("body") or ""),
+        )
+
+
+@dataclass(frozen=True)
 class Evidence:
     """The numbers behind one metric × cohort verdict, as the judge recorded them.
 
@@ -171,6 +195,7 @@ class Notification:
     evidence: tuple[Evidence, ...] = ()
     started_at: datetime | None = None
     cause: Cause | None = None
+    gate: GateNote | None = None
 
     @classmethod
     def of(
@@ -212,6 +237,7 @@ class Notification:
             evidence=tuple(Evidence.of(a) for a in analyses),
             started_at=started_at,
             cause=_cause(p.get("cause")),
+            gate=GateNote.of(p.get("gate")),
         )
 
     def evidence_for(self, cell: CellNote) -> Evidence | None:

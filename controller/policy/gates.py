@@ -168,6 +168,8 @@ class WebhookGate(_Frozen):
     headers_from: SecretRef | None = None
 
 
+#: the shortest time a webhook gate's attempt may stay undecided (`Gate.timeout`)
+WEBHOOK_UNDECIDED = timedelta(minutes=5)
 #: the longest a Job gate may run when its policy does not say
 DEFAULT_JOB_TIMEOUT = timedelta(minutes=10)
 
@@ -219,9 +221,12 @@ class Gate(_Frozen):
 
     @property
     def timeout(self) -> timedelta:
-        """The longest one attempt may take."""
+        """The longest one attempt may stay undecided: a Job's `timeout`; for a webhook,
+        whose call always answers within its `timeout`, the time an attempt may be kept
+        from calling (the Secret of its headers unreadable, say): twice that, at least
+        `WEBHOOK_UNDECIDED`."""
         if self.webhook is not None:
-            return self.webhook.timeout
+            return max(2 * self.webhook.timeout, WEBHOOK_UNDECIDED)
         assert self.job is not None
         return self.job.timeout
 

@@ -46,6 +46,7 @@ from controller.engine.state import GateOutcome, GateResult, RolloutState
 from controller.errors import PermanentError, TransientError
 from controller.policy import ModelRollout
 from controller.policy.gates import EVIDENCE_BYTES, Gate, JobGate, WebhookAllow, WebhookGate
+from controller.routing.base import OwnerReference
 
 log = logging.getLogger(__name__)
 
@@ -339,18 +340,7 @@ def _labels(rollout: ModelRollout, gate: Gate) -> dict[str, str]:
 def _owners(rollout: ModelRollout) -> list[dict[str, Any]]:
     """The ModelRollout as owner (none for a policy file: it has no uid)."""
     uid = rollout.metadata.uid
-    if not uid:
-        return []
-    return [
-        {
-            "apiVersion": rollout.api_version,
-            "kind": rollout.kind,
-            "name": rollout.metadata.name,
-            "uid": uid,
-            "controller": True,
-            "blockOwnerDeletion": False,
-        }
-    ]
+    return [OwnerReference(rollout.metadata.name, uid).to_json()] if uid else []
 
 
 class JobGates:

@@ -18,13 +18,20 @@ from controller.store.records import ManualCommand
 
 #: which phases each command makes sense in
 _APPLIES_IN: dict[CommandKind, frozenset[Phase]] = {
+    # promote while a gate runs: go on without it
     CommandKind.PROMOTE: frozenset(
-        {Phase.PENDING, Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED}
+        {Phase.PENDING, Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED, Phase.GATE_RUNNING}
     ),
-    CommandKind.PROMOTE_FULL: frozenset({Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED}),
-    CommandKind.PAUSE: frozenset({Phase.PENDING, Phase.SHADOWING, Phase.PROGRESSING}),
+    CommandKind.PROMOTE_FULL: frozenset(
+        {Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED, Phase.GATE_RUNNING}
+    ),
+    CommandKind.PAUSE: frozenset(
+        {Phase.PENDING, Phase.SHADOWING, Phase.PROGRESSING, Phase.GATE_RUNNING}
+    ),
     CommandKind.RESUME: frozenset({Phase.PAUSED}),
-    CommandKind.ABORT: frozenset({Phase.PENDING, Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED}),
+    CommandKind.ABORT: frozenset(
+        {Phase.PENDING, Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED, Phase.GATE_RUNNING}
+    ),
 }
 
 
