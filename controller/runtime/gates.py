@@ -362,7 +362,7 @@ class JobGates:
         namespace = rollout.metadata.namespace
         name = job_name(rollout, state, gate.name, wait.attempt)
         try:
-            found = self._batch.read_namespaced_job_status(
+            found = self._batch.read_namespaced_job(
                 name, namespace, _request_timeout=self.request_timeout
             )
         except ApiException as exc:
@@ -428,9 +428,13 @@ class JobGates:
         except (ApiException, Urllib3Error) as exc:
             log.warning("%s: could not list earlier gate Jobs: %s", rollout.key, exc)
             return
+        wanted = _labels(rollout, gate)
         for item in jobs.items:
-            other = item.metadata.name if item.metadata is not None else None
-            if other and other != name:
+            meta = item.metadata
+            labels = (meta.labels if meta is not None else None) or {}
+            other = meta.name if meta is not None else None
+            mine = all(labels.get(k) == wanted[k] for k in (ROLLOUT_LABEL, GATE_LABEL))
+            if other and other != name and mine:
                 self._delete(rollout.metadata.namespace, other)
 
     def _delete(self, namespace: str, name: str) -> None:
