@@ -54,11 +54,11 @@ from pydantic import SecretStr
 from sqlalchemy import create_engine, event, make_url, text
 
 from controller.app import build
-from controller.engine.executor import TickResult
 from controller.metrics.prometheus import PrometheusProvider
 from controller.policy import ModelRollout, load_text
 from controller.policy.durations import format_duration
 from controller.routing import MemoryRouter, RouteTarget
+from controller.runtime.executor import TickResult
 from controller.runtime.sources import Snapshot
 from controller.settings import Settings
 from controller.store.sql import migrate

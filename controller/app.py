@@ -28,7 +28,6 @@ from sqlalchemy import text
 from controller import __version__
 from controller.api.health import Readiness
 from controller.api.server import ApiServer
-from controller.engine.executor import GateRunner, Observer, TickResult
 from controller.engine.phases import Phase
 from controller.errors import CanaryError, PermanentError
 from controller.metrics.base import MetricProvider
@@ -40,6 +39,7 @@ from controller.routing.cluster import Cluster
 from controller.routing.registry import router_class
 from controller.runtime.admission import QueryAdmission
 from controller.runtime.controller import Controller, LogReporter, RouterFactory, TickReporter
+from controller.runtime.executor import GateRunner, Observer, TickResult
 from controller.runtime.gates import GateRunners, JobGates, KubeSecretHeaders, NoCases, WebhookGates
 from controller.runtime.observer import JudgingObserver
 from controller.runtime.sources import DEFAULT_GRACE, DirectorySource, RolloutSource

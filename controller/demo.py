@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.engine.executor import Executor, TickResult
 from controller.engine.phases import Phase
 from controller.engine.state import Notify
 from controller.metrics.simulated import (
@@ -37,6 +36,7 @@ from controller.metrics.simulated import (
 from controller.notify import DeliveryWorker, Notifier
 from controller.policy import Cause, ModelRollout, load_text
 from controller.routing import MemoryRouter, RouteChange, RouteState, RouteTarget, TrafficRouter
+from controller.runtime.executor import Executor, TickResult
 from controller.runtime.observer import JudgingObserver
 from controller.scenarios import Scenario
 from controller.store.sql import SqlStore, migrate

@@ -21,11 +21,11 @@ from rich.panel import Panel
 from rich.table import Table
 
 from controller.demo import DemoResult, demo_rollout, rehearse, run_demo
-from controller.engine.executor import TickResult
 from controller.engine.state import EventKind
 from controller.notify import ConsoleNotifier, Notification
 from controller.policy import ModelRollout, format_duration
 from controller.routing import TrafficRouter
+from controller.runtime.executor import TickResult
 from controller.scenarios import Scenario
 
 _STYLE: dict[str, str] = {

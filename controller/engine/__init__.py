@@ -1,6 +1,6 @@
-"""The rollout engine: phases, state, the pure transition function and its executor.
+"""The rollout engine: phases, state and the pure transition function.
 
-The import-linter contract in pyproject.toml keeps it from importing kubernetes,
-sqlalchemy, slack_sdk, apscheduler, prometheus_api_client, requests, ...: it
-reaches the outside only through the ports its executor is given.
+It imports nothing but the policy and the analysis verdicts (import-linter
+contracts in pyproject.toml): no adapter, no client. The executor that performs
+its actions lives in `controller.runtime.executor`.
 """

@@ -62,7 +62,7 @@ from controller.engine.state import (
 from controller.policy import AdvanceOn, Cause, NoDataAction, NoDataTimeout, RolloutSpec
 from controller.policy.durations import format_duration
 from controller.policy.gates import Gate, GatePoint, OnFailure, gates_at
-from controller.routing.base import RouteState
+from controller.policy.route import RouteState
 
 LIVE = frozenset({Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED, Phase.GATE_RUNNING})
 

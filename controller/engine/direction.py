@@ -16,7 +16,7 @@ candidate when any of those shares, or the mirrored share, grows.
 from __future__ import annotations
 
 from controller.engine.state import Action, ApplyRoute, RestoreRoute
-from controller.routing.base import RouteState
+from controller.policy.route import RouteState
 
 
 def candidate_shares(state: RouteState, cohorts: frozenset[str]) -> dict[str, int]:

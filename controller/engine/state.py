@@ -17,7 +17,7 @@ from controller.analysis.verdicts import Verdict
 from controller.engine.phases import Phase
 from controller.policy.causes import Cause
 from controller.policy.gates import GatePoint
-from controller.routing.base import RouteState
+from controller.policy.route import RouteState
 
 
 class Waiting(StrEnum):

@@ -1,21 +1,20 @@
-"""Traffic routing: the `TrafficRouter` port, the route state, and the in-memory router.
+"""Traffic routing: the `TrafficRouter` port, the in-memory router, and the route state.
 
+`RouteState` itself lives in `controller.policy.route` (the engine decides it
+without importing an adapter); it is re-exported here for the routers' users.
 The Kubernetes routers (`nginx`, `gateway_api`, `istio`) and the `registry`
 that maps a policy's `traffic.router` to them are imported from their own
-modules by the composition root only: this package, which the engine
-imports, never imports `kubernetes`.
+modules by the composition root only: this package never imports `kubernetes`.
 """
 
 from controller.errors import FencedError
+from controller.policy.route import NEUTRAL, PROMOTED, TOTAL, RouteState
 from controller.routing.base import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
-    NEUTRAL,
-    PROMOTED,
     ROLLOUT_LABEL,
     ROUTE_LABEL,
     SNAPSHOT_ANNOTATION,
-    TOTAL,
     ApiNotInstalledError,
     ApiUnavailableError,
     ConflictError,
@@ -26,7 +25,6 @@ from controller.routing.base import (
     RejectedError,
     RouteChange,
     RouteNotFoundError,
-    RouteState,
     RouteTarget,
     TrafficRouter,
     UnknownRouterError,

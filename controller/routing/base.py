@@ -1,10 +1,11 @@
-"""The traffic router port: the route state the engine wants, and the routers that make it so.
+"""The traffic router port: the routers that make the route carry the state the engine wants.
 
-The engine decides *what* the route should carry (a `RouteState`: the
-candidate's share of all traffic, per-cohort shares, a mirrored share and a
-sticky header); a router only makes the cluster carry it, reads it back and,
-when the rollout ends, gives the route back (Flagger's router.go, Argo's
-trafficrouting). Every router, real or in memory, follows the same rules:
+The engine decides *what* the route should carry (a `RouteState` from
+`controller.policy.route`: the candidate's share of all traffic, per-cohort
+shares, a mirrored share and a sticky header); a router only makes the cluster
+carry it, reads it back and, when the rollout ends, gives the route back
+(Flagger's router.go, Argo's trafficrouting). Every router, real or in memory,
+follows the same rules:
 
 - `apply` is idempotent: when the cluster already carries the state, nothing is
   written and "no changes" is logged;
@@ -12,10 +13,9 @@ trafficrouting). Every router, real or in memory, follows the same rules:
 - `restore` gives the route back exactly as it was before the rollout
   (rollback, abort), or with the candidate as its only backend (promotion).
 
-This module is pure: it must not import `kubernetes` (the engine imports it and
-an import-linter contract forbids the engine from reaching kubernetes even
-through another module). The errors every router raises live here for the same
-reason: the engine tells them apart by class without importing a client::
+This module does not import `kubernetes`: the in-memory router and the
+executor use it without a cluster. The errors every router raises live here so
+that the executor tells them apart by class without importing a client::
 
     PermanentError
     ├── RouteNotFoundError         the route named by the policy does not exist
@@ -43,7 +43,6 @@ is never fenced, and gives the route back exactly, token included.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
@@ -57,14 +56,10 @@ from controller.policy import (
     ModelRollout,
     RouterCapabilities,
     RouterKind,
-    Shadow,
-    Step,
 )
+from controller.policy.route import TOTAL, RouteState
 
 log = logging.getLogger(__name__)
-
-#: weights are shares of this total: percent of requests
-TOTAL = 100
 
 #: labels on every object a router creates (and deletes when the rollout ends)
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -74,113 +69,6 @@ ROUTE_LABEL = "canary.ai/route"
 
 #: annotation on a route the router changed: what it changed, to give it back exactly
 SNAPSHOT_ANNOTATION = "canary.ai/route-snapshot"
-
-
-# --- the state ---------------------------------------------------------------------------
-
-
-def _percent(name: str, value: object) -> int:
-    # bool is an int in Python; a weight of True is a bug, not 1%.
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer percent, not {value!r}")
-    if not 0 <= value <= TOTAL:
-        raise ValueError(f"{name} must be between 0 and {TOTAL}, not {value}")
-    return value
-
-
-@dataclass(frozen=True)
-class RouteState:
-    """What the route carries: integer shares of traffic, in percent.
-
-    `weight` is the candidate's share of all traffic that matches no routed
-    cohort; the baseline gets the rest (`TOTAL - weight`), so a split always
-    sums to the total. `cohorts` gives a cohort its own candidate share
-    (`("mobile", 5)`); a cohort not listed simply gets `weight`. It is held as
-    sorted `(name, weight)` pairs, so states compare and hash by value; pass a
-    mapping or pairs. `mirror_percent` copies that share of requests to the
-    candidate (responses discarded). `sticky_header` keeps a conversation on
-    one backend where the router can (see `supported_state`).
-    """
-
-    weight: int = 0
-    cohorts: tuple[tuple[str, int], ...] = ()
-    mirror_percent: int = 0
-    sticky_header: str | None = None
-
-    def __init__(
-        self,
-        weight: int = 0,
-        cohorts: Mapping[str, int] | tuple[tuple[str, int], ...] = (),
-        mirror_percent: int = 0,
-        sticky_header: str | None = None,
-    ) -> None:
-        pairs = dict(cohorts.items() if isinstance(cohorts, Mapping) else cohorts)
-        for name, share in pairs.items():
-            _percent(f"cohort {name!r} weight", share)
-        object.__setattr__(self, "weight", _percent("weight", weight))
-        object.__setattr__(self, "cohorts", tuple(sorted(pairs.items())))
-        object.__setattr__(self, "mirror_percent", _percent("mirror_percent", mirror_percent))
-        object.__setattr__(self, "sticky_header", sticky_header or None)
-
-    @property
-    def baseline_weight(self) -> int:
-        return TOTAL - self.weight
-
-    @property
-    def cohort_weights(self) -> dict[str, int]:
-        return dict(self.cohorts)
-
-    @property
-    def sends_traffic(self) -> bool:
-        """Whether any request reaches the candidate (served or mirrored)."""
-        return bool(self.weight or self.mirror_percent or any(w for _, w in self.cohorts))
-
-    @property
-    def routes_anything(self) -> bool:
-        """Whether the route differs from the original at all (cohort rules count, even at 0)."""
-        return bool(self.weight or self.mirror_percent or self.cohorts)
-
-    @classmethod
-    def for_step(cls, step: Step, *, sticky_header: str | None = None) -> RouteState:
-        """The state of a policy step: its weight and its cohorts' own weights."""
-        return cls(step.weight, step.cohort_weights, 0, sticky_header)
-
-    @classmethod
-    def for_shadow(cls, shadow: Shadow, *, sticky_header: str | None = None) -> RouteState:
-        """Shadow traffic: no user is served by the candidate, a share is mirrored to it."""
-        return cls(0, (), shadow.mirror_percent, sticky_header)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "weight": self.weight,
-            "cohorts": dict(self.cohorts),
-            "mirrorPercent": self.mirror_percent,
-            "stickyHeader": self.sticky_header,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> RouteState:
-        return cls(
-            int(data.get("weight", 0)),
-            {str(k): int(v) for k, v in dict(data.get("cohorts") or {}).items()},
-            int(data.get("mirrorPercent", 0)),
-            data.get("stickyHeader") or None,
-        )
-
-    def __str__(self) -> str:
-        parts = [f"candidate {self.weight}%"]
-        parts += [f"{name} {share}%" for name, share in self.cohorts]
-        if self.mirror_percent:
-            parts.append(f"mirror {self.mirror_percent}%")
-        if self.sticky_header:
-            parts.append(f"sticky on {self.sticky_header}")
-        return ", ".join(parts)
-
-
-#: the route as it was: everything to the baseline
-NEUTRAL = RouteState()
-#: the route after a promotion: everything to the candidate, its only backend
-PROMOTED = RouteState(TOTAL)
 
 
 # --- what a router routes ------------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Any, NoReturn, cast
 import urllib3
 from kubernetes.client import ApiClient, ApiException, CustomObjectsApi
 
+from controller.policy.route import RouteState
 from controller.routing.base import (
     ApiNotInstalledError,
     ApiUnavailableError,
@@ -37,7 +38,6 @@ from controller.routing.base import (
     ForbiddenError,
     RejectedError,
     RouteChange,
-    RouteState,
     Verb,
     Write,
 )

@@ -34,17 +34,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controller.policy import HeaderMatch, RouterKind
+from controller.policy.route import NEUTRAL, PROMOTED, TOTAL, RouteState
 from controller.routing.base import (
-    NEUTRAL,
-    PROMOTED,
     SNAPSHOT_ANNOTATION,
-    TOTAL,
     NotRoutedToBaselineError,
     OwnershipError,
     RouteChange,
     RouteNotFoundError,
     RouterBase,
-    RouteState,
     RouteTarget,
     UnsupportedRouteError,
 )

@@ -32,16 +32,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controller.policy import HeaderMatch, RouterKind
+from controller.policy.route import NEUTRAL, PROMOTED, TOTAL, RouteState
 from controller.routing.base import (
-    NEUTRAL,
-    PROMOTED,
-    TOTAL,
     NotRoutedToBaselineError,
     OwnershipError,
     RouteChange,
     RouteNotFoundError,
     RouterBase,
-    RouteState,
     RouteTarget,
     UnsupportedRouteError,
 )

@@ -15,16 +15,8 @@ from collections import deque
 
 from controller.errors import CanaryError, FencedError
 from controller.policy import CAPABILITIES, RouterCapabilities, RouterKind
-from controller.routing.base import (
-    NEUTRAL,
-    PROMOTED,
-    RouteChange,
-    RouteState,
-    RouteTarget,
-    Verb,
-    Write,
-    supported_state,
-)
+from controller.policy.route import NEUTRAL, PROMOTED, RouteState
+from controller.routing.base import RouteChange, RouteTarget, Verb, Write, supported_state
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ takes them over, resuming each rollout from its last committed state.
 The store being unreachable stops nothing that takes traffic off a candidate: a
 tick that cannot take its lease or read its state still looks at the metrics and
 acts from the state the executor keeps in memory, toward the baseline only (see
-`controller.engine.executor`); it counts as an `error` tick with one log line.
+`controller.runtime.executor`); it counts as an `error` tick with one log line.
 
 A tick's writes toward the candidate are fenced by the lease's epoch
 (`fencing.LeaseFence`), and every sync also looks at the route of each ended
@@ -43,7 +43,12 @@ from typing import Protocol
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
 
-from controller.engine.executor import (
+from controller.engine.phases import Phase
+from controller.errors import CanaryError, FencedError, TransientError
+from controller.policy import ModelRollout
+from controller.routing.base import RouteNotFoundError, TrafficRouter
+from controller.runtime.bounded import BoundedCalls
+from controller.runtime.executor import (
     Clock,
     Executor,
     GateRunner,
@@ -51,11 +56,6 @@ from controller.engine.executor import (
     StoreRead,
     TickResult,
 )
-from controller.engine.phases import Phase
-from controller.errors import CanaryError, FencedError, TransientError
-from controller.policy import ModelRollout
-from controller.routing.base import RouteNotFoundError, TrafficRouter
-from controller.runtime.bounded import BoundedCalls
 from controller.runtime.fencing import LeaseFence, UnconfirmedLease
 from controller.runtime.sources import RolloutSource, Snapshot
 from controller.store.base import LeaseStore, RolloutStore, StaleStateError

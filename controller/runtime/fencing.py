@@ -22,8 +22,8 @@ puts back any candidate traffic it finds (`Executor.correct`).
 
 from __future__ import annotations
 
-from controller.engine.executor import Clock
 from controller.errors import FencedError, TransientError
+from controller.runtime.executor import Clock
 from controller.store.base import LeaseStore
 
 

@@ -35,7 +35,6 @@ import urllib3
 from kubernetes.client import ApiClient, ApiException, CoreV1Api, CoreV1Event, CustomObjectsApi
 
 from controller.analysis.verdicts import Verdict, worst
-from controller.engine.executor import TickResult
 from controller.engine.phases import Phase
 from controller.engine.state import Look, RolloutState, Transition
 from controller.policy import API_GROUP, API_VERSION, KIND, OVERALL, Cause, ModelRollout
@@ -48,6 +47,7 @@ from controller.policy.status import (
     RolloutStatus,
 )
 from controller.routing.manifests import merge_patch
+from controller.runtime.executor import TickResult
 from controller.runtime.kube_source import InvalidRollout
 
 log = logging.getLogger(__name__)

@@ -29,10 +29,10 @@ from typing import Any
 from controller.analysis import CellVerdict, Judgement, JudgeOptions, MetricObservation, judge
 from controller.analysis.observations import VersionData
 from controller.analysis.verdicts import Limit, NoDataReason, Verdict
-from controller.engine.executor import Observation
 from controller.engine.state import Cell, Look, RolloutState
 from controller.metrics.base import MetricProvider, QueryContext, collect
 from controller.policy import ModelRollout
+from controller.runtime.executor import Observation
 from controller.store.records import AnalysisRecord
 
 #: the snapshots of a rollout not looked at for this long are dropped (a rollout

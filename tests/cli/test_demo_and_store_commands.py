@@ -181,10 +181,10 @@ def test_commands_on_an_ended_rollout_are_refused_in_one_line(demo_db: Path) -> 
 def test_commands_are_recorded_with_actor_and_reason(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
-    from controller.engine.executor import Executor
     from controller.routing import MemoryRouter, RouteTarget
+    from controller.runtime.executor import Executor
     from controller.store.sql import migrate
-    from tests.engine.test_executor import ROLLOUT, Metrics
+    from tests.runtime.test_executor import ROLLOUT, Metrics
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     migrate(url)

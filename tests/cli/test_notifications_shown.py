@@ -18,11 +18,11 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from controller.cli.main import app
-from controller.engine.executor import Executor, Observation
 from controller.engine.state import Look
 from controller.notify import DeliveryWorker, SlackNotifier
 from controller.policy import load_text
 from controller.routing import MemoryRouter, RouteTarget
+from controller.runtime.executor import Executor, Observation
 from controller.store.sql import SqlStore, migrate
 from tests.notify import fake_slack
 from tests.notify.fake_slack import TOKEN, FakeSlack

@@ -22,7 +22,7 @@ from controller.engine.state import (
     Waiting,
 )
 from controller.policy import Cause, RolloutSpec, load_text
-from controller.routing.base import RouteState
+from controller.policy.route import RouteState
 from tests.policy.base import policy
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ import pytest
 
 from controller.engine.direction import moves_toward_candidate
 from controller.engine.state import Action, ApplyRoute, EventKind, Notify, RestoreRoute
-from controller.routing.base import RouteState
+from controller.policy.route import RouteState
 
 STEP = RouteState(5, {"mobile": 10})
 

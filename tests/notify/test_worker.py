@@ -22,7 +22,6 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from controller.analysis.verdicts import Verdict
-from controller.engine.executor import Executor, Observation
 from controller.engine.state import Cell, Look, RolloutState
 from controller.errors import PermanentError
 from controller.notify import (
@@ -37,6 +36,7 @@ from controller.notify import (
 )
 from controller.policy import ModelRollout, load_text
 from controller.routing import MemoryRouter, RouteTarget
+from controller.runtime.executor import Executor, Observation
 from controller.store import ManualCommand
 from controller.store.memory import MemoryStore
 from controller.store.sql import SqlStore, migrate

@@ -11,11 +11,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from controller.analysis.verdicts import Verdict
-from controller.engine.executor import Observation
 from controller.engine.state import Cell, Look, RolloutState
 from controller.policy import ModelRollout
 from controller.routing import MemoryRouter, RouteTarget
 from controller.runtime.controller import Controller
+from controller.runtime.executor import Observation
 from controller.runtime.sources import DirectorySource
 from controller.store.memory import MemoryStore
 from controller.store.sql import SqlStore, migrate

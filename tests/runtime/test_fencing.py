@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from controller.analysis.verdicts import Verdict
-from controller.engine.executor import Observation
 from controller.engine.state import Cell, Look, RolloutState
 from controller.errors import FencedError, TransientError
 from controller.policy import CAPABILITIES, ModelRollout, RouterCapabilities, RouterKind
 from controller.routing import MemoryRouter, RouteChange, RouteState, RouteTarget
 from controller.runtime.controller import Controller
+from controller.runtime.executor import Observation
 from controller.runtime.fencing import LeaseFence, UnconfirmedLease
 from controller.runtime.sources import DirectorySource
 from controller.store.memory import MemoryStore

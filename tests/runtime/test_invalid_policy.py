@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from controller.analysis.verdicts import Verdict
-from controller.engine.executor import Observation
 from controller.engine.state import Cell, Look, RolloutState
 from controller.policy import ModelRollout
 from controller.runtime.controller import Controller
+from controller.runtime.executor import Observation
 from controller.runtime.sources import DirectorySource
 from controller.store.memory import MemoryStore
 from controller.store.records import ManualCommand

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from controller.analysis.verdicts import Verdict
-from controller.engine.executor import Executor, Observation
 from controller.engine.phases import Phase
 from controller.engine.state import Cell, GateOutcome, GateWait, Look, RolloutState
 from controller.errors import TransientError
 from controller.policy import ModelRollout, load_text
 from controller.policy.gates import GatePoint, WebhookAllow
 from controller.routing import MemoryRouter, RouteTarget
+from controller.runtime.executor import Executor, Observation
 from controller.runtime.gates import (
     CASES_FILE,
     GateRunners,

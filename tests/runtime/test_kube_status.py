@@ -13,12 +13,12 @@ import pytest
 from kubernetes.client import ApiClient
 
 from controller.analysis.verdicts import Verdict
-from controller.engine.executor import Executor, Observation, TickResult
 from controller.engine.phases import Phase
 from controller.engine.state import Cell, Look, RolloutState, Transition
 from controller.errors import Problem
 from controller.policy import Cause, ModelRollout, parse_object
 from controller.routing import MemoryRouter, RouteTarget
+from controller.runtime.executor import Executor, Observation, TickResult
 from controller.runtime.kube_source import InvalidRollout
 from controller.runtime.kube_status import (
     KubeStatusReporter,

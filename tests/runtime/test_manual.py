@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controller.analysis.verdicts import Verdict
-from controller.engine.executor import Executor, Observation
 from controller.engine.state import Cell, CommandKind, Look, RolloutState
 from controller.errors import PermanentError
 from controller.policy import ModelRollout, load_text
 from controller.routing import MemoryRouter, RouteTarget
+from controller.runtime.executor import Executor, Observation
 from controller.runtime.manual import submit
 from controller.store.memory import MemoryStore
 from tests.policy.base import policy

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from controller.analysis.verdicts import Verdict
-from controller.engine.executor import Observation
 from controller.engine.state import Cell, Look, RolloutState
 from controller.policy import ModelRollout
 from controller.routing import MemoryRouter, RouteTarget
 from controller.runtime.controller import Controller
+from controller.runtime.executor import Observation
 from controller.runtime.sources import DirectorySource
 from controller.store.memory import MemoryStore
 from tests.policy.base import BASE

@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 
 from controller.analysis.verdicts import Verdict
-from controller.engine.executor import Executor, Observation, TickResult
 from controller.engine.phases import Phase
 from controller.engine.state import Cell, GateOutcome, GateResult, GateWait, Look, RolloutState
 from controller.notify.base import Notification
 from controller.notify.messages import slack_message
 from controller.policy import Cause, ModelRollout, load_text
 from controller.policy.gates import EVIDENCE_BYTES, GatePoint, WebhookAllow
+from controller.policy.route import RouteState
 from controller.routing import MemoryRouter, RouteTarget
-from controller.routing.base import RouteState
+from controller.runtime.executor import Executor, Observation, TickResult
 from controller.runtime.gates import GATE_SCHEMA, GateRunners, WebhookGates
 from controller.runtime.kube_status import desired_status
 from controller.store.memory import MemoryStore

@@ -44,7 +44,7 @@ toward the baseline (a rollback, an abort's restore) is performed and committed,
 its transitions saying the policy was invalid; a decision that would give the
 candidate more (an advance, a promotion) holds, and the held tick records nothing.
 
-The engine reaches the outside only through ports: the routers' `TrafficRouter`,
+The executor reaches the outside only through ports: the routers' `TrafficRouter`,
 the store's `RolloutStore`, the `Observer` below, which the runtime backs with
 the metrics provider and the judge, and the `GateRunner`, which runs the gate a
 rollout waits for (a webhook call, a Job) and says how its attempt went. A
@@ -81,7 +81,8 @@ from controller.engine.state import (
 from controller.errors import CanaryError, FencedError, PermanentError, TransientError
 from controller.policy import ModelRollout
 from controller.policy.gates import GatePoint
-from controller.routing.base import NEUTRAL, PROMOTED, RouteChange, RouteState, TrafficRouter
+from controller.policy.route import NEUTRAL, PROMOTED, RouteState
+from controller.routing.base import RouteChange, TrafficRouter
 from controller.store.base import RolloutStore, StaleStateError
 from controller.store.records import (
     AnalysisRecord,

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controller.analysis.verdicts import Verdict
-from controller.engine.executor import Executor, Observation
 from controller.engine.state import Cell, Look, Notify, RestoreRoute, RolloutState
 from controller.errors import TransientError
 from controller.policy import ModelRollout, load_text
 from controller.routing import MemoryRouter, RouteTarget
 from controller.routing.base import RouteNotFoundError
+from controller.runtime.executor import Executor, Observation
 from controller.store import ManualCommand, StaleStateError, TickWrite
 from controller.store.memory import MemoryStore
 from controller.store.records import StoredRollout

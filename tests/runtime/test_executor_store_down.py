@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from controller.analysis.verdicts import Verdict
-from controller.engine.executor import Executor
 from controller.errors import TransientError
+from controller.runtime.executor import Executor
 from controller.store.memory import MemoryStore
 from controller.store.records import TickWrite
-from tests.engine.test_executor import ROLLOUT, Clock, Metrics, Route, run, writes
+from tests.runtime.test_executor import ROLLOUT, Clock, Metrics, Route, run, writes
 
 KEY = ROLLOUT.key
 
