@@ -14,8 +14,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from controller.analysis.verdicts import Verdict
+from controller.cli.views import status_json, status_view
 from controller.engine.phases import Phase
 from controller.engine.state import Cell, GateOutcome, GateResult, GateWait, Look, RolloutState
 from controller.notify.base import Notification
@@ -330,3 +332,28 @@ def test_before_promotion_holds_the_last_step_until_the_gate_passes() -> None:
         run.ticks(2)
     assert run.state.phase is Phase.PROMOTED
     assert run.route.backend == "bot-v2"
+
+
+def test_a_rollout_waiting_for_a_gate_shows_it_in_status_and_canaryctl_status() -> None:
+    with gate_server() as server:
+        run = start(server)
+        [entered] = run.ticks(1)
+    stored = run.store.get(run.rollout.key)
+    assert stored is not None
+    status = desired_status(run.rollout, entered, {}, T0)
+    assert status["phase"] == "GateRunning"
+    assert status["gate"] == {
+        "name": "evals",
+        "at": "preRollout",
+        "attempt": 1,
+        "since": "2026-11-22T08:00:00Z",
+    }
+    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("True", "GateRunning")
+    data = status_json(run.store, stored, T0 + timedelta(minutes=3))
+    assert data["gate"]["name"] == "evals"
+    console = Console(width=120, record=True)
+    console.print(status_view(run.store, stored, T0 + timedelta(minutes=3)))
+    text = console.export_text()
+    assert "GateRunning" in text
+    assert "gate evals (preRollout): running, attempt 1, for 3m" in text
