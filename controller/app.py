@@ -68,6 +68,7 @@ class MetricsReporter:
         ns, name = rollout.metadata.namespace, rollout.metadata.name
         state = result.decision.state
         self.metrics.set_candidate_weight(ns, name, state.serving().weight)
+        self.metrics.set_rollout_gate(ns, name, state.gate.name if state.gate else None)
         for t in result.decision.transitions:
             if t.to_phase is Phase.ROLLED_BACK:
                 self.metrics.record_rollback(ns, name)

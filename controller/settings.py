@@ -97,11 +97,11 @@ class Settings(BaseSettings):
         description="Custom PromQL in policies: deny (refused), scoped (the tenant label is "
         "added to every selector; built-in templates too) or allow (run as written).",
     )
-    webhook_allow: str = Field(
-        default="",
+    webhook_allow: str | None = Field(
+        default=None,
         description="Comma-separated URL prefixes a policy's webhook gates may call, such as "
-        "https://evals.internal.example.com/hooks or http://*.evals.svc:8080; empty: none "
-        "(docs/gates.md).",
+        "https://evals.internal.example.com/hooks or http://*.evals.svc:8080; empty or unset: "
+        "none (docs/gates.md).",
     )
     job_gates: bool = Field(
         default=False,
@@ -188,14 +188,22 @@ class Settings(BaseSettings):
 
     @field_validator("webhook_allow")
     @classmethod
-    def _allowlist_parses(cls, value: str) -> str:
-        WebhookAllow.parse(value)  # ValueError names the bad entry
+    def _allowlist_parses(cls, value: str | None) -> str | None:
+        WebhookAllow.parse(value or "")  # ValueError names the bad entry
         return value
 
     @property
     def webhook_allowlist(self) -> WebhookAllow:
-        """`webhook_allow` parsed: the URLs a webhook gate may call."""
-        return WebhookAllow.parse(self.webhook_allow)
+        """`webhook_allow` parsed: the URLs a webhook gate may call (the controller's rule:
+        unset allows none)."""
+        return WebhookAllow.parse(self.webhook_allow or "")
+
+    @property
+    def webhook_allowlist_if_set(self) -> WebhookAllow:
+        """For `canaryctl validate` and `apply` on a machine that may not know the
+        operator's setting: unset means "not checked here" (a warning), not "none"."""
+        configured = self.webhook_allow is not None
+        return WebhookAllow.parse(self.webhook_allow or "", configured=configured)
 
     @field_validator("log_level")
     @classmethod

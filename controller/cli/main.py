@@ -167,7 +167,9 @@ def plan(
         _fail(f"{path}: no such file", 2)
     settings = load_settings()
     policies, problems = check_files(
-        [path], custom_queries=settings.custom_queries, webhook_allow=settings.webhook_allowlist
+        [path],
+        custom_queries=settings.custom_queries,
+        webhook_allow=settings.webhook_allowlist_if_set,
     )
     errors = [p for p in problems if p.severity is Severity.ERROR]
     if errors:
@@ -222,7 +224,9 @@ def validate(
     files = policy_files(paths)
     settings = load_settings()
     policies, problems = check_files(
-        files, custom_queries=settings.custom_queries, webhook_allow=settings.webhook_allowlist
+        files,
+        custom_queries=settings.custom_queries,
+        webhook_allow=settings.webhook_allowlist_if_set,
     )
     errors = [p for p in problems if p.severity is Severity.ERROR]
     plans = _plans(policies, rps, cohort_share, prometheus) if show_plan else []
@@ -563,7 +567,9 @@ def apply(
     try:
         settings = load_settings()
         loaded = load_file(
-            file, custom_queries=settings.custom_queries, webhook_allow=settings.webhook_allowlist
+            file,
+            custom_queries=settings.custom_queries,
+            webhook_allow=settings.webhook_allowlist_if_set,
         )
         for problem in (w for p in loaded for w in p.warnings):
             err_console.print(f"[yellow]WARN[/yellow] {escape(str(problem))}")

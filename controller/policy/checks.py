@@ -348,7 +348,13 @@ def webhook_allow_problems(gates: list[Gate], allow: WebhookAllow) -> Iterator[P
     for i, gate in enumerate(gates):
         if gate.webhook is None or url_problem(gate.webhook.url) is not None:
             continue
-        if not allow.allows(gate.webhook.url):
+        if not allow.configured:
+            yield _warning(
+                f"gates[{i}].webhook.url",
+                "not checked against a webhook allowlist: CANARY_WEBHOOK_ALLOW is not set "
+                "here (a controller without it refuses every webhook gate)",
+            )
+        elif not allow.allows(gate.webhook.url):
             allowed = allow.text.strip() or "none: CANARY_WEBHOOK_ALLOW is empty"
             yield _error(
                 f"gates[{i}].webhook.url",

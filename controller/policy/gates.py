@@ -320,9 +320,13 @@ class WebhookAllow:
 
     entries: tuple[AllowedUrl, ...] = ()
     text: str = ""
+    #: False: the operator's setting is not known here (`canaryctl validate` on a machine
+    #: without CANARY_WEBHOOK_ALLOW): URLs are not checked, a warning says so. The
+    #: controller always checks: unset is empty there.
+    configured: bool = True
 
     @classmethod
-    def parse(cls, text: str) -> WebhookAllow:
+    def parse(cls, text: str, *, configured: bool = True) -> WebhookAllow:
         """ValueError naming the bad entry."""
         entries = []
         for raw in (part.strip() for part in text.split(",")):
@@ -346,7 +350,7 @@ class WebhookAllow:
                     parts.path or "/",
                 )
             )
-        return cls(tuple(entries), text)
+        return cls(tuple(entries), text, configured)
 
     def allows(self, url: str) -> bool:
         return any(entry.matches(url) for entry in self.entries)

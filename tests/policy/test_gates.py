@@ -208,3 +208,18 @@ def test_an_empty_allowlist_allows_no_webhook() -> None:
 def test_a_bad_allowlist_entry_is_refused(entry: str) -> None:
     with pytest.raises(ValueError, match="webhook allowlist entry"):
         WebhookAllow.parse(entry)
+
+
+def test_an_allowlist_not_known_here_is_a_warning_not_a_pass() -> None:
+    text = with_gates("{name: g, at: preRollout, webhook: {url: 'http://10.0.0.1/admin'}}")
+    policies, problems = check_text(
+        text, "p.yaml", webhook_allow=WebhookAllow.parse("", configured=False)
+    )
+    assert len(policies) == 1
+    [warning] = problems
+    assert (warning.severity, warning.path, warning.line) == (
+        Severity.WARNING,
+        "spec.gates[0].webhook.url",
+        LINE,
+    )
+    assert "CANARY_WEBHOOK_ALLOW is not set here" in warning.message
