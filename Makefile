@@ -1,5 +1,5 @@
 # The two commands of the quick start are `make demo` and `make test`; each installs
-# what it needs (uv, the locked dependencies, Debian's prometheus) by itself.
+# what it needs (uv, the locked dependencies, Debian's prometheus and chromium) by itself.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 UV = $(shell PYTHON=$(PYTHON) bash tools/ensure-uv.sh)
 STAMP := $(VENV)/.synced
 
-.PHONY: help venv test lint format typecheck contracts pytest demo bench-detection bench-scale crd lock prometheus clean
+.PHONY: help venv test lint format typecheck contracts pytest demo bench-detection bench-scale crd lock prometheus chromium clean
 
 help:
 	@echo "make demo   - run the demo on embedded defaults"
@@ -30,6 +30,9 @@ venv: $(STAMP)
 prometheus:
 	@bash tools/ensure-prometheus.sh
 
+chromium:
+	@bash tools/ensure-chromium.sh
+
 lint: venv
 	$(BIN)/ruff check controller tests bench
 	$(BIN)/ruff format --check controller tests bench
@@ -44,7 +47,7 @@ typecheck: venv
 contracts: venv
 	$(BIN)/lint-imports
 
-pytest: venv prometheus
+pytest: venv prometheus chromium
 	$(BIN)/pytest
 
 test: lint typecheck contracts pytest

@@ -2,9 +2,10 @@
 
 `canaryctl run` calls `run(settings)`: it migrates the store, builds the
 controller (source, routers, metrics provider, judge, reporters), serves
-/healthz, /readyz and /metrics, delivers the outbox to Slack and the webhook on
-a worker of its own, and on SIGTERM becomes unready, finishes the ticks in
-flight, releases its leases and stops.
+/healthz, /readyz and /metrics (and Slack's /slack/actions, given a signing
+secret), delivers the outbox to Slack and the webhook on a worker of its own,
+and on SIGTERM becomes unready, finishes the ticks in flight, releases its
+leases and stops.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from kubernetes import config
@@ -27,12 +29,17 @@ from sqlalchemy import text
 
 from controller import __version__
 from controller.api.health import Readiness
-from controller.api.server import ApiServer
+from controller.api.server import ApiServer, BackgroundServer
+from controller.api.slack_actions import SlackActions
+from controller.api.slack_buttons import buttons
+from controller.dashboard.server import DashboardServer, OpenedStore
 from controller.engine.phases import Phase
+from controller.engine.state import CommandKind
 from controller.errors import CanaryError, PermanentError
 from controller.metrics.base import MetricProvider
 from controller.metrics.prometheus import PrometheusProvider
 from controller.notify import DeliveryWorker, Notifier, SlackNotifier, WebhookNotifier
+from controller.notify.slack import web_client
 from controller.policy import ModelRollout
 from controller.routing.base import RouteTarget, TrafficRouter
 from controller.routing.cluster import Cluster
@@ -41,9 +48,11 @@ from controller.runtime.admission import QueryAdmission
 from controller.runtime.controller import Controller, LogReporter, RouterFactory, TickReporter
 from controller.runtime.executor import GateRunner, Observer, TickResult
 from controller.runtime.gates import GateRunners, JobGates, KubeSecretHeaders, NoCases, WebhookGates
+from controller.runtime.manual import Submitted, submit_once
 from controller.runtime.observer import JudgingObserver
 from controller.runtime.sources import DEFAULT_GRACE, DirectorySource, RolloutSource
-from controller.settings import Settings
+from controller.settings import Settings, redact_url
+from controller.store.base import RolloutStore
 from controller.store.sql import DatabaseTimeouts, SqlStore, migrate
 from controller.telemetry import ControllerMetrics
 
@@ -269,10 +278,12 @@ def gate_runners(settings: Settings, api_client: ApiClient | None) -> GateRunner
 
 def notifiers(settings: Settings) -> list[Notifier]:
     """The sinks the outbox is delivered to: Slack with CANARY_SLACK_TOKEN, the JSON
-    webhook with CANARY_WEBHOOK_URL; none without either (messages stay queued)."""
+    webhook with CANARY_WEBHOOK_URL; none without either (messages stay queued).
+    With CANARY_SLACK_SIGNING_SECRET too, Slack's status messages carry buttons."""
     found: list[Notifier] = []
     if settings.slack_token is not None:
-        found.append(SlackNotifier.from_settings(settings))
+        controls = buttons if settings.slack_signing_secret is not None else None
+        found.append(SlackNotifier.from_settings(settings, controls=controls))
     if settings.webhook_url is not None:
         found.append(WebhookNotifier(settings.webhook_url))
     return found
@@ -290,7 +301,11 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     wiring = build(settings)
     # Delivery runs on threads of its own: a slow or failing sink never holds up a tick.
     delivery = DeliveryWorker(wiring.store, sinks, metrics=wiring.metrics) if sinks else None
-    servers = api_servers(settings, wiring.metrics.registry, wiring.readiness)
+    actions = slack_actions(settings, wiring.store)
+    servers: list[BackgroundServer] = [
+        *api_servers(settings, wiring.metrics.registry, wiring.readiness, slack=actions),
+        *dashboard_servers(settings, wiring.store),
+    ]
     stop = stop or threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -320,28 +335,125 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
         log.warning("a notification was still in flight at shutdown; it is retried on restart")
     for server in servers:
         server.stop()
+    if actions is not None:
+        actions.close()
     wiring.store.close()
     log.info("stopped")
 
 
 def api_servers(
-    settings: Settings, registry: CollectorRegistry, readiness: Readiness
+    settings: Settings,
+    registry: CollectorRegistry,
+    readiness: Readiness,
+    *,
+    slack: SlackActions | None = None,
 ) -> list[ApiServer]:
     """The health endpoints and /metrics on one server (CANARY_API_HOST/PORT), or /metrics
-    on a second one when CANARY_METRICS_PORT is set (CANARY_METRICS_HOST, else the API host)."""
+    on a second one when CANARY_METRICS_PORT is set (CANARY_METRICS_HOST, else the API host).
+    `slack` (/slack/actions) goes on the API server, or on a server of its own when
+    CANARY_SLACK_ACTIONS_PORT is set (CANARY_SLACK_ACTIONS_HOST, else the API host)."""
+    own_port = settings.slack_actions_port is not None
+    with_api = slack if not own_port else None
     if settings.metrics_port is None:
-        return [ApiServer(registry, readiness, host=settings.api_host, port=settings.api_port)]
+        servers = [
+            ApiServer(
+                registry, readiness, host=settings.api_host, port=settings.api_port, slack=with_api
+            )
+        ]
+    else:
+        servers = [
+            ApiServer(
+                registry,
+                readiness,
+                host=settings.api_host,
+                port=settings.api_port,
+                metrics=False,
+                slack=with_api,
+            ),
+            ApiServer(
+                registry,
+                readiness,
+                host=settings.metrics_host or settings.api_host,
+                port=settings.metrics_port,
+                health=False,
+            ),
+        ]
+    if slack is not None and settings.slack_actions_port is not None:
+        servers.append(
+            ApiServer(
+                registry,
+                readiness,
+                host=settings.slack_actions_host or settings.api_host,
+                port=settings.slack_actions_port,
+                health=False,
+                metrics=False,
+                slack=slack,
+            )
+        )
+    return servers
+
+
+class ManualCommands:
+    """The manual-command path `canaryctl` takes, for Slack's buttons: once per key."""
+
+    def __init__(self, store: RolloutStore) -> None:
+        self.store = store
+
+    def __call__(
+        self,
+        key: str,
+        kind: CommandKind,
+        *,
+        actor: str,
+        reason: str,
+        now: datetime,
+        dedupe_key: str,
+        args: Mapping[str, Any] | None = None,
+    ) -> Submitted:
+        return submit_once(
+            self.store,
+            key,
+            kind,
+            actor=actor,
+            reason=reason,
+            now=now,
+            dedupe_key=dedupe_key,
+            args=args,
+        )
+
+
+def slack_actions(settings: Settings, store: RolloutStore) -> SlackActions | None:
+    """`/slack/actions` with CANARY_SLACK_SIGNING_SECRET (and the bot token it answers
+    with); None without a signing secret. PermanentError with a secret but no token."""
+    secret = settings.slack_signing_secret
+    if secret is None:
+        return None
+    if settings.slack_token is None or not secret.get_secret_value().strip():
+        raise PermanentError(
+            "Slack actions need both CANARY_SLACK_SIGNING_SECRET (not empty) and "
+            "CANARY_SLACK_TOKEN (to answer in the thread and open the Abort form)"
+        )
+    return SlackActions(
+        signing_secret=secret.get_secret_value().strip(),
+        client=web_client(settings.slack_token, base_url=settings.slack_base_url),
+        store=store,
+        submit=ManualCommands(store),
+        response_url_prefix=settings.slack_response_url_prefix,
+    )
+
+
+def dashboard_servers(settings: Settings, store: SqlStore) -> list[BackgroundServer]:
+    """The read-only dashboard over the controller's own store, when CANARY_DASHBOARD_PORT
+    is set (on CANARY_DASHBOARD_HOST, else the API host); none otherwise."""
+    if settings.dashboard_port is None:
+        return []
+    source = redact_url(settings.database_url.get_secret_value())
     return [
-        ApiServer(
-            registry, readiness, host=settings.api_host, port=settings.api_port, metrics=False
-        ),
-        ApiServer(
-            registry,
-            readiness,
-            host=settings.metrics_host or settings.api_host,
-            port=settings.metrics_port,
-            health=False,
-        ),
+        DashboardServer(
+            OpenedStore(store, source, hint="The controller's store: see its log."),
+            host=settings.dashboard_host or settings.api_host,
+            port=settings.dashboard_port,
+        )
     ]
 
 

@@ -173,7 +173,7 @@ RPS = 60.0
 MAX_SIMULATED = timedelta(hours=6)
 
 
-def _cohorts(scenario: Scenario, rollout: ModelRollout) -> list[CohortTraffic]:
+def scenario_cohorts(scenario: Scenario, rollout: ModelRollout) -> list[CohortTraffic]:
     """The policy's cohorts (60% of the traffic between them) and everyone else.
 
     In `cohort-regression` the candidate refuses twice as often in the first
@@ -284,6 +284,8 @@ def run_demo(
     migrate(url)
     if scenario is not Scenario.GATE_REPLAY:
         return _run(scenario, database, seed, progress, pace, rollout, router, rps, notifiers)
+    if rollout is not None or router is not None:
+        raise ValueError("gate-replay runs the demo's own rollouts, not a policy of yours")
     _run(Scenario.COHORT_REGRESSION, database, seed, progress, pace, None, None, rps, notifiers)
     with replay_gate() as gate_url:
         return _run(
@@ -323,7 +325,7 @@ def _run(
         model=rollout.spec.model,
         baseline=rollout.spec.baseline.version,
         candidate=rollout.spec.candidate.version,
-        cohorts=_cohorts(scenario, rollout),
+        cohorts=scenario_cohorts(scenario, rollout),
         requests_per_second=rps,
         start=start,
         seed=seed,

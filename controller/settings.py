@@ -3,7 +3,8 @@
 Every setting comes from a `CANARY_`-prefixed environment variable
 (`CANARY_DATABASE_URL`, `CANARY_SLACK_TOKEN`, ...) or, for secrets, from files in
 a mounted secrets directory (the way Kubernetes Secrets are mounted): a file
-named `slack_token` there sets `slack_token`. The directory is `CANARY_SECRETS_DIR`, or
+named `slack_token` there sets `slack_token` (`slack_signing_secret` likewise).
+The directory is `CANARY_SECRETS_DIR`, or
 `/var/run/secrets/canary-controller` when that exists.
 
 Secrets are `SecretStr`: they print as `**********`, and `redacted()` gives a
@@ -120,6 +121,27 @@ class Settings(BaseSettings):
     slack_base_url: str = Field(
         default="https://slack.com/api/", description="Slack Web API base URL."
     )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        description="The Slack app's signing secret: with it, messages carry buttons and"
+        " POST /slack/actions takes Slack's signed interactivity requests (docs/slack.md).",
+    )
+    slack_actions_host: str | None = Field(
+        default=None,
+        description="Address of /slack/actions when slack_actions_port is set; api_host if unset.",
+    )
+    slack_actions_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="/slack/actions on this port, apart from the health endpoints and /metrics,"
+        " for an Ingress of its own (unset: on the API port).",
+    )
+    slack_response_url_prefix: str = Field(
+        default="https://hooks.slack.com/",
+        pattern=r"^https?://[^\s]+/$",
+        description="Replies go only to a response_url under this prefix (Slack's own).",
+    )
     webhook_url: SecretStr | None = Field(
         default=None,
         description="URL that gets every notification as a JSON POST (docs/notifications.md);"
@@ -167,6 +189,17 @@ class Settings(BaseSettings):
         ge=0,
         le=65535,
         description="/metrics on this port, apart from the health endpoints (unset: with them).",
+    )
+    dashboard_host: str | None = Field(
+        default=None,
+        description="Address of the read-only dashboard when dashboard_port is set; api_host"
+        " if unset.",
+    )
+    dashboard_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve the read-only web dashboard on this port (unset: not served).",
     )
     log_level: str = Field(default="INFO")
     log_format: str = Field(default="json", pattern="^(json|console)$")

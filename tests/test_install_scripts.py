@@ -3,7 +3,7 @@
 `apt-get` prints dozens of lines even with `-qq`; `make test` should show one
 line for an install that worked. The scripts run in an empty folder with a
 stand-in `apt-get` (and `sudo`) that prints a page of output, and a PATH where
-no `prometheus` or `initdb` is found, so that they really install; the
+no `prometheus`, `chromium` or `initdb` is found, so that they really install; the
 policy-rc.d they write goes to the folder, not to /usr/sbin.
 """
 
@@ -75,6 +75,12 @@ SCRIPTS = [
         "prometheus",
         "installing Debian's prometheus package (used by the metrics tests)",
         id="prometheus",
+    ),
+    pytest.param(
+        "ensure-chromium.sh",
+        "chromium",
+        "installing Debian's chromium package (used by the dashboard's browser test)",
+        id="chromium",
     ),
     pytest.param(
         "ensure-postgres.sh",

@@ -1,4 +1,4 @@
-"""The controller's HTTP endpoints: `/healthz`, `/readyz` and `/metrics`.
+"""The controller's HTTP endpoints: `/healthz`, `/readyz`, `/metrics`, `/slack/actions`.
 
 A deliberately small WSGI application on the standard library's `wsgiref`
 server, with one thread per request, run in a background thread. It has three
@@ -6,7 +6,9 @@ read-only endpoints and no state of its own, so a web framework would add
 nothing but weight; `/metrics` is prometheus-client's own WSGI app (content
 negotiation, OpenMetrics, gzip), mounted as it is. One server can serve the
 health endpoints and another `/metrics` (`health=False` / `metrics=False`), so
-each can be bound to the address of those who need it.
+each can be bound to the address of those who need it; `POST /slack/actions`
+(`slack_actions`, the only endpoint that changes anything, and only with Slack's
+signature) can be served with them or on its own port, behind its own Ingress.
 
     server = ApiServer(metrics.registry, readiness, host="127.0.0.1", port=8080)
     server.start()
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: The port the chart's probes, Service and ServiceMonitor use (tests/chart checks it).
 DEFAULT_PORT = 8080
+#: Slack's interactivity requests (buttons, modals), when the controller takes them
+SLACK_ACTIONS_PATH = "/slack/actions"
 
 WsgiApp = Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]
 
@@ -47,21 +51,34 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """Access lines go to the logger at DEBUG (probes every few seconds), not to stderr."""
+    """Access lines go to the logger at DEBUG (probes every few seconds), not to stderr.
+
+    A client that stops sending (a body shorter than its Content-Length) loses its
+    connection after `timeout` seconds instead of holding a thread forever."""
+
+    timeout = 10
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
 
 def create_app(
-    registry: CollectorRegistry, readiness: Readiness, *, health: bool = True, metrics: bool = True
+    registry: CollectorRegistry,
+    readiness: Readiness,
+    *,
+    health: bool = True,
+    metrics: bool = True,
+    slack: WsgiApp | None = None,
 ) -> WsgiApp:
-    """The WSGI application behind the endpoints: the health ones, `/metrics`, or both."""
+    """The WSGI application behind the endpoints: the health ones, `/metrics`, both, and
+    `POST /slack/actions` when `slack` is given (`controller.api.slack_actions`)."""
     metrics_app = make_wsgi_app(registry)
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         method = environ.get("REQUEST_METHOD", "GET")
+        if path == SLACK_ACTIONS_PATH and slack is not None:
+            return slack(environ, start_response)
         if method not in {"GET", "HEAD"}:
             return _answer(
                 start_response, method, "405 Method Not Allowed", b"", [("Allow", "GET, HEAD")]
@@ -103,29 +120,17 @@ def _answer(
     return [] if method == "HEAD" else [body]
 
 
-class ApiServer:
-    """Serves the endpoints from a background thread until `stop()`.
+class BackgroundServer:
+    """Serves one WSGI application from a background thread until `stop()`.
 
-    `port=0` picks a free port (tests); `address` tells which one was bound.
-    The default host is loopback: the endpoints have no authentication, so
-    listening on every interface (as in a pod, for kubelet and Prometheus) is
-    asked for explicitly.
+    `port=0` picks a free port (tests); `address` tells which one was bound. The
+    health endpoints and the dashboard (`controller.dashboard`) both run on it.
     """
 
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        readiness: Readiness,
-        *,
-        host: str = "127.0.0.1",
-        port: int = DEFAULT_PORT,
-        health: bool = True,
-        metrics: bool = True,
-    ) -> None:
-        self._app = create_app(registry, readiness, health=health, metrics=metrics)
-        self._serves = ", ".join(
-            [*(["/healthz", "/readyz"] if health else []), *(["/metrics"] if metrics else [])]
-        )
+    def __init__(self, app: WsgiApp, *, host: str, port: int, name: str, serves: str) -> None:
+        self._app = app
+        self._name = name
+        self._serves = serves
         self._host = host
         self._port = port
         self._server: _ThreadingServer | None = None
@@ -135,7 +140,7 @@ class ApiServer:
     def address(self) -> tuple[str, int]:
         """The (host, port) bound; only known after `start()`."""
         if self._server is None:
-            raise RuntimeError("the API server is not started")
+            raise RuntimeError(f"the {self._name} server is not started")
         host, port = self._server.server_address[:2]
         return str(host), int(port)
 
@@ -147,7 +152,7 @@ class ApiServer:
     def start(self) -> None:
         """Bind and serve in a daemon thread; OSError if the port is taken."""
         if self._server is not None:
-            raise RuntimeError("the API server is already started")
+            raise RuntimeError(f"the {self._name} server is already started")
         server = make_server(
             self._host,
             self._port,
@@ -159,7 +164,7 @@ class ApiServer:
         self._thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.2},
-            name="canary-api",
+            name=f"canary-{self._name}",
             daemon=True,
         )
         self._thread.start()
@@ -176,7 +181,7 @@ class ApiServer:
             thread.join(timeout)
         self._server = self._thread = None
 
-    def __enter__(self) -> ApiServer:
+    def __enter__(self) -> BackgroundServer:
         self.start()
         return self
 
@@ -187,3 +192,38 @@ class ApiServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class ApiServer(BackgroundServer):
+    """Serves the endpoints from a background thread until `stop()`.
+
+    The default host is loopback: the endpoints have no authentication, so
+    listening on every interface (as in a pod, for kubelet and Prometheus) is
+    asked for explicitly.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        readiness: Readiness,
+        *,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        health: bool = True,
+        metrics: bool = True,
+        slack: WsgiApp | None = None,
+    ) -> None:
+        serves = ", ".join(
+            [
+                *(["/healthz", "/readyz"] if health else []),
+                *(["/metrics"] if metrics else []),
+                *([SLACK_ACTIONS_PATH] if slack is not None else []),
+            ]
+        )
+        super().__init__(
+            create_app(registry, readiness, health=health, metrics=metrics, slack=slack),
+            host=host,
+            port=port,
+            name="api",
+            serves=serves,
+        )

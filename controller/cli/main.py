@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from rich.console import Group
 
     from controller.analysis.rollout_plan import Plan
+    from controller.policy import ModelRollout
     from controller.policy.loader import LoadedPolicy
+    from controller.policy.queries import CustomQueries
     from controller.store.sql import SqlStore
 
 # Every command imports what it needs itself: `canaryctl --help` or `validate`
@@ -444,6 +446,47 @@ def history(
         console.print(history_view(data))
 
 
+@app.command()
+def dashboard(
+    database: DatabaseOption = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            metavar="ADDRESS", help="Address to listen on (the pages have no authentication)."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", min=0, max=65535)] = 8090,
+) -> None:
+    """Serve the read-only web dashboard: rollouts, timelines, verdicts with evidence, charts."""
+    from controller.dashboard import DashboardServer, open_store
+    from controller.settings import load_settings
+
+    url = database if database is not None else load_settings().database_url.get_secret_value()
+    try:
+        opened = open_store(url)
+    except CanaryError as exc:
+        _fail(str(exc))
+    server = DashboardServer(opened, host=host, port=port)
+    try:
+        server.start()
+    except OSError as exc:
+        opened.store.close()
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    bound_host, bound_port = server.address
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    console.print(
+        f"dashboard of {escape(opened.source)} at http://{shown}:{bound_port}/ (Ctrl-C stops it)"
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        opened.store.close()
+
+
 def _command(kind: str, name: str, reason: str, actor: str | None, database: str | None) -> None:
     store = _store(database, writable=True)
     from controller.cli.views import resolve
@@ -633,6 +676,11 @@ def rehearse(
     from controller.routing.registry import router_class
     from controller.settings import load_settings
 
+    if scenario is Scenario.GATE_REPLAY:
+        _fail(
+            "gate-replay shows the demo's gate; rehearse with cohort-regression, healthy or outage",
+            2,
+        )
     try:
         [loaded] = load_file(policy)
         settings = load_settings(**({"kubeconfig": kubeconfig} if kubeconfig else {}))
@@ -660,6 +708,159 @@ def rehearse(
         raise typer.Exit(1) from exc
     except CanaryError as exc:
         _fail(str(exc))
+
+
+@app.command()
+def backtest(
+    policy: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="POLICY",
+            help="The policy to replay (one ModelRollout); or use --rollout.",
+            dir_okay=False,
+        ),
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="TIME",
+            help="When the replayed rollout starts: ISO 8601 (UTC if no zone), now, now-2h.",
+        ),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option("--to", metavar="TIME", help="When the replay stops at the latest."),
+    ] = None,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(
+            "--prometheus", metavar="URL", help="The Prometheus (default: CANARY_PROMETHEUS_URL)."
+        ),
+    ] = None,
+    rollout: Annotated[
+        str | None,
+        typer.Option(
+            "--rollout",
+            metavar="NAME",
+            help="Replay a rollout recorded in the store over its own time range.",
+        ),
+    ] = None,
+    other: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            metavar="FILE",
+            help="With --rollout: replay with this policy instead of the recorded one.",
+            dir_okay=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replay a range longer than 30 days.")
+    ] = False,
+    database: DatabaseOption = None,
+    output: OutputOption = Output.TEXT,
+) -> None:
+    """Would this policy have caught that incident, and when? Replays the real judge and
+    engine over recorded Prometheus data, as if the rollout had started at --from.
+
+    At each analysis interval the controller's own queries are evaluated at that past
+    instant. The traffic split is whatever the recorded data shows (docs/backtest.md)."""
+    from controller.settings import load_settings
+
+    if (policy is None) == (rollout is None):
+        _fail("give either a POLICY file or --rollout NAME", 2)
+    if other is not None and rollout is None:
+        _fail("--policy replaces a recorded rollout's policy: use it with --rollout", 2)
+    if policy is not None and (start is None or end is None):
+        _fail("a POLICY is replayed over --from TIME --to TIME: give both", 2)
+    for path in (policy, other):
+        if path is not None and not path.is_file():
+            _fail(f"{path}: no such file", 2)
+    from controller.cli.times import TimeFormatError, parse_time
+
+    now = datetime.now(UTC)
+    try:
+        start_at = parse_time(start, now) if start is not None else None
+        end_at = parse_time(end, now) if end is not None else None
+    except TimeFormatError as exc:
+        _fail(f"--from/--to: {exc}", 2)
+    from controller.runtime.backtest import check_range
+
+    settings = load_settings()
+    try:
+        if rollout is not None:
+            replayed, start_at, end_at, title = _recorded(
+                rollout, other, database, start_at, end_at, now, settings.custom_queries
+            )
+        else:
+            assert policy is not None and start_at is not None and end_at is not None
+            replayed, title = _one_rollout(policy, settings.custom_queries), ""
+        check_range(start_at, end_at, force=force)
+    except PolicyError as exc:
+        for problem in exc.errors:
+            err_console.print(f"[red]ERROR[/red] {escape(str(problem))}")
+        raise typer.Exit(1) from exc
+    except CanaryError as exc:
+        _fail(str(exc))
+    _replay(replayed, start_at, end_at, prometheus or settings.prometheus_url, title, output)
+
+
+def _one_rollout(path: Path, custom_queries: CustomQueries) -> ModelRollout:
+    """The one ModelRollout in `path` (PolicyError if invalid, exit 1 if not one)."""
+    from controller.policy import load_file
+
+    loaded = load_file(path, custom_queries=custom_queries)
+    if len(loaded) != 1:
+        _fail(f"{path} holds {len(loaded)} ModelRollouts; a backtest replays exactly one")
+    return loaded[0].rollout
+
+
+def _recorded(
+    name: str,
+    other: Path | None,
+    database: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    now: datetime,
+    custom_queries: CustomQueries,
+) -> tuple[ModelRollout, datetime, datetime, str]:
+    """A recorded rollout's policy (or `other` on its versions) and time range (each
+    end replaced by --from / --to when given), and the title of its replay."""
+    store = _store(database)
+    from controller.cli.views import resolve
+    from controller.runtime.backtest import recorded_range, with_recorded_versions
+
+    try:
+        row = resolve(store, name)
+        recorded = recorded_range(row, store.transitions(row.key), now)
+    finally:
+        store.close()
+    replayed = recorded.rollout
+    title = f"{row.key} as recorded ({recorded.phase})"
+    if other is not None:
+        replayed = with_recorded_versions(_one_rollout(other, custom_queries), recorded.rollout)
+        title = f"{row.key} as recorded ({recorded.phase}) with the policy {other}"
+    return replayed, start or recorded.start, end or recorded.end, title
+
+
+def _replay(
+    rollout: ModelRollout, start: datetime, end: datetime, url: str, title: str, output: Output
+) -> None:
+    from controller.cli.backtest_view import print_backtest, provider, run, source_name
+    from controller.settings import load_settings
+
+    source = provider(url, load_settings())
+    try:
+        result = run(rollout, source, start, end, progress_to=err_console)
+    except CanaryError as exc:
+        _fail(str(exc))
+    finally:
+        source.close()
+    if output is Output.JSON:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        print_backtest(console, rollout, result, source_name(url), title)
 
 
 db_app = typer.Typer(

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -78,6 +78,10 @@ LOOKBACK = timedelta(minutes=5)
 MAX_PAGES = 10
 _CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")  # names are lower case
 
+#: Blocks added to the thread's top message after an event, such as the buttons that
+#: act on the rollout (`controller.api.slack_buttons`); set only when Slack can call back
+Controls = Callable[[Notification], Sequence[dict[str, Any]]]
+
 
 class SlackNotifier:
     """Posts rollout events to the channel in each policy's `owners.slack`.
@@ -90,9 +94,16 @@ class SlackNotifier:
 
     name = "slack"
 
-    def __init__(self, client: WebClient, *, default_channel: str | None = None) -> None:
+    def __init__(
+        self,
+        client: WebClient,
+        *,
+        default_channel: str | None = None,
+        controls: Controls | None = None,
+    ) -> None:
         self.client = client
         self.default_channel = default_channel
+        self.controls = controls
         self._channel_ids: dict[str, str] = {}
 
     @classmethod
@@ -103,20 +114,20 @@ class SlackNotifier:
         base_url: str = "https://slack.com/api/",
         timeout: int = 10,
         default_channel: str | None = None,
+        controls: Controls | None = None,
     ) -> SlackNotifier:
         """A notifier on a new `WebClient` (timeout in whole seconds, as slack-sdk takes it)."""
-        client = WebClient(
-            token=token.get_secret_value(),
-            base_url=base_url,
-            timeout=timeout,
-            retry_handlers=[],
-            logger=_SDK_LOG,
-        )
-        return cls(client, default_channel=default_channel)
+        client = web_client(token, base_url=base_url, timeout=timeout)
+        return cls(client, default_channel=default_channel, controls=controls)
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, timeout: int = 10, default_channel: str | None = None
+        cls,
+        settings: Settings,
+        *,
+        timeout: int = 10,
+        default_channel: str | None = None,
+        controls: Controls | None = None,
     ) -> SlackNotifier:
         """The notifier for `CANARY_SLACK_TOKEN` and `CANARY_SLACK_BASE_URL`."""
         if settings.slack_token is None:
@@ -126,6 +137,7 @@ class SlackNotifier:
             base_url=settings.slack_base_url,
             timeout=timeout,
             default_channel=default_channel,
+            controls=controls,
         )
 
     def check(self) -> str:
@@ -153,10 +165,13 @@ class SlackNotifier:
                 self._update_top(thread, note)
                 return Receipt(found.ts)
         message = slack_message(note)
+        blocks = list(message.blocks)
+        if thread is None:  # the message that opens the thread is its top message
+            blocks += self._controls(note)
         args: dict[str, Any] = {
             "channel": thread.channel if thread else channel,
             "text": message.text,
-            "blocks": list(message.blocks),
+            "blocks": blocks,
             "metadata": metadata(note),
             "unfurl_links": False,
             "unfurl_media": False,
@@ -187,7 +202,7 @@ class SlackNotifier:
                 channel=thread.channel,
                 ts=thread.ts,
                 text=top.text,
-                blocks=list(top.blocks),
+                blocks=[*top.blocks, *self._controls(note)],
             )
         except PermanentError as exc:
             log.warning(
@@ -196,6 +211,9 @@ class SlackNotifier:
                 exc,
                 extra={"rollout": note.rollout},
             )
+
+    def _controls(self, note: Notification) -> list[dict[str, Any]]:
+        return list(self.controls(note)) if self.controls is not None else []
 
     # --- finding a message posted before -------------------------------------------
 
@@ -298,6 +316,18 @@ class SlackNotifier:
             ) from exc
         data = response.data
         return data if isinstance(data, dict) else {}
+
+
+def web_client(token: SecretStr, *, base_url: str, timeout: int = 10) -> WebClient:
+    """A slack-sdk client without built-in retries (the callers retry, once) whose own
+    failure lines are muted (the callers log each failure once, with its context)."""
+    return WebClient(
+        token=token.get_secret_value(),
+        base_url=base_url,
+        timeout=timeout,
+        retry_handlers=[],
+        logger=_SDK_LOG,
+    )
 
 
 def metadata(note: Notification) -> dict[str, Any]:

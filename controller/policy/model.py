@@ -156,10 +156,23 @@ class VersionRef(_Frozen):
 
 
 class SlackOwners(_Frozen):
+    """Where the rollout's messages go, who is mentioned, and who may act from Slack.
+
+    The buttons on a rollout's Slack messages (promote, pause, resume, abort)
+    act only for the users in `mention` or `operators`.
+    """
+
     channel: Annotated[str, Field(pattern=SLACK_CHANNEL_PATTERN)]
     mention: list[Annotated[str, Field(pattern=SLACK_USER_PATTERN)]] = Field(
         default_factory=list, max_length=50
     )
+    operators: list[Annotated[str, Field(pattern=SLACK_USER_PATTERN)]] = Field(
+        default_factory=list, max_length=50
+    )
+
+    def may_act(self, user_id: str) -> bool:
+        """Whether the Slack user `user_id` may press this rollout's buttons."""
+        return user_id in self.mention or user_id in self.operators
 
 
 class Owners(_Frozen):

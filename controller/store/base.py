@@ -54,6 +54,16 @@ class RolloutStore(Protocol):
         """Record a human's command; the engine applies it on the rollout's next tick."""
         ...
 
+    def add_command_once(self, key: str, command: ManualCommand) -> tuple[ManualCommand, bool]:
+        """Record a command that carries a `dedupe_key`, unless one with that key is
+        stored already (for any rollout, by any replica): then nothing is written and
+        the stored command is returned. The flag says whether this call wrote it."""
+        ...
+
+    def command_with_key(self, dedupe_key: str) -> ManualCommand | None:
+        """The command recorded with `dedupe_key`, if any."""
+        ...
+
     def commands(self, key: str, *, after_id: int = 0) -> Sequence[ManualCommand]: ...
 
     def outbox(self, key: str) -> Sequence[OutboxMessage]: ...

@@ -125,6 +125,23 @@ class MemoryStore:
             self._commands.setdefault(key, []).append(stored)
             return stored
 
+    def add_command_once(self, key: str, command: ManualCommand) -> tuple[ManualCommand, bool]:
+        if not command.dedupe_key:
+            raise ValueError("add_command_once needs a command with a dedupe_key")
+        with self._lock:
+            self._known(key)
+            for stored in (c for cs in self._commands.values() for c in cs):
+                if stored.dedupe_key == command.dedupe_key:
+                    return stored, False
+            stored = replace(command, id=self._id())
+            self._commands.setdefault(key, []).append(stored)
+            return stored, True
+
+    def command_with_key(self, dedupe_key: str) -> ManualCommand | None:
+        with self._lock:
+            found = (c for cs in self._commands.values() for c in cs)
+            return next((c for c in found if c.dedupe_key == dedupe_key), None)
+
     def commands(self, key: str, *, after_id: int = 0) -> Sequence[ManualCommand]:
         with self._lock:
             self._known(key)

@@ -102,7 +102,12 @@ class Lease:
 
 @dataclass(frozen=True)
 class ManualCommand:
-    """A command from a human (promote, pause, resume, abort), who, when and why."""
+    """A command from a human (promote, pause, resume, abort), who, when and why.
+
+    `dedupe_key` makes a command idempotent where it comes from a system that may
+    deliver one request twice (a Slack button pressed twice, Slack's retries, two
+    replicas behind one Ingress): the store keeps one command per key.
+    """
 
     at: datetime
     command: str
@@ -110,6 +115,7 @@ class ManualCommand:
     reason: str = ""
     args: JsonDict = field(default_factory=dict)
     id: int | None = None
+    dedupe_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,8 @@ class ManualCommandRow(Base):
     actor: Mapped[str] = mapped_column(String(253))
     reason: Mapped[str] = mapped_column(Text)
     args: Mapped[dict[str, Any]] = mapped_column(Json)
+    # migration 0006_slack_actions: one command per key, whichever replica writes it
+    dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True, index=True)
 
 
 class OutboxRow(Base):

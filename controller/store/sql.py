@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,10 @@ def migrate(
         run(config, revision)
     except OperationalError as exc:
         raise TransientError(f"database {redact_url(url)} is unreachable: {exc.orig}") from exc
+
+
+def _command(r: ManualCommandRow) -> ManualCommand:
+    return ManualCommand(_utc(r.at), r.command, r.actor, r.reason, r.args, r.id, r.dedupe_key)
 
 
 def _utc(value: datetime) -> datetime:
@@ -480,10 +484,45 @@ class SqlStore:
                 actor=cmd.actor,
                 reason=cmd.reason,
                 args=dict(cmd.args),
+                dedupe_key=cmd.dedupe_key,
             )
             s.add(row)
             s.flush()
-            return ManualCommand(cmd.at, cmd.command, cmd.actor, cmd.reason, cmd.args, row.id)
+            return replace(cmd, id=row.id)
+
+    def add_command_once(self, key: str, cmd: ManualCommand) -> tuple[ManualCommand, bool]:
+        if not cmd.dedupe_key:
+            raise ValueError("add_command_once needs a command with a dedupe_key")
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        with self._transaction() as s:
+            # The unique index decides between replicas: the loser writes nothing.
+            written = s.execute(
+                dialect.insert(ManualCommandRow)
+                .values(
+                    rollout_id=self._rollout_id(s, key),
+                    at=cmd.at,
+                    command=cmd.command,
+                    actor=cmd.actor,
+                    reason=cmd.reason,
+                    args=dict(cmd.args),
+                    dedupe_key=cmd.dedupe_key,
+                )
+                .on_conflict_do_nothing(index_elements=["dedupe_key"])
+                .returning(ManualCommandRow.id)
+            ).scalar_one_or_none()
+            if written is not None:
+                return replace(cmd, id=written), True
+            row = s.scalars(
+                select(ManualCommandRow).where(ManualCommandRow.dedupe_key == cmd.dedupe_key)
+            ).one()
+            return _command(row), False
+
+    def command_with_key(self, dedupe_key: str) -> ManualCommand | None:
+        with self._transaction() as s:
+            row = s.scalars(
+                select(ManualCommandRow).where(ManualCommandRow.dedupe_key == dedupe_key)
+            ).one_or_none()
+            return _command(row) if row is not None else None
 
     def commands(self, key: str, *, after_id: int = 0) -> Sequence[ManualCommand]:
         with self._transaction() as s:
@@ -493,9 +532,7 @@ class SqlStore:
                 .where(ManualCommandRow.rollout_id == rid, ManualCommandRow.id > after_id)
                 .order_by(ManualCommandRow.id)
             )
-            return [
-                ManualCommand(_utc(r.at), r.command, r.actor, r.reason, r.args, r.id) for r in rows
-            ]
+            return [_command(r) for r in rows]
 
     def outbox(self, key: str) -> Sequence[OutboxMessage]:
         with self._transaction() as s:

@@ -54,12 +54,58 @@ COMBINATIONS = [
         {"dashboard": {"enabled": True, "namespace": "grafana", "labels": {"dash": "yes"}}},
         id="dashboard-elsewhere",
     ),
+    pytest.param({"webDashboard": {"enabled": True}}, id="web-dashboard"),
+    pytest.param(
+        {
+            "webDashboard": {
+                "enabled": True,
+                "service": {"type": "NodePort", "port": 80, "annotations": {"a": "b"}},
+                "from": [{"namespaceSelector": {"matchLabels": {"name": "ops"}}}],
+            }
+        },
+        id="web-dashboard-restricted",
+    ),
     pytest.param(ALL_SECRETS, id="all-existing-secrets"),
     pytest.param(
         {"prometheus": {"ca": {"existingConfigMap": "kube-root-ca.crt", "key": "ca.crt"}}},
         id="prometheus-ca-configmap",
     ),
     pytest.param({"slack": {"existingSecret": "canary-slack"}}, id="slack-only"),
+    pytest.param(
+        {
+            "slack": {
+                "existingSecret": "canary-slack",
+                "actions": {
+                    "enabled": True,
+                    "signingSecret": {"existingSecret": "canary-slack", "key": "signing"},
+                },
+            }
+        },
+        id="slack-actions",
+    ),
+    pytest.param(
+        {
+            "slack": {
+                "existingSecret": "canary-slack",
+                "actions": {
+                    "enabled": True,
+                    "signingSecret": {"existingSecret": "canary-slack-app", "key": "signing"},
+                    "port": 9443,
+                    "from": [
+                        {"namespaceSelector": {"matchLabels": {"name": "ingress-nginx"}}},
+                    ],
+                    "ingress": {
+                        "enabled": True,
+                        "className": "nginx",
+                        "host": "canary.example.com",
+                        "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+                        "tls": [{"hosts": ["canary.example.com"], "secretName": "canary-tls"}],
+                    },
+                },
+            }
+        },
+        id="slack-actions-ingress",
+    ),
     pytest.param({"database": {"sqlite": {"existingClaim": "canary-data"}}}, id="sqlite-pvc"),
     pytest.param({**POSTGRES, "migrations": {"mode": "initContainer"}}, id="postgres-init"),
     pytest.param({**POSTGRES, "migrations": {"mode": "none"}}, id="no-migrations"),

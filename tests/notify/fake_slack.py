@@ -1,7 +1,8 @@
 """A local HTTP server that speaks enough of the Slack Web API for the real WebClient.
 
-It keeps channels and their messages (with threads, metadata and edits), checks
-the bot token, and can be told to misbehave on the next calls of a method:
+It keeps channels and their messages (with threads, metadata and edits), modals
+opened, ephemeral messages and what is posted to a `response_url`, checks the
+bot token, and can be told to misbehave on the next calls of a method:
 answer 429 with Retry-After, 500 with an HTML body, an `ok: false` error, hang
 until released, or do the work and then hang (the answer is lost, the message
 is posted).
@@ -69,6 +70,11 @@ class FakeSlack:
     hang_all: bool = False  # every call hangs until `release` is set
     lock: threading.Lock = field(default_factory=threading.Lock)
     base_url: str = ""
+    #: what was posted to a response_url (`hooks_url` + anything), in order
+    responses: list[dict[str, Any]] = field(default_factory=list)
+    #: modals opened (`views.open`) and ephemeral messages (`chat.postEphemeral`)
+    views: list[dict[str, Any]] = field(default_factory=list)
+    ephemerals: list[dict[str, Any]] = field(default_factory=list)
     #: Slack's clock: ts values count up from here (after every message the tests queue)
     epoch: float = datetime(2026, 11, 23, tzinfo=UTC).timestamp()
     _ts: int = 0
@@ -168,6 +174,24 @@ class FakeSlack:
         ]
         return {"ok": True, "messages": list(reversed(found)), "has_more": False}
 
+    @property
+    def hooks_url(self) -> str:
+        """Where this server takes response_url posts (Slack's hooks.slack.com)."""
+        return self.base_url.removesuffix("api/") + "hooks/"
+
+    def _views_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        view = args.get("view")
+        if isinstance(view, str):  # a form-encoded call sends the view as JSON text
+            view = json.loads(view)
+        if not args.get("trigger_id") or not isinstance(view, dict):
+            return {"ok": False, "error": "invalid_arguments"}
+        self.views.append({"trigger_id": args["trigger_id"], "view": view})
+        return {"ok": True, "view": {**view, "id": f"V{len(self.views):08d}"}}
+
+    def _chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.ephemerals.append(dict(args))
+        return {"ok": True, "message_ts": f"{int(self.epoch)}.999999"}
+
     def _conversations_list(self, args: dict[str, Any]) -> dict[str, Any]:
         channels = [{"id": i, "name": n} for n, i in self.channels.items()]
         return {"ok": True, "channels": channels, "response_metadata": {"next_cursor": ""}}
@@ -197,6 +221,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, path: str, args: dict[str, Any]) -> None:
         fake = self.server.fake
+        if path.startswith("/hooks/"):  # a response_url: no token, answers "ok"
+            with fake.lock:
+                fake.responses.append(args)
+            self._send_raw(200, b"ok", "text/plain")
+            return
         method = path.rsplit("/", 1)[-1]
         with fake.lock:
             queued = fake.faults.get(method) or []

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from controller.analysis.verdicts import Verdict
 from controller.cli.views import status_json, status_view
+from controller.dashboard.pages import rollout_row
 from controller.engine.phases import Phase
 from controller.engine.state import Cell, GateOutcome, GateResult, GateWait, Look, RolloutState
 from controller.notify.base import Notification
@@ -357,3 +358,6 @@ def test_a_rollout_waiting_for_a_gate_shows_it_in_status_and_canaryctl_status() 
     text = console.export_text()
     assert "GateRunning" in text
     assert "gate evals (preRollout): running, attempt 1, for 3m" in text
+    # the dashboard's rollouts list
+    row = rollout_row(run.store, stored, T0 + timedelta(minutes=3))
+    assert (row.phase, row.gate) == ("GateRunning", "evals (preRollout, attempt 1)")

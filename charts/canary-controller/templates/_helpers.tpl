@@ -84,11 +84,24 @@ SQLite (the file lives on the pod's own volume, where no Job can reach it).
 {{- if and .Values.prometheus.ca.existingSecret .Values.prometheus.ca.existingConfigMap }}
 {{- fail "set prometheus.ca.existingSecret or prometheus.ca.existingConfigMap, not both" }}
 {{- end }}
+{{- if .Values.slack.actions.enabled }}
+{{- if not .Values.slack.actions.signingSecret.existingSecret }}
+{{- fail "slack.actions.enabled needs slack.actions.signingSecret.existingSecret: without the signing secret no request can be verified as Slack's" }}
+{{- end }}
+{{- if not .Values.slack.existingSecret }}
+{{- fail "slack.actions.enabled needs slack.existingSecret: the bot token answers in the thread and opens the Abort form" }}
+{{- end }}
+{{- if and .Values.slack.actions.ingress.enabled (not .Values.slack.actions.ingress.host) }}
+{{- fail "slack.actions.ingress.enabled needs slack.actions.ingress.host: the host of the app's Request URL" }}
+{{- end }}
+{{- else if .Values.slack.actions.ingress.enabled }}
+{{- fail "slack.actions.ingress.enabled needs slack.actions.enabled" }}
+{{- end }}
 {{- end }}
 
 {{/* True (non-empty) when any secret is mounted as a file in the secrets directory. */}}
 {{- define "canary-controller.hasSecrets" -}}
-{{- if or .Values.database.existingSecret .Values.slack.existingSecret .Values.prometheus.token.existingSecret .Values.webhook.existingSecret }}true{{ end }}
+{{- if or .Values.database.existingSecret .Values.slack.existingSecret .Values.prometheus.token.existingSecret .Values.webhook.existingSecret (and .Values.slack.actions.enabled .Values.slack.actions.signingSecret.existingSecret) }}true{{ end }}
 {{- end }}
 
 {{- define "canary-controller.secretsDir" -}}
@@ -101,7 +114,8 @@ SQLite (the file lives on the pod's own volume, where no Job can reach it).
 
 {{/*
 The Secrets, projected into one directory under the names controller.settings
-reads (a file per setting: database_url, slack_token, prometheus_token, webhook_url).
+reads (a file per setting: database_url, slack_token, slack_signing_secret,
+prometheus_token, webhook_url).
 */}}
 {{- define "canary-controller.secretsVolume" -}}
 - name: secrets
@@ -119,6 +133,14 @@ reads (a file per setting: database_url, slack_token, prometheus_token, webhook_
           name: {{ . }}
           items:
             - {key: {{ $.Values.slack.key | quote }}, path: slack_token}
+      {{- end }}
+      {{- if .Values.slack.actions.enabled }}
+      {{- with .Values.slack.actions.signingSecret.existingSecret }}
+      - secret:
+          name: {{ . }}
+          items:
+            - {key: {{ $.Values.slack.actions.signingSecret.key | quote }}, path: slack_signing_secret}
+      {{- end }}
       {{- end }}
       {{- with .Values.prometheus.token.existingSecret }}
       - secret:

@@ -3,6 +3,11 @@
 8080
 {{- end }}
 
+{{/* The port of the read-only dashboard inside the pod (controller.dashboard.DEFAULT_PORT). */}}
+{{- define "canary-controller.dashboardPort" -}}
+8090
+{{- end }}
+
 {{/* The controller's configuration, as controller.settings reads it (CANARY_*). */}}
 {{- define "canary-controller.env" -}}
 # Every address of the pod: kubelet probes it and Prometheus scrapes it there (the
@@ -11,6 +16,10 @@
   value: "0.0.0.0"
 - name: CANARY_API_PORT
   value: {{ include "canary-controller.apiPort" . | quote }}
+{{- if .Values.webDashboard.enabled }}
+- name: CANARY_DASHBOARD_PORT
+  value: {{ include "canary-controller.dashboardPort" . | quote }}
+{{- end }}
 - name: CANARY_REPLICA_ID
   valueFrom:
     fieldRef:
@@ -36,6 +45,13 @@
 {{- with .Values.slack.baseUrl }}
 - name: CANARY_SLACK_BASE_URL
   value: {{ . | quote }}
+{{- end }}
+{{- if .Values.slack.actions.enabled }}
+# /slack/actions on a port of its own, apart from /metrics, for its own Ingress.
+- name: CANARY_SLACK_ACTIONS_HOST
+  value: "0.0.0.0"
+- name: CANARY_SLACK_ACTIONS_PORT
+  value: {{ .Values.slack.actions.port | quote }}
 {{- end }}
 {{- if include "canary-controller.hasSecrets" . }}
 - name: CANARY_SECRETS_DIR
