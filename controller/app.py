@@ -37,6 +37,7 @@ from controller.engine.phases import Phase
 from controller.engine.state import CommandKind
 from controller.errors import CanaryError, PermanentError
 from controller.metrics.base import MetricProvider
+from controller.metrics.exemplars import TraceSource
 from controller.metrics.prometheus import PrometheusProvider
 from controller.notify import DeliveryWorker, Notifier, SlackNotifier, WebhookNotifier
 from controller.notify.slack import web_client
@@ -45,9 +46,16 @@ from controller.routing.base import RouteTarget, TrafficRouter
 from controller.routing.cluster import Cluster
 from controller.routing.registry import router_class
 from controller.runtime.admission import QueryAdmission
+from controller.runtime.cases import ExemplarCaseRecorder
 from controller.runtime.controller import Controller, LogReporter, RouterFactory, TickReporter
 from controller.runtime.executor import GateRunner, Observer, TickResult
-from controller.runtime.gates import GateRunners, JobGates, KubeSecretHeaders, NoCases, WebhookGates
+from controller.runtime.gates import (
+    GateRunners,
+    JobGates,
+    KubeSecretHeaders,
+    StoreCases,
+    WebhookGates,
+)
 from controller.runtime.manual import Submitted, submit_once
 from controller.runtime.observer import JudgingObserver
 from controller.runtime.sources import DEFAULT_GRACE, DirectorySource, RolloutSource
@@ -177,6 +185,7 @@ def build(
     observer: Observer | None = None,
     reporters: tuple[TickReporter, ...] = (),
     gates: GateRunner | None = None,
+    traces: TraceSource | None = None,
 ) -> Wiring:
     """The controller for `settings`; any piece can be replaced (tests, the demo)."""
     store = SqlStore(
@@ -222,25 +231,24 @@ def build(
                 on_retry=lambda kind, reason: metrics.record_route_write_retry(kind.kind, reason),
             )
         )
-    if observer is None:
-        observer = JudgingObserver(
-            provider
-            or PrometheusProvider.from_settings(
-                settings,
-                on_query=lambda seconds, error: metrics.record_prometheus_query(
-                    seconds, error=error
-                ),
-            ),
-            tick_timeout=settings.tick_timeout_seconds,
+    if provider is None:
+        provider = PrometheusProvider.from_settings(
+            settings,
+            on_query=lambda seconds, error: metrics.record_prometheus_query(seconds, error=error),
         )
+    if observer is None:
+        observer = JudgingObserver(provider, tick_timeout=settings.tick_timeout_seconds)
+    if traces is None and isinstance(provider, TraceSource):
+        traces = provider  # the trace IDs of eval cases come from the same Prometheus
     if gates is None:
-        gates = gate_runners(settings, api_client)
+        gates = gate_runners(settings, api_client, store)
     controller = Controller(
         gates=gates,
         store=store,
         source=QueryAdmission(source, settings.custom_queries, settings.webhook_allowlist),
         routes=routes,
         observer=observer,
+        cases=ExemplarCaseRecorder(traces) if traces is not None else None,
         clock=WallClock(),
         replica=settings.replica_id,
         lease_ttl=timedelta(seconds=settings.lease_ttl_seconds),
@@ -265,10 +273,13 @@ def build(
     return Wiring(controller, store, metrics, readiness, api_client, kube_source)
 
 
-def gate_runners(settings: Settings, api_client: ApiClient | None) -> GateRunners:
+def gate_runners(
+    settings: Settings, api_client: ApiClient | None, store: RolloutStore
+) -> GateRunners:
     """The policies' gates: webhooks to the allowlisted URLs; Jobs (and webhook headers
-    from Secrets) when the controller has a cluster, Jobs only with CANARY_JOB_GATES."""
-    cases = NoCases()
+    from Secrets) when the controller has a cluster, Jobs only with CANARY_JOB_GATES.
+    Both get the model's eval cases recorded in `store`."""
+    cases = StoreCases(store)
     secrets = KubeSecretHeaders(api_client) if api_client is not None else None
     jobs = (
         JobGates(api_client, cases=cases) if api_client is not None and settings.job_gates else None

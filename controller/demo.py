@@ -10,7 +10,8 @@ Scenarios:
 - `cohort-regression`: fine overall (within the 2-point margin), but non-English
   users are refused twice as often by the candidate; the judge catches that
   cohort while the candidate only sees mirrored traffic, and rolls back before
-  any user is served by it;
+  any user is served by it, and records the failing cohort as an eval case with
+  the trace IDs of the candidate's refusals (`canaryctl cases export`);
 - `healthy`: the candidate is as good as the baseline and is promoted;
 - `outage`: Prometheus goes silent at the second step; the rollout holds, then
   follows the policy's noData rule;
@@ -46,8 +47,9 @@ from controller.notify import DeliveryWorker, Notifier
 from controller.policy import Cause, ModelRollout, load_text
 from controller.policy.gates import WebhookAllow
 from controller.routing import MemoryRouter, RouteChange, RouteState, RouteTarget, TrafficRouter
+from controller.runtime.cases import ExemplarCaseRecorder
 from controller.runtime.executor import Executor, GateRunner, TickResult
-from controller.runtime.gates import CaseSource, GateRunners, NoCases, WebhookGates
+from controller.runtime.gates import CaseSource, GateRunners, StoreCases, WebhookGates
 from controller.runtime.observer import JudgingObserver
 from controller.scenarios import Scenario
 from controller.store.sql import SqlStore, migrate
@@ -164,7 +166,7 @@ def replay_gate() -> Iterator[str]:
 
 def demo_cases(store: SqlStore) -> CaseSource:
     """The eval cases the demo's store recorded, as the replay gate gets them."""
-    return NoCases()
+    return StoreCases(store)
 
 
 #: requests per second reaching the model; the cohorts split them
@@ -334,7 +336,13 @@ def _run(
     provider = SimulatedProvider(simulator)
     observer = JudgingObserver(provider)
     router = router or MemoryRouter(RouteTarget.of(rollout))
-    executor = Executor(store, clock, gates(store) if gates is not None else None)
+    # the simulator keeps the trace IDs of bad requests, as exemplars would
+    executor = Executor(
+        store,
+        clock,
+        cases=ExemplarCaseRecorder(provider),
+        gates=gates(store) if gates is not None else None,
+    )
     delivery = DeliveryWorker(store, notifiers, clock=clock) if notifiers else None
     interval = rollout.spec.analysis.interval
     result = DemoResult(scenario, Phase.PENDING, 0, database=str(database), key=rollout.key)

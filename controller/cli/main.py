@@ -487,7 +487,15 @@ def dashboard(
         opened.store.close()
 
 
-def _command(kind: str, name: str, reason: str, actor: str | None, database: str | None) -> None:
+def _command(
+    kind: str,
+    name: str,
+    reason: str,
+    actor: str | None,
+    database: str | None,
+    *,
+    capture: bool = False,
+) -> None:
     store = _store(database, writable=True)
     from controller.cli.views import resolve
     from controller.engine.state import CommandKind
@@ -496,7 +504,15 @@ def _command(kind: str, name: str, reason: str, actor: str | None, database: str
     try:
         row = resolve(store, name)
         who = actor or getpass.getuser()
-        submit(store, row.key, CommandKind(kind), actor=who, reason=reason, now=datetime.now(UTC))
+        submit(
+            store,
+            row.key,
+            CommandKind(kind),
+            actor=who,
+            reason=reason,
+            now=datetime.now(UTC),
+            args={"capture": True} if capture else None,
+        )
     except CanaryError as exc:
         _fail(str(exc))
     finally:
@@ -566,9 +582,16 @@ def abort(
     reason: Annotated[str, typer.Option("--reason", "-r", metavar="TEXT", help="Why (required).")],
     actor: ActorOption = None,
     database: DatabaseOption = None,
+    capture: Annotated[
+        bool,
+        typer.Option(
+            "--capture",
+            help="Record the failing (or suspect) cells as eval cases, with trace IDs.",
+        ),
+    ] = False,
 ) -> None:
     """Roll back now: the route goes back to the baseline."""
-    _command("abort", name, reason, actor, database)
+    _command("abort", name, reason, actor, database, capture=capture)
 
 
 @app.command()
@@ -890,6 +913,84 @@ def db_upgrade(
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     console.print(f"database {escape(redact_url(url))} is at revision {escape(revision)}")
+
+
+cases_app = typer.Typer(
+    help="Eval cases: the failing cells of rollbacks, with trace IDs of bad requests.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    cls=HelpGroup,
+)
+app.add_typer(cases_app, name="cases")
+
+
+@cases_app.command("list")
+def cases_list(
+    name: Annotated[
+        str | None,
+        typer.Argument(metavar="NAME", help="namespace/name, or name; all if omitted."),
+    ] = None,
+    database: DatabaseOption = None,
+    output: OutputOption = Output.TEXT,
+) -> None:
+    """The eval cases recorded, oldest first: cohort, metric, numbers, trace IDs."""
+    store = _store(database)
+    from controller.cases import export_rows
+    from controller.cli.cases_view import cases_table
+    from controller.cli.views import resolve
+
+    try:
+        cases = store.eval_cases(resolve(store, name).key if name else None)
+    except CanaryError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    if output is Output.JSON:
+        typer.echo(json.dumps(export_rows(cases), indent=2))
+    elif not cases:
+        console.print("no eval cases recorded" + (f" for {escape(name)}" if name else ""))
+    else:
+        console.print(cases_table(cases))
+
+
+@cases_app.command("export")
+def cases_export(
+    name: NameArgument,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", metavar="[jsonl|csv]", help="One JSON object a line, or CSV."
+        ),
+    ] = "jsonl",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write here instead of stdout."),
+    ] = None,
+    database: DatabaseOption = None,
+) -> None:
+    """A regression-set spec an eval harness can replay: one case per failing cell."""
+    from controller.cli.cases_view import CaseFormat, render
+
+    try:
+        chosen = CaseFormat(fmt)
+    except ValueError:
+        _fail(f"--format must be jsonl or csv, not {fmt!r}", code=2)
+    store = _store(database)
+    from controller.cli.views import resolve
+
+    try:
+        text = render(store.eval_cases(resolve(store, name).key), chosen)
+    except CanaryError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}")
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from controller.analysis.verdicts import Verdict, worst
+from controller.cases import EvalCase
 from controller.dashboard.charts import Chart, chart
 from controller.dashboard.formats import Unit
 from controller.engine.phases import Phase
@@ -201,7 +202,7 @@ class RolloutPage:
     routes: tuple[Event, ...]
     commands: tuple[Event, ...]
     notifications: tuple[Event, ...]
-    cases: tuple[CaseView, ...] | None  # None: this store keeps no eval cases
+    cases: tuple[CaseView, ...]
     span: timedelta  # from the start to the last record
 
     def x(self, delta: timedelta) -> float:
@@ -551,13 +552,35 @@ def _stages(
     return tuple(stages)
 
 
+def _case(case: EvalCase) -> CaseView:
+    traces = (
+        f"{len(case.trace_ids)} trace IDs"
+        if case.trace_ids
+        else f"no trace IDs ({case.trace_ids_reason or 'none found'})"
+    )
+    return CaseView(
+        id=case.id,
+        at=case.created_at,
+        metric=case.metric,
+        cohort=case.cohort,
+        summary=(
+            f"baseline {_arm(case.baseline.value, case.baseline.samples)}, "
+            f"candidate {_arm(case.candidate.value, case.candidate.samples)}; {traces}"
+        ),
+    )
+
+
+def _arm(value: float | None, samples: float | None) -> str:
+    shown = "n/a" if value is None else f"{value:.4g}"
+    return f"{shown} ({samples:,.0f} samples)" if samples is not None else shown
+
+
 def rollout_page(
     store: RolloutStore,
     row: StoredRollout,
     now: datetime,
     *,
     tick: int | None = None,
-    cases: Sequence[CaseView] | None = None,
 ) -> RolloutPage:
     """The page of one rollout, its grid at look `tick` (default: the latest look)."""
     policy = _policy(row)
@@ -605,7 +628,7 @@ def rollout_page(
         routes=routes,
         commands=commands,
         notifications=notifications,
-        cases=tuple(cases) if cases is not None else None,
+        cases=tuple(_case(c) for c in store.eval_cases(row.key)),
         span=last,
     )
 

@@ -10,7 +10,7 @@ away is shown as it is, as a page or as a 503 with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +20,6 @@ from sqlalchemy import inspect, make_url
 from sqlalchemy.exc import ArgumentError
 
 from controller.api.server import BackgroundServer
-from controller.dashboard.pages import CaseView
 from controller.dashboard.web import DEFAULT_PORT, REFRESH_SECONDS, create_app
 from controller.errors import PermanentError
 from controller.settings import redact_url
@@ -87,7 +86,6 @@ class DashboardServer(BackgroundServer):
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        cases: Callable[[str], Sequence[CaseView]] | None = None,
         refresh_seconds: int = REFRESH_SECONDS,
     ) -> None:
         super().__init__(
@@ -97,7 +95,6 @@ class DashboardServer(BackgroundServer):
                 hint=opened.hint,
                 problem=opened.problem,
                 clock=clock,
-                cases=cases,
                 refresh_seconds=refresh_seconds,
             ),
             host=host,

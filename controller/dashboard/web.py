@@ -16,7 +16,7 @@ allows this origin only, and the pages work offline.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -28,7 +28,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from sqlalchemy.exc import SQLAlchemyError
 
 from controller.dashboard import formats
-from controller.dashboard.pages import CaseView, rollout_list, rollout_page
+from controller.dashboard.pages import rollout_list, rollout_page
 from controller.errors import CanaryError
 from controller.store.base import RolloutStore
 
@@ -40,7 +40,6 @@ DEFAULT_PORT = 8090
 REFRESH_SECONDS = 5
 
 WsgiApp = Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]
-Cases = Callable[[str], Sequence[CaseView]]
 
 _STATIC = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript"}
 
@@ -101,14 +100,12 @@ def create_app(
     hint: str = "",
     problem: Callable[[], str | None] = lambda: None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    cases: Cases | None = None,
     refresh_seconds: int = REFRESH_SECONDS,
 ) -> WsgiApp:
     """The dashboard over `store`, which the pages call `source` (a URL without its
     password). `problem` is asked before every page why the store cannot be shown
     (None: it can); its answer, or the database's own error, is a 503, followed by
-    `hint` (how to make a store, say). `cases` gives a rollout's eval cases where
-    the store keeps them."""
+    `hint` (how to make a store, say)."""
     env = templates()
     static = _static_files()
 
@@ -141,7 +138,6 @@ def create_app(
                 row,
                 clock(),
                 tick=tick,
-                cases=cases(key) if cases is not None else None,
             )
             if tick is not None and (shown.look is None or shown.look.tick != tick):
                 known = (

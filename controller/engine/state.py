@@ -272,6 +272,8 @@ class Command:
     kind: CommandKind
     actor: str
     reason: str = ""
+    #: an abort that records the look's failing (or suspect) cells as eval cases
+    capture: bool = False
 
 
 class EventKind(StrEnum):

@@ -53,6 +53,14 @@ from controller.metrics.base import (
     NoSeriesError,
     QueryContext,
 )
+from controller.metrics.exemplars import (
+    TRACE_LABELS,
+    TraceIds,
+    TraceQuery,
+    exemplar_selector,
+    is_bad,
+    no_series_reason,
+)
 from controller.metrics.templates import QUERIES, Reading, histogram_series
 from controller.policy import MetricKind, MetricSpec
 from controller.policy.queries import CustomQueries, QueryError, scope
@@ -114,6 +122,8 @@ class PrometheusProvider:
         session.verify = str(ca_file) if ca_file is not None else True
         session.hooks["response"].append(self._check_response)
         headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else None
+        self._session = session
+        self._headers = headers or {}
         self._client = PrometheusConnect(
             url=self.url,
             headers=headers,
@@ -246,6 +256,56 @@ class PrometheusProvider:
         values = _series_values(result, _Query(query, Reading.GAUGE))
         seconds = over.total_seconds()
         return {cohort or "": max(v, 0.0) / seconds for (cohort, _, _), v in values.items()}
+
+    # --- the TraceSource protocol ---
+
+    def trace_ids(self, query: TraceQuery) -> TraceIds:
+        """Trace IDs of `query`'s bad requests from `/api/v1/query_exemplars`, newest first.
+
+        The selector is escaped like every query (`exemplars.exemplar_selector`) and
+        scoped to the rollout's namespace as the metric's own queries are. A server
+        whose exemplar storage is off answers with no exemplars: the reason says so."""
+        selector = exemplar_selector(query)
+        if selector is None:
+            return TraceIds((), reason=no_series_reason(query.metric))
+        context = query.context
+        if query.metric.template is None and self.custom_queries is CustomQueries.DENY:
+            raise BadQueryError("custom queries are turned off on this controller")
+        text = self._scoped(selector.text, context)
+        timeout = context.time_left(self.timeout_seconds)
+        if timeout < MIN_QUERY_SECONDS:
+            raise MetricsUnreachableError("no time left for the exemplar query", query=text)
+        params = {
+            "query": text,
+            "start": f"{context.start.timestamp():.3f}",
+            "end": f"{context.end.timestamp():.3f}",
+        }
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            response = self._session.get(
+                f"{self.url}/api/v1/query_exemplars",
+                params=params,
+                headers=self._headers,
+                timeout=timeout,
+            )
+            body = response.json()
+        except _HttpError as exc:
+            error = type(exc).__name__
+            raise exc.typed(text) from exc
+        except requests.exceptions.SSLError as exc:
+            error = type(exc).__name__
+            raise PermanentError(f"TLS to Prometheus failed: {exc}") from exc
+        except (requests.exceptions.RequestException, ValueError) as exc:
+            error = type(exc).__name__
+            raise MetricsUnreachableError(
+                f"Prometheus at {redact_url(self.url)} did not answer the exemplar query: "
+                f"{type(exc).__name__}",
+                query=text,
+            ) from exc
+        finally:
+            self._on_query(time.perf_counter() - started, error)
+        return _trace_ids(body, query, text, by_value=selector.by_value)
 
     # --- HTTP ---
 
@@ -412,3 +472,44 @@ def _sample(
         return Gauge(parts.get(("num", ""), 0.0) / den, den)
     value = parts.get(("", ""))
     return Gauge(value) if value is not None and math.isfinite(value) else None
+
+
+def _trace_ids(body: Any, query: TraceQuery, text: str, *, by_value: bool) -> TraceIds:
+    """The trace IDs in a `query_exemplars` answer, newest first, distinct, at most
+    `query.limit`; histograms keep only the exemplars whose value is a bad request."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        raise MetricsUnreachableError("the exemplar answer has no data", query=text)
+    found: list[tuple[float, str]] = []
+    exemplars = traced = 0
+    for series in data:
+        for exemplar in (series.get("exemplars") or []) if isinstance(series, dict) else []:
+            exemplars += 1
+            labels = exemplar.get("labels") or {}
+            trace = next((str(labels[k]) for k in TRACE_LABELS if labels.get(k)), None)
+            if trace is None:
+                continue
+            traced += 1
+            try:
+                value = float(exemplar.get("value"))
+                at = float(exemplar.get("timestamp"))
+            except (TypeError, ValueError):
+                continue
+            if by_value and not is_bad(value, query):
+                continue
+            found.append((at, trace))
+    found.sort(reverse=True)
+    traces = tuple(dict.fromkeys(t for _, t in found))[: query.limit]
+    if traces:
+        return TraceIds(traces, query=text)
+    if exemplars == 0:
+        reason = (
+            "Prometheus has no exemplars for these series in the window: the model server "
+            "must attach exemplars with a trace_id to its bad-outcome counters and expose "
+            "OpenMetrics, and Prometheus must run with --enable-feature=exemplar-storage"
+        )
+    elif traced == 0:
+        reason = f"the exemplars carry no trace ID label ({', '.join(TRACE_LABELS)})"
+    else:
+        reason = "no exemplar in the window is worse than the baseline's value"
+    return TraceIds((), query=text, reason=reason)

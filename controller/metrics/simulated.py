@@ -6,11 +6,16 @@ second (a Poisson stream split into cohorts, each cohort routed to the
 candidate at the current weight) and keeps the counters a model server
 following the metric contract would export: requests by outcome, refusals,
 quality-score, latency and time-to-first-token histograms, output tokens.
-It records a snapshot of every counter at each scrape, like Prometheus.
+It records a snapshot of every counter at each scrape, like Prometheus, and
+the exemplar a model server would attach to each bad-outcome counter (a refusal,
+an error, a feedback event) at each scrape: the trace ID of its latest bad
+request, so a rollback can name the requests that broke it.
 
 `SimulatedProvider` answers `fetch` for every built-in template with the
 counters' increase between the snapshots at the start and the end of the
-analysis: the same counts the Prometheus provider returns for a real server.
+analysis: the same counts the Prometheus provider returns for a real server;
+its `trace_ids` answers the exemplar question as Prometheus' `query_exemplars`
+would.
 Everything is driven by the simulated clock (`advance_to`) and one seed, so a
 run is reproducible to the request.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,13 +39,18 @@ from controller.metrics.base import (
     NoSeriesError,
     QueryContext,
 )
+from controller.metrics.exemplars import TraceIds, TraceQuery, exemplar_selector
 from controller.metrics.templates import QUERIES
 from controller.policy import MetricSpec
+from controller.policy.templates import FEEDBACK_KINDS, FEEDBACK_TEMPLATES
 
 #: buckets fine enough to judge a 25 % latency ratio (see the README (How the judge decides))
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0)
 TTFT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 QUALITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+#: exemplars kept per (version, cohort, counter), as Prometheus' exemplar storage keeps
+#: a bounded number
+MAX_EXEMPLARS = 500
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,16 @@ class Behaviour:
     ttft_median: float = 0.3
     ttft_sigma: float = 0.4
     output_tokens: float = 250.0
+    #: the share of answered requests drawing each kind of feedback (`FEEDBACK_KINDS`)
+    feedback: Mapping[str, float] = field(
+        default_factory=lambda: {
+            "regenerate": 0.04,
+            "thumbs_down": 0.02,
+            "thumbs_up": 0.06,
+            "abandon": 0.03,
+            "escalate": 0.01,
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,7 @@ class _Counters:
         self.latency_sum = 0.0
         self.ttft = np.zeros(len(TTFT_BUCKETS) + 1)
         self.ttft_sum = 0.0
+        self.feedback = np.zeros(len(FEEDBACK_KINDS))
 
     def copy(self) -> _Counters:
         out = _Counters()
@@ -132,6 +154,11 @@ class TrafficSimulator:
         self._counters = {(v, c.name): _Counters() for v in (baseline, candidate) for c in cohorts}
         self._times: list[datetime] = [start]
         self._snapshots = [self._snapshot()]
+        # Trace IDs come from a stream of their own: the traffic is the same with or
+        # without them, request for request.
+        self._traces = np.random.default_rng([seed, 1])
+        #: per (version, cohort, bad-outcome counter): the exemplars scraped, oldest first
+        self._exemplars: dict[tuple[str, str, str], deque[tuple[datetime, str]]] = {}
 
     @property
     def now(self) -> datetime:
@@ -151,10 +178,42 @@ class TrafficSimulator:
     def advance_to(self, until: datetime) -> None:
         """Generate the traffic up to `until`, one scrape interval at a time."""
         while self._now + self.scrape_interval <= until:
+            before = self._snapshots[-1]
             self._tick(self.scrape_interval.total_seconds())
             self._now += self.scrape_interval
             self._times.append(self._now)
             self._snapshots.append(self._snapshot())
+            self._scrape_exemplars(before, self._snapshots[-1])
+
+    def _scrape_exemplars(
+        self,
+        before: Mapping[tuple[str, str], _Counters],
+        after: Mapping[tuple[str, str], _Counters],
+    ) -> None:
+        """One exemplar per bad-outcome counter that grew since the last scrape: the
+        trace ID of its latest bad request, as a client library keeps it."""
+        for key, now in after.items():
+            then = before[key]
+            grew = {
+                "refusals": now.refusals > then.refusals,
+                "errors": now.errors > then.errors,
+                **{
+                    f"feedback:{kind}": now.feedback[i] > then.feedback[i]
+                    for i, kind in enumerate(FEEDBACK_KINDS)
+                },
+            }
+            for counter, increased in grew.items():
+                if increased:
+                    kept = self._exemplars.setdefault((*key, counter), deque(maxlen=MAX_EXEMPLARS))
+                    kept.append((self._now, self._traces.bytes(16).hex()))
+
+    def exemplars(
+        self, version: str, cohort: str, counter: str, start: datetime, end: datetime
+    ) -> list[tuple[datetime, str]]:
+        """The exemplars of a bad-outcome counter (`refusals`, `errors`,
+        `feedback:<kind>`) scraped in (start, end], oldest first."""
+        kept = self._exemplars.get((version, cohort, counter), ())
+        return [(at, trace) for at, trace in kept if start < at <= end]
 
     def _snapshot(self) -> dict[tuple[str, str], _Counters]:
         return {key: counters.copy() for key, counters in self._counters.items()}
@@ -193,6 +252,9 @@ class TrafficSimulator:
         ttft = rng.lognormal(math.log(b.ttft_median), b.ttft_sigma, size=ok)
         c.ttft += _bucket_counts(ttft, TTFT_BUCKETS)
         c.ttft_sum += float(ttft.sum())
+        # drawn from the trace stream: adding feedback left the other counters as they were
+        for i, kind in enumerate(FEEDBACK_KINDS):
+            c.feedback[i] += self._traces.binomial(ok, b.feedback.get(kind, 0.0))
 
     def counters_between(
         self, version: str, start: datetime, end: datetime
@@ -250,6 +312,49 @@ class SimulatedProvider:
             cohort_queries={k: _query_text(metric, version, context, k) for k in samples},
         )
 
+    def trace_ids(self, query: TraceQuery) -> TraceIds:
+        """The exemplars' trace IDs of the bad-outcome counter behind `query.metric`,
+        newest first: what Prometheus' `query_exemplars` returns for a real server."""
+        if self.down:
+            raise MetricsUnreachableError("the simulated Prometheus is down")
+        selector = exemplar_selector(query)
+        text = f"simulated exemplars of {selector.text}" if selector else ""
+        counter = _bad_counter(query.metric.template or "")
+        if selector is None or counter is None:
+            return TraceIds(
+                (),
+                query=text,
+                reason="the simulator attaches trace IDs to refusals, errors and feedback "
+                f"events only, not to {query.metric.metric_name}",
+            )
+        context = query.context
+        cohorts = (
+            [query.cohort] if query.cohort is not None else [c.name for c in self.simulator.cohorts]
+        )
+        found = [
+            e
+            for cohort in cohorts
+            for e in self.simulator.exemplars(
+                query.version, cohort, counter, context.start, context.end
+            )
+        ]
+        found.sort(reverse=True)
+        traces = tuple(dict.fromkeys(t for _, t in found))[: query.limit]
+        if not traces:
+            return TraceIds((), query=text, reason="no bad request of the candidate in the window")
+        return TraceIds(traces, query=text)
+
+
+def _bad_counter(template: str) -> str | None:
+    """The simulator's bad-outcome counter that a template's events count."""
+    if template == "refusal-rate":
+        return "refusals"
+    if template == "error-rate":
+        return "errors"
+    if template in FEEDBACK_TEMPLATES:
+        return f"feedback:{FEEDBACK_TEMPLATES[template][0]}"
+    return None
+
 
 def _query_text(
     metric: MetricSpec, version: str, context: QueryContext, cohort: str | None = None
@@ -279,6 +384,9 @@ def _sample(template: str, c: _Counters) -> Sample | None:
         return _histogram(c.latency, LATENCY_BUCKETS, c.latency_sum)
     if template.startswith("ttft-"):
         return _histogram(c.ttft, TTFT_BUCKETS, c.ttft_sum)
+    if template in FEEDBACK_TEMPLATES:
+        kind = FEEDBACK_KINDS.index(FEEDBACK_TEMPLATES[template][0])
+        return Proportion(float(c.feedback[kind]), c.requests)
     if template == "tokens-per-request":
         return Gauge(c.tokens / c.requests, c.requests) if c.requests > 0 else None
     raise BadQueryError(f"the simulator has no counters for {template!r}")

@@ -8,6 +8,8 @@ The contract (the README's "metric contract") a model server exports:
     llm_request_duration_seconds histogram
     llm_time_to_first_token_seconds histogram
     llm_tokens_total{model, version, cohort, direction}
+    llm_feedback_total{model, version, cohort, kind}  regenerate, thumbs_down, thumbs_up,
+                                                      abandon, escalate
 
 Each template is a set of counters read per version and grouped `by (cohort)`,
 so one query answers for every cohort at once, and the overall value is their
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+
+from controller.policy.templates import FEEDBACK_TEMPLATES
 
 
 class Reading(StrEnum):
@@ -62,6 +66,16 @@ QUERIES: dict[str, TemplateQuery] = {
             f"llm_requests_total{{{_VERSION}}}",
         ),
     ),
+    **{
+        name: TemplateQuery(
+            Reading.PROPORTION,
+            (
+                f'llm_feedback_total{{{_VERSION},kind="{kind}"}}',
+                f"llm_requests_total{{{_VERSION}}}",
+            ),
+        )
+        for name, (kind, _) in FEEDBACK_TEMPLATES.items()
+    },
     "quality-score": _histogram("llm_quality_score"),
     "latency-p95": _histogram("llm_request_duration_seconds"),
     "latency-p99": _histogram("llm_request_duration_seconds"),

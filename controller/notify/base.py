@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from controller.cases import EvalCase
 from controller.policy.causes import Cause
 
 
@@ -195,6 +196,8 @@ class Notification:
     evidence: tuple[Evidence, ...] = ()
     started_at: datetime | None = None
     cause: Cause | None = None
+    #: the eval cases a rollback (or a captured abort) recorded
+    eval_cases: tuple[EvalCase, ...] = ()
     gate: GateNote | None = None
 
     @classmethod
@@ -237,6 +240,7 @@ class Notification:
             evidence=tuple(Evidence.of(a) for a in analyses),
             started_at=started_at,
             cause=_cause(p.get("cause")),
+            eval_cases=_cases(p.get("evalCases")),
             gate=GateNote.of(p.get("gate")),
         )
 
@@ -288,6 +292,19 @@ def _cause(value: Any) -> Cause | None:
         return Cause(value) if value else None
     except ValueError:  # a code from a newer version: shown without one, never dropped
         return None
+
+
+def _cases(rows: Any) -> tuple[EvalCase, ...]:
+    """The payload's eval cases; a row that is not one (a newer version's) is left out."""
+    out = []
+    for row in rows if isinstance(rows, list) else ():
+        if not isinstance(row, Mapping):
+            continue
+        try:
+            out.append(EvalCase.from_row(row))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(out)
 
 
 def _float(value: Any) -> float | None:

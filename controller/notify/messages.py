@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from controller.cases import export_rows, trace_id_count
 from controller.notify.base import CellNote, Evidence, GateNote, Notification
 from controller.policy.causes import Cause
 from controller.policy.durations import format_duration
@@ -109,6 +110,8 @@ def slack_message(note: Notification) -> SlackMessage:
         blocks += _promotion(note)
     elif note.cells:
         blocks += _cells(note)
+    if note.eval_cases:
+        blocks.append(_section(_escape(captured(note))))
     if note.gate is not None and note.gate.outcome == "failed":
         blocks += _gate(note.gate)
     blocks.append(_context(f"{note.created_at:%Y-%m-%d %H:%M:%S} UTC · canary-controller"))
@@ -131,6 +134,16 @@ def status_message(note: Notification) -> SlackMessage:
         f"{note.phase}, step {_step(note)}, {_traffic(note)}"
     )
     return SlackMessage(text, blocks)
+
+
+def captured(note: Notification) -> str:
+    """What a rollback recorded for the regression set, and how to get it."""
+    cases = len(note.eval_cases)
+    traces = trace_id_count(note.eval_cases)
+    return (
+        f"{cases} eval case{'s' if cases != 1 else ''} with {traces} trace "
+        f"ID{'s' if traces != 1 else ''} recorded: `canaryctl cases export {note.rollout}`"
+    )
 
 
 def _title(note: Notification) -> tuple[str, str]:
@@ -329,6 +342,8 @@ def _fallback(note: Notification, title: str, lead: str, mentions: str) -> str:
             f"{_arm(e.baseline_value, e.baseline_samples)} vs candidate "
             f"{_arm(e.candidate_value, e.candidate_samples)}{limit}."
         )
+    if note.eval_cases:  # right after the lead: long evidence is clipped, this is not
+        parts.insert(1, captured(note) + ".")
     text = " ".join(parts)
     return _clip(f"{mentions} {text}" if mentions else text, MAX_TEXT)
 
@@ -391,6 +406,7 @@ def notification_json(note: Notification) -> dict[str, Any]:
             }
             for e in note.evidence
         ],
+        "evalCases": export_rows(note.eval_cases),
     }
 
 

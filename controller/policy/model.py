@@ -236,6 +236,16 @@ class NoData(_Frozen):
     then: NoDataTimeout = NoDataTimeout.PAUSE
 
 
+class EvalCases(_Frozen):
+    """What a rollback records of its failing cells, for the regression set.
+
+    Each failing cell becomes an eval case with up to `maxTraceIds` trace IDs of
+    bad candidate requests, from Prometheus exemplars (0: record the case alone).
+    """
+
+    max_trace_ids: Annotated[int, Strict(), Field(ge=0, le=1000)] = 20
+
+
 class MetricSpec(_Frozen):
     """A metric to judge: a built-in `template`, or a custom `query` with its `kind`."""
 
@@ -430,6 +440,7 @@ class Analysis(_Frozen):
     #: rollback); default: twice the sum of the holds and the shadow, at least 10 minutes
     deadline: Duration | None = None
     metrics: list[MetricSpec] = Field(min_length=1, max_length=64)
+    eval_cases: EvalCases = Field(default_factory=EvalCases)
 
 
 class Promotion(_Frozen):

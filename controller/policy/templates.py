@@ -44,6 +44,18 @@ class Template:
         return self.unit in (Unit.RATIO, Unit.SCORE)
 
 
+#: the kinds of `llm_feedback_total{kind}`: what users did with an answer besides reading it
+FEEDBACK_KINDS = ("regenerate", "thumbs_down", "thumbs_up", "abandon", "escalate")
+
+#: the implicit-feedback templates: each the share of requests that drew one kind of
+#: feedback, judged like refusals (`thumbs_up` is praise, not harm: no template)
+FEEDBACK_TEMPLATES: dict[str, tuple[str, str]] = {
+    "regenerate-rate": ("regenerate", "the user asked to be answered again"),
+    "thumbs-down-rate": ("thumbs_down", "the user rated the answer down"),
+    "abandon-rate": ("abandon", "the user left the conversation unfinished after"),
+    "escalation-rate": ("escalate", "the user escalated to a human"),
+}
+
 TEMPLATES: dict[str, Template] = {
     t.name: t
     for t in (
@@ -94,6 +106,16 @@ TEMPLATES: dict[str, Template] = {
             Unit.SECONDS,
             "99th percentile of llm_time_to_first_token_seconds",
             quantile=0.99,
+        ),
+        *(
+            Template(
+                name,
+                MetricKind.PROPORTION,
+                Unit.RATIO,
+                f"share of requests {meaning} "
+                f'(llm_feedback_total{{kind="{kind}"}} / llm_requests_total)',
+            )
+            for name, (kind, meaning) in FEEDBACK_TEMPLATES.items()
         ),
         Template(
             "tokens-per-request",

@@ -49,6 +49,7 @@ from controller.policy import ModelRollout
 from controller.routing.base import RouteNotFoundError, TrafficRouter
 from controller.runtime.bounded import BoundedCalls
 from controller.runtime.executor import (
+    CaseRecorder,
     Clock,
     Executor,
     GateRunner,
@@ -119,12 +120,14 @@ class Controller:
         reporters: tuple[TickReporter, ...] = (LogReporter(),),
         metrics: ControllerMetrics | None = None,
         store_wait: float = 2.0,
+        cases: CaseRecorder | None = None,
         gates: GateRunner | None = None,
     ) -> None:
         """`metrics` records ticks, leases and phases (a private registry if not given).
         `store_wait`: a tick waits at most this long (and half its interval) for its
-        lease and state before it acts from memory, toward the baseline only. `gates`
-        runs the policies' gates (without it, every gate fails, saying so)."""
+        lease and state before it acts from memory, toward the baseline only.
+        `cases` records the eval cases of rollbacks (none without it). `gates` runs the
+        policies' gates (without it, every gate fails, saying so)."""
         self.store = store
         self.source = source
         self.routes = routes
@@ -135,7 +138,7 @@ class Controller:
         self.sync_every = sync_every
         self.reporters = reporters
         self.metrics = metrics or ControllerMetrics(CollectorRegistry())
-        self.executor = Executor(store, clock, gates)
+        self.executor = Executor(store, clock, cases=cases, gates=gates)
         self.store_wait = store_wait
         # As many threads as the scheduler's (APScheduler's default of 10), so that a
         # tick's reads never queue behind other ticks' and time out for that alone.

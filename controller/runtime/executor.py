@@ -44,6 +44,11 @@ toward the baseline (a rollback, an abort's restore) is performed and committed,
 its transitions saying the policy was invalid; a decision that would give the
 candidate more (an advance, a promotion) holds, and the held tick records nothing.
 
+A rollback on a failed metric (and an abort with `--capture`) records its failing
+cells as eval cases (`engine.capture` chooses them, the `CaseRecorder` port builds
+them with the trace IDs of bad requests) after the route is given back, in the
+same commit, and its notification carries them.
+
 The executor reaches the outside only through ports: the routers' `TrafficRouter`,
 the store's `RolloutStore`, the `Observer` below, which the runtime backs with
 the metrics provider and the judge, and the `GateRunner`, which runs the gate a
@@ -60,6 +65,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from controller.analysis.verdicts import CellVerdict
+from controller.cases import EvalCase, export_rows
+from controller.engine.capture import Capture, cells_to_capture
 from controller.engine.decide import decide, end_deleted, fail, restart, start
 from controller.engine.direction import moves_toward_candidate
 from controller.engine.phases import Phase
@@ -102,6 +110,8 @@ class Observation:
 
     look: Look
     records: tuple[AnalysisRecord, ...] = ()
+    #: the judge's verdicts with their checks, from which eval cases are made
+    verdicts: tuple[CellVerdict, ...] = ()
 
 
 class Observer(Protocol):
@@ -112,6 +122,18 @@ class Observer(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+class CaseRecorder(Protocol):
+    """Turns the cells a tick captures into eval cases, with trace IDs of bad requests.
+
+    Called after the tick's route writes, before its commit; it must bound its
+    own time, and never raise for a trace source that cannot answer (the case is
+    recorded without trace IDs, saying why)."""
+
+    def record(
+        self, rollout: ModelRollout, state: RolloutState, capture: Capture, now: datetime
+    ) -> tuple[EvalCase, ...]: ...
 
 
 class GateRunner(Protocol):
@@ -216,9 +238,19 @@ def dedupe_key(key: str, state: RolloutState, index: int, event: str) -> str:
 class Executor:
     """Runs ticks: decide purely, then perform the effects and commit once."""
 
-    def __init__(self, store: RolloutStore, clock: Clock, gates: GateRunner | None = None) -> None:
+    def __init__(
+        self,
+        store: RolloutStore,
+        clock: Clock,
+        *,
+        cases: CaseRecorder | None = None,
+        gates: GateRunner | None = None,
+    ) -> None:
+        """`cases` records eval cases of rollbacks (none are recorded without it); `gates`
+        runs the policies' gates (without it, every gate fails, saying so)."""
         self.store = store
         self.clock = clock
+        self.cases = cases
         self.gates: GateRunner = gates or NoGates()
         self._lock = threading.Lock()
         #: the last row of each rollout read from or committed to the store
@@ -324,6 +356,7 @@ class Executor:
         )
         analyses: tuple[AnalysisRecord, ...] = ()
         look: Look | None = None
+        capture: Capture | None = None
         if stored is not None and spec.candidate.version != state.candidate_version:
             decision = restart(spec, state, generation, now)
         elif state.phase.terminal:
@@ -354,6 +387,7 @@ class Executor:
                 decision.transitions,
                 decision.applied_commands,
             )
+            capture = cells_to_capture(decision, observation.verdicts)
         if offline is not None or hold is not None:
             serving = state.serving()
             if any(moves_toward_candidate(serving, a) for a in _route_actions(decision)):
@@ -373,6 +407,7 @@ class Executor:
             offline=offline,
             fence=fence,
             hold=hold,
+            capture=capture,
         )
 
     def _tick_without_store(
@@ -518,7 +553,9 @@ class Executor:
 
     def _commands(self, key: str, state: RolloutState) -> tuple[Command, ...]:
         return tuple(
-            Command(c.id or 0, CommandKind(c.command), c.actor, c.reason)
+            Command(
+                c.id or 0, CommandKind(c.command), c.actor, c.reason, c.args.get("capture") is True
+            )
             for c in self.store.commands(key, after_id=state.command_cursor)
         )
 
@@ -535,6 +572,7 @@ class Executor:
         offline: TransientError | None = None,
         fence: Fence = UNFENCED,
         hold: str | None = None,
+        capture: Capture | None = None,
     ) -> TickResult:
         actions = list(decision.actions)
         ended = decision.state.phase.terminal and not decision.transitions
@@ -569,11 +607,13 @@ class Executor:
                 decision.applied_commands,
             )
         records, errors = writes.records, writes.errors
+        # after the route writes: a rollback never waits for its trace IDs
+        cases = self._record_cases(rollout, state, capture, now)
         messages = tuple(
             OutboxMessage(
                 dedupe_key(rollout.key, state, i, str(a.event)),
                 str(a.event),
-                _payload(rollout, state, a),
+                _payload(rollout, state, a, cases),
                 now,
             )
             for i, a in enumerate(decision.actions)
@@ -598,6 +638,7 @@ class Executor:
             analyses=analyses,
             route_actions=tuple(r for r in records if r.changed or r.error),
             messages=messages,
+            eval_cases=cases,
         )
         result = Decision(state, decision.actions, decision.transitions)
         if offline is None:
@@ -614,6 +655,17 @@ class Executor:
                 return TickResult(rollout.key, result, committed, tuple(errors), look)
         self._defer(write)
         return TickResult(rollout.key, result, None, tuple(errors), look, str(offline))
+
+    def _record_cases(
+        self, rollout: ModelRollout, state: RolloutState, capture: Capture | None, now: datetime
+    ) -> tuple[EvalCase, ...]:
+        if capture is None or self.cases is None:
+            return ()
+        try:
+            return self.cases.record(rollout, state, capture, now)
+        except Exception:  # a bug here must never stop a rollback's commit
+            log.exception("%s: could not record the eval cases of this tick", rollout.key)
+            return ()
 
     def _audit_refusal(self, key: str, writes: _RouteWrites) -> None:
         """Append the fenced write (and any written before it) to the audit: the tick that
@@ -795,6 +847,7 @@ def _merged(segments: list[TickWrite], expected_revision: int | None) -> TickWri
         analyses=tuple(a for w in segments for a in w.analyses),
         route_actions=tuple(a for w in segments for a in w.route_actions),
         messages=tuple(m for w in segments for m in w.messages),
+        eval_cases=tuple(c for w in segments for c in w.eval_cases),
     )
 
 
@@ -858,9 +911,15 @@ def _transition(
     )
 
 
-def _payload(rollout: ModelRollout, state: RolloutState, notify: Notify) -> dict[str, Any]:
+def _payload(
+    rollout: ModelRollout,
+    state: RolloutState,
+    notify: Notify,
+    cases: tuple[EvalCase, ...] = (),
+) -> dict[str, Any]:
     spec = rollout.spec
     owners = spec.owners.slack
+    ended = notify.event in (EventKind.ROLLED_BACK, EventKind.ABORTED)
     return {
         "rollout": rollout.key,
         "model": spec.model,
@@ -884,4 +943,5 @@ def _payload(rollout: ModelRollout, state: RolloutState, notify: Notify) -> dict
             }
             for c in notify.cells
         ],
+        **({"evalCases": export_rows(cases)} if cases and ended else {}),
     }

@@ -42,6 +42,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from controller import __version__
+from controller.cases import EvalCase, export_rows
 from controller.engine.state import GateOutcome, GateResult, RolloutState
 from controller.errors import PermanentError, TransientError
 from controller.policy import ModelRollout
@@ -72,6 +73,23 @@ class NoCases:
 
     def export_rows(self, model: str) -> Sequence[Mapping[str, Any]]:
         return []
+
+
+class CaseStore(Protocol):
+    """Where the eval cases are recorded (`RolloutStore.eval_cases`)."""
+
+    def eval_cases(self, key: str | None = None) -> Sequence[EvalCase]: ...
+
+
+class StoreCases:
+    """A model's recorded eval cases from the store, rendered by the same function as
+    `canaryctl cases export` (oldest first)."""
+
+    def __init__(self, store: CaseStore) -> None:
+        self.store = store
+
+    def export_rows(self, model: str) -> Sequence[Mapping[str, Any]]:
+        return export_rows(c for c in self.store.eval_cases() if c.model == model)
 
 
 class SecretHeaders(Protocol):

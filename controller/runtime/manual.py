@@ -41,10 +41,11 @@ def submit(
     actor: str,
     reason: str,
     now: datetime,
+    args: Mapping[str, Any] | None = None,
 ) -> ManualCommand:
     """Record `kind` for the rollout `key`; PermanentError when it cannot apply now."""
     _check(store, key, kind, actor)
-    return store.add_command(key, ManualCommand(now, str(kind), actor, reason))
+    return store.add_command(key, ManualCommand(now, str(kind), actor, reason, dict(args or {})))
 
 
 def submit_once(

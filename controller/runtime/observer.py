@@ -103,7 +103,7 @@ class JudgingObserver:
         self.last[rollout.key] = judgement
         cells = tuple(engine_cell(c) for c in judgement.cells)
         records = tuple(audit_record(c, state.tick + 1, now) for c in judgement.cells)
-        return Observation(Look(cells), records)
+        return Observation(Look(cells), records, judgement.cells)
 
     def _step_starts(
         self, rollout: ModelRollout, state: RolloutState, context: QueryContext, now: datetime

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from controller.cases import EvalCase
 from controller.errors import CanaryError
 from controller.store.records import (
     AnalysisRecord,
@@ -67,6 +68,11 @@ class RolloutStore(Protocol):
     def commands(self, key: str, *, after_id: int = 0) -> Sequence[ManualCommand]: ...
 
     def outbox(self, key: str) -> Sequence[OutboxMessage]: ...
+
+    def eval_cases(self, key: str | None = None) -> Sequence[EvalCase]:
+        """The eval cases recorded for rollout `key` (every rollout's when None), oldest
+        first; PermanentError for an unknown rollout."""
+        ...
 
 
 class NotificationStore(Protocol):

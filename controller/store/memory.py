@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from controller.cases import EvalCase
 from controller.errors import PermanentError
 from controller.store.base import StaleStateError
 from controller.store.records import (
@@ -45,6 +46,8 @@ class MemoryStore:
         self._threads: dict[tuple[str, str], NotificationThread] = {}
         self._next_id = 0
         self._source_problems: dict[str, SourceProblem] = {}
+        self._cases: dict[str, list[EvalCase]] = {}
+        self._case_ids: set[str] = set()
 
     def _id(self) -> int:
         self._next_id += 1
@@ -80,6 +83,10 @@ class MemoryStore:
             self._actions.setdefault(r.key, []).extend(
                 replace(a, id=self._id()) for a in write.route_actions
             )
+            for case in write.eval_cases:
+                if case.id not in self._case_ids:
+                    self._case_ids.add(case.id)
+                    self._cases.setdefault(r.key, []).append(case)
             for message in write.messages:
                 if message.dedupe_key not in self._dedupe:
                     self._dedupe.add(message.dedupe_key)
@@ -112,6 +119,13 @@ class MemoryStore:
         with self._lock:
             self._known(key)
             return list(self._actions.get(key, []))
+
+    def eval_cases(self, key: str | None = None) -> Sequence[EvalCase]:
+        with self._lock:
+            if key is not None:
+                self._known(key)
+            found = [c for k, cases in self._cases.items() if key in (None, k) for c in cases]
+            return sorted(found, key=lambda c: (c.created_at, c.id))  # as the SQL store
 
     def append_route_action(self, key: str, action: RouteActionRecord) -> None:
         with self._lock:

@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from controller.cases import EvalCase
+
 JsonDict = Mapping[str, Any]
 
 
@@ -213,6 +215,9 @@ class TickWrite:
     analyses: tuple[AnalysisRecord, ...] = ()
     route_actions: tuple[RouteActionRecord, ...] = ()
     messages: tuple[OutboxMessage, ...] = ()
+    #: the failing cells of a rollback (or a captured abort), for the regression set;
+    #: a case already in the store (same ID) is not written again
+    eval_cases: tuple[EvalCase, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -173,3 +173,19 @@ class SourceProblemRow(Base):
     rollout_key: Mapped[str] = mapped_column(String(320), primary_key=True)
     problem: Mapped[str] = mapped_column(Text)
     since: Mapped[datetime] = mapped_column(When)
+
+
+class EvalCaseRow(Base):
+    """A failing cell recorded for the regression set (migration 0007_eval_cases).
+
+    `record` is the case as `controller.cases.export_row` writes it; the columns
+    beside it are what a listing filters and sorts on. Never updated."""
+
+    __tablename__ = "eval_cases"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(When)
+    cohort: Mapped[str] = mapped_column(String(63))
+    metric: Mapped[str] = mapped_column(String(63))
+    record: Mapped[dict[str, Any]] = mapped_column(Json)

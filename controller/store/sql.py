@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.cases import EvalCase, export_row
 from controller.errors import PermanentError, TransientError
 from controller.settings import Settings, redact_url
 from controller.store.base import StaleStateError
@@ -61,6 +62,7 @@ from controller.store.schema import (
     NO_HOLDER,
     AnalysisRow,
     DeliveryRow,
+    EvalCaseRow,
     LeaseRow,
     ManualCommandRow,
     OutboxRow,
@@ -372,6 +374,20 @@ class SqlStore:
             ]
             dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
             s.execute(dialect.insert(OutboxRow).values(rows).on_conflict_do_nothing())
+        if write.eval_cases:
+            cases = [
+                {
+                    "id": c.id,
+                    "rollout_id": rollout_id,
+                    "created_at": c.created_at,
+                    "cohort": c.cohort,
+                    "metric": c.metric,
+                    "record": export_row(c),
+                }
+                for c in write.eval_cases
+            ]
+            dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+            s.execute(dialect.insert(EvalCaseRow).values(cases).on_conflict_do_nothing())
 
     def get(self, key: str) -> StoredRollout | None:
         with self._transaction() as s:
@@ -553,6 +569,14 @@ class SqlStore:
                 )
                 for r in rows
             ]
+
+    def eval_cases(self, key: str | None = None) -> Sequence[EvalCase]:
+        stmt = select(EvalCaseRow.record)
+        with self._transaction() as s:
+            if key is not None:
+                stmt = stmt.where(EvalCaseRow.rollout_id == self._rollout_id(s, key))
+            rows = s.scalars(stmt.order_by(EvalCaseRow.created_at, EvalCaseRow.id))
+            return [EvalCase.from_row(r) for r in rows]
 
     # --- delivery of the outbox --------------------------------------------------
 

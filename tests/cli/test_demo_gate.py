@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from controller.demo import _run, replay_gate, replay_verdict, retry_rollout
+from controller.demo import _run, replay_gate, replay_verdict, retry_rollout, run_demo
 from controller.engine.phases import Phase
 from controller.policy import Cause
 from controller.policy.gates import WebhookAllow
@@ -83,5 +83,33 @@ def test_a_retry_of_the_candidate_is_stopped_before_it_shadows(tmp_path: Path) -
         [_, failed] = store.transitions(rollout.key)
         assert failed.reason == "gate replay-evals failed: HTTP 422"
         assert json.loads(failed.details["gate"]["body"])["failed"][0]["id"] == "a1"
+    finally:
+        store.close()
+
+
+def test_the_gate_replay_demo_stops_the_retry_on_the_first_rollbacks_cases(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "demo.db"
+    result = run_demo(Scenario.GATE_REPLAY, database)
+    assert result.key == "llm/support-bot-v7-retry"
+    assert (result.phase, result.cause, result.steps_completed) == (
+        Phase.ROLLED_BACK,
+        Cause.GATE_FAILED,
+        0,
+    )
+    store = SqlStore(f"sqlite:///{database}")
+    try:
+        # the first rollout's rollback recorded the case the gate replayed
+        [case] = [c for c in store.eval_cases("llm/support-bot-v7") if c.cohort == "non-english"]
+        assert case.candidate_version == "v7"
+        transitions = store.transitions(result.key)
+        assert [(t.from_phase, t.to_phase, t.cause) for t in transitions] == [
+            ("Pending", "GateRunning", None),
+            ("GateRunning", "RolledBack", "GateFailed"),
+        ]
+        answer = json.loads(transitions[-1].details["gate"]["body"])
+        assert answer["failed"][0]["id"] == case.id
+        assert store.route_actions(result.key) == []  # the retry never touched the route
     finally:
         store.close()

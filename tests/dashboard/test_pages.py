@@ -197,6 +197,21 @@ def test_the_audit_shows_transitions_routes_and_notifications(dashboard: str) ->
     assert "Manual commands" in audit
 
 
+def test_the_eval_cases_of_the_rollback_are_listed_with_their_trace_ids(
+    dashboard: str, demo_db: Path
+) -> None:
+    store = SqlStore(f"sqlite:///{demo_db}")
+    recorded = store.eval_cases(KEY)
+    store.close()
+    assert recorded  # the demo's rollback records its failing cell
+    audit = Document(fetch(dashboard + PAGE).body).one("section", "audit").content
+    assert "Eval cases" in audit and "None recorded." not in audit
+    for case in recorded:
+        assert case.id in audit
+        assert f"{len(case.trace_ids)} trace IDs" in audit
+    assert "refusal-rate" in audit and "non-english" in audit
+
+
 @pytest.mark.parametrize(
     ("path", "status", "reason"),
     [

@@ -2,7 +2,10 @@
 
 `ContractExporter` serves the LLM metric contract (see the README) from values the
 test sets directly, through `prometheus-client`'s custom-collector API, so a
-test can also make a counter drop, as a restarted pod does. `PrometheusServer`
+test can also make a counter drop, as a restarted pod does. A counter can carry
+an OpenMetrics exemplar (`set_exemplar`), served when the scraper asks for
+OpenMetrics, as Prometheus does; `PrometheusServer(..., features=("exemplar-storage",))`
+keeps them for `/api/v1/query_exemplars`. `PrometheusServer`
 runs Debian's `prometheus` binary with a temporary config (1 s scrapes) and
 storage, waits for readiness and for the first scrape with bounded polling, and
 always kills the process. Only 127.0.0.1 is ever used.
@@ -25,6 +28,7 @@ import requests
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
 
 LOOPBACK = "127.0.0.1"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -78,6 +82,7 @@ class ContractExporter(Collector):
         "llm_refusals": ("model", "version", "cohort"),
         "llm_tokens": ("model", "version", "cohort", "direction"),
         "llm_format_violations": ("model", "version", "cohort"),
+        "llm_feedback": ("model", "version", "cohort", "kind"),
     }
     HISTOGRAMS: Mapping[str, tuple[float, ...]] = {
         "llm_request_duration_seconds": (0.5, 1.0, 2.5, 5.0),
@@ -89,6 +94,7 @@ class ContractExporter(Collector):
         self._lock = threading.Lock()
         self._counters: dict[tuple[str, Labels], float] = {}
         self._histograms: dict[tuple[str, Labels], _Histogram] = {}
+        self._exemplars: dict[tuple[str, Labels], Exemplar] = {}
 
     @staticmethod
     def _labels(names: Sequence[str], labels: Mapping[str, str]) -> Labels:
@@ -103,6 +109,13 @@ class ContractExporter(Collector):
         key = (name, self._labels(self.COUNTERS[name], labels))
         with self._lock:
             self._counters[key] = self._counters.get(key, 0.0) + amount
+
+    def set_exemplar(self, name: str, trace_id: str, **labels: str) -> None:
+        """The counter's exemplar from now on: its latest request, with `trace_id`, as a
+        client library keeps it (`Counter.inc(exemplar={"trace_id": ...})`)."""
+        key = (name, self._labels(self.COUNTERS[name], labels))
+        with self._lock:
+            self._exemplars[key] = Exemplar({"trace_id": trace_id}, 1.0, time.time())
 
     def observe(self, name: str, values: Sequence[float], **labels: str) -> None:
         key = (name, self._labels(("model", "version", "cohort"), labels))
@@ -121,6 +134,7 @@ class ContractExporter(Collector):
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             counters = dict(self._counters)
+            exemplars = dict(self._exemplars)
             histograms = {
                 k: (h.bounds, h.cumulative(), h.total) for k, h in self._histograms.items()
             }
@@ -128,7 +142,9 @@ class ContractExporter(Collector):
             family = CounterMetricFamily(name, f"{name} (test)", labels=list(names))
             for (n, labels), value in counters.items():
                 if n == name:
-                    family.add_metric([v for _, v in labels], value)
+                    family.add_metric(
+                        [v for _, v in labels], value, exemplar=exemplars.get((n, labels))
+                    )
             yield family
         for name in self.HISTOGRAMS:
             hist = HistogramMetricFamily(
@@ -182,7 +198,9 @@ class PrometheusServer:
         *,
         namespace: str = "llm",
         more_targets: Mapping[int, str] | None = None,
+        features: Sequence[str] = (),
     ) -> None:
+        """`features`: Prometheus feature flags, e.g. `exemplar-storage`."""
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
         targets = {target_port: namespace, **(more_targets or {})}
@@ -207,6 +225,7 @@ class PrometheusServer:
                 f"--web.listen-address={LOOPBACK}:{self.port}",
                 "--storage.tsdb.retention.time=1h",
                 "--log.level=warn",
+                *(f"--enable-feature={feature}" for feature in features),
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -236,6 +255,14 @@ class PrometheusServer:
         response = requests.get(f"{self.url}/api/v1/query", params=params, timeout=5)
         response.raise_for_status()
         result: list[dict[str, Any]] = response.json()["data"]["result"]
+        return result
+
+    def exemplars(self, expr: str, start: float, end: float) -> list[dict[str, Any]]:
+        """`/api/v1/query_exemplars` for `expr` over [start, end]."""
+        params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}"}
+        response = requests.get(f"{self.url}/api/v1/query_exemplars", params=params, timeout=5)
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()["data"]
         return result
 
     def value(self, expr: str, at: float | None = None) -> float | None:

@@ -39,6 +39,7 @@ from controller.metrics import (
 )
 from controller.metrics.prometheus import PrometheusProvider
 from controller.policy import OVERALL, TEMPLATES, Analysis, MetricSpec
+from controller.policy.templates import FEEDBACK_KINDS, FEEDBACK_TEMPLATES
 from tests.metrics.servers import ContractExporter, PrometheusServer, wait_until
 
 MODEL = "support-bot"
@@ -60,6 +61,8 @@ class Traffic:
     durations: tuple[float, ...]
     ttft: tuple[float, ...]
     quality: tuple[float, ...]
+    #: implicit feedback events of each kind (`FEEDBACK_KINDS`)
+    feedback: tuple[int, ...] = ()
 
     @property
     def requests(self) -> int:
@@ -76,6 +79,7 @@ def _traffic(scale: int, slow: float = 0.0) -> Traffic:
         durations=durations,
         ttft=(0.05,) * (5 * scale) + (0.3,) * scale + (2.0,),
         quality=(0.1,) * scale + (0.7,) * (2 * scale) + (0.9,) * (5 * scale),
+        feedback=tuple((i + 1) * scale for i in range(len(FEEDBACK_KINDS))),
     )
 
 
@@ -119,6 +123,8 @@ def _serve(e: ContractExporter, model: str, version: str, cohort: str, t: Traffi
     e.observe("llm_request_duration_seconds", t.durations, **labels)
     e.observe("llm_time_to_first_token_seconds", t.ttft, **labels)
     e.observe("llm_quality_score", t.quality, **labels)
+    for kind, count in zip(FEEDBACK_KINDS, t.feedback, strict=True):
+        e.add_counter("llm_feedback", count, kind=kind, **labels)
 
 
 def _phase(prometheus: PrometheusServer, exporter: ContractExporter, phase: int) -> float:
@@ -212,6 +218,9 @@ def expected(template: str, t: Traffic) -> object:
         return _histogram(t.quality, ContractExporter.HISTOGRAMS["llm_quality_score"])
     if template.startswith("latency"):
         return _histogram(t.durations, ContractExporter.HISTOGRAMS["llm_request_duration_seconds"])
+    if template in FEEDBACK_TEMPLATES:
+        kind = FEEDBACK_TEMPLATES[template][0]
+        return Proportion(t.feedback[FEEDBACK_KINDS.index(kind)], t.requests)
     if template.startswith("ttft"):
         return _histogram(t.ttft, ContractExporter.HISTOGRAMS["llm_time_to_first_token_seconds"])
     assert template == "tokens-per-request"

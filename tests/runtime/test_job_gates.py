@@ -265,7 +265,9 @@ def test_a_pre_rollout_job_gate_through_the_executor(kube: KubeApi) -> None:
     client = kube.client()
     store, clock = MemoryStore(), Clock()
     executor = Executor(
-        store, clock, GateRunners(WebhookGates(WebhookAllow()), JobGates(client, cases=Cases()))
+        store,
+        clock,
+        gates=GateRunners(WebhookGates(WebhookAllow()), JobGates(client, cases=Cases())),
     )
     route = MemoryRouter(RouteTarget.of(ROLLOUT))
 

@@ -246,7 +246,7 @@ def start(server: GateServer, gate: str = "") -> Run:
     the_rollout = rollout(server.url, gate=gate)
     store, clock = MemoryStore(), Clock()
     hooks = WebhookGates(allow(server.url), cases=Cases())
-    executor = Executor(store, clock, GateRunners(hooks))
+    executor = Executor(store, clock, gates=GateRunners(hooks))
     return Run(
         store, clock, MemoryRouter(RouteTarget.of(the_rollout)), Metrics(), executor, the_rollout
     )
