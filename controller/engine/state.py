@@ -135,6 +135,11 @@ class RolloutState:
     #: the counts at each so the judge compares the versions step by step. Cleared by a
     #: restart; states stored before it load with none (cumulative counts).
     step_starts: tuple[datetime, ...] = ()
+    #: the critical cells (metric, cohort) that have PASSed at some look since the analysis
+    #: began. A PASS is an anytime-valid crossing: once reached it holds for the rest of
+    #: the rollout (a later look's noise does not re-open the cell). It counts towards
+    #: 100 %; a later FAIL still rolls back. Cleared by a restart.
+    passed: tuple[tuple[str, str], ...] = ()
     #: the gate the rollout waits for: in GateRunning, paused after a gate failed, or
     #: ended with a postRollout / onRollback gate still to run
     gate: GateWait | None = None
@@ -164,6 +169,7 @@ class RolloutState:
             "cause": str(self.cause) if self.cause else None,
             "deadlineFrom": when(self.deadline_from),
             "stepStarts": [at.isoformat() for at in self.step_starts],
+            "passed": [[metric, cohort] for metric, cohort in self.passed],
             "gate": self.gate.to_json() if self.gate is not None else None,
         }
 
@@ -199,6 +205,7 @@ class RolloutState:
             cause=Cause(data["cause"]) if data.get("cause") else None,
             deadline_from=when("deadlineFrom"),
             step_starts=tuple(datetime.fromisoformat(at) for at in data.get("stepStarts") or ()),
+            passed=tuple((str(m), str(c)) for m, c in data.get("passed") or ()),
             gate=GateWait.from_json(data["gate"]) if data.get("gate") else None,
         )
 
@@ -243,6 +250,10 @@ class Cell:
     #: the candidate's samples so far, and the estimated further ones this cell needs
     candidate_samples: float | None = None
     needed_samples: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.metric, self.cohort)
 
     @property
     def decided_enough_to_promote(self) -> bool:
