@@ -141,6 +141,14 @@ class ControllerMetrics:
             ["rollout_namespace", "rollout"],
             registry=registry,
         )
+        self.gate_waiting = Gauge(
+            f"{p}_rollout_gate_waiting",
+            "1 while a rollout waits for the gate named in `gate` (running, or paused after it "
+            "failed); 0 once it no longer does.",
+            ["rollout_namespace", "rollout", "gate"],
+            registry=registry,
+        )
+        self._gates: dict[tuple[str, str], str] = {}
         self.ticks = Counter(
             f"{p}_ticks",
             "Ticks of rollouts run by this replica, by outcome.",
@@ -253,6 +261,20 @@ class ControllerMetrics:
             self._phases_seen.update(counts)
             for phase in self._phases_seen:
                 self.rollouts.labels(phase=phase).set(counts.get(phase, 0))
+
+    def set_rollout_gate(self, namespace: str, rollout: str, gate: str | None) -> None:
+        """Record the gate a rollout waits for (None: none); the previous one falls to 0."""
+        with self._lock:
+            before = self._gates.get((namespace, rollout))
+            if before is not None and before != gate:
+                self.gate_waiting.labels(
+                    rollout_namespace=namespace, rollout=rollout, gate=before
+                ).set(0)
+            if gate is None:
+                self._gates.pop((namespace, rollout), None)
+                return
+            self._gates[(namespace, rollout)] = gate
+            self.gate_waiting.labels(rollout_namespace=namespace, rollout=rollout, gate=gate).set(1)
 
     def set_candidate_weight(self, namespace: str, rollout: str, percent: float) -> None:
         """Record the candidate's traffic share (0-100) after a route write or read-back."""

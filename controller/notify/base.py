@@ -89,6 +89,30 @@ class CellNote:
 
 
 @dataclass(frozen=True)
+class GateNote:
+    """A gate's result the event is about: `body` is the webhook's answer (or the
+    Job's message), at most 4 KiB, shown in full when the gate failed."""
+
+    name: str
+    attempt: int
+    outcome: str
+    detail: str = ""
+    body: str = ""
+
+    @classmethod
+    def of(cls, data: Any) -> GateNote | None:
+        if not isinstance(data, Mapping) or not data.get("name"):
+            return None
+        return cls(
+            str(data["name"]),
+            int(data.get("attempt") or 1),
+            str(data.get("outcome") or ""),
+            str(data.get("detail") or ""),
+            str(data.get("body") or ""),
+        )
+
+
+@dataclass(frozen=True)
 class Evidence:
     """The numbers behind one metric × cohort verdict, as the judge recorded them.
 
@@ -174,6 +198,7 @@ class Notification:
     cause: Cause | None = None
     #: the eval cases a rollback (or a captured abort) recorded
     eval_cases: tuple[EvalCase, ...] = ()
+    gate: GateNote | None = None
 
     @classmethod
     def of(
@@ -216,6 +241,7 @@ class Notification:
             started_at=started_at,
             cause=_cause(p.get("cause")),
             eval_cases=_cases(p.get("evalCases")),
+            gate=GateNote.of(p.get("gate")),
         )
 
     def evidence_for(self, cell: CellNote) -> Evidence | None:

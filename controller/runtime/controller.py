@@ -62,6 +62,7 @@ from controller.runtime.executor import (
     CaseRecorder,
     Clock,
     Executor,
+    GateRunner,
     Observer,
     StoreRead,
     TickResult,
@@ -136,11 +137,13 @@ class Controller:
         metrics: ControllerMetrics | None = None,
         store_wait: float = 2.0,
         cases: CaseRecorder | None = None,
+        gates: GateRunner | None = None,
     ) -> None:
         """`metrics` records ticks, leases and phases (a private registry if not given).
         `store_wait`: a tick waits at most this long (and half its interval) for its
         lease and state before it acts from memory, toward the baseline only.
-        `cases` records the eval cases of rollbacks (none without it)."""
+        `cases` records the eval cases of rollbacks (none without it). `gates` runs the
+        policies' gates (without it, every gate fails, saying so)."""
         self.store = store
         self.source = source
         self.routes = routes
@@ -151,7 +154,7 @@ class Controller:
         self.sync_every = sync_every
         self.reporters = reporters
         self.metrics = metrics or ControllerMetrics(CollectorRegistry())
-        self.executor = Executor(store, clock, cases=cases)
+        self.executor = Executor(store, clock, cases=cases, gates=gates)
         self.store_wait = store_wait
         # As many threads as the scheduler's (APScheduler's default of 10), so that a
         # tick's reads never queue behind other ticks' and time out for that alone.
@@ -563,7 +566,8 @@ def _needs_ticks(rollout: ModelRollout, row: RolloutSummary | None) -> bool:
         return True
     if row.candidate_version != rollout.spec.candidate.version:
         return True  # a new candidate restarts even an ended rollout
-    return not Phase(row.phase).terminal or row.restore_pending
+    # an ended rollout still ticks for its restore, or a postRollout / onRollback gate
+    return not Phase(row.phase).terminal or row.restore_pending or row.gate_running
 
 
 def _command_cursor(stored: StoredRollout) -> int | None:

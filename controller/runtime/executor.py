@@ -50,8 +50,11 @@ them with the trace IDs of bad requests) after the route is given back, in the
 same commit, and its notification carries them.
 
 The executor reaches the outside only through ports: the routers' `TrafficRouter`,
-the store's `RolloutStore`, and the `Observer` below, which the runtime backs with
-the metrics provider and the judge.
+the store's `RolloutStore`, the `Observer` below, which the runtime backs with
+the metrics provider and the judge, and the `GateRunner`, which runs the gate a
+rollout waits for (a webhook call, a Job) and says how its attempt went. A
+rollout waiting for a gate before its start is not looked at: nothing of the
+candidate is served yet.
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ from controller.engine.state import (
     CommandKind,
     Decision,
     EventKind,
+    GateOutcome,
+    GateResult,
     Look,
     Notify,
     RestoreRoute,
@@ -83,6 +88,7 @@ from controller.engine.state import (
 )
 from controller.errors import CanaryError, FencedError, PermanentError, TransientError
 from controller.policy import ModelRollout
+from controller.policy.gates import GatePoint
 from controller.policy.route import NEUTRAL, PROMOTED, RouteState
 from controller.routing.base import RouteChange, TrafficRouter
 from controller.store.base import RolloutStore, StaleStateError
@@ -128,6 +134,31 @@ class CaseRecorder(Protocol):
     def record(
         self, rollout: ModelRollout, state: RolloutState, capture: Capture, now: datetime
     ) -> tuple[EvalCase, ...]: ...
+
+
+class GateRunner(Protocol):
+    """Runs the gate `state.gate` names, one attempt at a time (`state.gate.attempt`).
+
+    Called every tick while the rollout waits for it: a webhook is called and its
+    answer returned; a Job is created on the first call and its status read on the
+    next (RUNNING until it finishes). Transient trouble (the API server not
+    answering) is RUNNING with a detail: the gate's timeout bounds it.
+    """
+
+    def check(self, rollout: ModelRollout, state: RolloutState, now: datetime) -> GateResult: ...
+
+
+class NoGates:
+    """A controller without a gate runner: every gate fails, saying so."""
+
+    def check(self, rollout: ModelRollout, state: RolloutState, now: datetime) -> GateResult:
+        assert state.gate is not None
+        return GateResult(
+            state.gate.name,
+            state.gate.attempt,
+            GateOutcome.FAILED,
+            "this controller has no gate runner",
+        )
 
 
 class Fence(Protocol):
@@ -208,12 +239,19 @@ class Executor:
     """Runs ticks: decide purely, then perform the effects and commit once."""
 
     def __init__(
-        self, store: RolloutStore, clock: Clock, *, cases: CaseRecorder | None = None
+        self,
+        store: RolloutStore,
+        clock: Clock,
+        *,
+        cases: CaseRecorder | None = None,
+        gates: GateRunner | None = None,
     ) -> None:
-        """`cases` records eval cases of rollbacks (none are recorded without it)."""
+        """`cases` records eval cases of rollbacks (none are recorded without it); `gates`
+        runs the policies' gates (without it, every gate fails, saying so)."""
         self.store = store
         self.clock = clock
         self.cases = cases
+        self.gates: GateRunner = gates or NoGates()
         self._lock = threading.Lock()
         #: the last row of each rollout read from or committed to the store
         self._known: dict[str, StoredRollout] = {}
@@ -322,19 +360,27 @@ class Executor:
         if stored is not None and spec.candidate.version != state.candidate_version:
             decision = restart(spec, state, generation, now)
         elif state.phase.terminal:
-            if not state.restore_pending:
+            if not state.restore_pending and state.gate is None:
                 # ended: nothing to do
                 return TickResult(key, Decision(state), stored, store_error=_text(offline))
-            decision = Decision(state)
+            decision = (
+                decide(spec, state, None, (), now, self._gate(rollout, state, now))
+                if state.gate is not None
+                else Decision(state)
+            )
         else:
-            # A pending rollout has served nothing yet: it starts without a look.
+            # A pending rollout, or one waiting for a preRollout gate, has served
+            # nothing yet: no look.
+            unserved = state.phase is Phase.PENDING or (
+                state.gate is not None and state.gate.point is GatePoint.PRE_ROLLOUT
+            )
             observation = (
-                Observation(Look())
-                if state.phase is Phase.PENDING
-                else self._observe(observer, rollout, state, now)
+                Observation(Look()) if unserved else self._observe(observer, rollout, state, now)
             )
             analyses, look = observation.records, observation.look
-            decision = decide(spec, state, observation.look, commands, now)
+            decision = decide(
+                spec, state, observation.look, commands, now, self._gate(rollout, state, now)
+            )
             decision = Decision(
                 decision.state.evolve(generation=generation),
                 decision.actions,
@@ -493,6 +539,17 @@ class Executor:
         except CanaryError as exc:  # measurement errors are data: the engine holds
             log.warning("metrics unavailable for %s: %s", rollout.key, exc)
             return Observation(Look(error=f"metrics unavailable: {exc}"))
+
+    def _gate(self, rollout: ModelRollout, state: RolloutState, now: datetime) -> GateResult | None:
+        """The result of the gate the rollout waits for (none while paused)."""
+        wait = state.gate
+        if wait is None or state.phase is Phase.PAUSED:
+            return None
+        try:
+            return self.gates.check(rollout, state, now)
+        except CanaryError as exc:  # the gate's timeout bounds how long this may last
+            log.warning("gate %s of %s: %s", wait.name, rollout.key, exc)
+            return GateResult(wait.name, wait.attempt, GateOutcome.RUNNING, str(exc))
 
     def _commands(self, key: str, state: RolloutState) -> tuple[Command, ...]:
         return tuple(
@@ -839,6 +896,8 @@ def _transition(
         details["decidedWithoutStore"] = str(offline)
     if hold is not None:
         details["heldOnLastValidPolicy"] = hold
+    if t.gate is not None:
+        details["gate"] = t.gate.to_json()
     return TransitionRecord(
         at=t.at,
         from_phase=str(t.from_phase),
@@ -872,6 +931,7 @@ def _payload(
         "phase": str(state.phase),
         "step": state.step,
         "route": state.route.to_json(),
+        "gate": notify.gate.to_json() if notify.gate is not None else None,
         "channel": owners.channel if owners else None,
         "mention": list(owners.mention) if owners and notify.mention else [],
         "cells": [

@@ -114,6 +114,7 @@ class MemoryStore:
                     r.candidate_version,
                     bool(r.state.get("restorePending")),
                     r.updated_at or datetime.now(UTC),
+                    bool(r.state.get("gate")),
                 )
                 for r in (self._rollouts[k] for k in sorted(self._rollouts))
             ]

@@ -240,6 +240,8 @@ class RolloutSummary:
     restore_pending: bool
     #: when the rollout was last committed (its last look, for a tick's slot)
     updated_at: datetime
+    #: a gate runs (an ended rollout's postRollout / onRollback gate still needs ticks)
+    gate_running: bool = False
 
 
 @dataclass(frozen=True)

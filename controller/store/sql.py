@@ -436,11 +436,12 @@ class SqlStore:
             RolloutRow.candidate_version,
             restore_pending,
             RolloutRow.updated_at,
+            RolloutRow.state["gate"],
         ).order_by(RolloutRow.key)
         with self._transaction() as s:
             return [
-                RolloutSummary(key, phase, candidate, bool(pending), _utc(updated))
-                for key, phase, candidate, pending, updated in s.execute(stmt)
+                RolloutSummary(key, phase, candidate, bool(pending), _utc(updated), bool(gate))
+                for key, phase, candidate, pending, updated, gate in s.execute(stmt)
             ]
 
     def _rollout_id(self, s: Session, key: str) -> int:
