@@ -55,8 +55,9 @@ test: lint typecheck contracts pytest
 demo: venv
 	$(BIN)/canaryctl demo
 
-# About 11 minutes on 2 cores, shared (docs/benchmarks.md), at a lower priority than
-# other work; `python -m bench.detection --quick` is the two-minute version.
+# Hours on 2 shared cores since ours rolls out 1,000 A/A streams per rate to 180 minutes
+# (docs/benchmarks.md), at a lower priority than other work; `--rates`, `--aa-rollouts`,
+# `--ours-aa-rollouts` and `--rollouts` make a targeted run, `--quick` a few-minute one.
 bench-detection: venv
 	nice -n 10 $(BIN)/python -m bench.detection
 

@@ -15,7 +15,8 @@ The rules, per tick:
    FAILs and each has its `minSamples` (`advanceOn: no-failure`, the default;
    `advanceOn: pass` asks what promotion asks at every step). Going to 100 % (the
    last step, or the promotion) needs every critical cell to PASS or be powered:
-   a rollout is never promoted on a guess.
+   a rollout is never promoted on a guess. A PASS is kept once reached (the test
+   is anytime-valid: `RolloutState.passed`); a later FAIL still rolls back.
 5. A cell still undecided past `analysis.deadline` pauses the rollout for a human,
    listing what each undecided cell still needs; it never rolls back on its own.
 6. A step with `pause: true`, and the step before 100% under a manual gate, wait
@@ -247,6 +248,7 @@ class _Tick:
         """Hold, advance or give up on the current step (or shadow) from `look`."""
         required = tuple(c for c in look.cells if c.critical) if look else ()
         no_data = tuple(c for c in required if c.verdict is Verdict.NO_DATA)
+        self.remember_passes(required)
         if look is None or look.error is not None or no_data:
             self.measurements_failed(look, no_data, required)
             return
@@ -254,7 +256,7 @@ class _Tick:
         if self.now - self.state.step_since < hold:
             return
         if self._next_is_last() or self.spec.analysis.advance_on is AdvanceOn.PASS:
-            undecided = tuple(c for c in required if not c.decided_enough_to_promote)
+            undecided = tuple(c for c in required if not self._decided(c))
         else:
             undecided = tuple(c for c in required if c.waiting_for_traffic)
         if not undecided:
@@ -272,6 +274,26 @@ class _Tick:
                 Cause.DEADLINE,
                 cells=tuple(replace(c, summary=self._needs(c)) for c in undecided),
             )
+
+    def remember_passes(self, required: tuple[Cell, ...]) -> None:
+        """Keep every critical cell that PASSes now for the rest of the rollout.
+
+        PASS is an anytime-valid test: the chance that its e-process *ever* crosses
+        for a candidate at or beyond the limit is at most alpha, so a crossing once
+        reached is as good as one at the last look. Without this a cell could PASS,
+        drift back under the threshold on the next look's noise and hold the rollout
+        for nothing.
+        """
+        passed = dict.fromkeys(self.state.passed)
+        passed.update((c.key, None) for c in required if c.verdict is Verdict.PASS)
+        if len(passed) != len(self.state.passed):
+            self.state = self.state.evolve(passed=tuple(passed))
+
+    def _decided(self, cell: Cell) -> bool:
+        """Enough for 100 %: PASS now or at an earlier look, or powered; never a FAIL."""
+        if cell.verdict is Verdict.FAIL:
+            return False
+        return cell.decided_enough_to_promote or cell.key in self.state.passed
 
     def measurements_failed(
         self, look: Look | None, no_data: tuple[Cell, ...], required: tuple[Cell, ...] = ()
@@ -402,6 +424,7 @@ def restart(spec: RolloutSpec, state: RolloutState, generation: int, now: dateti
         analysis_since=now,
         deadline_from=None,
         step_starts=(),
+        passed=(),
         route=RouteState(),
     )
     tick.actions.insert(0, RestoreRoute(promoted=False))

@@ -64,6 +64,11 @@ class RolloutState:
     #: the counts at each so the judge compares the versions step by step. Cleared by a
     #: restart; states stored before it load with none (cumulative counts).
     step_starts: tuple[datetime, ...] = ()
+    #: the critical cells (metric, cohort) that have PASSed at some look since the analysis
+    #: began. A PASS is an anytime-valid crossing: once reached it holds for the rest of
+    #: the rollout (a later look's noise does not re-open the cell). It counts towards
+    #: 100 %; a later FAIL still rolls back. Cleared by a restart.
+    passed: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         def when(value: datetime | None) -> str | None:
@@ -90,6 +95,7 @@ class RolloutState:
             "cause": str(self.cause) if self.cause else None,
             "deadlineFrom": when(self.deadline_from),
             "stepStarts": [at.isoformat() for at in self.step_starts],
+            "passed": [[metric, cohort] for metric, cohort in self.passed],
         }
 
     @classmethod
@@ -124,6 +130,7 @@ class RolloutState:
             cause=Cause(data["cause"]) if data.get("cause") else None,
             deadline_from=when("deadlineFrom"),
             step_starts=tuple(datetime.fromisoformat(at) for at in data.get("stepStarts") or ()),
+            passed=tuple((str(m), str(c)) for m, c in data.get("passed") or ()),
         )
 
     def serving(self) -> RouteState:
@@ -167,6 +174,10 @@ class Cell:
     #: the candidate's samples so far, and the estimated further ones this cell needs
     candidate_samples: float | None = None
     needed_samples: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.metric, self.cohort)
 
     @property
     def decided_enough_to_promote(self) -> bool:
