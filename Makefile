@@ -15,7 +15,7 @@ help:
 	@echo "make crd    - regenerate the ModelRollout CRD from the policy models"
 	@echo "make lock   - re-pin requirements/*.lock from pyproject.toml (hashes only)"
 	@echo "make bench-detection - detection benchmark: ours vs tuned Flagger/Argo/Kayenta-style peers (bench/results)"
-	@echo "make bench-scale - scale benchmark: one controller, N=100/1000/5000 rollouts, real Postgres (bench/results)"
+	@echo "make bench-scale - scale benchmark: 2,000 rollouts on one replica, 5,000 on 3, real Postgres (bench/results)"
 
 # The environment is rebuilt only when a lock file or pyproject.toml changes.
 $(STAMP): requirements/dev.lock pyproject.toml
@@ -55,14 +55,15 @@ test: lint typecheck contracts pytest
 demo: venv
 	$(BIN)/canaryctl demo
 
-# About 11 minutes on 2 cores, shared (docs/benchmarks.md), at a lower priority than
-# other work; `python -m bench.detection --quick` is the two-minute version.
+# Hours on 2 shared cores since ours rolls out 1,000 A/A streams per rate to 180 minutes
+# (docs/benchmarks.md), at a lower priority than other work; `--rates`, `--aa-rollouts`,
+# `--ours-aa-rollouts` and `--rollouts` make a targeted run, `--quick` a few-minute one.
 bench-detection: venv
 	nice -n 10 $(BIN)/python -m bench.detection
 
 # Needs Postgres on 127.0.0.1:5432 (or CANARY_BENCH_DATABASE_URL); about 10 minutes on 2 cores
 # (docs/benchmarks.md).
-# `python -m bench.scale --quick` is the half-minute version.
+# `python -m bench.scale --quick` is the one-and-a-half-minute version.
 bench-scale: venv
 	$(BIN)/python -m bench.scale
 

@@ -86,6 +86,9 @@ ENGINE_NAMES = ("ours", *(p.name for p in PEERS))
 #: a peer's configuration qualifies when it rolls back at most this share of A/A rollouts
 MAX_FALSE_ROLLBACKS = 0.05
 
+#: the benchmark policy's `analysis.deadline` (its default: twice the sum of the holds)
+DEADLINE_S = 2 * sum(HOLD_MINUTES) * 60
+
 # The judge's default tolerance: half of each limit's distance from "no change".
 TOLERANCE_REFUSAL = REFUSAL_MARGIN / 2
 TOLERANCE_QUALITY = QUALITY_MARGIN / 2
@@ -173,7 +176,7 @@ SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
 
 @dataclass(frozen=True)
 class Config:
-    aa_rollouts: int  # evaluation, per rate
+    aa_rollouts: int  # evaluation, per rate, every engine
     rollouts: int  # evaluation, per rate, every other scenario
     tune_aa_rollouts: int  # tuning, per rate
     tune_rollouts: int  # tuning, per regression scenario and rate
@@ -184,10 +187,20 @@ class Config:
     workers: int = 2
     #: the reduced grids of the peers' knobs
     small_grids: bool = False
+    #: A/A rollouts per rate for ours alone (the peers keep `aa_rollouts`): the false
+    #: rollbacks of ours are measured on more rollouts than the peers need
+    ours_aa_rollouts: int = 0
 
 
+#: the horizon reaches past the benchmark policy's `analysis.deadline` (twice the holds,
+#: 170 minutes), so what ours does with an undecided rollout is seen
 FULL = Config(
-    aa_rollouts=200, rollouts=40, tune_aa_rollouts=300, tune_rollouts=20, horizon_minutes=90
+    aa_rollouts=200,
+    rollouts=40,
+    tune_aa_rollouts=300,
+    tune_rollouts=20,
+    horizon_minutes=180,
+    ours_aa_rollouts=1000,
 )
 QUICK = Config(
     aa_rollouts=8,
@@ -221,6 +234,8 @@ class Task:
     tuning: bool = False
     small_grids: bool = False
     chosen: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    #: the peers roll this stream out too (False: ours alone, an extra A/A stream)
+    peers: bool = True
 
 
 def _stream(task: Task) -> Any:
@@ -258,6 +273,8 @@ def run_evaluation(task: Task) -> tuple[Task, dict[str, Outcome], float]:
     began = time.perf_counter()
     outcomes = {"ours": _OURS[0].run(stream, harmed)}
     ours_seconds = time.perf_counter() - began
+    if not task.peers:
+        return task, outcomes, ours_seconds
     prepared = Prepared(stream, harmed)
     chosen = {name: dict(items) for name, items in task.chosen}
     for peer in PEERS:
@@ -296,13 +313,14 @@ def evaluation_tasks(config: Config, chosen: dict[str, dict[str, PeerConfig]]) -
     out = []
     for name in config.scenarios:
         count = config.aa_rollouts if name == "aa" else config.rollouts
+        ours_only = max(config.ours_aa_rollouts - count, 0) if name == "aa" else 0
         for rate in config.rates:
             picked = tuple(
                 (peer, tuple(chosen[peer][rate_key(rate)].items())) for peer in sorted(chosen)
             )
-            for i in range(count):
+            for i in range(count + ours_only):
                 seed = _seed(config, 0, name, rate, i)
-                out.append(Task(name, rate, i, seed, looks, chosen=picked))
+                out.append(Task(name, rate, i, seed, looks, chosen=picked, peers=i < count))
     return out
 
 
@@ -425,6 +443,31 @@ def _quantile(values: Sequence[float], q: float) -> float | None:
     return float(np.quantile(np.array(values), q)) if values else None
 
 
+def blocking_cells(outcomes: Sequence[Outcome], top: int = 12) -> list[dict[str, Any]]:
+    """The cells that held ours' steps past their holds: in how many rollouts, for how long.
+
+    A look counts against a cell when the step's hold had passed and the cell was
+    what the engine still waited for (before 100 %: neither PASSed nor powered;
+    before another step: below `minSamples`).
+    """
+    looks: dict[tuple[str, str], list[int]] = {}
+    for o in outcomes:
+        for metric, cohort, count in o.blocked_by:
+            looks.setdefault((metric, cohort), []).append(count)
+    rows: list[dict[str, Any]] = [
+        {
+            "metric": metric,
+            "cohort": cohort,
+            "rollouts": len(counts),
+            "median_minutes": float(np.median(counts)) * LOOK_SECONDS / 60,
+            "p90_minutes": float(np.quantile(counts, 0.9)) * LOOK_SECONDS / 60,
+        }
+        for (metric, cohort), counts in looks.items()
+    ]
+    rows.sort(key=lambda r: (-r["rollouts"], -r["median_minutes"], r["metric"], r["cohort"]))
+    return rows[:top]
+
+
 def _weights(outcomes: Sequence[Outcome]) -> list[int]:
     return sorted({o.weight for o in outcomes})
 
@@ -446,6 +489,8 @@ def cell_figures(outcomes: Sequence[Outcome], healthy: bool) -> dict[str, Any]:
         # how far the rollouts got: the candidate's weight (%) when each ended
         "final_weight": {str(w): sum(o.weight == w for o in outcomes) for w in _weights(outcomes)},
     }
+    if any(o.blocked_by for o in outcomes):
+        out["blocked_by"] = blocking_cells(outcomes)
     if healthy:
         low, high = wilson(len(rolled), n)
         out["false_rollback_rate"] = len(rolled) / n if n else None
@@ -454,6 +499,15 @@ def cell_figures(outcomes: Sequence[Outcome], healthy: bool) -> dict[str, Any]:
         out["promote_rate"] = len(promoted) / n if n else None
         out["promote_median_s"] = _quantile(times, 0.5)
         out["promote_p90_s"] = _quantile(times, 0.9)
+        # over every rollout, one not promoted counting as never (inf): the goal's median
+        everyone = [o.seconds if o.result == PROMOTED else math.inf for o in outcomes]
+        median_all = float(np.median(everyone)) if everyone else math.inf
+        out["promote_median_all_s"] = median_all if math.isfinite(median_all) else None
+        out["promoted_by_deadline_rate"] = (
+            sum(o.result == PROMOTED and o.seconds <= DEADLINE_S for o in outcomes) / n
+            if n
+            else None
+        )
     else:
         times = [o.seconds for o in rolled]
         out["detect_rate"] = len(rolled) / n if n else None
@@ -577,14 +631,14 @@ def summarise(
             mine = [o for t, o in results if t.scenario == name and t.rate == rate]
             for engine in ENGINE_NAMES:
                 cells[engine][key(name, rate)] = cell_figures(
-                    [o[engine] for o in mine], scenario.healthy
+                    [o[engine] for o in mine if engine in o], scenario.healthy
                 )
     regressions = [
         key(s, r) for s in config.scenarios for r in config.rates if not SCENARIO_BY_NAME[s].healthy
     ]
     engines: dict[str, Any] = {}
     for engine in ENGINE_NAMES:
-        aa = [o[engine] for t, o in results if t.scenario == "aa"]
+        aa = [o[engine] for t, o in results if t.scenario == "aa" and engine in o]
         rolled = sum(o.result == ROLLED_BACK for o in aa)
         engines[engine] = {
             "false_rollback_rate": rolled / len(aa) if aa else None,
@@ -696,18 +750,25 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "Floor: the fixed-sample test of the limit's hypotheses (null at the tolerance, "
         f'alpha {report["cell_alpha"]:.2g} per cell, power 0.8); oracle: null "no change", '
-        "alpha 0.05.",
+        "alpha 0.05. Ours × floor: ours' median over the floor, and (in brackets) over "
+        "the floor rounded up to the first look at or after it (every engine here looks "
+        f"once a {LOOK_SECONDS} s interval, so none can decide before the first look).",
         "",
-        _row(["scenario", "floor", "oracle", *engines]),
-        _row(["---"] * (len(engines) + 3)),
+        _row(["scenario", "floor", "oracle", "ours × floor", *engines]),
+        _row(["---"] * (len(engines) + 4)),
     ]
     for k in regressions:
+        floor = report["floor_s"][k]
+        mine = cells.get("ours", {}).get(k, {}).get("detect_median_s")
+        at_look = math.ceil(floor / LOOK_SECONDS) * LOOK_SECONDS
+        ratio = "—" if mine is None else f"{mine / floor:.2f}× ({mine / at_look:.2f}×)"
         lines.append(
             _row(
                 [
                     k,
-                    _fmt_s(report["floor_s"][k]),
+                    _fmt_s(floor),
                     _fmt_s(report["oracle_detect_s"][k]),
+                    ratio,
                     *(
                         f"{_fmt_s(cells[e][k]['detect_median_s'])} "
                         f"({_fmt_p(cells[e][k]['detect_rate'])})"
@@ -728,11 +789,13 @@ def markdown(report: dict[str, Any]) -> str:
                 "false rollbacks [95 % Wilson]",
                 "promoted",
                 "promote median / p90",
+                "promoted by the deadline",
+                "median to 100 %, all rollouts",
                 "held",
                 "ended at weight",
             ]
         ),
-        _row(["---"] * 8),
+        _row(["---"] * 10),
     ]
     for engine, by_key in cells.items():
         for k, c in by_key.items():
@@ -748,11 +811,40 @@ def markdown(report: dict[str, Any]) -> str:
                         f"{_fmt_p(c['false_rollback_rate'])} [{_fmt_p(low)}, {_fmt_p(high)}]",
                         _fmt_p(c["promote_rate"]),
                         f"{_fmt_s(c['promote_median_s'])} / {_fmt_s(c['promote_p90_s'])}",
+                        _fmt_p(c.get("promoted_by_deadline_rate")),
+                        _fmt_s(c.get("promote_median_all_s")),
                         _fmt_p(c["hold_rate"]),
                         _fmt_weights(c["final_weight"]),
                     ]
                 )
             )
+    held = [(k, c["blocked_by"]) for k, c in cells.get("ours", {}).items() if "blocked_by" in c]
+    if held:
+        lines += [
+            "",
+            "## What held ours' steps past their holds",
+            "",
+            "Per scenario, the cells the engine still waited for once a step's hold had "
+            "passed (before 100 %: neither PASSed nor powered; before another step: below "
+            "`minSamples`): in how many rollouts, and for how many minutes (median / p90 "
+            "over those rollouts).",
+            "",
+            _row(["scenario", "metric", "cohort", "rollouts", "minutes held, median / p90"]),
+            _row(["---"] * 5),
+        ]
+        for k, rows in held:
+            for r in rows:
+                lines.append(
+                    _row(
+                        [
+                            k,
+                            r["metric"],
+                            r["cohort"],
+                            str(r["rollouts"]),
+                            f"{r['median_minutes']:.0f} / {r['p90_minutes']:.0f}",
+                        ]
+                    )
+                )
     lines += [
         "",
         "## Regressions",
@@ -908,6 +1000,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a reduced run; JSON on stdout")
     parser.add_argument("--aa-rollouts", type=int, help="evaluation A/A rollouts per rate")
+    parser.add_argument(
+        "--ours-aa-rollouts", type=int, help="evaluation A/A rollouts per rate for ours alone"
+    )
     parser.add_argument("--rollouts", type=int, help="evaluation rollouts per rate, others")
     parser.add_argument("--tune-aa-rollouts", type=int, help="tuning A/A rollouts per rate")
     parser.add_argument("--tune-rollouts", type=int, help="tuning rollouts per regression, rate")
@@ -929,6 +1024,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = QUICK if args.quick else FULL
     overrides = {
         "aa_rollouts": args.aa_rollouts,
+        "ours_aa_rollouts": args.ours_aa_rollouts,
         "rollouts": args.rollouts,
         "tune_aa_rollouts": args.tune_aa_rollouts,
         "tune_rollouts": args.tune_rollouts,

@@ -2,18 +2,26 @@
 
 `ours` is the product itself. Every look runs the real metric collection
 (`controller.metrics.base.collect`, through a provider that answers with the
-counts Prometheus would hold), the real judge (`controller.analysis.judge`) and
-the real pure engine (`controller.engine.decide.decide`), each through its
-public function, so a change to the judge or the engine shows in the next run;
-the route the engine wants sets the next interval's weight. Nothing is
-re-implemented, and nothing is tuned: it runs the benchmark's policy below.
+counts Prometheus would hold, now and when each step began), the real judge
+(`controller.analysis.judge`, with the steps' start counts, as the controller's
+observer calls it), the observer's `engine_cell` and the real pure engine
+(`controller.engine.decide.decide`), each through its public function, so a
+change to the judge or the engine shows in the next run; the route the engine
+wants sets the next interval's weight. Nothing is re-implemented, and nothing
+is tuned: it runs the benchmark's policy below.
+
+Until 2026-12-06 the benchmark built the engine's cells itself and left out
+`powered`, `waiting_for_traffic` and the breaker flag, and passed no step start
+counts: the engine then advanced steps below `minSamples` and never promoted on
+a powered cell, unlike the controller. `Outcome.blocked_by` records which cells
+held a step past its hold, and for how many looks.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -34,13 +42,21 @@ from bench.detection_sim import (
     PrometheusView,
     Stream,
 )
-from controller.analysis import Histogram, Proportion, Sample, VersionData, judge
+from controller.analysis import (
+    Histogram,
+    MetricObservation,
+    Proportion,
+    Sample,
+    VersionData,
+    judge,
+)
 from controller.engine.decide import decide, start
 from controller.engine.phases import Phase
-from controller.engine.state import Cell, Look, RolloutState
+from controller.engine.state import Look, RolloutState
 from controller.metrics.base import NoSeriesError, QueryContext, collect
 from controller.metrics.simulated import QUALITY_BUCKETS, TTFT_BUCKETS
-from controller.policy import MetricSpec, ModelRollout, load_text
+from controller.policy import MetricSpec, ModelRollout, RolloutSpec, load_text
+from controller.runtime.observer import engine_cell
 
 REFUSAL_MARGIN = 0.01
 QUALITY_MARGIN = 0.015
@@ -106,6 +122,8 @@ class Outcome:
     seconds: float  # when it ended (the horizon if it did not)
     affected_served: float  # requests of the harmed cohorts the candidate served until then
     weight: int  # the candidate's weight (%) when it ended: how far the rollout got
+    #: ours only: (metric, cohort, looks) for each cell that held a step past its hold
+    blocked_by: tuple[tuple[str, str, int], ...] = ()
 
 
 def bench_rollout() -> ModelRollout:
@@ -142,15 +160,23 @@ def sample_of(template: str, counters: np.ndarray) -> Sample | None:
 
 
 class StreamProvider:
-    """A `MetricProvider` over the counts Prometheus holds at this look (since the start)."""
+    """A `MetricProvider` over the counts Prometheus holds, at any look so far.
 
-    def __init__(self, versions: Mapping[str, int]) -> None:
+    `context.end` picks the look: the counts as scraped at the end of that
+    interval, cumulative since the start (as Prometheus evaluated at `time=end`
+    gives them). The observer asks for the current look and, once per step, for
+    the counts when each step began.
+    """
+
+    def __init__(self, versions: Mapping[str, int], t0: datetime) -> None:
         self.versions = versions
-        self.seen: dict[int, np.ndarray] = {}
+        self.t0 = t0
+        self.views: dict[int, PrometheusView] = {}
 
     def fetch(self, metric: MetricSpec, version: str, context: QueryContext) -> VersionData:
         assert metric.template is not None
-        counters = self.seen[self.versions[version]]
+        look = round((context.end - self.t0).total_seconds() / LOOK_SECONDS) - 1
+        counters = self.views[self.versions[version]].history[look]
         query = f"bench {metric.template} {{version={version!r}}}"
         samples = {}
         for k, cohort in enumerate(COHORTS):
@@ -166,7 +192,16 @@ _WEIGHT_INDEX = {0: 0, **{round(w * 100): i + 1 for i, w in enumerate(WEIGHTS)}}
 
 
 class Ours:
-    """The real judge and the real engine, one look per analysis interval."""
+    """The real judge and the real engine, one look per analysis interval.
+
+    Each look does what the controller's observer
+    (`controller.runtime.observer.JudgingObserver`) does, through the same
+    public functions: `collect` the counts, hand the judge the counts as they
+    were when each later step began (asked for once per step, so the judge
+    compares the versions step by step), `judge`, and give the engine the cells
+    `engine_cell` makes of the verdicts (with `powered`, `waiting_for_traffic`,
+    the circuit breaker). Only the audit records are left out.
+    """
 
     name = "ours"
 
@@ -179,14 +214,16 @@ class Ours:
         spec = self.rollout.spec
         t0 = datetime(2026, 1, 1, tzinfo=UTC)
         provider = StreamProvider(
-            {spec.candidate.version: CANDIDATE, spec.baseline.version: BASELINE}
+            {spec.candidate.version: CANDIDATE, spec.baseline.version: BASELINE}, t0
         )
         state = decide(spec, start(spec, 1, t0), None, (), t0).state  # Pending -> step 1
-        views = {
+        provider.views = {
             role: PrometheusView.empty((len(COHORTS), stream.served.shape[-1])) for role in (0, 1)
         }
+        snapshots: dict[datetime, dict[str, MetricObservation]] = {}
         affected = 0.0
         weight = 1
+        blocking: dict[tuple[str, str], int] = {}
         for t in range(stream.looks):
             weight = state.route.weight or weight  # a paused route keeps its weight
             index = np.full(len(COHORTS), _WEIGHT_INDEX[state.route.weight])
@@ -195,24 +232,40 @@ class Ours:
             candidate, baseline = stream.increments(t, index)
             affected += float(candidate[list(harmed), REQUESTS].sum())
             for role, inc in ((CANDIDATE, candidate), (BASELINE, baseline)):
-                provider.seen[role] = views[role].scrape(
+                provider.views[role].scrape(
                     inc,
                     bool(stream.scrape_ok[role, t]),
                     bool(stream.restart[role, t]),
                     int(stream.fresh[role, t]),
                 )
             now = t0 + timedelta(seconds=(t + 1) * LOOK_SECONDS)
-            state = self._tick(state, provider, now)
+            look = self._look(state, provider, snapshots, now)
+            before = state
+            state = decide(spec, state, look, (), now).state
+            _count_blocking(spec, before, state, look, now, blocking)
             seconds = (t + 1) * LOOK_SECONDS
             if state.phase is Phase.ROLLED_BACK:
-                return Outcome(ROLLED_BACK, seconds, affected, weight)
+                return Outcome(ROLLED_BACK, seconds, affected, weight, _blocked(blocking))
             if state.phase is Phase.PROMOTED or state.route.weight == 100:
-                return Outcome(PROMOTED, seconds, affected, 100)
-        result = PAUSED if state.phase is Phase.PAUSED else UNFINISHED
-        return Outcome(result, stream.looks * LOOK_SECONDS, affected, weight)
+                return Outcome(PROMOTED, seconds, affected, 100, _blocked(blocking))
+            if state.phase is Phase.PAUSED:
+                # waiting for a human (the deadline, or no data): nothing moves until one
+                # acts, so the traffic it holds is served to the end of the horizon
+                rest = stream.looks - (t + 1)
+                served = affected + rest * _per_look(stream, harmed, index, t)
+                return Outcome(PAUSED, seconds, served, weight, _blocked(blocking))
+        return Outcome(
+            UNFINISHED, stream.looks * LOOK_SECONDS, affected, weight, _blocked(blocking)
+        )
 
-    def _tick(self, state: RolloutState, provider: StreamProvider, now: datetime) -> RolloutState:
-        """One look: collect the counts, judge them, and let the engine decide."""
+    def _look(
+        self,
+        state: RolloutState,
+        provider: StreamProvider,
+        snapshots: dict[datetime, dict[str, MetricObservation]],
+        now: datetime,
+    ) -> Look:
+        """One look as the controller's observer takes it (without the audit records)."""
         spec = self.rollout.spec
         context = QueryContext(
             model=spec.model,
@@ -222,21 +275,58 @@ class Ours:
             window=spec.analysis.window,
             cohorts=self.cohorts,
         )
-        observations = collect(
-            provider,
-            spec.analysis.metrics,
-            baseline=spec.baseline.version,
-            candidate=spec.candidate.version,
-            context=context,
-        )
-        judgement = judge(spec.analysis, self.cohorts, observations, at=now)
-        look = Look(
-            tuple(
-                Cell(c.metric, c.cohort, c.verdict, c.critical, summary=c.reason)
-                for c in judgement.cells
+
+        def counts(end: datetime) -> dict[str, MetricObservation]:
+            return collect(
+                provider,
+                spec.analysis.metrics,
+                baseline=spec.baseline.version,
+                candidate=spec.candidate.version,
+                context=replace(context, end=end),
             )
-        )
-        return decide(spec, state, look, (), now).state
+
+        starts = []
+        for at in state.step_starts:
+            if at not in snapshots:
+                snapshots[at] = counts(at)  # asked for once: they never change
+            starts.append(snapshots[at])
+        judgement = judge(spec.analysis, self.cohorts, counts(now), at=now, step_starts=starts)
+        return Look(tuple(engine_cell(c) for c in judgement.cells))
+
+
+def _per_look(stream: Stream, harmed: tuple[int, ...], index: np.ndarray, t: int) -> float:
+    """The harmed cohorts' requests the candidate serves per look at `index` (the mean so far)."""
+    served = [stream.increments(u, index)[0][list(harmed), REQUESTS].sum() for u in range(t + 1)]
+    return float(np.mean(served)) if served else 0.0
+
+
+def _count_blocking(
+    spec: RolloutSpec,
+    before: RolloutState,
+    after: RolloutState,
+    look: Look,
+    now: datetime,
+    blocking: dict[tuple[str, str], int],
+) -> None:
+    """Count a look against each cell that kept a step whose hold had passed from moving on.
+
+    The rule is the engine's (`decide`): before 100 % every critical cell must
+    PASS or be powered; before any other step each must have its `minSamples`.
+    """
+    if before.phase is not Phase.PROGRESSING or after.phase is not Phase.PROGRESSING:
+        return
+    if after.step != before.step or now - before.step_since < spec.steps[before.step].hold:
+        return
+    last = before.step + 1 >= len(spec.steps) - 1
+    for cell in look.cells:
+        if not cell.critical:
+            continue
+        if (not cell.decided_enough_to_promote) if last else cell.waiting_for_traffic:
+            blocking[cell.metric, cell.cohort] = blocking.get((cell.metric, cell.cohort), 0) + 1
+
+
+def _blocked(blocking: dict[tuple[str, str], int]) -> tuple[tuple[str, str, int], ...]:
+    return tuple(sorted((m, c, n) for (m, c), n in blocking.items()))
 
 
 def histogram_quantile(q: float, buckets: np.ndarray) -> float | None:

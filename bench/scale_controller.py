@@ -26,6 +26,10 @@ What is measured, and how, without touching the code paths:
   cross-checked with Postgres' own `pg_stat_database` counters;
 - Prometheus queries: counted by the stand-in server.
 
+With `"role": "replica"` it is one of several replicas (`bench/scale.py` starts
+k of them on one database): it runs until its stdin says `stop`, notes its CPU
+time and ticks at each `mark` line, and then prints its own figures.
+
     python -m bench.scale_controller '{"n": 100, ...}'   # prints one JSON object
 """
 
@@ -82,6 +86,13 @@ class WorkerConfig:
     log_file: str
     #: stop waiting for every rollout's first tick after this many seconds, and measure
     first_round_timeout: float = 180.0
+    #: this process's replica ID (its leases' holder)
+    replica: str = "bench-scale"
+    #: "single": measure one controller alone and print `Measured`; "replica": one of
+    #: several, run until told to stop on stdin (`mark` / `stop` lines, see `serve`)
+    role: str = "single"
+    #: migrate the database first (the replicas' coordinator migrates it once itself)
+    migrate: bool = True
 
     @property
     def interval(self) -> float:
@@ -160,10 +171,17 @@ class Routes:
 
 
 def generate(n: int, speedup: float) -> dict[str, ModelRollout]:
+    """N rollouts: the first loaded by the real loader from its YAML, the others its
+    copies with their own names, each validated by the policy model (equal to what
+    the loader makes of `policy_text(i)`, twenty times faster: at N = 5,000 the
+    loader alone takes minutes on a busy machine, in every replica process)."""
+    (first,) = load_text(policy_text(0, speedup), "<bench 0>")
+    template = json.dumps(first.rollout.model_dump(mode="json", by_alias=True))
     rollouts: dict[str, ModelRollout] = {}
     for i in range(n):
-        (loaded,) = load_text(policy_text(i, speedup), f"<bench {i}>")
-        rollouts[loaded.rollout.key] = loaded.rollout
+        text = template.replace("00000", f"{i:05d}").replace('"team-00"', f'"team-{i % 50:02d}"')
+        rollout = ModelRollout.model_validate(json.loads(text))
+        rollouts[rollout.key] = rollout
     return rollouts
 
 
@@ -425,20 +443,76 @@ class Measured:
     #: rollouts ticked at least once in the window (the rest starved)
     rollouts_ticked_in_window: int
     phases: dict[str, int] = field(default_factory=dict)
+    #: the measured window in Unix seconds, to read the audit of those looks
+    window_start_unix: float = 0.0
+    window_end_unix: float = 0.0
     #: what the 30 s interval would need: controller CPU per 30 s over one core
     cpu_share_at_30s: float | None = None
 
 
-def run(config: WorkerConfig) -> Measured:
+@dataclass
+class Mark:
+    """What a replica had done when the coordinator said `mark`."""
+
+    unix: float
+    cpu_s: float
+    ticks: int
+
+
+@dataclass
+class ReplicaReport:
+    """One replica's own figures, printed when the coordinator says `stop`."""
+
+    replica: str
+    marks: list[Mark]
+    ticks: int
+    syncs: int
+    sync_s_mean: float | None
+    sync_s_max: float | None
+    cpu_s: float
+
+
+def serve(config: WorkerConfig, controller: Any, recorder: Recorder) -> ReplicaReport:
+    """Run as one of several replicas until stdin says `stop` (or closes); `mark` notes
+    the CPU time and ticks so far, so the coordinator can take the figures of a window."""
+    controller.start()
+    progress(f"{config.replica}: started, N={config.n}, interval {config.interval:g}s")
+    marks: list[Mark] = []
+    try:
+        for line in sys.stdin:
+            if line.strip() == "mark":
+                with recorder.lock:
+                    ticks = len(recorder.ticks)
+                marks.append(Mark(time.time(), time.process_time(), ticks))
+            elif line.strip() == "stop":
+                break
+    finally:
+        controller.stop()
+    with recorder.lock:
+        syncs = [seconds for _, seconds in recorder.syncs]
+        ticks = len(recorder.ticks)
+    return ReplicaReport(
+        replica=config.replica,
+        marks=marks,
+        ticks=ticks,
+        syncs=len(syncs),
+        sync_s_mean=statistics.fmean(syncs) if syncs else None,
+        sync_s_max=max(syncs) if syncs else None,
+        cpu_s=time.process_time(),
+    )
+
+
+def run(config: WorkerConfig) -> Measured | ReplicaReport:
     rss_bare = status_kib("VmRSS")
     progress(f"N={config.n}: generating and validating {config.n} policies")
     rollouts = generate(config.n, config.speedup)
-    migrate(config.database_url)
+    if config.migrate:
+        migrate(config.database_url)
     settings = Settings(
         database_url=SecretStr(config.database_url),
         prometheus_url=config.prometheus_url,
         source="directory",
-        replica_id="bench-scale",
+        replica_id=config.replica,
         lease_ttl_seconds=15.0 / config.speedup,
         sync_seconds=5.0 / config.speedup,
         log_level="INFO",
@@ -484,6 +558,8 @@ def run(config: WorkerConfig) -> Measured:
         sampler = RssSampler()
         sampler.start()
         try:
+            if config.role == "replica":
+                return serve(config, controller, recorder)
             return _drive(
                 config, controller, recorder, sampler, (rss_bare, rss_start), wiring.store
             )
@@ -523,16 +599,18 @@ def _drive(
     queries_before = prometheus_requests(config.prometheus_url)
     cpu_before = time.process_time()
     window = Window(time.perf_counter(), 0.0)
+    window_unix = [time.time(), 0.0]
     for r in range(config.rounds):
         time.sleep(config.interval)
         with recorder.lock:
             ticked = sum(1 for t in recorder.ticks if t.started >= window.start)
         progress(f"N={config.n}: round {r + 1}/{config.rounds}, {ticked} ticks so far")
     window.end = time.perf_counter()
+    window_unix[1] = time.time()
     cpu_used = time.process_time() - cpu_before
     # With one replica an expired lease is renewed by the next tick; with several, any
     # other replica may take it.
-    held = len(store.held_by("bench-scale", datetime.now(UTC)))
+    held = len(store.held_by(config.replica, datetime.now(UTC)))
     with recorder.lock:
         syncing = recorder.sync_started_at
     sync_running = time.perf_counter() - syncing if syncing is not None else 0.0
@@ -556,6 +634,7 @@ def _drive(
         first_round_cpu,
         phases,
         (config.n - held, sync_running),
+        (window_unix[0], window_unix[1]),
     )
 
 
@@ -573,6 +652,7 @@ def _summarise(
     first_round_cpu: float,
     phases: dict[str, int],
     leases: tuple[int, float],
+    window_unix: tuple[float, float],
 ) -> Measured:
     with recorder.lock:
         ticks = [t for t in recorder.ticks if window.within(t.started)]
@@ -670,6 +750,8 @@ def _summarise(
         rollouts_ticked=committed,
         rollouts_ticked_in_window=len(ticked_keys),
         phases=phases,
+        window_start_unix=window_unix[0],
+        window_end_unix=window_unix[1],
         cpu_share_at_30s=(
             cpu_per_tick * config.n / INTERVAL_SECONDS if cpu_per_tick is not None else None
         ),

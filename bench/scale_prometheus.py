@@ -142,6 +142,12 @@ class PrometheusServer(ThreadingHTTPServer):
         self.traffic = traffic
         self.stats = Stats()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A controller killed with SIGKILL (the failover part) drops its connections.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the provider reuses its connections

@@ -45,7 +45,14 @@ from controller.routing.registry import router_for
 from controller.runtime.admission import QueryAdmission
 from controller.runtime.cases import ExemplarCaseRecorder
 from controller.runtime.controller import Controller, LogReporter, RouterFactory, TickReporter
-from controller.runtime.executor import Observer, TickResult
+from controller.runtime.executor import GateRunner, Observer, TickResult
+from controller.runtime.gates import (
+    GateRunners,
+    JobGates,
+    KubeSecretHeaders,
+    StoreCases,
+    WebhookGates,
+)
 from controller.runtime.manual import Submitted, submit_once
 from controller.runtime.observer import JudgingObserver
 from controller.runtime.sources import DEFAULT_GRACE, DirectorySource, RolloutSource
@@ -75,6 +82,7 @@ class MetricsReporter:
         ns, name = rollout.metadata.namespace, rollout.metadata.name
         state = result.decision.state
         self.metrics.set_candidate_weight(ns, name, state.serving().weight)
+        self.metrics.set_rollout_gate(ns, name, state.gate.name if state.gate else None)
         for t in result.decision.transitions:
             if t.to_phase is Phase.ROLLED_BACK:
                 self.metrics.record_rollback(ns, name)
@@ -121,6 +129,7 @@ def build(
     provider: MetricProvider | None = None,
     observer: Observer | None = None,
     reporters: tuple[TickReporter, ...] = (),
+    gates: GateRunner | None = None,
     traces: TraceSource | None = None,
 ) -> Wiring:
     """The controller for `settings`; any piece can be replaced (tests, the demo)."""
@@ -154,6 +163,7 @@ def build(
                 namespace=settings.namespace,
                 on_invalid=status.report_invalid,
                 custom_queries=settings.custom_queries,
+                webhook_allow=settings.webhook_allowlist,
             )
             kube_source.start()
             source = kube_source
@@ -175,9 +185,12 @@ def build(
         observer = JudgingObserver(provider, tick_timeout=settings.tick_timeout_seconds)
     if traces is None and isinstance(provider, TraceSource):
         traces = provider  # the trace IDs of eval cases come from the same Prometheus
+    if gates is None:
+        gates = gate_runners(settings, api_client, store)
     controller = Controller(
+        gates=gates,
         store=store,
-        source=QueryAdmission(source, settings.custom_queries),
+        source=QueryAdmission(source, settings.custom_queries, settings.webhook_allowlist),
         routes=routes,
         observer=observer,
         cases=ExemplarCaseRecorder(traces) if traces is not None else None,
@@ -203,6 +216,20 @@ def build(
         }
     )
     return Wiring(controller, store, metrics, readiness, api_client, kube_source)
+
+
+def gate_runners(
+    settings: Settings, api_client: ApiClient | None, store: RolloutStore
+) -> GateRunners:
+    """The policies' gates: webhooks to the allowlisted URLs; Jobs (and webhook headers
+    from Secrets) when the controller has a cluster, Jobs only with CANARY_JOB_GATES.
+    Both get the model's eval cases recorded in `store`."""
+    cases = StoreCases(store)
+    secrets = KubeSecretHeaders(api_client) if api_client is not None else None
+    jobs = (
+        JobGates(api_client, cases=cases) if api_client is not None and settings.job_gates else None
+    )
+    return GateRunners(WebhookGates(settings.webhook_allowlist, cases=cases, secrets=secrets), jobs)
 
 
 def notifiers(settings: Settings) -> list[Notifier]:

@@ -14,15 +14,24 @@ Scenarios:
   the trace IDs of the candidate's refusals (`canaryctl cases export`);
 - `healthy`: the candidate is as good as the baseline and is promoted;
 - `outage`: Prometheus goes silent at the second step; the rollout holds, then
-  follows the policy's noData rule.
+  follows the policy's noData rule;
+- `gate-replay`: the cohort-regression rollout, then the same candidate again
+  (`support-bot-v7-retry`) with a preRollout gate: a local webhook (`ReplayGate`)
+  that gets the model's recorded eval cases and fails the candidate when one of
+  them is a non-English failure of this very version. The retry is stopped
+  before it shadows: its route is never touched.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +45,11 @@ from controller.metrics.simulated import (
 )
 from controller.notify import DeliveryWorker, Notifier
 from controller.policy import Cause, ModelRollout, load_text
+from controller.policy.gates import WebhookAllow
 from controller.routing import MemoryRouter, RouteChange, RouteState, RouteTarget, TrafficRouter
 from controller.runtime.cases import ExemplarCaseRecorder
-from controller.runtime.executor import Executor, TickResult
+from controller.runtime.executor import Executor, GateRunner, TickResult
+from controller.runtime.gates import CaseSource, GateRunners, StoreCases, WebhookGates
 from controller.runtime.observer import JudgingObserver
 from controller.scenarios import Scenario
 from controller.store.sql import SqlStore, migrate
@@ -77,6 +88,87 @@ spec:
       - {template: error-rate,    max: 0.01}
 """
 
+#: the cohort the demo's candidate regressed in, which the replay gate looks for
+REPLAYED_COHORT = "non-english"
+#: the path of the demo's replay gate
+REPLAY_PATH = "/replay"
+
+
+def retry_rollout(url: str) -> ModelRollout:
+    """The demo policy again, for the same candidate, behind a preRollout replay gate."""
+    text = DEMO_POLICY.replace("name: support-bot-v7,", "name: support-bot-v7-retry,", 1)
+    text += (
+        "  gates:\n"
+        f"    - {{name: replay-evals, at: preRollout, webhook: {{url: '{url}', timeout: 10s}}}}\n"
+    )
+    [loaded] = load_text(text, "<demo policy>")
+    return loaded.rollout
+
+
+def replay_verdict(payload: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+    """The replay gate's answer to one call: 422 with the cases it replayed when any
+    recorded case of the model is a failure in `REPLAYED_COHORT` of this candidate
+    version, else 200. Honest and simple: it looks at the recorded failures, it does
+    not call the model."""
+    version = str(payload.get("candidate", {}).get("version", ""))
+    cases = [c for c in payload.get("cases", ()) if isinstance(c, Mapping)]
+    broken = [
+        c
+        for c in cases
+        if c.get("cohort") == REPLAYED_COHORT and c.get("candidate_version") == version
+    ]
+    if broken:
+        return 422, {
+            "passed": False,
+            "replayed": len(cases),
+            "failed": [
+                {"id": c.get("id"), "metric": c.get("metric"), "cohort": c.get("cohort")}
+                for c in broken
+            ],
+            "reason": f"{version} failed {REPLAYED_COHORT} users before",
+        }
+    return 200, {"passed": True, "replayed": len(cases)}
+
+
+@contextmanager
+def replay_gate() -> Iterator[str]:
+    """The demo's gate: `replay_verdict` served on a free loopback port; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                payload = json.loads(self.rfile.read(length))
+                status, answer = replay_verdict(payload if isinstance(payload, dict) else {})
+            except ValueError:
+                status, answer = 400, {"error": "not JSON"}
+            body = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{REPLAY_PATH}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def demo_cases(store: SqlStore) -> CaseSource:
+    """The eval cases the demo's store recorded, as the replay gate gets them."""
+    return StoreCases(store)
+
+
 #: requests per second reaching the model; the cohorts split them
 RPS = 60.0
 #: a rollout never takes longer than this in simulated time
@@ -103,7 +195,8 @@ def scenario_cohorts(scenario: Scenario, rollout: ModelRollout) -> list[CohortTr
             {
                 baseline: same,
                 candidate: worse
-                if scenario is Scenario.COHORT_REGRESSION and name == regressed
+                if scenario in (Scenario.COHORT_REGRESSION, Scenario.GATE_REPLAY)
+                and name == regressed
                 else same,
             },
         )
@@ -184,11 +277,49 @@ def run_demo(
     a policy of its own, its real router, and `pace` seconds between looks.
     The outbox is delivered to `notifiers` after each tick, the way the controller's
     delivery worker would (here in step with the simulated clock).
+
+    `gate-replay` runs the cohort-regression rollout first, then the retry behind its
+    replay gate, in the same store; the result is the retry's.
     """
     database.unlink(missing_ok=True)
     url = f"sqlite:///{database}"
     migrate(url)
-    store = SqlStore(url)
+    if scenario is not Scenario.GATE_REPLAY:
+        return _run(scenario, database, seed, progress, pace, rollout, router, rps, notifiers)
+    if rollout is not None or router is not None:
+        raise ValueError("gate-replay runs the demo's own rollouts, not a policy of yours")
+    _run(Scenario.COHORT_REGRESSION, database, seed, progress, pace, None, None, rps, notifiers)
+    with replay_gate() as gate_url:
+        return _run(
+            scenario,
+            database,
+            seed,
+            progress,
+            pace,
+            retry_rollout(gate_url),
+            None,
+            rps,
+            notifiers,
+            gates=lambda store: GateRunners(
+                WebhookGates(WebhookAllow.parse(gate_url), cases=demo_cases(store))
+            ),
+        )
+
+
+def _run(
+    scenario: Scenario,
+    database: Path,
+    seed: int,
+    progress: Progress | None,
+    pace: float,
+    rollout: ModelRollout | None,
+    router: TrafficRouter | None,
+    rps: float,
+    notifiers: Sequence[Notifier],
+    *,
+    gates: Callable[[SqlStore], GateRunner] | None = None,
+) -> DemoResult:
+    store = SqlStore(f"sqlite:///{database}")
     rollout = rollout or demo_rollout()
     start = datetime.now(UTC).replace(microsecond=0)
     clock = DemoClock(start)
@@ -206,7 +337,12 @@ def run_demo(
     observer = JudgingObserver(provider)
     router = router or MemoryRouter(RouteTarget.of(rollout))
     # the simulator keeps the trace IDs of bad requests, as exemplars would
-    executor = Executor(store, clock, cases=ExemplarCaseRecorder(provider))
+    executor = Executor(
+        store,
+        clock,
+        cases=ExemplarCaseRecorder(provider),
+        gates=gates(store) if gates is not None else None,
+    )
     delivery = DeliveryWorker(store, notifiers, clock=clock) if notifiers else None
     interval = rollout.spec.analysis.interval
     result = DemoResult(scenario, Phase.PENDING, 0, database=str(database), key=rollout.key)

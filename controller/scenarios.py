@@ -15,3 +15,6 @@ class Scenario(StrEnum):
     COHORT_REGRESSION = "cohort-regression"
     HEALTHY = "healthy"
     OUTAGE = "outage"
+    #: the cohort-regression rollout, then the same candidate again behind a preRollout
+    #: gate that replays the first one's eval cases: stopped before it shadows
+    GATE_REPLAY = "gate-replay"

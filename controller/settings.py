@@ -27,6 +27,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from controller.policy.gates import WebhookAllow
 from controller.policy.queries import CustomQueries
 
 DEFAULT_SECRETS_DIR = Path("/var/run/secrets/canary-controller")
@@ -96,6 +97,17 @@ class Settings(BaseSettings):
         default=CustomQueries.SCOPED,
         description="Custom PromQL in policies: deny (refused), scoped (the tenant label is "
         "added to every selector; built-in templates too) or allow (run as written).",
+    )
+    webhook_allow: str | None = Field(
+        default=None,
+        description="Comma-separated URL prefixes a policy's webhook gates may call, such as "
+        "https://evals.internal.example.com/hooks or http://*.evals.svc:8080; empty or unset: "
+        "none (docs/gates.md).",
+    )
+    job_gates: bool = Field(
+        default=False,
+        description="Run the policies' Job gates (the Helm value gates.jobs.enabled grants the"
+        " RBAC for Jobs and ConfigMaps); off: a Job gate fails, saying so.",
     )
     tenant_label: str = Field(
         default="namespace",
@@ -206,6 +218,25 @@ class Settings(BaseSettings):
         secrets_dir = getattr(file_secret_settings, "secrets_dir", None)
         secrets = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir, env_prefix="")
         return init_settings, env_settings, secrets
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _allowlist_parses(cls, value: str | None) -> str | None:
+        WebhookAllow.parse(value or "")  # ValueError names the bad entry
+        return value
+
+    @property
+    def webhook_allowlist(self) -> WebhookAllow:
+        """`webhook_allow` parsed: the URLs a webhook gate may call (the controller's rule:
+        unset allows none)."""
+        return WebhookAllow.parse(self.webhook_allow or "")
+
+    @property
+    def webhook_allowlist_if_set(self) -> WebhookAllow:
+        """For `canaryctl validate` and `apply` on a machine that may not know the
+        operator's setting: unset means "not checked here" (a warning), not "none"."""
+        configured = self.webhook_allow is not None
+        return WebhookAllow.parse(self.webhook_allow or "", configured=configured)
 
     @field_validator("log_level")
     @classmethod

@@ -80,6 +80,9 @@ PREFIX = "canary"
 TICK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: Prometheus answers in milliseconds when healthy; the client gives up at its timeout.
 QUERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: A sync is a few statements whatever the number of rollouts; at half the lease TTL
+#: it is a problem (the controller warns), at the TTL leases expire while held.
+SYNC_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0)
 
 
 class TickOutcome(StrEnum):
@@ -138,6 +141,14 @@ class ControllerMetrics:
             ["rollout_namespace", "rollout"],
             registry=registry,
         )
+        self.gate_waiting = Gauge(
+            f"{p}_rollout_gate_waiting",
+            "1 while a rollout waits for the gate named in `gate` (running, or paused after it "
+            "failed); 0 once it no longer does.",
+            ["rollout_namespace", "rollout", "gate"],
+            registry=registry,
+        )
+        self._gates: dict[tuple[str, str], str] = {}
         self.ticks = Counter(
             f"{p}_ticks",
             "Ticks of rollouts run by this replica, by outcome.",
@@ -208,6 +219,19 @@ class ControllerMetrics:
             ["change"],
             registry=registry,
         )
+        self.sync_duration = Histogram(
+            f"{p}_sync_duration_seconds",
+            "Wall time of one sync: heartbeat, lease renewal and claims, jobs. Keep it well"
+            " under the lease TTL (the controller warns at half of it).",
+            buckets=SYNC_BUCKETS,
+            registry=registry,
+        )
+        self.replicas_live = Gauge(
+            f"{p}_replicas_live",
+            "Replicas alive as this replica's last sync saw them (the rollouts are shared"
+            " among them).",
+            registry=registry,
+        )
         self.store_pending_writes = Gauge(
             f"{p}_store_pending_writes",
             "Rollouts whose ticks acted without the store (toward the baseline only) and"
@@ -237,6 +261,20 @@ class ControllerMetrics:
             self._phases_seen.update(counts)
             for phase in self._phases_seen:
                 self.rollouts.labels(phase=phase).set(counts.get(phase, 0))
+
+    def set_rollout_gate(self, namespace: str, rollout: str, gate: str | None) -> None:
+        """Record the gate a rollout waits for (None: none); the previous one falls to 0."""
+        with self._lock:
+            before = self._gates.get((namespace, rollout))
+            if before is not None and before != gate:
+                self.gate_waiting.labels(
+                    rollout_namespace=namespace, rollout=rollout, gate=before
+                ).set(0)
+            if gate is None:
+                self._gates.pop((namespace, rollout), None)
+                return
+            self._gates[(namespace, rollout)] = gate
+            self.gate_waiting.labels(rollout_namespace=namespace, rollout=rollout, gate=gate).set(1)
 
     def set_candidate_weight(self, namespace: str, rollout: str, percent: float) -> None:
         """Record the candidate's traffic share (0-100) after a route write or read-back."""
@@ -314,6 +352,11 @@ class ControllerMetrics:
 
     def record_lease_change(self, change: LeaseChange) -> None:
         self.lease_changes.labels(change=str(change)).inc()
+
+    def record_sync(self, seconds: float, *, replicas: int) -> None:
+        """One sync's duration, and the live replicas it saw."""
+        self.sync_duration.observe(seconds)
+        self.replicas_live.set(replicas)
 
     # --- the store ------------------------------------------------------------------
 

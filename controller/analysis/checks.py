@@ -36,9 +36,14 @@ def tolerance_of(plan: MetricPlan, limit: Limit, threshold: float, baseline: flo
 
     Explicit in the policy, or half the limit's distance from "no change":
     half a `maxIncrease`/`maxDecrease`, halfway from 1 to a `maxRatio`, and
-    for `max`/`min` halfway from the baseline's own value to the limit (from 0
-    for a `max`, or from 1 for a `min` on a 0..1 value, when the baseline is
-    unknown or already beyond the limit).
+    for `max`/`min` half the baseline's distance from the limit, on the limit's
+    healthy side (from 0 for a `max`, or from 1 for a `min` on a 0..1 value,
+    when the baseline is unknown, and never further than that).
+
+    The baseline is an estimate from the same looks, so the tolerance must not
+    jump when it crosses the limit: a baseline measured at 2.54 s for a true
+    p95 of 2.28 s once made a `max: 2.5s` tolerance 1.25 s, and an unchanged
+    candidate was rolled back at a quarter of its first looks.
     """
     explicit = plan.tolerances.get(limit.value)
     if explicit is not None:
@@ -48,10 +53,14 @@ def tolerance_of(plan: MetricPlan, limit: Limit, threshold: float, baseline: flo
     if limit is Limit.MAX_RATIO:
         return 1.0 + (threshold - 1.0) / 2.0
     if limit is Limit.MAX:
-        start = baseline if baseline is not None and baseline < threshold else 0.0
-        return start + (threshold - start) / 2.0
-    start = baseline if baseline is not None and baseline > threshold else 1.0
-    return threshold + (start - threshold) / 2.0
+        floor = threshold / 2.0
+        if baseline is None:
+            return floor
+        return max(threshold - abs(threshold - baseline) / 2.0, floor)
+    ceiling = threshold + (1.0 - threshold) / 2.0
+    if baseline is None:
+        return ceiling
+    return min(threshold + abs(baseline - threshold) / 2.0, ceiling)
 
 
 @dataclass(frozen=True)

@@ -167,7 +167,12 @@ def plan(
 
     if not path.is_file():
         _fail(f"{path}: no such file", 2)
-    policies, problems = check_files([path], custom_queries=load_settings().custom_queries)
+    settings = load_settings()
+    policies, problems = check_files(
+        [path],
+        custom_queries=settings.custom_queries,
+        webhook_allow=settings.webhook_allowlist_if_set,
+    )
     errors = [p for p in problems if p.severity is Severity.ERROR]
     if errors:
         for problem in errors:
@@ -219,7 +224,12 @@ def validate(
     from controller.settings import load_settings
 
     files = policy_files(paths)
-    policies, problems = check_files(files, custom_queries=load_settings().custom_queries)
+    settings = load_settings()
+    policies, problems = check_files(
+        files,
+        custom_queries=settings.custom_queries,
+        webhook_allow=settings.webhook_allowlist_if_set,
+    )
     errors = [p for p in problems if p.severity is Severity.ERROR]
     plans = _plans(policies, rps, cohort_share, prometheus) if show_plan else []
     if output is Output.JSON:
@@ -621,7 +631,12 @@ def apply(
     from controller.settings import load_settings
 
     try:
-        loaded = load_file(file, custom_queries=load_settings().custom_queries)
+        settings = load_settings()
+        loaded = load_file(
+            file,
+            custom_queries=settings.custom_queries,
+            webhook_allow=settings.webhook_allowlist_if_set,
+        )
         for problem in (w for p in loaded for w in p.warnings):
             err_console.print(f"[yellow]WARN[/yellow] {escape(str(problem))}")
         for policy in loaded:
@@ -683,6 +698,11 @@ def rehearse(
     from controller.routing.registry import router_for
     from controller.settings import load_settings
 
+    if scenario is Scenario.GATE_REPLAY:
+        _fail(
+            "gate-replay shows the demo's gate; rehearse with cohort-regression, healthy or outage",
+            2,
+        )
     try:
         [loaded] = load_file(policy)
         settings = load_settings(**({"kubeconfig": kubeconfig} if kubeconfig else {}))

@@ -88,6 +88,7 @@ def status_json(store: StatusStore, row: StoredRollout, now: datetime) -> dict[s
         "reason": state.reason,
         "cause": state.cause,
         "waiting": state.waiting,
+        "gate": state.gate.to_json() if state.gate is not None else None,
         "hold": {"held_s": progress[0], "total_s": progress[1]} if progress else None,
         "verdicts": [
             {"metric": a.metric, "cohort": a.cohort, "verdict": a.verdict}
@@ -127,6 +128,18 @@ def status_view(store: StatusStore, row: StoredRollout, now: datetime) -> Render
         + (f", mirror {route['mirrorPercent']}%" if route.get("mirrorPercent") else ""),
     )
     parts: list[RenderableType] = [head, _reason_line(data["cause"], data["reason"])]
+    gate = data["gate"]
+    if gate:
+        since = datetime.fromisoformat(gate["since"])
+        waited = format_duration(max(now - since, timedelta(0)))
+        verb = "failed, paused" if row.phase == "Paused" else "running"
+        parts.append(
+            Text(
+                f"gate {gate['name']} ({gate['point']}): {verb}, attempt {gate['attempt']}, "
+                f"for {waited}",
+                style="bold cyan",
+            )
+        )
     if data["source_problem"]:
         parts.append(Text(f"held: {data['source_problem']['problem']}", style="bold yellow"))
     if data["hold"]:
@@ -215,6 +228,7 @@ def history_json(store: RolloutStore, row: StoredRollout) -> dict[str, Any]:
                 "cause": t.cause,
                 "reason": t.reason,
                 "evidence": evidence,
+                "gate": t.details.get("gate"),
             }
         )
     for c in store.commands(row.key):
@@ -307,6 +321,12 @@ def history_view(data: dict[str, Any]) -> Table:
                     f" (baseline {_num(ev['baseline'])} n={_num(ev['baseline_samples'])},"
                     f" candidate {_num(ev['candidate'])} n={_num(ev['candidate_samples'])})"
                 )
+            gate = e.get("gate")
+            if gate:
+                details += f"\n  gate {escape(gate['name'])} attempt {gate['attempt']}: "
+                details += escape(gate["detail"] or gate["outcome"])
+                if gate["body"]:
+                    details += f"\n  {escape(gate['body'])}"
             table.add_row(when, what, e["actor"], details)
         elif e["kind"] == "command":
             table.add_row(when, f"command {e['command']}", e["actor"], escape(e["reason"]))
@@ -353,6 +373,7 @@ _CAUSE_STYLE: dict[str, str] = {
     Cause.NO_DATA: "magenta",
     Cause.DEADLINE: "yellow",
     Cause.MANUAL: "cyan",
+    Cause.GATE_FAILED: "red",
 }
 
 

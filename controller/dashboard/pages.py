@@ -26,6 +26,7 @@ from controller.dashboard.formats import Unit
 from controller.engine.phases import Phase
 from controller.engine.state import RolloutState
 from controller.policy import ModelRollout, format_duration
+from controller.policy.gates import GatePoint
 from controller.policy.templates import TEMPLATES, MetricKind
 from controller.policy.templates import Unit as TemplateUnit
 from controller.store.base import RolloutStore
@@ -50,6 +51,8 @@ class RolloutRow:
     age: timedelta
     owners: tuple[str, ...]
     live: bool
+    #: the gate the rollout waits for: "replay-evals (preRollout, attempt 2)"
+    gate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -311,7 +314,16 @@ def rollout_row(store: RolloutStore, row: StoredRollout, now: datetime) -> Rollo
         age=max(now - row.created_at, timedelta(0)) if row.created_at else timedelta(0),
         owners=_owners(policy),
         live=not _terminal(row.phase),
+        gate=_gate(state),
     )
+
+
+def _gate(state: RolloutState | None) -> str | None:
+    wait = state.gate if state is not None else None
+    if wait is None:
+        return None
+    at = f"beforeStep {wait.step + 1}" if wait.point is GatePoint.BEFORE_STEP else str(wait.point)
+    return f"{wait.name} ({at}, attempt {wait.attempt})"
 
 
 def _terminal(phase: str) -> bool:

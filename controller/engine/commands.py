@@ -10,13 +10,19 @@ from __future__ import annotations
 from controller.engine.phases import Phase
 from controller.engine.state import CommandKind
 
-_LIVE = frozenset({Phase.PENDING, Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED})
+_LIVE = frozenset(
+    {Phase.PENDING, Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED, Phase.GATE_RUNNING}
+)
 
-#: the phases each command applies in
+#: the phases each command applies in (promote while a gate runs: go on without it)
 APPLIES_IN: dict[CommandKind, frozenset[Phase]] = {
     CommandKind.PROMOTE: _LIVE,
-    CommandKind.PROMOTE_FULL: frozenset({Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED}),
-    CommandKind.PAUSE: frozenset({Phase.PENDING, Phase.SHADOWING, Phase.PROGRESSING}),
+    CommandKind.PROMOTE_FULL: frozenset(
+        {Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED, Phase.GATE_RUNNING}
+    ),
+    CommandKind.PAUSE: frozenset(
+        {Phase.PENDING, Phase.SHADOWING, Phase.PROGRESSING, Phase.GATE_RUNNING}
+    ),
     CommandKind.RESUME: frozenset({Phase.PAUSED}),
     CommandKind.ABORT: _LIVE,
 }

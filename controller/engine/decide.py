@@ -15,7 +15,8 @@ The rules, per tick:
    FAILs and each has its `minSamples` (`advanceOn: no-failure`, the default;
    `advanceOn: pass` asks what promotion asks at every step). Going to 100 % (the
    last step, or the promotion) needs every critical cell to PASS or be powered:
-   a rollout is never promoted on a guess.
+   a rollout is never promoted on a guess. A PASS is kept once reached (the test
+   is anytime-valid: `RolloutState.passed`); a later FAIL still rolls back.
 5. A cell still undecided past `analysis.deadline` pauses the rollout for a human,
    listing what each undecided cell still needs; it never rolls back on its own.
 6. A step with `pause: true`, and the step before 100% under a manual gate, wait
@@ -23,6 +24,12 @@ The rules, per tick:
 7. The wanted route is recomputed every tick (level-triggered): the router reads
    the route back and re-applies it if someone changed it by hand.
 8. The state records the generation of the policy it was decided on.
+9. Gates (`spec.gates`): a move a gate guards (the start, entering step N, the
+   promotion) goes to GateRunning first, the route staying as it is; the gate's
+   result is an input (`GateResult`, from the executor's runner) like a look. A
+   pass makes the move; a failure retries (`retries`), then does what `onFailure`
+   says. A gate that runs too long fails. `postRollout` and `onRollback` gates
+   run once the rollout has ended, and can only report (`after_end`).
 
 After the executor performed the actions, `route_written` says what follows from
 how the route took them: a restore that failed is tried again on every tick of
@@ -49,6 +56,9 @@ from controller.engine.state import (
     CommandKind,
     Decision,
     EventKind,
+    GateOutcome,
+    GateResult,
+    GateWait,
     Look,
     Notify,
     RestoreRoute,
@@ -59,9 +69,10 @@ from controller.engine.state import (
 )
 from controller.policy import AdvanceOn, Cause, NoDataAction, NoDataTimeout, RolloutSpec
 from controller.policy.durations import format_duration
+from controller.policy.gates import Gate, GatePoint, OnFailure, gates_at
 from controller.policy.route import RouteState
 
-LIVE = frozenset({Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED})
+LIVE = frozenset({Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED, Phase.GATE_RUNNING})
 
 
 def start(spec: RolloutSpec, generation: int, now: datetime) -> RolloutState:
@@ -89,6 +100,18 @@ def wanted_route(spec: RolloutSpec, phase: Phase, step: int) -> RouteState:
     return RouteState()
 
 
+def _gate_route(spec: RolloutSpec, state: RolloutState) -> RouteState:
+    """What the route carries while a gate runs: what it carried before the gate, the
+    step the rollout is at (or the shadow, before a `beforeStep: 1` gate); nothing
+    before the start."""
+    if state.step >= 0:
+        return wanted_route(spec, Phase.PROGRESSING, state.step)
+    gate = state.gate
+    if gate is not None and gate.point is GatePoint.BEFORE_STEP:
+        return wanted_route(spec, Phase.SHADOWING, -1)
+    return RouteState()
+
+
 class _Tick:
     """Accumulates one tick's new state, actions and transitions."""
 
@@ -99,6 +122,8 @@ class _Tick:
         self.actions: list[Action] = []
         self.transitions: list[Transition] = []
         self.applied: list[Command] = []
+        #: the gate result behind the next transition (its evidence goes into the audit)
+        self.evidence: GateResult | None = None
 
     # --- moving between phases ---------------------------------------------------
 
@@ -113,18 +138,26 @@ class _Tick:
         old = self.state
         check_transition(old.phase, phase)
         self.transitions.append(
-            Transition(self.now, old.phase, phase, old.step, step, reason, actor, cause)
+            Transition(
+                self.now, old.phase, phase, old.step, step, reason, actor, cause, self.evidence
+            )
         )
+        self.evidence = None
         deadline_from = old.deadline_start
-        if old.phase is Phase.PAUSED and phase is not Phase.PAUSED:
-            # waiting for a human does not count; letting a deadline pause go on is a
-            # human's decision to give the cells another deadline
+        if old.phase in (Phase.PAUSED, Phase.GATE_RUNNING) and phase is not old.phase:
+            # waiting for a human or a gate does not count; letting a deadline pause go
+            # on is a human's decision to give the cells another deadline
             if old.waiting is Waiting.DEADLINE:
                 deadline_from = self.now
             else:
                 deadline_from += max(self.now - old.phase_since, timedelta(0))
         step_starts = old.step_starts
-        if phase is Phase.PROGRESSING and step != old.step and old.phase is not Phase.PENDING:
+        if (
+            phase is Phase.PROGRESSING
+            and step != old.step
+            and old.phase is not Phase.PENDING
+            and not self._route_untouched()
+        ):
             step_starts = (*step_starts, self.now)  # a new traffic step after the first
         self.state = old.evolve(
             step_starts=step_starts,
@@ -139,6 +172,7 @@ class _Tick:
             undecided_since=None,
             paused_from=old.paused_from if phase is Phase.PAUSED else None,
             waiting=old.waiting if phase is Phase.PAUSED else None,
+            gate=old.gate if phase in (Phase.PAUSED, Phase.GATE_RUNNING) else None,
         )
 
     def rollback(
@@ -147,16 +181,29 @@ class _Tick:
         cause: Cause,
         cells: tuple[Cell, ...] = (),
         actor: str = "controller",
+        gate: GateResult | None = None,
     ) -> None:
+        untouched = self._route_untouched()
+        self.evidence = gate
         self.move(Phase.ROLLED_BACK, self.state.step, reason, actor, cause)
-        self.actions.insert(0, RestoreRoute(promoted=False))  # the first write of the tick
-        self.actions.append(Notify(EventKind.ROLLED_BACK, reason, cells, True, cause))
+        if not untouched:
+            self.actions.insert(0, RestoreRoute(promoted=False))  # the first write of the tick
+        self.actions.append(Notify(EventKind.ROLLED_BACK, reason, cells, True, cause, gate))
+        self.gate_after_end(GatePoint.ON_ROLLBACK)
 
     def abort(self, command: Command) -> None:
+        untouched = self._route_untouched()
         reason = f"aborted by {command.actor}" + (f": {command.reason}" if command.reason else "")
         self.move(Phase.ABORTED, self.state.step, reason, command.actor, Cause.MANUAL)
-        self.actions.insert(0, RestoreRoute(promoted=False))
+        if not untouched:
+            self.actions.insert(0, RestoreRoute(promoted=False))
         self.actions.append(Notify(EventKind.ABORTED, reason, mention=True, cause=Cause.MANUAL))
+
+    def _route_untouched(self) -> bool:
+        """Whether the rollout has not written its route yet: it waits for (or was
+        paused at) a preRollout gate. Ending it then leaves the route alone."""
+        gate = self.state.gate
+        return gate is not None and gate.point is GatePoint.PRE_ROLLOUT
 
     def pause(
         self,
@@ -165,17 +212,172 @@ class _Tick:
         cause: Cause,
         actor: str = "controller",
         cells: tuple[Cell, ...] = (),
+        gate: GateResult | None = None,
     ) -> None:
         paused_from = self.state.phase
+        self.evidence = gate
         self.move(Phase.PAUSED, self.state.step, reason, actor, cause)
         self.state = self.state.evolve(paused_from=paused_from, waiting=waiting)
-        self.actions.append(Notify(EventKind.PAUSED, reason, cells, True, cause))
+        self.actions.append(Notify(EventKind.PAUSED, reason, cells, True, cause, gate))
 
     def promote(self, reason: str, actor: str = "controller") -> None:
         cause = Cause.MANUAL if actor != "controller" else None
         self.move(Phase.PROMOTED, len(self.spec.steps) - 1, reason, actor, cause)
         self.actions.append(RestoreRoute(promoted=True))
         self.actions.append(Notify(EventKind.PROMOTED, reason, cause=cause))
+        self.gate_after_end(GatePoint.POST_ROLLOUT)
+
+    # --- gates ---------------------------------------------------------------------------
+
+    def _next_gate(self, point: GatePoint, step: int, after: str | None = None) -> Gate | None:
+        """The first gate at `point` (before the 0-based `step`) after the one named
+        `after`, in policy order."""
+        found = gates_at(
+            self.spec.gates, point, step + 1 if point is GatePoint.BEFORE_STEP else None
+        )
+        names = [g.name for g in found]
+        if after is not None:
+            found = found[names.index(after) + 1 :] if after in names else []
+        return found[0] if found else None
+
+    def enter_gate(
+        self,
+        point: GatePoint,
+        step: int = -1,
+        *,
+        after: str | None = None,
+        actor: str = "controller",
+        cause: Cause | None = None,
+    ) -> bool:
+        """Wait for the next gate at `point` before the move it guards; False if none."""
+        gate = self._next_gate(point, step, after)
+        if gate is None:
+            return False
+        where = {
+            GatePoint.PRE_ROLLOUT: "before the rollout starts",
+            GatePoint.BEFORE_STEP: f"before step {step + 1}",
+            GatePoint.BEFORE_PROMOTION: "before the promotion",
+        }[point]
+        reason = f"gate {gate.name} running ({gate.kind}) {where}"
+        self.move(Phase.GATE_RUNNING, self.state.step, reason, actor, cause)
+        self.state = self.state.evolve(gate=GateWait(gate.name, point, self.now, step))
+        return True
+
+    def gate_after_end(self, point: GatePoint) -> None:
+        """Start the first postRollout / onRollback gate, if the policy has one."""
+        gate = self._next_gate(point, -1)
+        self.state = self.state.evolve(
+            gate=GateWait(gate.name, point, self.now) if gate is not None else None
+        )
+
+    def pass_gate(self, wait: GateWait, actor: str = "controller") -> None:
+        """The gate `wait` passed (or a human let the rollout go on without it): the
+        next gate at the same point, else the move it guarded."""
+        if self.enter_gate(wait.point, wait.step, after=wait.name, actor=actor):
+            return
+        by = f" (by {actor})" if actor != "controller" else ""
+        cause = Cause.MANUAL if actor != "controller" else None
+        if wait.point is GatePoint.PRE_ROLLOUT:
+            self.begin(actor)
+            # the candidate serves (or shadows) from now: the analysis counts from here
+            self.state = self.state.evolve(analysis_since=self.now)
+        elif wait.point is GatePoint.BEFORE_STEP:
+            reason = f"step {wait.step + 1}: {self.spec.steps[wait.step].weight}% to candidate"
+            self.move(Phase.PROGRESSING, wait.step, reason + by, actor, cause)
+            self.actions.append(Notify(EventKind.STEP_ADVANCED, reason + by, cause=cause))
+        else:
+            self.promote(f"every step and gate passed{by}", actor)
+
+    def run_gate(self, result: GateResult | None) -> None:
+        """GateRunning: go on, retry, or apply `onFailure`, from the gate's result."""
+        wait = self.state.gate
+        assert wait is not None, "GateRunning without a gate"
+        gate = next((g for g in self.spec.gates if g.name == wait.name), None)
+        if gate is None:  # the policy no longer has it
+            self.pass_gate(wait)
+            return
+        result = self._attempt_result(gate, wait, result)
+        if result is None:
+            return
+        if result.outcome is GateOutcome.PASSED:
+            self.evidence = result
+            self.pass_gate(wait)
+            return
+        why = f"gate {gate.name} failed" + (f": {result.detail}" if result.detail else "")
+        if wait.attempt <= gate.retries:
+            self.evidence = result
+            again = f"{why}; attempt {wait.attempt + 1} of {gate.retries + 1}"
+            self.move(Phase.GATE_RUNNING, self.state.step, again)
+            self.state = self.state.evolve(
+                gate=replace(wait, attempt=wait.attempt + 1, since=self.now)
+            )
+            return
+        action = gate.failure_action
+        if action is OnFailure.ROLLBACK:
+            self.rollback(why, Cause.GATE_FAILED, gate=result)
+        elif action is OnFailure.PAUSE:
+            reason = f"{why}; resume runs it again, promote goes on without it"
+            self.pause(Waiting.GATE_FAILED, reason, Cause.GATE_FAILED, gate=result)
+        else:
+            text = f"{why}; onFailure is ignore, going on"
+            self.actions.append(
+                Notify(EventKind.GATE_FAILED, text, cause=Cause.GATE_FAILED, gate=result)
+            )
+            self.evidence = result
+            self.pass_gate(wait)
+
+    def _attempt_result(
+        self, gate: Gate, wait: GateWait, result: GateResult | None
+    ) -> GateResult | None:
+        """The result of the current attempt, a timeout, or None while it runs."""
+        if (
+            result is not None
+            and result.name == wait.name
+            and result.attempt == wait.attempt
+            and result.outcome is not GateOutcome.RUNNING
+        ):
+            return result
+        if self.now - wait.since >= gate.timeout:
+            return GateResult(
+                wait.name,
+                wait.attempt,
+                GateOutcome.FAILED,
+                f"timed out after {format_duration(gate.timeout)}",
+                result.body if result is not None else "",
+            )
+        return None
+
+    def gate_after_end_result(self, result: GateResult | None) -> None:
+        """A postRollout / onRollback gate: a failure is told (it cannot stop anything),
+        then the next gate at the same point runs."""
+        wait = self.state.gate
+        assert wait is not None
+        gate = next((g for g in self.spec.gates if g.name == wait.name), None)
+        if gate is not None:
+            result = self._attempt_result(gate, wait, result)
+            if result is None:
+                return
+            if result.outcome is GateOutcome.FAILED and wait.attempt <= gate.retries:
+                self.state = self.state.evolve(
+                    gate=replace(wait, attempt=wait.attempt + 1, since=self.now)
+                )
+                return
+            if result.outcome is GateOutcome.FAILED:
+                why = f"{wait.point} gate {gate.name} failed"
+                why += f": {result.detail}" if result.detail else ""
+                self.actions.append(
+                    Notify(
+                        EventKind.GATE_FAILED,
+                        why,
+                        mention=True,
+                        cause=Cause.GATE_FAILED,
+                        gate=result,
+                    )
+                )
+        nxt = self._next_gate(wait.point, -1, after=wait.name)
+        self.state = self.state.evolve(
+            gate=GateWait(nxt.name, wait.point, self.now) if nxt is not None else None
+        )
 
     def begin(self, actor: str = "controller") -> None:
         cause = Cause.MANUAL if actor != "controller" else None
@@ -188,10 +390,17 @@ class _Tick:
         self.actions.append(Notify(EventKind.STARTED, self.state.reason, cause=cause))
 
     def advance(self, *, approved: bool = False, actor: str = "controller") -> None:
-        """Go to the next step (or promote), unless a pause or the manual gate says wait."""
+        """Go to the next step (or promote), unless a pause, the manual gate or a gate of
+        the policy says wait. A human's approval while a gate runs (or after it failed
+        and paused the rollout) lets the rollout go on without it."""
         state = self.state
         current = state.paused_from if state.phase is Phase.PAUSED else state.phase
         steps = self.spec.steps
+        if current is Phase.GATE_RUNNING and state.gate is not None:
+            self.pass_gate(state.gate, actor)
+            return
+        if current is Phase.PENDING and self.enter_gate(GatePoint.PRE_ROLLOUT, actor=actor):
+            return
         if current is Phase.SHADOWING or current is Phase.PENDING:
             nxt = 0
         else:
@@ -201,12 +410,16 @@ class _Tick:
                 return
             nxt = state.step + 1
         if nxt >= len(steps):
+            if self.enter_gate(GatePoint.BEFORE_PROMOTION, actor=actor):
+                return
             self.promote("every step passed" if not approved else f"promoted by {actor}", actor)
             return
         last = nxt == len(steps) - 1
         if last and self.spec.promotion.manual_gate and not approved:
             reason = "ready for 100%; waiting for canaryctl promote"
             self.pause(Waiting.MANUAL_GATE, reason, Cause.MANUAL)
+            return
+        if self.enter_gate(GatePoint.BEFORE_STEP, nxt, actor=actor):
             return
         reason = f"step {nxt + 1}: {steps[nxt].weight}% to candidate"
         cause = None
@@ -232,9 +445,11 @@ class _Tick:
         elif cmd.kind is CommandKind.RESUME and phase is Phase.PAUSED:
             self.resume(cmd)
         elif cmd.kind is CommandKind.PROMOTE:
-            if phase is Phase.PENDING:
+            if phase is Phase.PENDING and not self.enter_gate(
+                GatePoint.PRE_ROLLOUT, actor=cmd.actor, cause=Cause.MANUAL
+            ):
                 self.begin(cmd.actor)
-            else:
+            elif phase is not Phase.PENDING:
                 self.advance(approved=True, actor=cmd.actor)
         elif cmd.kind is CommandKind.PROMOTE_FULL:
             self.promote(f"promoted to 100% by {cmd.actor}", cmd.actor)
@@ -246,6 +461,12 @@ class _Tick:
             return
         back = paused_from or Phase.PROGRESSING
         self.move(back, self.state.step, f"resumed by {cmd.actor}", cmd.actor, Cause.MANUAL)
+        gate = self.state.gate
+        if back is Phase.GATE_RUNNING and gate is not None:
+            # the gate runs again, as a new attempt (a new Job)
+            self.state = self.state.evolve(
+                gate=replace(gate, attempt=gate.attempt + 1, since=self.now)
+            )
         self.actions.append(Notify(EventKind.RESUMED, self.state.reason, cause=Cause.MANUAL))
 
     # --- judging a look ----------------------------------------------------------------
@@ -254,6 +475,7 @@ class _Tick:
         """Hold, advance or give up on the current step (or shadow) from `look`."""
         required = tuple(c for c in look.cells if c.critical) if look else ()
         no_data = tuple(c for c in required if c.verdict is Verdict.NO_DATA)
+        self.remember_passes(required)
         if look is None or look.error is not None or no_data:
             self.measurements_failed(look, no_data, required)
             return
@@ -261,7 +483,7 @@ class _Tick:
         if self.now - self.state.step_since < hold:
             return
         if self._next_is_last() or self.spec.analysis.advance_on is AdvanceOn.PASS:
-            undecided = tuple(c for c in required if not c.decided_enough_to_promote)
+            undecided = tuple(c for c in required if not self._decided(c))
         else:
             undecided = tuple(c for c in required if c.waiting_for_traffic)
         if not undecided:
@@ -279,6 +501,26 @@ class _Tick:
                 Cause.DEADLINE,
                 cells=tuple(replace(c, summary=self._needs(c)) for c in undecided),
             )
+
+    def remember_passes(self, required: tuple[Cell, ...]) -> None:
+        """Keep every critical cell that PASSes now for the rest of the rollout.
+
+        PASS is an anytime-valid test: the chance that its e-process *ever* crosses
+        for a candidate at or beyond the limit is at most alpha, so a crossing once
+        reached is as good as one at the last look. Without this a cell could PASS,
+        drift back under the threshold on the next look's noise and hold the rollout
+        for nothing.
+        """
+        passed = dict.fromkeys(self.state.passed)
+        passed.update((c.key, None) for c in required if c.verdict is Verdict.PASS)
+        if len(passed) != len(self.state.passed):
+            self.state = self.state.evolve(passed=tuple(passed))
+
+    def _decided(self, cell: Cell) -> bool:
+        """Enough for 100 %: PASS now or at an earlier look, or powered; never a FAIL."""
+        if cell.verdict is Verdict.FAIL:
+            return False
+        return cell.decided_enough_to_promote or cell.key in self.state.passed
 
     def measurements_failed(
         self, look: Look | None, no_data: tuple[Cell, ...], required: tuple[Cell, ...] = ()
@@ -345,8 +587,16 @@ class _Tick:
         return current + 1 >= len(self.spec.steps) - 1
 
     def done(self) -> Decision:
-        if self.state.phase in LIVE:
-            if self.state.phase is not Phase.PAUSED:
+        state = self.state
+        waits = state.phase is Phase.GATE_RUNNING or (
+            state.phase is Phase.PAUSED and state.gate is not None
+        )
+        if state.phase is Phase.GATE_RUNNING:
+            self.state = state = state.evolve(route=_gate_route(self.spec, state))
+        if waits and not state.route.routes_anything:
+            pass  # a gate before the start: the route is not touched
+        elif state.phase in LIVE:
+            if self.state.phase not in (Phase.PAUSED, Phase.GATE_RUNNING):
                 self.state = self.state.evolve(
                     route=wanted_route(self.spec, self.state.phase, self.state.step)
                 )
@@ -362,16 +612,23 @@ def decide(
     look: Look | None,
     commands: Sequence[Command],
     now: datetime,
+    gate: GateResult | None = None,
     *,
     generation: int | None = None,
 ) -> Decision:
     """The next state of a rollout, and the actions that get it there.
 
-    `generation` is the policy's (`metadata.generation`) this tick runs on: the
-    state records it. An ended rollout does nothing, unless its restore failed: then
-    the restore is tried again, every tick, until it reaches the route."""
+    `gate`: what the runner found of the gate the rollout waits for (`state.gate`),
+    if any. `generation` is the policy's (`metadata.generation`) this tick runs on:
+    the state records it. An ended rollout does nothing, unless its restore failed
+    (the restore is tried again, every tick, until it reaches the route) or a
+    `postRollout` / `onRollback` gate still runs."""
     if state.phase.terminal:
-        return _ended(state)
+        if state.gate is None:
+            return _ended(state)
+        ended = _Tick(spec, state.evolve(tick=state.tick + 1), now)
+        ended.gate_after_end_result(gate)
+        return Decision(ended.state, _ended(state).actions + tuple(ended.actions))
     stamped = state.evolve(tick=state.tick + 1)
     if generation is not None:
         stamped = stamped.evolve(generation=generation)
@@ -397,7 +654,10 @@ def decide(
     if tick.transitions:
         return tick.done()  # a step entered by hand is judged on looks taken after it began
     if phase is Phase.PENDING:
-        tick.begin()
+        if not tick.enter_gate(GatePoint.PRE_ROLLOUT):
+            tick.begin()
+    elif phase is Phase.GATE_RUNNING:
+        tick.run_gate(gate)
     elif phase is Phase.SHADOWING:
         assert spec.shadow is not None
         tick.judge(look, spec.shadow.duration)
@@ -418,6 +678,7 @@ def restart(spec: RolloutSpec, state: RolloutState, generation: int, now: dateti
         analysis_since=now,
         deadline_from=None,
         step_starts=(),
+        passed=(),
         route=RouteState(),
     )
     tick.actions.insert(0, RestoreRoute(promoted=False))

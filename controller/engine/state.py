@@ -16,6 +16,7 @@ from typing import Any
 from controller.analysis.verdicts import Verdict
 from controller.engine.phases import Phase
 from controller.policy.causes import Cause
+from controller.policy.gates import GatePoint
 from controller.policy.route import RouteState
 
 
@@ -27,9 +28,79 @@ class Waiting(StrEnum):
     MANUAL_GATE = "manual-gate"  # promotion.manualGate before 100%
     NO_DATA = "no-data"  # noData.then: pause
     DEADLINE = "deadline"  # still undecided past analysis.deadline
+    GATE_FAILED = "gate-failed"  # a gate failed and its onFailure is pause
     #: no longer set (undecided cells now wait for the deadline); kept so that states
     #: stored by earlier versions still load
     INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class GateWait:
+    """The gate a rollout waits for: which, where, which attempt, since when.
+
+    `step` is the 0-based step a `beforeStep` gate lets the rollout enter (-1
+    otherwise). The runner names the attempt's Job after `attempt`, so a new
+    attempt is a new Job and a result always belongs to the attempt it reports.
+    """
+
+    name: str
+    point: GatePoint
+    since: datetime
+    step: int = -1
+    attempt: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "point": str(self.point),
+            "since": self.since.isoformat(),
+            "step": self.step,
+            "attempt": self.attempt,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GateWait:
+        return cls(
+            name=str(data["name"]),
+            point=GatePoint(data["point"]),
+            since=datetime.fromisoformat(str(data["since"])),
+            step=int(data["step"]),
+            attempt=int(data["attempt"]),
+        )
+
+
+class GateOutcome(StrEnum):
+    """What the runner found of one attempt of a gate."""
+
+    RUNNING = "running"  # a Job not finished yet
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The outcome of one attempt of a gate: an input of `decide`, like a look.
+
+    `detail` says what happened in a few words (`HTTP 503`, `Job failed:
+    BackoffLimitExceeded`); `body` is the evidence kept in the audit and shown on
+    Slack when the gate fails: the response body or the Job's message, at most
+    4 KiB (`EVIDENCE_BYTES`).
+    """
+
+    name: str
+    attempt: int
+    outcome: GateOutcome
+    detail: str = ""
+    body: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "attempt": self.attempt,
+            "outcome": str(self.outcome),
+            "detail": self.detail,
+            "body": self.body,
+        }
 
 
 @dataclass(frozen=True)
@@ -64,6 +135,14 @@ class RolloutState:
     #: the counts at each so the judge compares the versions step by step. Cleared by a
     #: restart; states stored before it load with none (cumulative counts).
     step_starts: tuple[datetime, ...] = ()
+    #: the critical cells (metric, cohort) that have PASSed at some look since the analysis
+    #: began. A PASS is an anytime-valid crossing: once reached it holds for the rest of
+    #: the rollout (a later look's noise does not re-open the cell). It counts towards
+    #: 100 %; a later FAIL still rolls back. Cleared by a restart.
+    passed: tuple[tuple[str, str], ...] = ()
+    #: the gate the rollout waits for: in GateRunning, paused after a gate failed, or
+    #: ended with a postRollout / onRollback gate still to run
+    gate: GateWait | None = None
 
     def to_json(self) -> dict[str, Any]:
         def when(value: datetime | None) -> str | None:
@@ -90,6 +169,8 @@ class RolloutState:
             "cause": str(self.cause) if self.cause else None,
             "deadlineFrom": when(self.deadline_from),
             "stepStarts": [at.isoformat() for at in self.step_starts],
+            "passed": [[metric, cohort] for metric, cohort in self.passed],
+            "gate": self.gate.to_json() if self.gate is not None else None,
         }
 
     @classmethod
@@ -124,6 +205,8 @@ class RolloutState:
             cause=Cause(data["cause"]) if data.get("cause") else None,
             deadline_from=when("deadlineFrom"),
             step_starts=tuple(datetime.fromisoformat(at) for at in data.get("stepStarts") or ()),
+            passed=tuple((str(m), str(c)) for m, c in data.get("passed") or ()),
+            gate=GateWait.from_json(data["gate"]) if data.get("gate") else None,
         )
 
     def serving(self) -> RouteState:
@@ -175,6 +258,10 @@ class Cell:
     needed_samples: float | None = None
 
     @property
+    def key(self) -> tuple[str, str]:
+        return (self.metric, self.cohort)
+
+    @property
     def decided_enough_to_promote(self) -> bool:
         """PASS, or powered and not failing: what promotion to 100 % needs of a critical cell."""
         return self.verdict is Verdict.PASS or (self.powered and self.verdict is not Verdict.FAIL)
@@ -221,6 +308,8 @@ class EventKind(StrEnum):
     FAILED = "failed"
     #: an ended rollout's route was found carrying its candidate again, and put back
     ROUTE_CORRECTED = "route-corrected"
+    #: a gate failed and its onFailure is ignore (or it ran after the end): told, no move
+    GATE_FAILED = "gate-failed"
 
 
 @dataclass(frozen=True)
@@ -255,6 +344,8 @@ class Notify:
     cells: tuple[Cell, ...] = ()
     mention: bool = False
     cause: Cause | None = None
+    #: the gate result this message is about (its body is shown when it failed)
+    gate: GateResult | None = None
 
 
 Action = ApplyRoute | RestoreRoute | Notify
@@ -272,6 +363,8 @@ class Transition:
     reason: str
     actor: str = "controller"
     cause: Cause | None = None
+    #: the gate result that made the transition (kept in the audit with its body)
+    gate: GateResult | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from controller.cases import EvalCase, export_rows
 from controller.engine.phases import Phase
+from controller.engine.state import GateResult
 from controller.policy.causes import Cause
 
 
@@ -92,6 +93,43 @@ class CellNote:
 
 
 @dataclass(frozen=True)
+class GateNote:
+    """A gate's result the event is about: `body` is the webhook's answer (or the
+    Job's message), at most 4 KiB, shown in full when the gate failed."""
+
+    name: str
+    attempt: int
+    outcome: str
+    detail: str = ""
+    body: str = ""
+
+    @classmethod
+    def of_result(cls, result: GateResult) -> GateNote:
+        return cls(result.name, result.attempt, str(result.outcome), result.detail, result.body)
+
+    @classmethod
+    def of(cls, data: Any) -> GateNote | None:
+        if not isinstance(data, Mapping) or not data.get("name"):
+            return None
+        return cls(
+            str(data["name"]),
+            int(data.get("attempt") or 1),
+            str(data.get("outcome") or ""),
+            str(data.get("detail") or ""),
+            str(data.get("body") or ""),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "attempt": self.attempt,
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "body": self.body,
+        }
+
+
+@dataclass(frozen=True)
 class OutboxPayload:
     """The rollout as an event found it: what the executor hands the delivery worker.
 
@@ -120,6 +158,8 @@ class OutboxPayload:
     cause: Cause | None = None
     #: the eval cases a rollback or an abort recorded (none for other events)
     eval_cases: tuple[EvalCase, ...] = ()
+    #: the gate result the event is about (a failed gate's body is shown)
+    gate: GateNote | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -136,6 +176,7 @@ class OutboxPayload:
             "startedAt": self.started_at.isoformat() if self.started_at else None,
             "tick": self.tick,
             "route": dict(self.route),
+            "gate": self.gate.to_json() if self.gate is not None else None,
             "channel": self.channel,
             "mention": list(self.mention),
             "cells": [
@@ -176,6 +217,7 @@ class OutboxPayload:
             ),
             cause=_cause(p.get("cause")),
             eval_cases=_cases(p.get("evalCases")),
+            gate=GateNote.of(p.get("gate")),
         )
 
 
@@ -265,6 +307,7 @@ class Notification:
     cause: Cause | None = None
     #: the eval cases a rollback (or a captured abort) recorded
     eval_cases: tuple[EvalCase, ...] = ()
+    gate: GateNote | None = None
 
     @classmethod
     def of(
@@ -299,6 +342,7 @@ class Notification:
             started_at=started_at if started_at is not None else p.started_at,
             cause=p.cause,
             eval_cases=p.eval_cases,
+            gate=p.gate,
         )
 
     def evidence_for(self, cell: CellNote) -> Evidence | None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from controller.cases import export_rows, trace_id_count
 from controller.engine.phases import Phase
-from controller.notify.base import CellNote, Evidence, Notification
+from controller.notify.base import CellNote, Evidence, GateNote, Notification
 from controller.policy.causes import Cause
 from controller.policy.durations import format_duration
 
@@ -42,11 +42,13 @@ _TITLES: Mapping[str, tuple[str, str]] = {
     "restarted": (":repeat:", "Restarted"),
     "failed": (":x:", "Failed"),
     "route-corrected": (":warning:", "Route put back"),
+    "gate-failed": (":no_entry_sign:", "Gate failed"),
 }
 _PHASES: Mapping[Phase | None, str] = {
     Phase.PENDING: ":hourglass:",
     Phase.SHADOWING: ":eyes:",
     Phase.PROGRESSING: ":large_blue_circle:",
+    Phase.GATE_RUNNING: ":vertical_traffic_light:",
     Phase.PAUSED: ":double_vertical_bar:",
     Phase.PROMOTED: ":white_check_mark:",
     Phase.ROLLED_BACK: ":rotating_light:",
@@ -76,6 +78,8 @@ _UNICODE: Mapping[str, str] = {
     ":white_check_mark:": "✅",
     ":grey_question:": "❔",
     ":warning:": "⚠️",
+    ":no_entry_sign:": "🚫",
+    ":vertical_traffic_light:": "🚦",
 }
 _BACK_ON_BASELINE = frozenset({Phase.ROLLED_BACK, Phase.ABORTED})
 
@@ -109,6 +113,8 @@ def slack_message(note: Notification) -> SlackMessage:
         blocks += _cells(note)
     if note.eval_cases:
         blocks.append(_section(_escape(captured(note))))
+    if note.gate is not None and note.gate.outcome == "failed":
+        blocks += _gate(note.gate)
     blocks.append(_context(f"{note.created_at:%Y-%m-%d %H:%M:%S} UTC · canary-controller"))
     return SlackMessage(_fallback(note, title, lead, mentions), tuple(blocks))
 
@@ -154,6 +160,10 @@ def _sentence(note: Notification) -> str:
         took = _duration(note)
         after = f" after {took}" if took else ""
         return f"Promoted{after}: {note.candidate} now takes all traffic ({text})."
+    route = note.route
+    untouched = note.step < 0 and not route.get("weight") and not route.get("mirrorPercent")
+    if note.event == "rolled-back" and note.cause is Cause.GATE_FAILED and untouched:
+        return f"Stopped before {note.candidate} took any traffic: {text}."
     if note.event == "rolled-back":
         return f"Traffic is back on {note.baseline}: {_rollback_cause(note)}."
     if note.event == "paused" and note.cause is Cause.DEADLINE:
@@ -272,6 +282,24 @@ def _cell(note: Notification, cell: CellNote, evidence: Evidence | None) -> list
     return blocks
 
 
+#: a gate's body is shown in sections of this many characters (Slack allows 3000 each,
+#: and escaping lengthens the text)
+_BODY_CHUNK = 1400
+
+
+def _gate(gate: GateNote) -> list[Block]:
+    """A failed gate's evidence: what happened and the answer's body, all of it (at most
+    4 KiB: a few sections)."""
+    head = f"*Gate `{_escape(gate.name)}`* failed (attempt {gate.attempt})"
+    if gate.detail:
+        head += f": {_escape(gate.detail)}"
+    blocks = [_section(head)]
+    body = gate.body.replace("`" * 3, "'" * 3)
+    for start in range(0, len(body), _BODY_CHUNK):
+        blocks.append(_section("`" * 3 + _escape(body[start : start + _BODY_CHUNK]) + "`" * 3))
+    return blocks
+
+
 def _promotion(note: Notification) -> list[Block]:
     """One line per cohort: each metric's candidate vs baseline, and the traffic seen."""
     cohorts: dict[str, list[Evidence]] = {}
@@ -345,6 +373,17 @@ def notification_json(note: Notification) -> dict[str, Any]:
         "step": note.step,
         "steps": note.steps,
         "route": dict(note.route),
+        "gate": (
+            {
+                "name": note.gate.name,
+                "attempt": note.gate.attempt,
+                "outcome": note.gate.outcome,
+                "detail": note.gate.detail,
+                "body": note.gate.body,
+            }
+            if note.gate is not None
+            else None
+        ),
         "text": note.text,
         "summary": slack_message(note).text,
         "mention": list(note.mention),

@@ -38,6 +38,8 @@ class Cause(StrEnum):
     MANUAL = "Manual"
     #: the route cannot carry the rollout (missing, forbidden, not pointing at the baseline)
     ROUTE_FAILED = "RouteFailed"
+    #: a gate (a webhook or a Job the policy runs before or between steps) failed
+    GATE_FAILED = "GateFailed"
 
     @property
     def failed_metric(self) -> bool:
@@ -57,4 +59,5 @@ _MEANINGS = {
     Cause.DEADLINE: "the judge could not decide before the deadline",
     Cause.MANUAL: "a human's command, or a pause kept for a human",
     Cause.ROUTE_FAILED: "the route cannot carry the rollout",
+    Cause.GATE_FAILED: "a gate of the policy (a webhook or a Job) failed",
 }

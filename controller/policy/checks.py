@@ -4,8 +4,8 @@ Each check names the spec sections it reads (`@check("traffic", "cohorts")`) and
 yields `Problem`s with the exact field path. `run_checks` runs every check whose
 sections are all present and valid, so the file loader can report these problems
 even when some other section of the same file is broken. One "section" is not
-part of the spec: `custom_queries`, the operator's setting, present only when
-the caller gives it (the command line and the controller do).
+part of the spec: `custom_queries` and `webhook_allow`, the operator's settings,
+present only when the caller gives them (the command line and the controller do).
 
 The registry (`check`, `run_checks`) is in `controller.policy.cross_field`: the
 models run the checks through it without importing this module.
@@ -20,6 +20,13 @@ from difflib import get_close_matches
 from controller.errors import Problem, Severity
 from controller.policy.cross_field import check
 from controller.policy.durations import format_duration
+from controller.policy.gates import (
+    Gate,
+    OnFailure,
+    WebhookAllow,
+    job_template_problems,
+    url_problem,
+)
 from controller.policy.model import (
     OVERALL,
     Analysis,
@@ -282,4 +289,55 @@ def custom_query_problems(analysis: Analysis, mode: CustomQueries) -> Iterator[P
                 f"analysis.metrics[{i}].query",
                 "custom queries are turned off on this controller (CANARY_CUSTOM_QUERIES="
                 f"deny); use a built-in template: {_names(TEMPLATES)}",
+            )
+
+
+@check("gates", "steps")
+def _gates(gates: list[Gate], steps: list[Step]) -> Iterator[Problem]:
+    seen: dict[str, int] = {}
+    for i, gate in enumerate(gates):
+        where = f"gates[{i}]"
+        if gate.name in seen:
+            yield _error(
+                f"{where}.name", f"{gate.name!r} is already the name of gates[{seen[gate.name]}]"
+            )
+        seen.setdefault(gate.name, i)
+        step = gate.at.step
+        if step is not None and step > len(steps):
+            yield _error(
+                f"{where}.at.beforeStep",
+                f"there is no step {step}: the rollout has {len(steps)} step(s), numbered from 1",
+            )
+        if gate.at.point.after_end and gate.on_failure not in (None, OnFailure.IGNORE):
+            yield _error(
+                f"{where}.onFailure",
+                f"a {gate.at.point} gate runs once the rollout has ended, so it can only "
+                f"report: onFailure must be ignore (got {gate.on_failure})",
+            )
+        if gate.webhook is not None:
+            problem = url_problem(gate.webhook.url)
+            if problem is not None:
+                yield _error(f"{where}.webhook.url", problem)
+        if gate.job is not None:
+            for field, reason in job_template_problems(gate.job.template):
+                yield _error(f"{where}.job.{field}", reason)
+
+
+@check("gates", "webhook_allow")
+def webhook_allow_problems(gates: list[Gate], allow: WebhookAllow) -> Iterator[Problem]:
+    """Webhook URLs the operator's allowlist (`CANARY_WEBHOOK_ALLOW`) does not allow."""
+    for i, gate in enumerate(gates):
+        if gate.webhook is None or url_problem(gate.webhook.url) is not None:
+            continue
+        if not allow.configured:
+            yield _warning(
+                f"gates[{i}].webhook.url",
+                "not checked against a webhook allowlist: CANARY_WEBHOOK_ALLOW is not set "
+                "here (a controller without it refuses every webhook gate)",
+            )
+        elif not allow.allows(gate.webhook.url):
+            allowed = allow.text.strip() or "none: CANARY_WEBHOOK_ALLOW is empty"
+            yield _error(
+                f"gates[{i}].webhook.url",
+                f"is not in this controller's webhook allowlist (allowed: {allowed})",
             )

@@ -32,6 +32,7 @@ from pydantic_core import ErrorDetails
 from controller.errors import PolicyError, Problem, Severity
 from controller.policy import checks  # noqa: F401  (registers the cross-field checks)
 from controller.policy.cross_field import run_checks
+from controller.policy.gates import WebhookAllow
 from controller.policy.model import (
     API_VERSION,
     DEFER_CHECKS,
@@ -376,7 +377,10 @@ def _valid_sections(spec: Any) -> dict[str, Any]:
 
 
 def _check_document(
-    doc: _Document, file: str, custom_queries: CustomQueries | None = None
+    doc: _Document,
+    file: str,
+    custom_queries: CustomQueries | None = None,
+    webhook_allow: WebhookAllow | None = None,
 ) -> tuple[ModelRollout | None, list[Problem]]:
     problems = list(doc.problems)
     data = doc.data
@@ -413,6 +417,7 @@ def _check_document(
         problems.extend(_problems_from(exc, doc, file))
         sections = _valid_sections(data.get("spec"))
     sections["custom_queries"] = custom_queries
+    sections["webhook_allow"] = webhook_allow
     for problem in run_checks(sections):
         line, column = doc.position(parse_path(problem.path))
         problems.append(
@@ -424,12 +429,17 @@ def _check_document(
 
 
 def check_text(
-    text: str | bytes, file: str = "<policy>", *, custom_queries: CustomQueries | None = None
+    text: str | bytes,
+    file: str = "<policy>",
+    *,
+    custom_queries: CustomQueries | None = None,
+    webhook_allow: WebhookAllow | None = None,
 ) -> tuple[list[LoadedPolicy], list[Problem]]:
     """Every valid policy in `text` and every problem (errors and warnings); never raises.
 
-    `custom_queries`: the operator's setting, when known (`deny` makes a custom
-    query an error); None checks the policy alone."""
+    `custom_queries` and `webhook_allow`: the operator's settings, when known (`deny`
+    makes a custom query an error, a webhook gate's URL must be on the allowlist);
+    None checks the policy alone."""
     if len(text) > MAX_FILE_BYTES:
         return [], [Problem(f"is larger than {MAX_FILE_BYTES // 1024} KiB; not a policy", "", file)]
     if isinstance(text, bytes):
@@ -447,7 +457,7 @@ def check_text(
             if doc.data is None:
                 continue
             count += 1
-            rollout, found = _check_document(doc, file, custom_queries)
+            rollout, found = _check_document(doc, file, custom_queries, webhook_allow)
             problems.extend(found)
             if rollout is not None:
                 warnings = tuple(p for p in found if p.severity is Severity.WARNING)
@@ -461,20 +471,31 @@ def check_text(
 
 
 def load_text(
-    text: str | bytes, file: str = "<policy>", *, custom_queries: CustomQueries | None = None
+    text: str | bytes,
+    file: str = "<policy>",
+    *,
+    custom_queries: CustomQueries | None = None,
+    webhook_allow: WebhookAllow | None = None,
 ) -> list[LoadedPolicy]:
     """The policies in `text`; PolicyError with every problem if any is invalid."""
-    policies, problems = check_text(text, file, custom_queries=custom_queries)
+    policies, problems = check_text(
+        text, file, custom_queries=custom_queries, webhook_allow=webhook_allow
+    )
     if any(p.severity is Severity.ERROR for p in problems):
         raise PolicyError(problems)
     return policies
 
 
 def load_file(
-    path: str | Path, *, custom_queries: CustomQueries | None = None
+    path: str | Path,
+    *,
+    custom_queries: CustomQueries | None = None,
+    webhook_allow: WebhookAllow | None = None,
 ) -> list[LoadedPolicy]:
     """The policies in the file at `path`; PolicyError if it is unreadable or invalid."""
-    return load_text(_read(Path(path)), str(path), custom_queries=custom_queries)
+    return load_text(
+        _read(Path(path)), str(path), custom_queries=custom_queries, webhook_allow=webhook_allow
+    )
 
 
 def _read(path: Path) -> bytes:
@@ -500,14 +521,19 @@ def policy_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def check_files(
-    paths: Iterable[str | Path], *, custom_queries: CustomQueries | None = None
+    paths: Iterable[str | Path],
+    *,
+    custom_queries: CustomQueries | None = None,
+    webhook_allow: WebhookAllow | None = None,
 ) -> tuple[list[LoadedPolicy], list[Problem]]:
     """Every valid policy and every problem in the files and directories named."""
     policies: list[LoadedPolicy] = []
     problems: list[Problem] = []
     for path in policy_files(paths):
         try:
-            found, issues = check_text(_read(path), str(path), custom_queries=custom_queries)
+            found, issues = check_text(
+                _read(path), str(path), custom_queries=custom_queries, webhook_allow=webhook_allow
+            )
         except PolicyError as exc:
             found, issues = [], list(exc.problems)
         policies.extend(found)
@@ -520,6 +546,7 @@ def parse_object(
     source: str = "<cluster>",
     *,
     custom_queries: CustomQueries | None = None,
+    webhook_allow: WebhookAllow | None = None,
 ) -> ModelRollout:
     """A ModelRollout from a custom resource read from the API server.
 
@@ -531,7 +558,7 @@ def parse_object(
     if isinstance(metadata, Mapping):
         data["metadata"] = {k: v for k, v in metadata.items() if k not in SERVER_METADATA}
     doc = _Document(data=data, start=(1, 1))
-    rollout, problems = _check_document(doc, source, custom_queries)
+    rollout, problems = _check_document(doc, source, custom_queries, webhook_allow)
     problems = [
         Problem(p.message, p.path, p.file, None, None, p.severity)
         for p in problems

@@ -36,6 +36,7 @@ from pydantic_core import PydanticCustomError
 from controller.errors import Severity
 from controller.policy.cross_field import run_checks
 from controller.policy.durations import DURATION_PATTERN, Duration, parse_duration
+from controller.policy.gates import Gate
 from controller.policy.routers import RouterKind
 from controller.policy.templates import PLACEHOLDERS, TEMPLATES, MetricKind
 
@@ -461,6 +462,8 @@ class RolloutSpec(_Frozen):
     steps: list[Step] = Field(min_length=1, max_length=100)
     analysis: Analysis
     promotion: Promotion = Field(default_factory=Promotion)
+    #: checks before and between steps, and after the end (`controller.policy.gates`)
+    gates: list[Gate] = Field(default_factory=list, max_length=32)
 
     @model_validator(mode="after")
     def _cross_field_checks(self, info: ValidationInfo) -> RolloutSpec:

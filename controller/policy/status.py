@@ -66,6 +66,16 @@ class CohortVerdicts(_Status):
     metrics: dict[str, str] = Field(default_factory=dict)
 
 
+class GateStatus(_Status):
+    """The gate a rollout waits for."""
+
+    name: str
+    #: preRollout, beforeStep N, beforePromotion, postRollout or onRollback
+    at: str
+    attempt: int
+    since: datetime
+
+
 class RolloutStatus(_Status):
     """What the controller reports on a ModelRollout."""
 
@@ -74,8 +84,8 @@ class RolloutStatus(_Status):
     )
     phase: str | None = Field(
         default=None,
-        description="Pending, Shadowing, Progressing, Paused, Promoted, RolledBack, "
-        "Aborted or Failed.",
+        description="Pending, Shadowing, Progressing, GateRunning, Paused, Promoted, "
+        "RolledBack, Aborted or Failed.",
     )
     step: int | None = Field(
         default=None, description="The current step, 1-based; 0 before the first step."
@@ -95,8 +105,14 @@ class RolloutStatus(_Status):
     cause: Cause | None = Field(
         default=None,
         description="The cause code of the last transition that ended or paused the rollout, "
-        "or that a human asked for: LimitBroken, CircuitBreaker, NoData, Deadline, Manual or "
-        "RouteFailed. Absent after a transition on evidence (a step advanced, a promotion).",
+        "or that a human asked for: LimitBroken, CircuitBreaker, NoData, Deadline, Manual, "
+        "RouteFailed or GateFailed. Absent after a transition on evidence (a step advanced, a "
+        "promotion).",
+    )
+    gate: GateStatus | None = Field(
+        default=None,
+        description="The gate the rollout waits for (GateRunning), or that paused it after "
+        "failing, or that runs after it ended.",
     )
     last_transition_time: datetime | None = None
     verdicts: list[CohortVerdicts] | None = Field(

@@ -12,6 +12,10 @@ way is not ended: it is ticked on its last committed policy toward the baseline
 only, so it never advances. The Prometheus provider refuses to run a custom
 query under `deny` as well, so such a look is NO_DATA: the policy's `noData`
 rule applies, and a rollback it calls for (a move toward the baseline) happens.
+
+The operator's webhook allowlist (`CANARY_WEBHOOK_ALLOW`) is applied the same way:
+a rollout with a gate whose URL is not on it is refused, and the gate runner
+checks the URL again before each call.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import dataclasses
 import logging
 
 from controller.errors import Problem
-from controller.policy.checks import custom_query_problems
+from controller.policy.checks import custom_query_problems, webhook_allow_problems
+from controller.policy.gates import WebhookAllow
 from controller.policy.queries import CustomQueries
 from controller.runtime.sources import RolloutSource, Snapshot
 
@@ -28,11 +33,18 @@ log = logging.getLogger(__name__)
 
 
 class QueryAdmission:
-    """A `RolloutSource` that leaves out the rollouts `custom_queries` refuses."""
+    """A `RolloutSource` that leaves out the rollouts `custom_queries` (or, when given,
+    the webhook allowlist) refuses."""
 
-    def __init__(self, source: RolloutSource, custom_queries: CustomQueries) -> None:
+    def __init__(
+        self,
+        source: RolloutSource,
+        custom_queries: CustomQueries,
+        webhook_allow: WebhookAllow | None = None,
+    ) -> None:
         self.source = source
         self.custom_queries = custom_queries
+        self.webhook_allow = webhook_allow
         self._reported: dict[str, tuple[Problem, ...]] = {}
 
     def snapshot(self) -> Snapshot:
@@ -41,7 +53,14 @@ class QueryAdmission:
         for key, rollout in snapshot.rollouts.items():
             problems = tuple(
                 dataclasses.replace(p, file=f"ModelRollout {key}")
-                for p in custom_query_problems(rollout.spec.analysis, self.custom_queries)
+                for p in (
+                    *custom_query_problems(rollout.spec.analysis, self.custom_queries),
+                    *(
+                        webhook_allow_problems(rollout.spec.gates, self.webhook_allow)
+                        if self.webhook_allow is not None
+                        else ()
+                    ),
+                )
             )
             if problems:
                 refused[key] = problems

@@ -1,23 +1,30 @@
 """The long-running controller: leases, one scheduled job per owned rollout, shutdown.
 
 Several replicas can run against one store. Each rollout is owned by one replica
-at a time through a lease row with an expiry: `sync` (every few seconds) takes or
-renews the leases of the rollouts it can, and keeps one APScheduler job per owned,
-live rollout at that rollout's analysis interval (`max_instances=1`, coalescing,
-so a slow tick is never run twice at once nor queued up, and no misfire grace, so
-a tick that starts late still runs rather than being dropped). A replica that dies stops
-renewing; its leases expire after `lease_ttl` and another replica's next `sync`
-takes them over, resuming each rollout from its last committed state.
+at a time through a lease row with an expiry. `sync` (every few seconds, on a
+thread of its own) costs the same few statements whatever the number of leases:
+a heartbeat that lists the live replicas, one renewal of all this replica's
+leases, one narrow read of every rollout, one release of the leases another
+live replica should hold (`ownership`: rendezvous hashing, about 1/k each), and
+claims, in batches, of the free or expired ones this replica should hold. It
+keeps one APScheduler job per owned, live rollout at that rollout's slot
+(`slots`: a stable offset in its interval from a hash of its key;
+`max_instances=1`, coalescing, so a slow tick is never run twice at once nor
+queued up, and no misfire grace, so a tick that starts late still runs rather
+than being dropped). A replica that dies stops renewing; its leases and its
+heartbeat expire after `lease_ttl` and the other replicas' next `sync` takes its
+rollouts over, resuming each from its last committed state. A tick reads its
+lease (never renews it), its row and its commands in one transaction.
 
 The store being unreachable stops nothing that takes traffic off a candidate: a
-tick that cannot take its lease or read its state still looks at the metrics and
+tick that cannot read its lease or its state still looks at the metrics and
 acts from the state the executor keeps in memory, toward the baseline only (see
 `controller.runtime.executor`); it counts as an `error` tick with one log line.
 
 A tick's writes toward the candidate are fenced by the lease's epoch
 (`fencing.LeaseFence`), and every sync also looks at the route of each ended
 (rolled back, aborted, failed) rollout whose ModelRollout still exists, and puts
-back any candidate traffic found there: one lease renewal and one route read per
+back any candidate traffic found there: one row read and one route read per
 such rollout per sync.
 
 A rollout whose latest policy is invalid (the source lists its key in
@@ -36,15 +43,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
 
 from controller.engine.phases import Phase
-from controller.engine.state import RolloutState
+from controller.engine.state import Command, CommandKind, RolloutState
 from controller.errors import CanaryError, FencedError, TransientError
 from controller.policy import ModelRollout
 from controller.routing.base import RouteNotFoundError, TrafficRouter
@@ -53,14 +62,17 @@ from controller.runtime.executor import (
     CaseRecorder,
     Clock,
     Executor,
+    GateRunner,
     Observer,
     StoreRead,
     TickResult,
 )
 from controller.runtime.fencing import LeaseFence, UnconfirmedLease
+from controller.runtime.ownership import Shares
+from controller.runtime.slots import SlotTrigger, looked_at_in_slot
 from controller.runtime.sources import RolloutSource, Snapshot
 from controller.store.base import LeaseStore, RolloutStore, StaleStateError
-from controller.store.records import StoredRollout
+from controller.store.records import Lease, RolloutSummary, StoredRollout
 from controller.telemetry import ControllerMetrics, LeaseChange, TickOutcome
 
 log = logging.getLogger(__name__)
@@ -71,6 +83,10 @@ INVALID_POLICY = (
 )
 
 RouterFactory = Callable[[ModelRollout], TrafficRouter]
+#: the APScheduler executor of the sync job: one thread, never behind the ticks
+SYNC_EXECUTOR = "sync"
+#: the executor of the renewal job: one thread, never behind the ticks nor the sync
+RENEW_EXECUTOR = "renew"
 
 
 class Store(RolloutStore, LeaseStore, Protocol):
@@ -121,11 +137,13 @@ class Controller:
         metrics: ControllerMetrics | None = None,
         store_wait: float = 2.0,
         cases: CaseRecorder | None = None,
+        gates: GateRunner | None = None,
     ) -> None:
         """`metrics` records ticks, leases and phases (a private registry if not given).
         `store_wait`: a tick waits at most this long (and half its interval) for its
         lease and state before it acts from memory, toward the baseline only.
-        `cases` records the eval cases of rollbacks (none without it)."""
+        `cases` records the eval cases of rollbacks (none without it). `gates` runs the
+        policies' gates (without it, every gate fails, saying so)."""
         self.store = store
         self.source = source
         self.routes = routes
@@ -136,7 +154,7 @@ class Controller:
         self.sync_every = sync_every
         self.reporters = reporters
         self.metrics = metrics or ControllerMetrics(CollectorRegistry())
-        self.executor = Executor(store, clock, cases=cases)
+        self.executor = Executor(store, clock, cases=cases, gates=gates)
         self.store_wait = store_wait
         # As many threads as the scheduler's (APScheduler's default of 10), so that a
         # tick's reads never queue behind other ticks' and time out for that alone.
@@ -144,14 +162,24 @@ class Controller:
         # No misfire grace: a tick that cannot start on time (every job comes due at once,
         # more ticks than threads) runs late instead of being dropped, which APScheduler
         # does after 1 s by default, to the same rollouts every interval.
+        # The sync has a thread of its own: queued behind ticks it would renew the
+        # leases late, and they would expire while this replica holds them.
         self.scheduler = BackgroundScheduler(
-            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+            executors={
+                "default": ThreadPoolExecutor(10),
+                SYNC_EXECUTOR: ThreadPoolExecutor(1),
+                RENEW_EXECUTOR: ThreadPoolExecutor(1),
+            },
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
         )
         self._snapshot = Snapshot({}, synced=False)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         #: the leases this replica held after the last sync, to count what changed
         self._held: set[str] = set()
+        #: live replicas at the last sync, and which rollouts this replica should hold
+        self._replicas = 1
+        self._shares = Shares(replica)
         #: the last error looking at each ended rollout's route, to log it once, not per sync
         self._ended_errors: dict[str, str] = {}
         #: live rollouts whose latest policy is invalid: their last committed policy
@@ -166,43 +194,79 @@ class Controller:
 
         With the store unreachable the jobs stay as they are (their ticks act from
         memory, toward the baseline only) and the failure is one log line."""
+        start = time.perf_counter()
         try:
             self._sync()
         except TransientError as exc:
             log.error("sync failed, the jobs stay as they are: %s", exc)
+        seconds = time.perf_counter() - start
+        self.metrics.record_sync(seconds, replicas=self._replicas)
+        if seconds >= self.lease_ttl.total_seconds() / 2:
+            log.warning(
+                "a sync took %.1f s, half the lease TTL (%g s) or more: leases may expire "
+                "while this replica holds them; give the store more room, or the TTL",
+                seconds,
+                self.lease_ttl.total_seconds(),
+            )
 
     def _sync(self) -> None:
         snapshot = self.source.snapshot()
         now = self.clock.now()
         with self._lock:
             self._snapshot = snapshot
-        stored = {r.key: r for r in self.store.rollouts()}
+        # A constant number of statements, whatever the number of rollouts: the
+        # heartbeat, one renewal of every lease held, one narrow read of every rollout,
+        # the releases and the claims in batches.
+        replicas = self.store.heartbeat(self.replica, self.lease_ttl, now)
+        renewed = set(self.store.renew_held(self.replica, self.lease_ttl, now))
+        stored = {r.key: r for r in self.store.summaries()}
         self.metrics.set_rollout_phases(r.phase for r in stored.values())
-        wanted: dict[str, float] = {}
-        refused: set[str] = set()
-        held = self._held_on_last_policy(snapshot, stored)
+        held_policies = self._held_on_last_policy(snapshot, stored)
         with self._lock:
-            self._held_policies = held
-        for key, rollout in {**snapshot.rollouts, **held}.items():
-            if not _needs_ticks(rollout, stored.get(key)):
-                continue
-            if self.store.acquire(key, self.replica, self.lease_ttl, now):
-                wanted[key] = rollout.spec.analysis.interval.total_seconds()
-            else:
-                refused.add(key)
-        self._count_leases(set(wanted), lost=self._held & refused)
-        for key, row in stored.items():
-            if key in snapshot.rollouts or key in snapshot.invalid or not snapshot.synced:
-                continue
-            if not RolloutState.from_json(row.state).needs_ticks:
-                continue
-            if self.store.acquire(key, self.replica, self.lease_ttl, now):
+            self._held_policies = held_policies
+        ticked: dict[str, float] = {}
+        for key, rollout in {**snapshot.rollouts, **held_policies}.items():
+            if _needs_ticks(rollout, stored.get(key)):
+                ticked[key] = rollout.spec.analysis.interval.total_seconds()
+        # Ended rollouts whose route is looked at, and deleted ones to end: they need
+        # a lease too, so that one replica does it.
+        checked = {
+            key
+            for key, rollout in snapshot.rollouts.items()
+            if key in stored
+            and key not in ticked
+            and Phase(stored[key].phase) is not Phase.PROMOTED
+        }
+        deleted = {
+            key
+            for key, row in stored.items()
+            if snapshot.synced
+            and key not in snapshot.rollouts
+            and key not in snapshot.invalid
+            and (not Phase(row.phase).terminal or row.restore_pending)
+        }
+        mine = self._shares.of(ticked.keys() | checked | deleted, replicas)
+        # Give up what another live replica wins (its job first, so nothing ticks it
+        # here after the release), then take what this one wins and nobody holds.
+        released = sorted(renewed - mine)
+        self._unschedule(released)
+        self.store.release_all(released, self.replica)
+        claimed = set(self.store.claim(sorted(mine - renewed), self.replica, self.lease_ttl, now))
+        held = (renewed & mine) | claimed
+        self._count_leases(held, renewed=renewed, released=set(released))
+        for key in sorted(held & deleted):
+            row = self.store.get(key)
+            if row is not None:
                 self._end(row)
-        self._check_ended(snapshot, stored, now)
-        self._schedule(wanted)
+        self._check_ended(snapshot, held & checked, now)
+        self._schedule(
+            {k: v for k, v in ticked.items() if k in held},
+            {k: stored[k].updated_at for k in held if k in stored},
+        )
+        self._replicas = len(replicas)
 
     def _held_on_last_policy(
-        self, snapshot: Snapshot, stored: dict[str, StoredRollout]
+        self, snapshot: Snapshot, stored: dict[str, RolloutSummary]
     ) -> dict[str, ModelRollout]:
         """The last committed policy of each live rollout whose latest policy is invalid:
         it is ticked on that one, in hold mode. Entering and leaving hold mode is logged
@@ -210,8 +274,11 @@ class Controller:
         it is)."""
         held: dict[str, ModelRollout] = {}
         for key in sorted(snapshot.invalid - set(snapshot.rollouts)):
-            row = stored.get(key)
-            if row is None or not RolloutState.from_json(row.state).needs_ticks:
+            summary = stored.get(key)
+            if summary is None or (Phase(summary.phase).terminal and not summary.restore_pending):
+                continue
+            row = self.store.get(key)  # its policy: only for the few held this way
+            if row is None:
                 continue
             try:
                 held[key] = ModelRollout.model_validate(row.policy)
@@ -240,18 +307,15 @@ class Controller:
         self._unusable &= snapshot.invalid
         return held
 
-    def _check_ended(
-        self, snapshot: Snapshot, stored: dict[str, StoredRollout], now: datetime
-    ) -> None:
+    def _check_ended(self, snapshot: Snapshot, keys: set[str], now: datetime) -> None:
         """Ended rollouts stay level-triggered: while the ModelRollout exists, the route of
         a rolled-back, aborted or failed rollout must not carry its candidate. The replica
-        holding its lease reads the route and puts back what it finds."""
-        for key, rollout in snapshot.rollouts.items():
-            row = stored.get(key)
-            if row is None or _needs_ticks(rollout, row) or Phase(row.phase) is Phase.PROMOTED:
-                continue
+        holding its lease (`keys`) reads the route and puts back what it finds."""
+        for key in sorted(keys):
+            rollout = snapshot.rollouts[key]
             try:
-                if not self.store.acquire(key, self.replica, self.lease_ttl, now):
+                row = self.store.get(key)
+                if row is None:
                     continue
                 result = self.executor.correct(rollout, row, self.routes(rollout))
             except StaleStateError:
@@ -267,38 +331,58 @@ class Controller:
             if result is not None:
                 self._report(rollout, result)
 
-    def _count_leases(self, held: set[str], *, lost: set[str]) -> None:
+    def _count_leases(self, held: set[str], *, renewed: set[str], released: set[str]) -> None:
         for _ in held - self._held:
             self.metrics.record_lease_change(LeaseChange.ACQUIRED)
-        for key in lost:
-            log.warning("another replica holds the lease on %s now", key)
-            self.metrics.record_lease_change(LeaseChange.LOST)
+        for _ in released:
+            self.metrics.record_lease_change(LeaseChange.RELEASED)
+        for key in sorted(self._held - renewed - released):
+            if key in held:
+                # taken again at once, with a new epoch: the renewal came too late
+                log.warning(
+                    "the lease on %s expired while this replica held it (a sync took longer "
+                    "than the lease TTL?); taken again",
+                    key,
+                )
+            else:
+                log.warning("another replica holds the lease on %s now", key)
+                self.metrics.record_lease_change(LeaseChange.LOST)
         self._held = held
         self.metrics.set_leases_held(len(held))
 
-    def _schedule(self, wanted: dict[str, float]) -> None:
+    def _unschedule(self, keys: Sequence[str]) -> None:
+        if not self.scheduler.running:
+            return
+        for key in keys:
+            try:
+                self.scheduler.remove_job(f"tick:{key}")
+            except JobLookupError:
+                continue
+
+    def _schedule(self, wanted: dict[str, float], last_look: dict[str, datetime]) -> None:
+        """One job per rollout in `wanted` (key: interval in seconds), at its slot
+        (`controller.runtime.slots`); one not looked at in its current slot window yet
+        is looked at once now."""
         if not self.scheduler.running:
             return
         jobs = {job.id: job for job in self.scheduler.get_jobs() if job.id.startswith("tick:")}
         for job_id, job in jobs.items():
             key = job_id.removeprefix("tick:")
-            interval = wanted.get(key)
-            if interval is None or job.trigger.interval.total_seconds() != interval:
+            if job.trigger.interval != wanted.get(key):
                 job.remove()
+        now = datetime.now(UTC)
         for key, interval in wanted.items():
-            if (
-                f"tick:{key}" not in jobs
-                or jobs[f"tick:{key}"].trigger.interval.total_seconds() != interval
-            ):
-                self.scheduler.add_job(
-                    self.tick,
-                    "interval",
-                    args=[key],
-                    seconds=interval,
-                    id=f"tick:{key}",
-                    next_run_time=datetime.now().astimezone(),
-                    replace_existing=True,
-                )
+            job = jobs.get(f"tick:{key}")
+            if job is not None and job.trigger.interval == interval:
+                continue
+            due = not looked_at_in_slot(last_look.get(key), now, key, interval)
+            self.scheduler.add_job(
+                self.tick,
+                SlotTrigger(key, interval, first=now if due else None),
+                args=[key],
+                id=f"tick:{key}",
+                replace_existing=True,
+            )
 
     def tick(self, key: str) -> None:
         """One tick of one rollout, if this replica still owns it.
@@ -348,7 +432,12 @@ class Controller:
             read, fence = exc, UnconfirmedLease(key, exc)
         else:
             if got is None:
-                log.info("lost the lease on %s to another replica", key)
+                # Expired (a renewal came late) or released, and nobody else's yet: the
+                # next sync takes it again; what this replica knows of it is kept.
+                log.info("%s: its lease has lapsed; no tick until the sync takes it again", key)
+                return TickOutcome.SKIPPED
+            if isinstance(got, Lease):
+                log.info("lost the lease on %s to %s", key, got.holder)
                 self.executor.forget(key)
                 return TickOutcome.SKIPPED
             read, fence = got
@@ -379,13 +468,18 @@ class Controller:
         )
         return TickOutcome.ERROR
 
-    def _read(self, key: str) -> tuple[StoreRead, LeaseFence] | None:
-        """The lease (and its epoch, for the tick's fence), then the rollout's row and
-        commands; None if another replica holds the lease."""
-        if not self.store.acquire(key, self.replica, self.lease_ttl, self.clock.now()):
-            return None
-        fence = LeaseFence(self.store, key, self.replica, self.clock)
-        return self.executor.read(key), fence
+    def _read(self, key: str) -> tuple[StoreRead, LeaseFence] | Lease | None:
+        """The lease (and its epoch, for the tick's fence), the rollout's row and its
+        commands, in one transaction. Another replica's lease if it holds it, None if
+        nobody does (the sync renews and takes leases, a tick only reads its own)."""
+        got = self.store.read_tick(key, self.clock.now(), commands_after=_command_cursor)
+        if got.lease is None or got.lease.holder != self.replica:
+            return got.lease
+        commands = tuple(
+            Command(c.id or 0, CommandKind(c.command), c.actor, c.reason) for c in got.commands
+        )
+        fence = LeaseFence(self.store, key, self.replica, self.clock, read=got.lease)
+        return StoreRead(got.stored, commands), fence
 
     def _report(self, rollout: ModelRollout, result: TickResult) -> None:
         for reporter in self.reporters:
@@ -419,8 +513,28 @@ class Controller:
             "interval",
             seconds=self.sync_every,
             id="sync",
+            executor=SYNC_EXECUTOR,
             next_run_time=datetime.now().astimezone(),
         )
+        self.scheduler.add_job(
+            self.renew,
+            "interval",
+            seconds=self.sync_every,
+            id="renew",
+            executor=RENEW_EXECUTOR,
+        )
+
+    def renew(self) -> None:
+        """The heartbeat and the renewal of every lease held, alone: two statements and
+        next to no Python, so that a sync slowed down by a busy process (its work on N
+        rollouts competes for the GIL with the ticks) never lets a lease expire while
+        this replica lives. The sync renews too; this job is what keeps the promise."""
+        now = self.clock.now()
+        try:
+            self.store.heartbeat(self.replica, self.lease_ttl, now)
+            self.store.renew_held(self.replica, self.lease_ttl, now)
+        except TransientError as exc:
+            log.error("could not renew the leases: %s", exc)
 
     def stop(self) -> None:
         """Finish the ticks in flight, then release every lease this replica holds."""
@@ -429,8 +543,10 @@ class Controller:
             self.scheduler.shutdown(wait=True)
         self._reads.close()
         try:
-            for key in self.store.held_by(self.replica, self.clock.now()):
-                self.store.release(key, self.replica)
+            self.store.leave(self.replica)
+            held = self.store.held_by(self.replica, self.clock.now())
+            self.store.release_all(held, self.replica)
+            for _ in held:
                 self.metrics.record_lease_change(LeaseChange.RELEASED)
         except TransientError as exc:
             log.error("could not release the leases (they expire by themselves): %s", exc)
@@ -445,9 +561,16 @@ class Controller:
         self.metrics.set_leases_held(0)
 
 
-def _needs_ticks(rollout: ModelRollout, row: StoredRollout | None) -> bool:
+def _needs_ticks(rollout: ModelRollout, row: RolloutSummary | None) -> bool:
     if row is None:
         return True
     if row.candidate_version != rollout.spec.candidate.version:
         return True  # a new candidate restarts even an ended rollout
-    return RolloutState.from_json(row.state).needs_ticks
+    # an ended rollout still ticks for its restore, or a postRollout / onRollback gate
+    return not Phase(row.phase).terminal or row.restore_pending or row.gate_running
+
+
+def _command_cursor(stored: StoredRollout) -> int | None:
+    """Commands after this id apply to the rollout's next tick; none once it has ended."""
+    state = RolloutState.from_json(stored.state)
+    return None if state.phase.terminal else state.command_cursor

@@ -50,8 +50,11 @@ them with the trace IDs of bad requests) after the route is given back, in the
 same commit, and its notification carries them.
 
 The executor reaches the outside only through ports: the routers' `TrafficRouter`,
-the store's `RolloutStore`, and the `Observer` below, which the runtime backs with
-the metrics provider and the judge.
+the store's `RolloutStore`, the `Observer` below, which the runtime backs with
+the metrics provider and the judge, and the `GateRunner`, which runs the gate a
+rollout waits for (a webhook call, a Job) and says how its attempt went. A
+rollout waiting for a gate before its start is not looked at: nothing of the
+candidate is served yet.
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ from controller.engine.state import (
     CommandKind,
     Decision,
     EventKind,
+    GateOutcome,
+    GateResult,
     Look,
     Notify,
     RestoreRoute,
@@ -84,8 +89,9 @@ from controller.engine.state import (
     Transition,
 )
 from controller.errors import CanaryError, FencedError, PermanentError, TransientError
-from controller.notify.base import CellNote, OutboxPayload
+from controller.notify.base import CellNote, GateNote, OutboxPayload
 from controller.policy import ModelRollout
+from controller.policy.gates import GatePoint
 from controller.policy.route import NEUTRAL, PROMOTED, RouteState
 from controller.routing.base import RouteChange, TrafficRouter
 from controller.store.base import RolloutStore, StaleStateError
@@ -131,6 +137,31 @@ class CaseRecorder(Protocol):
     def record(
         self, rollout: ModelRollout, state: RolloutState, capture: Capture, now: datetime
     ) -> tuple[EvalCase, ...]: ...
+
+
+class GateRunner(Protocol):
+    """Runs the gate `state.gate` names, one attempt at a time (`state.gate.attempt`).
+
+    Called every tick while the rollout waits for it: a webhook is called and its
+    answer returned; a Job is created on the first call and its status read on the
+    next (RUNNING until it finishes). Transient trouble (the API server not
+    answering) is RUNNING with a detail: the gate's timeout bounds it.
+    """
+
+    def check(self, rollout: ModelRollout, state: RolloutState, now: datetime) -> GateResult: ...
+
+
+class NoGates:
+    """A controller without a gate runner: every gate fails, saying so."""
+
+    def check(self, rollout: ModelRollout, state: RolloutState, now: datetime) -> GateResult:
+        assert state.gate is not None
+        return GateResult(
+            state.gate.name,
+            state.gate.attempt,
+            GateOutcome.FAILED,
+            "this controller has no gate runner",
+        )
 
 
 class Fence(Protocol):
@@ -226,12 +257,19 @@ class Executor:
     """Runs ticks: decide purely, then perform the effects and commit once."""
 
     def __init__(
-        self, store: RolloutStore, clock: Clock, *, cases: CaseRecorder | None = None
+        self,
+        store: RolloutStore,
+        clock: Clock,
+        *,
+        cases: CaseRecorder | None = None,
+        gates: GateRunner | None = None,
     ) -> None:
-        """`cases` records eval cases of rollbacks (none are recorded without it)."""
+        """`cases` records eval cases of rollbacks (none are recorded without it); `gates`
+        runs the policies' gates (without it, every gate fails, saying so)."""
         self.store = store
         self.clock = clock
         self.cases = cases
+        self.gates: GateRunner = gates or NoGates()
         self._lock = threading.Lock()
         #: the last row of each rollout read from or committed to the store
         self._known: dict[str, StoredRollout] = {}
@@ -340,18 +378,30 @@ class Executor:
         if stored is not None and spec.candidate.version != state.candidate_version:
             decision = restart(spec, state, generation, now)
         elif state.phase.terminal:
-            decision = decide(spec, state, None, (), now)
-            if not decision.actions:  # ended, its route given back: nothing to do
+            gate = self._gate(rollout, state, now) if state.gate is not None else None
+            decision = decide(spec, state, None, (), now, gate)
+            if not decision.actions and state.gate is None:
+                # ended, its route given back: nothing to do
                 return TickResult(key, decision, stored, store_error=_text(offline))
         else:
-            # A pending rollout has served nothing yet: it starts without a look.
+            # A pending rollout, or one waiting for a preRollout gate, has served
+            # nothing yet: no look.
+            unserved = state.phase is Phase.PENDING or (
+                state.gate is not None and state.gate.point is GatePoint.PRE_ROLLOUT
+            )
             observation = (
-                Observation(Look())
-                if state.phase is Phase.PENDING
-                else self._observe(observer, rollout, state, now)
+                Observation(Look()) if unserved else self._observe(observer, rollout, state, now)
             )
             analyses, look = observation.records, observation.look
-            decision = decide(spec, state, observation.look, commands, now, generation=generation)
+            decision = decide(
+                spec,
+                state,
+                observation.look,
+                commands,
+                now,
+                self._gate(rollout, state, now),
+                generation=generation,
+            )
             capture = cells_to_capture(decision, observation.verdicts)
         if offline is not None or hold is not None:
             serving = state.serving()
@@ -504,6 +554,17 @@ class Executor:
         except CanaryError as exc:  # measurement errors are data: the engine holds
             log.warning("metrics unavailable for %s: %s", rollout.key, exc)
             return Observation(Look(error=f"metrics unavailable: {exc}"))
+
+    def _gate(self, rollout: ModelRollout, state: RolloutState, now: datetime) -> GateResult | None:
+        """The result of the gate the rollout waits for (none while paused)."""
+        wait = state.gate
+        if wait is None or state.phase is Phase.PAUSED:
+            return None
+        try:
+            return self.gates.check(rollout, state, now)
+        except CanaryError as exc:  # the gate's timeout bounds how long this may last
+            log.warning("gate %s of %s: %s", wait.name, rollout.key, exc)
+            return GateResult(wait.name, wait.attempt, GateOutcome.RUNNING, str(exc))
 
     def _commands(self, key: str, state: RolloutState) -> tuple[Command, ...]:
         return tuple(
@@ -836,6 +897,8 @@ def _transition(
         details["decidedWithoutStore"] = str(offline)
     if hold is not None:
         details["heldOnLastValidPolicy"] = hold
+    if t.gate is not None:
+        details["gate"] = t.gate.to_json()
     return TransitionRecord(
         at=t.at,
         from_phase=str(t.from_phase),
@@ -877,5 +940,6 @@ def _payload(
         mention=tuple(owners.mention) if owners and notify.mention else (),
         cells=tuple(CellNote(c.metric, c.cohort, str(c.verdict), c.summary) for c in notify.cells),
         cause=notify.cause,
+        gate=GateNote.of_result(notify.gate) if notify.gate is not None else None,
         eval_cases=cases if ended else (),
     )

@@ -25,18 +25,22 @@ from __future__ import annotations
 from controller.errors import FencedError, TransientError
 from controller.runtime.executor import Clock
 from controller.store.base import LeaseStore
+from controller.store.records import Lease
 
 
 class LeaseFence:
     """The fence of one tick: the lease as read when the tick began, re-checked on demand."""
 
-    def __init__(self, store: LeaseStore, key: str, holder: str, clock: Clock) -> None:
-        """Reads the lease now (one primary-key read): call it right after acquiring."""
+    def __init__(
+        self, store: LeaseStore, key: str, holder: str, clock: Clock, *, read: Lease | None = None
+    ) -> None:
+        """Reads the lease now (one primary-key read), unless `read` is the lease the tick
+        has just read (with its row, in one transaction)."""
         self.store = store
         self.key = key
         self.holder = holder
         self.clock = clock
-        lease = store.lease(key, clock.now())
+        lease = read if read is not None else store.lease(key, clock.now())
         self._epoch = lease.epoch if lease is not None and lease.holder == holder else None
 
     @property

@@ -41,6 +41,7 @@ from controller.kube.objects import Kind
 from controller.kube.watch import ListWatch
 from controller.policy import API_GROUP, KIND, ModelRollout, parse_object
 from controller.policy.crd import PLURAL, VERSION
+from controller.policy.gates import WebhookAllow
 from controller.policy.queries import CustomQueries
 from controller.runtime.sources import Snapshot
 
@@ -97,9 +98,11 @@ class KubernetesSource:
         backoff: Backoff | None = None,
         on_invalid: InvalidHandler | None = None,
         custom_queries: CustomQueries | None = None,
+        webhook_allow: WebhookAllow | None = None,
     ) -> None:
-        """`custom_queries`: the operator's rule, so that a ModelRollout whose custom
-        query it refuses is invalid like any other (status and Event say why)."""
+        """`custom_queries` and `webhook_allow`: the operator's rules, so that a
+        ModelRollout whose custom query or gate webhook they refuse is invalid like any
+        other (status and Event say why)."""
         namespaces = [ns.strip() for ns in namespace.split(",") if ns.strip()]
         self.namespaces: tuple[str | None, ...] = tuple(dict.fromkeys(namespaces)) or (None,)
         self.watch_seconds = watch_seconds
@@ -108,6 +111,7 @@ class KubernetesSource:
         self.backoff = backoff or WATCH_BACKOFF
         self.on_invalid = on_invalid
         self.custom_queries = custom_queries
+        self.webhook_allow = webhook_allow
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._streams = [_Stream(self, api, ns) for ns in self.namespaces]
@@ -243,7 +247,10 @@ class _Stream:
             return key
         try:
             rollout = parse_object(
-                obj, source=f"ModelRollout {key}", custom_queries=self.source.custom_queries
+                obj,
+                source=f"ModelRollout {key}",
+                custom_queries=self.source.custom_queries,
+                webhook_allow=self.source.webhook_allow,
             )
         except PolicyError as exc:
             self._reject(key, obj, exc.errors or exc.problems)

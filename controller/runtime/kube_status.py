@@ -40,7 +40,13 @@ from controller.engine.state import Look, RolloutState, Transition
 from controller.kube.objects import merge_patch
 from controller.policy import API_GROUP, API_VERSION, KIND, OVERALL, Cause, ModelRollout
 from controller.policy.crd import PLURAL, VERSION
-from controller.policy.status import CohortVerdicts, Condition, ConditionType, RolloutStatus
+from controller.policy.status import (
+    CohortVerdicts,
+    Condition,
+    ConditionType,
+    GateStatus,
+    RolloutStatus,
+)
 from controller.runtime.executor import TickResult
 from controller.runtime.kube_source import InvalidRollout
 
@@ -54,7 +60,7 @@ COMPONENT = "canary-controller"
 OWNED = tuple(field.alias or name for name, field in RolloutStatus.model_fields.items())
 _OWNED_CONDITIONS = frozenset(str(c) for c in ConditionType)
 _ROLLED_BACK = frozenset({Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED})
-_MOVING = frozenset({Phase.PENDING, Phase.SHADOWING, Phase.PROGRESSING})
+_MOVING = frozenset({Phase.PENDING, Phase.SHADOWING, Phase.PROGRESSING, Phase.GATE_RUNNING})
 
 
 # --- what the status should say (pure) -------------------------------------------------------
@@ -102,6 +108,7 @@ def desired_status(
         candidate_version=state.candidate_version,
         reason=state.reason or None,
         cause=state.cause,
+        gate=_gate(rollout, state),
         last_transition_time=_seconds(state.step_since),
         verdicts=verdicts or None,
         conditions=_ordered(conditions),
@@ -136,6 +143,15 @@ def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> Json
     have = {k: v for k, v in current.items() if k in OWNED}
     want = {k: v for k, v in desired.items() if k in OWNED}
     return merge_patch(have, want)
+
+
+def _gate(rollout: ModelRollout, state: RolloutState) -> GateStatus | None:
+    wait = state.gate
+    if wait is None:
+        return None
+    gate = next((g for g in rollout.spec.gates if g.name == wait.name), None)
+    at = str(gate.at) if gate is not None else str(wait.point)
+    return GateStatus(name=wait.name, at=at, attempt=wait.attempt, since=_seconds(wait.since))
 
 
 def _reason(state: RolloutState) -> str:

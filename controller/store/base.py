@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -16,9 +16,11 @@ from controller.store.records import (
     NotificationThread,
     OutboxMessage,
     QueuedMessage,
+    RolloutSummary,
     RouteActionRecord,
     SourceProblem,
     StoredRollout,
+    TickRead,
     TickWrite,
     TransitionRecord,
 )
@@ -38,6 +40,11 @@ class RolloutStore(Protocol):
     def get(self, key: str) -> StoredRollout | None: ...
 
     def rollouts(self) -> Sequence[StoredRollout]: ...
+
+    def summaries(self) -> Sequence[RolloutSummary]:
+        """Every rollout's key, phase, candidate, pending restore and last commit: what a
+        sync reads, in one narrow query (no policy or state JSON)."""
+        ...
 
     def transitions(self, key: str) -> Sequence[TransitionRecord]: ...
 
@@ -156,6 +163,39 @@ class LeaseStore(Protocol):
         ...
 
     def held_by(self, holder: str, now: datetime) -> Sequence[str]: ...
+
+    # --- what a sync does, at a cost that does not grow with the leases held -------
+
+    def renew_held(self, holder: str, ttl: timedelta, now: datetime) -> Sequence[str]:
+        """Renew every live lease of `holder` in one statement; the keys renewed."""
+        ...
+
+    def claim(
+        self, keys: Sequence[str], holder: str, ttl: timedelta, now: datetime, *, batch: int = 500
+    ) -> Sequence[str]:
+        """Take those of `keys` whose lease is free, expired or missing, `batch` at a time
+        (rows another replica is claiming at the same moment are skipped, not waited
+        for); each one taken starts a new epoch. The keys taken."""
+        ...
+
+    def release_all(self, keys: Sequence[str], holder: str) -> None:
+        """`release` for many keys in one statement."""
+        ...
+
+    def heartbeat(self, replica: str, ttl: timedelta, now: datetime) -> Sequence[str]:
+        """Say `replica` is alive until `now + ttl`; every replica alive at `now`, sorted."""
+        ...
+
+    def leave(self, replica: str) -> None:
+        """`replica` stops: the others stop counting it at once."""
+        ...
+
+    def read_tick(
+        self, key: str, now: datetime, *, commands_after: Callable[[StoredRollout], int | None]
+    ) -> TickRead:
+        """A tick's reads in one transaction: the live lease on `key`, its row, and the
+        manual commands with an id above `commands_after(row)` (none if it says None)."""
+        ...
 
 
 class SourceProblemStore(Protocol):

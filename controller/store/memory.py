@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -19,9 +19,11 @@ from controller.store.records import (
     NotificationThread,
     OutboxMessage,
     QueuedMessage,
+    RolloutSummary,
     RouteActionRecord,
     SourceProblem,
     StoredRollout,
+    TickRead,
     TickWrite,
     TransitionRecord,
 )
@@ -48,6 +50,8 @@ class MemoryStore:
         self._source_problems: dict[str, SourceProblem] = {}
         self._cases: dict[str, list[EvalCase]] = {}
         self._case_ids: set[str] = set()
+        #: live replicas: name -> alive until
+        self._replicas: dict[str, datetime] = {}
 
     def _id(self) -> int:
         self._next_id += 1
@@ -100,6 +104,20 @@ class MemoryStore:
     def rollouts(self) -> Sequence[StoredRollout]:
         with self._lock:
             return [self._rollouts[k] for k in sorted(self._rollouts)]
+
+    def summaries(self) -> Sequence[RolloutSummary]:
+        with self._lock:
+            return [
+                RolloutSummary(
+                    r.key,
+                    r.phase,
+                    r.candidate_version,
+                    bool(r.state.get("restorePending")),
+                    r.updated_at or datetime.now(UTC),
+                    bool(r.state.get("gate")),
+                )
+                for r in (self._rollouts[k] for k in sorted(self._rollouts))
+            ]
 
     def _known(self, key: str) -> None:
         if key not in self._rollouts:
@@ -329,6 +347,64 @@ class MemoryStore:
                 for k, lease in self._leases.items()
                 if lease.holder == holder and lease.expires_at >= now
             )
+
+    def renew_held(self, holder: str, ttl: timedelta, now: datetime) -> Sequence[str]:
+        with self._lock:
+            renewed = sorted(
+                k
+                for k, lease in self._leases.items()
+                if lease.holder == holder and lease.expires_at >= now
+            )
+            for k in renewed:
+                self._leases[k] = replace(self._leases[k], expires_at=now + ttl)
+            return renewed
+
+    def claim(
+        self, keys: Sequence[str], holder: str, ttl: timedelta, now: datetime, *, batch: int = 500
+    ) -> Sequence[str]:
+        taken: list[str] = []
+        with self._lock:
+            for key in keys:
+                current = self._leases.get(key)
+                if current is None:
+                    self._leases[key] = Lease(key, holder, 1, now + ttl)
+                elif not current.holder or current.expires_at < now:
+                    self._leases[key] = Lease(key, holder, current.epoch + 1, now + ttl)
+                else:
+                    continue
+                taken.append(key)
+        return taken
+
+    def release_all(self, keys: Sequence[str], holder: str) -> None:
+        for key in keys:
+            self.release(key, holder)
+
+    def heartbeat(self, replica: str, ttl: timedelta, now: datetime) -> Sequence[str]:
+        with self._lock:
+            self._replicas[replica] = now + ttl
+            return sorted(name for name, until in self._replicas.items() if until >= now)
+
+    def leave(self, replica: str) -> None:
+        with self._lock:
+            self._replicas.pop(replica, None)
+
+    def read_tick(
+        self, key: str, now: datetime, *, commands_after: Callable[[StoredRollout], int | None]
+    ) -> TickRead:
+        with self._lock:
+            lease = self._leases.get(key)
+            if lease is not None and (not lease.holder or lease.expires_at < now):
+                lease = None
+            stored = self._rollouts.get(key)
+            if stored is None:
+                return TickRead(lease, None)
+            after = commands_after(stored)
+            commands = (
+                ()
+                if after is None
+                else tuple(c for c in self._commands.get(key, []) if (c.id or 0) > after)
+            )
+            return TickRead(lease, stored, commands)
 
     def record_source_problem(self, key: str, problem: str | None, now: datetime) -> None:
         with self._lock:

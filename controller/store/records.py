@@ -228,3 +228,27 @@ class SourceProblem:
     key: str
     problem: str
     since: datetime
+
+
+@dataclass(frozen=True)
+class RolloutSummary:
+    """What the controller's sync needs of a rollout, without its policy or state JSON."""
+
+    key: str
+    phase: str
+    candidate_version: str
+    restore_pending: bool
+    #: when the rollout was last committed (its last look, for a tick's slot)
+    updated_at: datetime
+    #: a gate runs (an ended rollout's postRollout / onRollback gate still needs ticks)
+    gate_running: bool = False
+
+
+@dataclass(frozen=True)
+class TickRead:
+    """What a tick reads before it acts, in one transaction: its lease, its row, and the
+    manual commands after the cursor the caller derives from that row."""
+
+    lease: Lease | None
+    stored: StoredRollout | None
+    commands: tuple[ManualCommand, ...] = ()

@@ -161,6 +161,17 @@ class LeaseRow(Base):
     epoch: Mapped[int] = mapped_column(BigInteger, server_default="0")  # migration 0005_lease_epoch
 
 
+class ReplicaRow(Base):
+    """A replica alive until `expires_at` (migration 0008_scale_replicas): its sync
+    writes it, and every sync divides the rollouts among the live rows."""
+
+    __tablename__ = "replicas"
+
+    name: Mapped[str] = mapped_column(String(253), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(When)
+    expires_at: Mapped[datetime] = mapped_column(When)
+
+
 #: the holder of a released lease (a replica's ID is never empty)
 NO_HOLDER = ""
 

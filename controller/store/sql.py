@@ -9,7 +9,7 @@ go in with it or not at all.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -54,9 +54,11 @@ from controller.store.records import (
     NotificationThread,
     OutboxMessage,
     QueuedMessage,
+    RolloutSummary,
     RouteActionRecord,
     SourceProblem,
     StoredRollout,
+    TickRead,
     TickWrite,
     TransitionRecord,
 )
@@ -68,6 +70,7 @@ from controller.store.schema import (
     LeaseRow,
     ManualCommandRow,
     OutboxRow,
+    ReplicaRow,
     RolloutRow,
     RouteActionRow,
     SourceProblemRow,
@@ -285,13 +288,13 @@ class SqlStore:
             with self._transaction() as s:
                 if write.expected_revision is None:
                     revision = 1
-                    rollout_id = s.execute(
+                    rollout_id, created_at = s.execute(
                         insert(RolloutRow)
                         .values(
                             key=r.key, revision=revision, created_at=r.created_at or now, **values
                         )
-                        .returning(RolloutRow.id)
-                    ).scalar_one()
+                        .returning(RolloutRow.id, RolloutRow.created_at)
+                    ).one()
                 else:
                     revision = write.expected_revision + 1
                     found = s.execute(
@@ -300,24 +303,44 @@ class SqlStore:
                             RolloutRow.key == r.key, RolloutRow.revision == write.expected_revision
                         )
                         .values(revision=revision, **values)
-                        .returning(RolloutRow.id)
-                    ).scalar_one_or_none()
+                        .returning(RolloutRow.id, RolloutRow.created_at)
+                    ).one_or_none()
                     if found is None:
                         raise StaleStateError(
                             f"{r.key} is no longer at revision {write.expected_revision}"
                         )
-                    rollout_id = found
+                    rollout_id, created_at = found
                 self._append(s, rollout_id, write)
         except IntegrityError as exc:
             raise StaleStateError(f"{r.key} was created concurrently") from exc
-        stored = self.get(r.key)
-        assert stored is not None
-        return stored
+        # What was written is what a read would return: no second round trip.
+        return StoredRollout(
+            key=r.key,
+            namespace=r.namespace,
+            name=r.name,
+            generation=r.generation,
+            candidate_version=r.candidate_version,
+            phase=r.phase,
+            step=r.step,
+            policy=values["policy"],
+            state=values["state"],
+            revision=revision,
+            created_at=_utc(created_at),
+            updated_at=_utc(now),
+        )
 
     def _append(self, s: Session, rollout_id: int, write: TickWrite) -> None:
-        s.add_all(_row(TransitionRow, rollout_id, t) for t in write.transitions)
-        s.add_all(_row(AnalysisRow, rollout_id, a) for a in write.analyses)
-        s.add_all(_row(RouteActionRow, rollout_id, r) for r in write.route_actions)
+        # Core multi-row inserts, not ORM objects: a tick writes some 16 analysis rows,
+        # and building, flushing and discarding an ORM object per row costs more CPU
+        # than the database spends on them.
+        audit: tuple[tuple[type[_AnyAuditRow], Sequence[_AnyAudit]], ...] = (
+            (TransitionRow, write.transitions),
+            (AnalysisRow, write.analyses),
+            (RouteActionRow, write.route_actions),
+        )
+        for row_type, records in audit:
+            if records:
+                s.execute(insert(row_type), [_values(rollout_id, r) for r in records])
         if write.messages:
             rows = [
                 {
@@ -357,6 +380,22 @@ class SqlStore:
     def rollouts(self) -> Sequence[StoredRollout]:
         with self._transaction() as s:
             return [_rollout(r) for r in s.scalars(select(RolloutRow).order_by(RolloutRow.key))]
+
+    def summaries(self) -> Sequence[RolloutSummary]:
+        restore_pending = RolloutRow.state["restorePending"].as_boolean()
+        stmt = select(
+            RolloutRow.key,
+            RolloutRow.phase,
+            RolloutRow.candidate_version,
+            restore_pending,
+            RolloutRow.updated_at,
+            RolloutRow.state["gate"],
+        ).order_by(RolloutRow.key)
+        with self._transaction() as s:
+            return [
+                RolloutSummary(key, phase, candidate, bool(pending), _utc(updated), bool(gate))
+                for key, phase, candidate, pending, updated, gate in s.execute(stmt)
+            ]
 
     def _rollout_id(self, s: Session, key: str) -> int:
         found = s.scalars(select(RolloutRow.id).where(RolloutRow.key == key)).one_or_none()
@@ -724,6 +763,133 @@ class SqlStore:
                 )
             )
 
+    def renew_held(self, holder: str, ttl: timedelta, now: datetime) -> Sequence[str]:
+        with self._transaction() as s:
+            return list(
+                s.scalars(
+                    update(LeaseRow)
+                    .where(LeaseRow.holder == holder, LeaseRow.expires_at >= now)
+                    .values(expires_at=now + ttl)
+                    .returning(LeaseRow.rollout_key)
+                )
+            )
+
+    def claim(
+        self, keys: Sequence[str], holder: str, ttl: timedelta, now: datetime, *, batch: int = 500
+    ) -> Sequence[str]:
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        taken: list[str] = []
+        for start in range(0, len(keys), batch):
+            chunk = list(keys[start : start + batch])
+            with self._transaction() as s:
+                # Rows nobody has ever held: inserted, unless another replica just did.
+                taken += s.scalars(
+                    dialect.insert(LeaseRow)
+                    .values(
+                        [
+                            {
+                                "rollout_key": key,
+                                "holder": holder,
+                                "acquired_at": now,
+                                "expires_at": now + ttl,
+                                "epoch": 1,
+                            }
+                            for key in chunk
+                        ]
+                    )
+                    .on_conflict_do_nothing()
+                    .returning(LeaseRow.rollout_key)
+                )
+                # Free or expired rows: locked without waiting (a row another replica is
+                # taking right now is skipped), then taken with a new epoch.
+                free = (
+                    select(LeaseRow.rollout_key)
+                    .where(
+                        LeaseRow.rollout_key.in_(chunk),
+                        (LeaseRow.holder == NO_HOLDER) | (LeaseRow.expires_at < now),
+                    )
+                    .with_for_update(skip_locked=True)
+                )
+                taken += s.scalars(
+                    update(LeaseRow)
+                    .where(LeaseRow.rollout_key.in_(free.scalar_subquery()))
+                    .values(
+                        holder=holder,
+                        acquired_at=now,
+                        expires_at=now + ttl,
+                        epoch=LeaseRow.epoch + 1,
+                    )
+                    .returning(LeaseRow.rollout_key)
+                )
+        return taken
+
+    def release_all(self, keys: Sequence[str], holder: str) -> None:
+        if not keys:
+            return
+        with self._transaction() as s:
+            s.execute(
+                update(LeaseRow)
+                .where(LeaseRow.rollout_key.in_(list(keys)), LeaseRow.holder == holder)
+                .values(holder=NO_HOLDER)
+            )
+
+    def heartbeat(self, replica: str, ttl: timedelta, now: datetime) -> Sequence[str]:
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(ReplicaRow).values(name=replica, started_at=now, expires_at=now + ttl)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[ReplicaRow.name], set_={"expires_at": stmt.excluded.expires_at}
+        )
+        with self._transaction() as s:
+            s.execute(stmt)
+            return list(
+                s.scalars(
+                    select(ReplicaRow.name)
+                    .where(ReplicaRow.expires_at >= now)
+                    .order_by(ReplicaRow.name)
+                )
+            )
+
+    def leave(self, replica: str) -> None:
+        with self._transaction() as s:
+            s.execute(delete(ReplicaRow).where(ReplicaRow.name == replica))
+
+    def read_tick(
+        self, key: str, now: datetime, *, commands_after: Callable[[StoredRollout], int | None]
+    ) -> TickRead:
+        with self._transaction() as s:
+            found = s.execute(
+                select(LeaseRow.holder, LeaseRow.epoch, LeaseRow.expires_at).where(
+                    LeaseRow.rollout_key == key,
+                    LeaseRow.holder != NO_HOLDER,
+                    LeaseRow.expires_at >= now,
+                )
+            ).one_or_none()
+            lease = (
+                Lease(key, found.holder, found.epoch, _utc(found.expires_at))
+                if found is not None
+                else None
+            )
+            row = s.scalars(select(RolloutRow).where(RolloutRow.key == key)).one_or_none()
+            if row is None:
+                return TickRead(lease, None)
+            stored = _rollout(row)
+            after = commands_after(stored)
+            if after is None:
+                return TickRead(lease, stored)
+            commands = s.scalars(
+                select(ManualCommandRow)
+                .where(ManualCommandRow.rollout_id == row.id, ManualCommandRow.id > after)
+                .order_by(ManualCommandRow.id)
+            )
+            return TickRead(
+                lease,
+                stored,
+                tuple(
+                    ManualCommand(_utc(c.at), c.command, c.actor, c.reason, c.args, c.id)
+                    for c in commands
+                ),
+            )
+
     # --- why the source holds a rollout ---------------------------------------------
 
     def record_source_problem(self, key: str, problem: str | None, now: datetime) -> None:
@@ -768,14 +934,19 @@ def _row(
     rollout_id: int,
     record: _AnyAudit,
 ) -> _AuditRow:
-    """The row of an audit record: one column per field of the record (its `id` is the
-    database's); JSON fields are copied into plain dicts."""
+    """The row of an audit record (see `_values`)."""
+    return row_type(**_values(rollout_id, record))
+
+
+def _values(rollout_id: int, record: _AnyAudit) -> dict[str, object]:
+    """The columns of an audit record's row: one per field of the record (its `id` is
+    the database's); JSON fields are copied into plain dicts."""
     values = {
         f.name: _plain(getattr(record, f.name))
         for f in dataclasses.fields(record)
         if f.name != "id"
     }
-    return row_type(rollout_id=rollout_id, **values)
+    return {"rollout_id": rollout_id, **values}
 
 
 def _record(record_type: type[_Audit], row: _AnyAuditRow) -> _Audit:

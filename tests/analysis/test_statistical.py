@@ -515,3 +515,21 @@ def test_the_mirror_is_the_judge() -> None:
                     assert got is CODE[int(codes[i, t, 2 * j + m])], (i, t, cohort, name)
                     seen.add(got)
     assert {Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE} <= seen
+
+
+def test_a_cell_at_its_limit_ever_passes_at_most_alpha_of_the_time() -> None:
+    """The engine keeps a PASS once reached, so the level that matters is that of *ever*
+    PASSing over the whole rollout, every look counted: at most alpha per cell for a
+    candidate exactly at the limit (refusals +2 points against `maxIncrease: 0.02`)."""
+    r = simulate(1000, seed=11, refusal_c=BASE_REFUSAL + 0.02)
+    t = all_tests(r)
+    increase = [k for k in range(t.log_pass.shape[-1]) if k % 3 == 0]  # maxIncrease, per cell
+    ever = (t.ran & (t.log_pass >= sequential.log_threshold(ALPHA)))[..., increase].any(axis=1)
+    for cell, hits in zip((*COHORTS, OVERALL), ever.sum(axis=0), strict=True):
+        share = int(hits) / len(ever)
+        low, high = wilson(int(hits), len(ever))
+        report(
+            f"at the limit, {cell} ever PASSed",
+            f"{share:.2%} of 1000 (Wilson 95 % [{low:.2%}, {high:.2%}], alpha {ALPHA:.0%})",
+        )
+        assert share <= ALPHA, f"{cell}: {share:.2%} ever PASSed at the limit"

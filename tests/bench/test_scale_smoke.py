@@ -1,8 +1,7 @@
-"""The scale benchmark still runs: `bench/scale.py --quick` end to end, on real Postgres.
-
-A smoke run with tiny sizes (N=5 and N=20, two 1 s intervals each) to keep the
-benchmark working; it checks the shape and the sanity of what it reports, never
-how fast anything was.
+"""The scale benchmark still runs: `bench/scale.py --quick` end to end, on real Postgres,
+at a tiny size (3 rollouts on one replica, 6 shared by two replica processes, one
+measured interval), so that the quick path keeps working. It checks the shape and
+the sanity of what it reports, never how fast anything was.
 """
 
 from __future__ import annotations
@@ -20,58 +19,77 @@ from bench.scale import DATABASE_URL_VARIABLE
 from tests.databases import admin_url
 
 ROOT = Path(__file__).parent.parent.parent
+SUMMARY = {
+    "one_replica": {"n", "look_every_p99_s", "cpu_ms_per_tick"},
+    "replicas": {
+        "k",
+        "n",
+        "share_min",
+        "share_max",
+        "leases_expired_while_held",
+        "double_ticks",
+        "failover_s",
+    },
+}
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
     out = tmp_path_factory.mktemp("scale")
     done = subprocess.run(
-        [sys.executable, "-m", "bench.scale", "--quick", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "bench.scale",
+            "--quick",
+            "--n=3",
+            "--replicas=2",
+            "--replicas-n=6",
+            "--rounds=1",
+            "--out",
+            str(out),
+        ],
         cwd=ROOT,
         env={**os.environ, DATABASE_URL_VARIABLE: admin_url()},
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=400,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "[scale] N=20: round 2/2" in done.stderr  # progress goes to stderr
-    return json.loads(done.stdout), out
+    return done.stdout, done.stderr, out
 
 
-def test_the_quick_run_measures_every_size(quick_run: tuple[dict[str, Any], Path]) -> None:
-    report, _ = quick_run
-    assert report["quick"] is True
-    assert [r["n"] for r in report["results"]] == [5, 20]
-    for r in report["results"]:
-        assert r["ticks"] > 0
-        assert r["rollouts_ticked"] == r["n"]
-        assert 0 < r["tick_latency_p50_ms"] <= r["tick_latency_p99_ms"] <= r["tick_latency_max_ms"]
-        assert r["cpu_s_per_tick"] > 0
-        assert r["missed_ticks"] == 0
-        # every look asks for 4 metrics x 2 versions; ticks at the window's edges blur it
-        assert 4 <= r["queries_per_tick"] <= 12
-        # a tick commits its state and its analyses, and the sync renews leases
-        assert r["db_writes_per_tick"] >= 1
-        assert r["db_rows_written_per_tick"] >= r["db_writes_per_tick"]
-        assert r["db_statements_by_verb"]["SELECT"] > 0
-        assert 0 < r["rss_start_mib"] <= r["rss_peak_mib"]
-        assert r["rss_steady_mib"] <= r["rss_peak_mib"]
-        assert set(r["phases"]) <= {"Shadowing", "Progressing"}
-        assert r["syncs_in_run"] >= 1
-        assert 0 <= r["leases_expired_at_end"] <= r["n"]
+def test_the_run_ends_with_one_json_line_of_the_summary(quick_run: tuple[str, str, Path]) -> None:
+    stdout, stderr, _ = quick_run
+    last = json.loads(stdout.strip().splitlines()[-1])
+    assert {k: set(v) for k, v in last.items()} == SUMMARY
+    one, many = last["one_replica"], last["replicas"]
+    assert one["n"] == 3 and one["cpu_ms_per_tick"] > 0 and one["look_every_p99_s"] > 0
+    assert (many["k"], many["n"]) == (2, 6)
+    assert 0 <= many["share_min"] <= many["share_max"] <= 1
+    assert many["leases_expired_while_held"] >= 0 and many["double_ticks"] >= 0
+    assert many["failover_s"] is not None  # the survivor took the killed one's rollouts
+    assert "[scale] killed replica-" in stderr  # progress goes to stderr
 
 
-def test_growth_is_relative_to_the_smallest_size(quick_run: tuple[dict[str, Any], Path]) -> None:
-    report, _ = quick_run
-    assert report["growth"]["5"]["n"] == 1
-    assert report["growth"]["20"]["n"] == 4
-    assert all(v == 1 for v in report["growth"]["5"].values() if v is not None)
+def test_every_rollout_was_looked_at_and_the_shares_add_up(
+    quick_run: tuple[str, str, Path],
+) -> None:
+    _, _, out = quick_run
+    report: dict[str, Any] = json.loads((out / "scale-quick.json").read_text())
+    one, many = report["one_replica"], report["replicas"]
+    assert one["rollouts_ticked"] == 3
+    assert 4 <= one["queries_per_tick"] <= 12  # 4 metrics x 2 versions, blurred at the edges
+    assert one["db_statements_by_verb"]["SELECT"] > 0
+    assert sum(many["shares"].values()) == pytest.approx(1.0)
+    assert 0 <= many["orphans_looked_at_again"] <= many["killed_held"]
+    assert sum(many["held_after_failover"].values()) == 6
 
 
-def test_json_and_markdown_are_written(quick_run: tuple[dict[str, Any], Path]) -> None:
-    report, out = quick_run
-    assert json.loads((out / "scale-quick.json").read_text()) == report
+def test_json_and_markdown_are_written(quick_run: tuple[str, str, Path]) -> None:
+    stdout, _, out = quick_run
+    report = json.loads((out / "scale-quick.json").read_text())
+    assert report["summary"] == json.loads(stdout.strip().splitlines()[-1])
     table = (out / "scale-quick.md").read_text()
-    assert "| N | rollouts ticked |" in table
-    assert "\n| 5 | 5 |" in table and "\n| 20 | 20 |" in table
+    assert "## One replica" in table and "## 2 replicas (separate processes)" in table

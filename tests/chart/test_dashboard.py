@@ -182,6 +182,7 @@ class Prometheus:
 def record_one_of_everything(m: ControllerMetrics) -> None:
     m.set_rollout_phases(["Progressing", "Shadowing"])
     m.set_candidate_weight("llm", "bot-v7", 5)
+    m.set_rollout_gate("llm", "bot-v7", "replay-evals")
     m.record_rollback("llm", "bot-v7")
     m.record_promotion("search", "ranker-v2")
     m.record_tick(0.2)
@@ -197,6 +198,7 @@ def record_one_of_everything(m: ControllerMetrics) -> None:
     m.record_lease_change(LeaseChange.ACQUIRED)
     m.set_store_pending_writes(1)
     m.record_store_down_ending("RolledBack")
+    m.record_sync(0.05, replicas=2)
 
 
 @pytest.fixture(scope="module")

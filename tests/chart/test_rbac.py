@@ -150,3 +150,38 @@ def test_the_migration_job_has_no_api_access() -> None:
 def _container(rendered: Any) -> dict[str, Any]:
     (container,) = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"]
     return dict(container)
+
+
+# runtime/gates.py: a Job gate's Job read, created, listed (earlier attempts) and
+# deleted; the ConfigMap of its eval cases created and deleted.
+JOB_GATES: set[Grant] = {("batch", "jobs", v) for v in ("get", "list", "create", "delete")} | {
+    ("", "configmaps", v) for v in ("create", "delete")
+}
+# runtime/gates.py: a webhook gate's headers from a Secret (headersFrom).
+WEBHOOK_SECRETS: set[Grant] = {("", "secrets", "get")}
+
+
+@pytest.mark.parametrize(
+    ("gates", "expected"),
+    [
+        pytest.param({}, EVERYTHING, id="off-by-default"),
+        pytest.param({"jobs": {"enabled": True}}, EVERYTHING | JOB_GATES, id="job-gates"),
+        pytest.param({"webhookSecrets": True}, EVERYTHING | WEBHOOK_SECRETS, id="secrets"),
+    ],
+)
+def test_gates_get_jobs_configmaps_and_secrets_only_when_enabled(
+    gates: dict[str, Any], expected: set[Grant]
+) -> None:
+    assert grants(render({"gates": gates}).one("ClusterRole")) == expected
+    namespaced = render({"gates": gates, "watchNamespaces": ["llm"]}).one("Role")
+    assert grants(namespaced) == expected
+
+
+def test_gate_settings_reach_the_controller() -> None:
+    allow = ["https://evals.example.com/hooks", "http://*.evals.svc:8080"]
+    rendered = render({"gates": {"webhookAllow": allow, "jobs": {"enabled": True}}})
+    env = {e["name"]: e.get("value") for e in _container(rendered)["env"]}
+    assert env["CANARY_WEBHOOK_ALLOW"] == ",".join(allow)
+    assert env["CANARY_JOB_GATES"] == "true"
+    env = {e["name"]: e.get("value") for e in _container(render())["env"]}
+    assert (env["CANARY_WEBHOOK_ALLOW"], env["CANARY_JOB_GATES"]) == ("", "false")

@@ -83,7 +83,11 @@ def test_help_uses_conventional_metavars(tmp_path: Path, command: tuple[str, ...
         pytest.param(
             ["demo"],
             "Usage: canaryctl demo [OPTIONS]",
-            ["-s, --scenario [cohort-regression|healthy|outage]", "--database PATH", "--seed N"],
+            [
+                "-s, --scenario [cohort-regression|healthy|outage|gate-replay]",
+                "--database PATH",
+                "--seed N",
+            ],
             id="demo",
         ),
         pytest.param(

@@ -719,6 +719,58 @@ def test_step_starts_survive_the_json_form() -> None:
     assert RolloutState.from_json(state.to_json()).step_starts == (T0 + MIN, T0 + 11 * MIN)
 
 
+def test_passed_cells_survive_the_json_form_and_older_states_have_none() -> None:
+    state = at_step(1, passed=(("refusal-rate", "mobile"), ("error-rate", "overall")))
+    assert RolloutState.from_json(state.to_json()).passed == state.passed
+    stored = state.to_json()
+    del stored["passed"]
+    assert RolloutState.from_json(stored).passed == ()
+
+
+#: mobile PASSed at an earlier look and is INCONCLUSIVE now (noise took it back under)
+ONCE_PASSED = look(Verdict.PASS, Verdict.INCONCLUSIVE, Verdict.PASS)
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "phase", "step"),
+    [
+        pytest.param(PASS, ONCE_PASSED, P, 2, id="a-pass-is-kept-for-100"),
+        pytest.param(MIXED, ONCE_PASSED, P, 1, id="never-passed-still-holds"),
+        pytest.param(PASS, FAIL, R, 1, id="a-kept-pass-never-stops-a-fail"),
+    ],
+)
+def test_a_cell_that_passed_once_stays_passed(
+    first: Look, then: Look, phase: Phase, step: int
+) -> None:
+    """PASS is anytime-valid: once crossed it counts for 100 % at every later look."""
+    state = decide(SPEC, at_step(1), first, [], T0 + 5 * MIN).state  # during the hold
+    assert state.step == 1
+    passed = {(c.metric, c.cohort) for c in first.cells if c.verdict is Verdict.PASS}
+    assert set(state.passed) == passed
+    d = decide(SPEC, state, then, [], T0 + 10 * MIN)
+    assert (d.state.phase, d.state.step) == (phase, step)
+
+
+def test_a_kept_pass_is_only_for_the_cell_that_passed() -> None:
+    other = Look(
+        (
+            *ONCE_PASSED.cells,
+            Cell("error-rate", "mobile", Verdict.INCONCLUSIVE),
+        )
+    )
+    state = decide(SPEC, at_step(1), PASS, [], T0 + 5 * MIN).state
+    d = decide(SPEC, state, other, [], T0 + 10 * MIN)
+    assert (d.state.phase, d.state.step) == (P, 1)
+    [held] = [a for a in d.actions if isinstance(a, Notify)]
+    assert [c.metric for c in held.cells] == ["error-rate"]
+
+
+def test_a_restart_forgets_the_passed_cells() -> None:
+    state = decide(SPEC, at_step(1), PASS, [], T0 + 5 * MIN).state
+    assert state.passed
+    assert restart(SPEC, state, 2, T0 + 6 * MIN).state.passed == ()
+
+
 def drive(spec: RolloutSpec, *moves: tuple[timedelta, Look | None, list[Command]]) -> RolloutState:
     state = start(spec, 1, T0)
     for after, seen, commands in moves:

@@ -57,8 +57,16 @@ class Script:
 def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            self._answer(self.path)
+
+        def do_POST(self) -> None:
+            # the provider sends its query as a form body: seen as if in the URL
+            length = int(self.headers.get("Content-Length") or 0)
+            self._answer(f"{self.path}?{self.rfile.read(length).decode()}")
+
+        def _answer(self, seen: str) -> None:
             script.seen_headers.append(dict(self.headers))
-            script.seen_params.append(self.path)
+            script.seen_params.append(seen)
             time.sleep(script.delay)
             self.send_response(script.status)
             for k, v in script.headers.items():

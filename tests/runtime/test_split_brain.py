@@ -116,13 +116,20 @@ class StallingProxy:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                self._forward(None)
+
+            def do_POST(self) -> None:
+                self._forward(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+
+            def _forward(self, body: bytes | None) -> None:
                 if proxy.stalled.is_set():
                     proxy.held += 1
                     proxy.failing.wait(120)
                 if proxy.failing.is_set():
                     self.send_error(503, "stalled, then failed by the test")
                     return
-                with urllib.request.urlopen(proxy.upstream + self.path, timeout=10) as answer:
+                request = urllib.request.Request(proxy.upstream + self.path, data=body)
+                with urllib.request.urlopen(request, timeout=10) as answer:
                     body = answer.read()
                     self.send_response(answer.status)
                     self.send_header("Content-Type", answer.headers["Content-Type"])

@@ -62,10 +62,16 @@ def test_store_down_ticks_are_errors_with_one_line_each_and_still_roll_back(
     def value(name: str, **labels: str) -> float:
         return metrics.registry.get_sample_value(name, labels) or 0.0
 
+    def interval() -> None:
+        # 30 s pass; the renewal job runs every 5 s meanwhile
+        for _ in range(6):
+            clock.at += timedelta(seconds=5)
+            controller.renew()
+
     controller.sync()
     for _ in range(2):
         controller.tick(KEY)
-        clock.at += timedelta(seconds=30)
+        interval()
     assert routes.weight(KEY) == 5
     store.down = True
     judge.verdict = Verdict.FAIL
@@ -84,6 +90,7 @@ def test_store_down_ticks_are_errors_with_one_line_each_and_still_roll_back(
     assert len(errors) == 4  # the sync and each tick: one line each
     assert all(r.exc_info is None for r in caplog.records)  # no traceback
     store.down = False
+    controller.sync()  # the lease lapsed while the store was down: taken again
     controller.tick(KEY)
     assert value("canary_store_pending_writes") == 0
     assert [t.to_phase for t in store.transitions(KEY)].count("RolledBack") == 1

@@ -30,6 +30,10 @@
   value: {{ .Values.prometheus.timeoutSeconds | quote }}
 - name: CANARY_NAMESPACE
   value: {{ join "," .Values.watchNamespaces | quote }}
+- name: CANARY_WEBHOOK_ALLOW
+  value: {{ join "," .Values.gates.webhookAllow | quote }}
+- name: CANARY_JOB_GATES
+  value: {{ .Values.gates.jobs.enabled | quote }}
 - name: CANARY_LOG_LEVEL
   value: {{ .Values.controller.logLevel | quote }}
 - name: CANARY_LOG_FORMAT

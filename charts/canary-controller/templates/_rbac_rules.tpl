@@ -48,4 +48,21 @@ Not here, on purpose:
   resources: ["destinationrules"]
   verbs: ["get", "create", "patch", "delete"]
 {{- end }}
+{{- if .Values.gates.jobs.enabled }}
+# runtime/gates.py: a Job gate's Job, read each tick, deleted when read finished, and the
+# Jobs of the gate's earlier attempts listed to be deleted.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "create", "delete"]
+# runtime/gates.py: the ConfigMap holding the eval cases a Job gate mounts.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create", "delete"]
+{{- end }}
+{{- if .Values.gates.webhookSecrets }}
+# runtime/gates.py: the headers a webhook gate sends (headersFrom: a Secret).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- end }}
 {{- end }}
