@@ -4,7 +4,7 @@
 records the same traffic (the demo's simulator, seed and cohorts; the candidate at
 the even split the demo's simulator gives the shadow phase) for an hour, two hours
 ago, backfills it into a Prometheus 2.x on a loopback port with promtool, and runs
-`canaryctl backtest` with the demo's policy over that hour, as the README shows.
+`canaryctl backtest` with the demo's policy over that hour, as docs/policy.md shows.
 
     python -m bench.backtest_demo            # the timeline
     python -m bench.backtest_demo --json     # the JSON object

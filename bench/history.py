@@ -6,7 +6,7 @@ that into TSDB blocks with `promtool tsdb create-blocks-from openmetrics` (it sh
 next to the `prometheus` binary in Debian's package); `HistoryServer` runs
 `prometheus` on those blocks, on a free loopback port, scraping nothing.
 
-Two ways to fill a `History`, both following the metric contract (README):
+Two ways to fill a `History`, both following the metric contract (docs/policy.md):
 `RecordedTraffic` writes exact, noise-free counters (rates times time, rounded),
 so a test knows when a change in them must be seen; `record_simulator` copies a
 seeded `TrafficSimulator`'s scrapes (the demo's traffic), noise included.

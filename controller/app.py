@@ -11,19 +11,15 @@ leases and stops.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-import yaml
-from kubernetes import config
-from kubernetes.client import ApiClient, Configuration
+from kubernetes.client import ApiClient
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
@@ -36,6 +32,8 @@ from controller.dashboard.server import DashboardServer, OpenedStore
 from controller.engine.phases import Phase
 from controller.engine.state import CommandKind
 from controller.errors import CanaryError, PermanentError
+from controller.kube.client import kube_client
+from controller.kube.cluster import Cluster
 from controller.metrics.base import MetricProvider
 from controller.metrics.exemplars import TraceSource
 from controller.metrics.prometheus import PrometheusProvider
@@ -43,8 +41,7 @@ from controller.notify import DeliveryWorker, Notifier, SlackNotifier, WebhookNo
 from controller.notify.slack import web_client
 from controller.policy import ModelRollout
 from controller.routing.base import RouteTarget, TrafficRouter
-from controller.routing.cluster import Cluster
-from controller.routing.registry import router_class
+from controller.routing.registry import router_for
 from controller.runtime.admission import QueryAdmission
 from controller.runtime.cases import ExemplarCaseRecorder
 from controller.runtime.controller import Controller, LogReporter, RouterFactory, TickReporter
@@ -104,63 +101,11 @@ class ClusterRoutes:
         self._lock = threading.Lock()
 
     def __call__(self, rollout: ModelRollout) -> TrafficRouter:
-        target = RouteTarget.of(rollout)
-        key = (rollout.key, repr(target))
+        key = (rollout.key, repr(RouteTarget.of(rollout)))
         with self._lock:
             if key not in self._routers:
-                router_type = router_class(rollout.spec.traffic.router)
-                self._routers[key] = router_type(target, self.cluster)
+                self._routers[key] = router_for(rollout, self.cluster)
             return self._routers[key]
-
-
-def kube_client(settings: Settings) -> ApiClient:
-    """An API client configured as kubectl would be, or the pod's service account.
-
-    CANARY_KUBECONFIG; else the files of KUBECONFIG that exist, merged; else
-    `~/.kube/config`; else, inside a pod, its service account. With none of
-    them, a `PermanentError` that says what was looked for.
-    """
-    if settings.kubeconfig is not None and not settings.kubeconfig.is_file():
-        raise PermanentError(f"CANARY_KUBECONFIG names {settings.kubeconfig}, which is not a file")
-    files = [f for f in settings.kubeconfig_files() if f.is_file()]
-    # The client's own retries off: urllib3 would retry every request three times and
-    # log each retry as a WARNING. The cluster seam, the watch and the status writer
-    # retry and log themselves, once per failed operation.
-    configuration = Configuration()
-    configuration.retries = 0
-    try:
-        if files:
-            # the kubernetes package has no type hints
-            client: ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-                config_file=os.pathsep.join(str(f) for f in files),
-                context=_current_context(files),
-                client_configuration=configuration,
-            )
-            return client
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except config.ConfigException as exc:
-        if files:
-            where = ", ".join(str(f) for f in files)
-            raise PermanentError(f"kubeconfig {where}: {exc}") from exc
-        looked = ", ".join(str(f) for f in settings.kubeconfig_files())
-        raise PermanentError(
-            f"no Kubernetes configuration: no kubeconfig at {looked}, and not in a pod "
-            "(no service account); set CANARY_KUBECONFIG or KUBECONFIG"
-        ) from exc
-    return ApiClient(configuration)
-
-
-def _current_context(files: list[Path]) -> str | None:
-    """The first `current-context` of `files`, as kubectl takes it (the client's merge
-    would take the last)."""
-    for f in files:
-        try:
-            loaded = yaml.safe_load(f.read_text())
-        except (OSError, yaml.YAMLError):
-            return None  # the client's own loading reports what is wrong with the file
-        if isinstance(loaded, dict) and loaded.get("current-context"):
-            return str(loaded["current-context"])
-    return None
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Exponential backoff between failed attempts, shared by the ModelRollout watch and the
-notification worker (the Kubernetes routers retry within one tick: `routing.cluster`)."""
+notification worker (the Kubernetes routers retry within one tick: `kube.cluster`)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ The times come from the first-passage law of the SPRT statistic in
 information time (`sequential.first_passage_cdf`); looks every interval
 instead of continuously add a little, which the statistical tests measure.
 
-Run `python -m controller.analysis.planning` to print the tables of the README
+Run `python -m controller.analysis.planning` to print the tables of docs/judge.md
 (How the judge decides).
 """
 
@@ -219,7 +219,7 @@ def plan_cell(
     )
 
 
-# --- the README's tables ---------------------------------------------------------
+# --- the tables of docs/judge.md --------------------------------------------------
 
 
 def format_minutes(minutes: float) -> str:
@@ -262,7 +262,7 @@ EXAMPLE_TESTS = 24
 
 
 def tables() -> str:
-    """The step tables of the README (How the judge decides); a test keeps them in sync."""
+    """The step tables of docs/judge.md (How the judge decides); a test keeps them in sync."""
     budget = Budget(0.05, EXAMPLE_TESTS)
     refusals = Hypotheses(Limit.MAX_INCREASE, 0.02, baseline=0.05)
     tight = Hypotheses(Limit.MAX_INCREASE, 0.01, baseline=0.05)

@@ -17,7 +17,7 @@ together for `canaryctl plan`:
   ends before that or a cell cannot decide before `analysis.deadline`.
 
 The baseline's values are not known before the rollout, so the plan assumes
-them (`ASSUMED`), as the README's Planning section says: a rate of 5 % (a fifth
+them (`ASSUMED`), as docs/judge.md's Planning section says: a rate of 5 % (a fifth
 of a `max` if that is lower), a score of mean 0.80 with variance 0.015, and for
 a latency quantile a healthy candidate with a quarter of the quantile's tail
 beyond the latency tested. Numbers come only from the judge's own functions;

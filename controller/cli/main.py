@@ -289,7 +289,7 @@ def validate(
 
 @app.command()
 def run() -> None:
-    """Run the controller (configured by CANARY_* variables; see the README)."""
+    """Run the controller (configured by CANARY_* variables; see docs/operations.md)."""
     from controller.app import run as run_controller
     from controller.settings import load_settings
     from controller.telemetry import configure_logging
@@ -644,7 +644,7 @@ def apply(
                 target = to_directory(policy.rollout, file, directory)
                 console.print(f"{escape(policy.rollout.key)} written to {escape(str(target))}")
             else:
-                from controller.app import kube_client
+                from controller.kube.client import kube_client
 
                 client = kube_client(load_settings())
                 try:
@@ -691,12 +691,11 @@ def rehearse(
     output: OutputOption = Output.TEXT,
 ) -> None:
     """Drive the policy's real router on the real route with simulated traffic, then restore it."""
-    from controller.app import kube_client
     from controller.cli.demo_view import show_rehearsal
+    from controller.kube.client import kube_client
+    from controller.kube.cluster import Cluster
     from controller.policy import load_file
-    from controller.routing.base import RouteTarget
-    from controller.routing.cluster import Cluster
-    from controller.routing.registry import router_class
+    from controller.routing.registry import router_for
     from controller.settings import load_settings
 
     if scenario is Scenario.GATE_REPLAY:
@@ -709,8 +708,7 @@ def rehearse(
         settings = load_settings(**({"kubeconfig": kubeconfig} if kubeconfig else {}))
         client = kube_client(settings)
         rollout = loaded.rollout
-        target = RouteTarget.of(rollout)
-        router = router_class(rollout.spec.traffic.router)(target, Cluster(client))
+        router = router_for(rollout, Cluster(client))
         try:
             show_rehearsal(
                 rollout,

@@ -200,7 +200,7 @@ def print_plan(console: Console, policy: LoadedPolicy, plan: Plan) -> None:
         f"traffic: {traffic.requests_per_second:g} req/s ({escape(traffic.source)}); "
         f"cohorts: {escape(shares) or 'none'}, the rest {traffic.rest:.0%}",
         f"{plan.tests} critical tests share the confidence budget; the baseline is assumed "
-        "as in the README (Planning a rollout); minutes are median / 80th percentile",
+        "as in docs/judge.md (Planning a rollout); minutes are median / 80th percentile",
     ]
     tables = []
     for name, hold, _, _ in plan.period_ends:

@@ -16,6 +16,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from controller.engine.phases import Phase
 from controller.engine.state import RolloutState
 from controller.errors import PermanentError
 from controller.policy import Cause, ModelRollout, format_duration
@@ -50,7 +51,7 @@ def resolve(store: RolloutStore, name: str) -> StoredRollout:
 
 def last_look(store: RolloutStore, row: StoredRollout) -> list[AnalysisRecord]:
     """The verdicts of the rollout's latest look."""
-    tick = int(row.state.get("tick", 0))
+    tick = RolloutState.from_json(row.state).tick
     found = list(store.analyses(row.key, since_tick=max(tick - 1, 0)))
     if not found:
         return []
@@ -61,12 +62,12 @@ def last_look(store: RolloutStore, row: StoredRollout) -> list[AnalysisRecord]:
 def hold_progress(row: StoredRollout, now: datetime) -> tuple[float, float] | None:
     """(seconds held, seconds to hold) at the current step or shadow, if any."""
     policy = ModelRollout.model_validate(row.policy)
-    state = row.state
-    since = datetime.fromisoformat(state["stepSince"])
-    if row.phase == "Shadowing" and policy.spec.shadow is not None:
+    state = RolloutState.from_json(row.state)
+    since = state.step_since
+    if state.phase is Phase.SHADOWING and policy.spec.shadow is not None:
         total = policy.spec.shadow.duration
-    elif row.phase == "Progressing" and 0 <= row.step < len(policy.spec.steps):
-        total = policy.spec.steps[row.step].hold
+    elif state.phase is Phase.PROGRESSING and 0 <= state.step < len(policy.spec.steps):
+        total = policy.spec.steps[state.step].hold
     else:
         return None
     held = min(max(now - since, timedelta(0)), total)
@@ -74,20 +75,20 @@ def hold_progress(row: StoredRollout, now: datetime) -> tuple[float, float] | No
 
 
 def status_json(store: StatusStore, row: StoredRollout, now: datetime) -> dict[str, Any]:
-    state = row.state
+    state = RolloutState.from_json(row.state)
     held = store.source_problem(row.key)
     progress = hold_progress(row, now)
-    route = RolloutState.from_json(state).serving().to_json()
+    route = state.serving().to_json()
     return {
         "rollout": row.key,
         "phase": row.phase,
         "step": row.step + 1,
         "route": route,
         "candidate": row.candidate_version,
-        "reason": state.get("reason", ""),
-        "cause": state.get("cause"),
-        "waiting": state.get("waiting"),
-        "gate": state.get("gate"),
+        "reason": state.reason,
+        "cause": state.cause,
+        "waiting": state.waiting,
+        "gate": state.gate.to_json() if state.gate is not None else None,
         "hold": {"held_s": progress[0], "total_s": progress[1]} if progress else None,
         "verdicts": [
             {"metric": a.metric, "cohort": a.cohort, "verdict": a.verdict}
@@ -281,7 +282,9 @@ def _deciding(
     if cause is not None:
         return []
     return [a for a in looked if a.verdict == "fail"] or [
-        a for a in looked if a.verdict in ("no-data", "inconclusive") and to_phase != "Progressing"
+        a
+        for a in looked
+        if a.verdict in ("no-data", "inconclusive") and Phase(to_phase) is not Phase.PROGRESSING
     ]
 
 
@@ -374,11 +377,14 @@ _CAUSE_STYLE: dict[str, str] = {
 }
 
 
+_PHASE_STYLES = {
+    Phase.ROLLED_BACK: "bold red",
+    Phase.ABORTED: "red",
+    Phase.FAILED: "red",
+    Phase.PROMOTED: "bold green",
+    Phase.PAUSED: "yellow",
+}
+
+
 def _phase_style(phase: str) -> str:
-    return {
-        "RolledBack": "bold red",
-        "Aborted": "red",
-        "Failed": "red",
-        "Promoted": "bold green",
-        "Paused": "yellow",
-    }.get(phase, "cyan")
+    return _PHASE_STYLES.get(Phase(phase), "cyan")

@@ -23,12 +23,18 @@ The rules, per tick:
    for `canaryctl promote` / `resume`.
 7. The wanted route is recomputed every tick (level-triggered): the router reads
    the route back and re-applies it if someone changed it by hand.
-8. Gates (`spec.gates`): a move a gate guards (the start, entering step N, the
+8. The state records the generation of the policy it was decided on.
+9. Gates (`spec.gates`): a move a gate guards (the start, entering step N, the
    promotion) goes to GateRunning first, the route staying as it is; the gate's
    result is an input (`GateResult`, from the executor's runner) like a look. A
    pass makes the move; a failure retries (`retries`), then does what `onFailure`
    says. A gate that runs too long fails. `postRollout` and `onRollback` gates
    run once the rollout has ended, and can only report (`after_end`).
+
+After the executor performed the actions, `route_written` says what follows from
+how the route took them: a restore that failed is tried again on every tick of
+the ended rollout until it succeeds; a route that cannot carry the rollout at all
+(a permanent error) ends it as Failed, the route given back and the owners told.
 
 Every transition that ends or pauses a rollout, and every one a human asked for,
 names its `Cause`; a transition on evidence (start, next step, promotion) has none.
@@ -57,6 +63,7 @@ from controller.engine.state import (
     Notify,
     RestoreRoute,
     RolloutState,
+    RouteOutcome,
     Transition,
     Waiting,
 )
@@ -606,16 +613,26 @@ def decide(
     commands: Sequence[Command],
     now: datetime,
     gate: GateResult | None = None,
+    *,
+    generation: int | None = None,
 ) -> Decision:
-    """The next state of a rollout, and the actions that get it there. `gate`: what the
-    runner found of the gate the rollout waits for (`state.gate`), if any."""
+    """The next state of a rollout, and the actions that get it there.
+
+    `gate`: what the runner found of the gate the rollout waits for (`state.gate`),
+    if any. `generation` is the policy's (`metadata.generation`) this tick runs on:
+    the state records it. An ended rollout does nothing, unless its restore failed
+    (the restore is tried again, every tick, until it reaches the route) or a
+    `postRollout` / `onRollback` gate still runs."""
     if state.phase.terminal:
         if state.gate is None:
-            return Decision(state)
+            return _ended(state)
         ended = _Tick(spec, state.evolve(tick=state.tick + 1), now)
         ended.gate_after_end_result(gate)
-        return Decision(ended.state, tuple(ended.actions))
-    tick = _Tick(spec, state.evolve(tick=state.tick + 1), now)
+        return Decision(ended.state, _ended(state).actions + tuple(ended.actions))
+    stamped = state.evolve(tick=state.tick + 1)
+    if generation is not None:
+        stamped = stamped.evolve(generation=generation)
+    tick = _Tick(spec, stamped, now)
     for cmd in sorted(commands, key=lambda c: c.id):
         if cmd.id > state.command_cursor:
             tick.command(cmd)
@@ -669,6 +686,29 @@ def restart(spec: RolloutSpec, state: RolloutState, generation: int, now: dateti
     return Decision(tick.state, tuple(tick.actions), tuple(tick.transitions))
 
 
+def route_written(
+    spec: RolloutSpec, state: RolloutState, outcome: RouteOutcome, now: datetime
+) -> Decision:
+    """The state after the route actions of `state`'s decision were performed.
+
+    A restore that failed is tried again on the next ticks (`restore_pending`); one
+    that succeeded is done. A route that cannot carry the rollout at all (a
+    permanent error of an apply) ends a live rollout as Failed: the decision returned
+    then has the actions to perform next (give the route back, tell the owners)."""
+    if outcome.restored is not None:
+        state = state.evolve(restore_pending=not outcome.restored)
+    if outcome.unroutable is not None and not state.phase.terminal:
+        return fail(spec, state, f"the route cannot be written: {outcome.unroutable}", now)
+    return Decision(state)
+
+
+def _ended(state: RolloutState) -> Decision:
+    """An ended rollout: nothing to do, unless its route has yet to be given back."""
+    if not state.restore_pending:
+        return Decision(state)
+    return Decision(state, (RestoreRoute(promoted=state.phase is Phase.PROMOTED),))
+
+
 def fail(spec: RolloutSpec, state: RolloutState, reason: str, now: datetime) -> Decision:
     """The route cannot carry the rollout (a permanent error: missing, forbidden,
     not pointing at the baseline...): give it back and end the rollout as Failed,
@@ -685,7 +725,7 @@ def fail(spec: RolloutSpec, state: RolloutState, reason: str, now: datetime) -> 
 def end_deleted(spec: RolloutSpec, state: RolloutState, now: datetime) -> Decision:
     """The ModelRollout was deleted: restore the route and end the rollout."""
     if state.phase.terminal:
-        return Decision(state)
+        return _ended(state)
     tick = _Tick(spec, state, now)
     reason = "the ModelRollout was deleted"
     tick.move(Phase.ABORTED, state.step, reason, cause=Cause.MANUAL)

@@ -218,6 +218,12 @@ class RolloutState:
         return self.route
 
     @property
+    def needs_ticks(self) -> bool:
+        """Whether the controller still has work for the rollout: it runs, or it ended
+        and its route has not been given back yet."""
+        return not self.phase.terminal or self.restore_pending
+
+    @property
     def deadline_start(self) -> datetime:
         """Where `analysis.deadline` counts from."""
         return self.deadline_from or self.started_at
@@ -318,6 +324,17 @@ class RestoreRoute:
     """Give the route back: to the baseline, or with the candidate as the only backend."""
 
     promoted: bool
+
+
+@dataclass(frozen=True)
+class RouteOutcome:
+    """What became of a tick's route actions, as far as the engine must know it
+    (`route_written` turns it into the state that follows)."""
+
+    #: whether the tick's restore reached the route (None: it restored nothing)
+    restored: bool | None = None
+    #: why the route cannot carry the rollout at all: an apply's permanent error
+    unroutable: str | None = None
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from controller.metrics.templates import QUERIES
 from controller.policy import MetricSpec
 from controller.policy.templates import FEEDBACK_KINDS, FEEDBACK_TEMPLATES
 
-#: buckets fine enough to judge a 25 % latency ratio (see the README (How the judge decides))
+#: buckets fine enough to judge a 25 % latency ratio (see docs/judge.md, How the judge decides)
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0)
 TTFT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 QUALITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)

@@ -1,6 +1,6 @@
 """The PromQL behind every built-in metric template, over the LLM metric contract.
 
-The contract (the README's "metric contract") a model server exports:
+The contract (docs/policy.md, "The metric contract") a model server exports:
 
     llm_requests_total{model, version, cohort, outcome}
     llm_refusals_total{model, version, cohort}

@@ -1,10 +1,12 @@
 """What a notifier is given, what it answers, and the `Notifier` port itself.
 
-The engine writes an outbox message (an event and a JSON payload) in the same
-transaction as the state change it reports; the delivery worker turns each into
-a `Notification`: the payload read into typed fields, plus the evidence the
-judge recorded for the same tick (queries, values, samples, limits, intervals),
-so a notifier renders without touching the store.
+The executor writes an outbox message (an event and an `OutboxPayload`, kept as
+JSON) in the same transaction as the state change it reports; the delivery
+worker turns each into a `Notification`: the payload's typed fields, plus the
+evidence the judge recorded for the same tick (queries, values, samples, limits,
+intervals), so a notifier renders without touching the store. Everything a
+notification needs of the rollout travels in the payload: nothing is read back
+out of the dedupe key or the stored policy.
 
 A notifier answers with a `Receipt` or raises from the one error tree
 (`controller.errors`): `TransientError` (worth retrying, after `retry_after`
@@ -21,7 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from controller.cases import EvalCase
+from controller.cases import EvalCase, export_rows
+from controller.engine.phases import Phase
+from controller.engine.state import GateResult
 from controller.policy.causes import Cause
 
 
@@ -100,6 +104,10 @@ class GateNote:
     body: str = ""
 
     @classmethod
+    def of_result(cls, result: GateResult) -> GateNote:
+        return cls(result.name, result.attempt, str(result.outcome), result.detail, result.body)
+
+    @classmethod
     def of(cls, data: Any) -> GateNote | None:
         if not isinstance(data, Mapping) or not data.get("name"):
             return None
@@ -109,6 +117,107 @@ class GateNote:
             str(data.get("outcome") or ""),
             str(data.get("detail") or ""),
             str(data.get("body") or ""),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "attempt": self.attempt,
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "body": self.body,
+        }
+
+
+@dataclass(frozen=True)
+class OutboxPayload:
+    """The rollout as an event found it: what the executor hands the delivery worker.
+
+    `step` is the engine's index (-1 before the first step), `steps` how many the
+    policy has, `started_at` when this run of the rollout began and `tick` the
+    look whose verdicts are the evidence (None for an event outside a tick).
+    `to_json` is what the store keeps; `from_json` reads it back, tolerating the
+    fields of older messages that lack some of them.
+    """
+
+    rollout: str
+    event: str
+    text: str = ""
+    model: str = ""
+    baseline: str = ""
+    candidate: str = ""
+    phase: Phase | None = None
+    step: int = -1
+    steps: int | None = None
+    started_at: datetime | None = None
+    tick: int | None = None
+    route: Mapping[str, Any] = field(default_factory=dict)
+    channel: str | None = None
+    mention: tuple[str, ...] = ()
+    cells: tuple[CellNote, ...] = ()
+    cause: Cause | None = None
+    #: the eval cases a rollback or an abort recorded (none for other events)
+    eval_cases: tuple[EvalCase, ...] = ()
+    #: the gate result the event is about (a failed gate's body is shown)
+    gate: GateNote | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rollout": self.rollout,
+            "model": self.model,
+            "baseline": self.baseline,
+            "candidate": self.candidate,
+            "event": self.event,
+            "cause": str(self.cause) if self.cause else None,
+            "text": self.text,
+            "phase": str(self.phase) if self.phase else None,
+            "step": self.step,
+            "steps": self.steps,
+            "startedAt": self.started_at.isoformat() if self.started_at else None,
+            "tick": self.tick,
+            "route": dict(self.route),
+            "gate": self.gate.to_json() if self.gate is not None else None,
+            "channel": self.channel,
+            "mention": list(self.mention),
+            "cells": [
+                {"metric": c.metric, "cohort": c.cohort, "verdict": c.verdict, "summary": c.summary}
+                for c in self.cells
+            ],
+            **({"evalCases": export_rows(self.eval_cases)} if self.eval_cases else {}),
+        }
+
+    @classmethod
+    def from_json(
+        cls, p: Mapping[str, Any], *, rollout: str = "", event: str = ""
+    ) -> OutboxPayload:
+        return cls(
+            rollout=str(p.get("rollout") or rollout),
+            event=str(p.get("event") or event),
+            text=str(p.get("text") or ""),
+            model=str(p.get("model") or ""),
+            baseline=str(p.get("baseline") or ""),
+            candidate=str(p.get("candidate") or ""),
+            phase=_phase(p.get("phase")),
+            step=int(p.get("step", -1)),
+            steps=int(p["steps"]) if p.get("steps") else None,
+            started_at=datetime.fromisoformat(p["startedAt"]) if p.get("startedAt") else None,
+            tick=int(p["tick"]) if p.get("tick") is not None else None,
+            route=dict(p.get("route") or {}),
+            channel=str(p["channel"]) if p.get("channel") else None,
+            mention=tuple(str(m) for m in p.get("mention") or ()),
+            cells=tuple(
+                CellNote(
+                    str(c.get("metric", "")),
+                    str(c.get("cohort", "")),
+                    str(c.get("verdict", "")),
+                    str(c.get("summary") or ""),
+                )
+                for c in p.get("cells") or ()
+                if isinstance(c, Mapping)
+            ),
+            cause=_cause(p.get("cause")),
+            eval_cases=_cases(p.get("evalCases")),
+            gate=GateNote.of(p.get("gate")),
         )
 
 
@@ -186,7 +295,7 @@ class Notification:
     model: str = ""
     baseline: str = ""
     candidate: str = ""
-    phase: str = ""
+    phase: Phase | None = None
     step: int = -1
     steps: int | None = None
     route: Mapping[str, Any] = field(default_factory=dict)
@@ -210,38 +319,30 @@ class Notification:
         steps: int | None = None,
         started_at: datetime | None = None,
     ) -> Notification:
-        """Read an outbox message (and the analysis rows of its tick) into a notification."""
-        p = message.payload
+        """Read an outbox message (and the analysis rows of its tick) into a notification;
+        `steps` and `started_at` default to the payload's."""
+        p = OutboxPayload.from_json(message.payload, rollout=rollout, event=message.event)
         return cls(
-            rollout=str(p.get("rollout") or rollout),
+            rollout=p.rollout,
             dedupe_key=message.dedupe_key,
             event=message.event,
             created_at=message.created_at,
-            text=str(p.get("text") or ""),
-            model=str(p.get("model") or ""),
-            baseline=str(p.get("baseline") or ""),
-            candidate=str(p.get("candidate") or ""),
-            phase=str(p.get("phase") or ""),
-            step=int(p.get("step", -1)),
-            steps=steps,
-            route=dict(p.get("route") or {}),
-            channel=str(p["channel"]) if p.get("channel") else None,
-            mention=tuple(str(m) for m in p.get("mention") or ()),
-            cells=tuple(
-                CellNote(
-                    str(c.get("metric", "")),
-                    str(c.get("cohort", "")),
-                    str(c.get("verdict", "")),
-                    str(c.get("summary") or ""),
-                )
-                for c in p.get("cells") or ()
-                if isinstance(c, Mapping)
-            ),
+            text=p.text,
+            model=p.model,
+            baseline=p.baseline,
+            candidate=p.candidate,
+            phase=p.phase,
+            step=p.step,
+            steps=steps if steps is not None else p.steps,
+            route=p.route,
+            channel=p.channel,
+            mention=p.mention,
+            cells=p.cells,
             evidence=tuple(Evidence.of(a) for a in analyses),
-            started_at=started_at,
-            cause=_cause(p.get("cause")),
-            eval_cases=_cases(p.get("evalCases")),
-            gate=GateNote.of(p.get("gate")),
+            started_at=started_at if started_at is not None else p.started_at,
+            cause=p.cause,
+            eval_cases=p.eval_cases,
+            gate=p.gate,
         )
 
     def evidence_for(self, cell: CellNote) -> Evidence | None:
@@ -291,6 +392,13 @@ def _cause(value: Any) -> Cause | None:
     try:
         return Cause(value) if value else None
     except ValueError:  # a code from a newer version: shown without one, never dropped
+        return None
+
+
+def _phase(value: Any) -> Phase | None:
+    try:
+        return Phase(value) if value else None
+    except ValueError:  # a phase from a newer version: shown without one, never dropped
         return None
 
 

@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from controller.cases import export_rows, trace_id_count
+from controller.engine.phases import Phase
 from controller.notify.base import CellNote, Evidence, GateNote, Notification
 from controller.policy.causes import Cause
 from controller.policy.durations import format_duration
@@ -43,16 +44,16 @@ _TITLES: Mapping[str, tuple[str, str]] = {
     "route-corrected": (":warning:", "Route put back"),
     "gate-failed": (":no_entry_sign:", "Gate failed"),
 }
-_PHASES: Mapping[str, str] = {
-    "Pending": ":hourglass:",
-    "Shadowing": ":eyes:",
-    "Progressing": ":large_blue_circle:",
-    "GateRunning": ":vertical_traffic_light:",
-    "Paused": ":double_vertical_bar:",
-    "Promoted": ":white_check_mark:",
-    "RolledBack": ":rotating_light:",
-    "Aborted": ":no_entry:",
-    "Failed": ":x:",
+_PHASES: Mapping[Phase | None, str] = {
+    Phase.PENDING: ":hourglass:",
+    Phase.SHADOWING: ":eyes:",
+    Phase.PROGRESSING: ":large_blue_circle:",
+    Phase.GATE_RUNNING: ":vertical_traffic_light:",
+    Phase.PAUSED: ":double_vertical_bar:",
+    Phase.PROMOTED: ":white_check_mark:",
+    Phase.ROLLED_BACK: ":rotating_light:",
+    Phase.ABORTED: ":no_entry:",
+    Phase.FAILED: ":x:",
 }
 _VERDICTS: Mapping[str, str] = {
     "pass": ":white_check_mark:",
@@ -80,7 +81,7 @@ _UNICODE: Mapping[str, str] = {
     ":no_entry_sign:": "🚫",
     ":vertical_traffic_light:": "🚦",
 }
-_BACK_ON_BASELINE = frozenset({"RolledBack", "Aborted"})
+_BACK_ON_BASELINE = frozenset({Phase.ROLLED_BACK, Phase.ABORTED})
 
 Block = dict[str, Any]
 
@@ -131,7 +132,7 @@ def status_message(note: Notification) -> SlackMessage:
     )
     text = (
         f"{note.rollout} ({note.model} {note.baseline} → {note.candidate}): "
-        f"{note.phase}, step {_step(note)}, {_traffic(note)}"
+        f"{note.phase or ''}, step {_step(note)}, {_traffic(note)}"
     )
     return SlackMessage(text, blocks)
 
@@ -215,7 +216,7 @@ def _overview(note: Notification) -> list[tuple[str, str]]:
 
 
 def _step(note: Notification) -> str:
-    if note.phase == "Shadowing":
+    if note.phase is Phase.SHADOWING:
         return "shadow"
     if note.step < 0:
         return "before step 1"
@@ -226,7 +227,7 @@ def _step(note: Notification) -> str:
 def _traffic(note: Notification) -> str:
     if note.phase in _BACK_ON_BASELINE:
         return f"all on baseline {note.baseline}"
-    if note.phase == "Promoted":
+    if note.phase is Phase.PROMOTED:
         return f"all on candidate {note.candidate}"
     route = note.route
     weight = route.get("weight", 0)
@@ -330,7 +331,7 @@ def _fallback(note: Notification, title: str, lead: str, mentions: str) -> str:
     """The plain text: what shows in notifications, and where blocks cannot."""
     parts = [
         f"{title}: {note.rollout} ({note.model} {note.baseline} → {note.candidate}), "
-        f"{note.phase}, step {_step(note)}, {_traffic(note)}. {lead}"
+        f"{note.phase or ''}, step {_step(note)}, {_traffic(note)}. {lead}"
     ]
     for cell in note.cells[:MAX_CELLS]:
         e = note.evidence_for(cell)
@@ -368,7 +369,7 @@ def notification_json(note: Notification) -> dict[str, Any]:
         "model": note.model,
         "baseline": note.baseline,
         "candidate": note.candidate,
-        "phase": note.phase,
+        "phase": str(note.phase or ""),
         "step": note.step,
         "steps": note.steps,
         "route": dict(note.route),

@@ -35,9 +35,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from controller.backoff import Backoff
 from controller.errors import PermanentError, TransientError
@@ -46,6 +46,7 @@ from controller.notify.base import (
     Notification,
     Notifier,
     OutboxLike,
+    OutboxPayload,
     Receipt,
     Thread,
 )
@@ -84,19 +85,9 @@ class StoredThread(Protocol):
     def ts(self) -> str: ...
 
 
-class StoredPolicy(Protocol):
-    """The rollout as stored: its policy (for the number of steps) and state."""
-
-    @property
-    def policy(self) -> Mapping[str, Any]: ...
-
-    @property
-    def state(self) -> Mapping[str, Any]: ...
-
-
 class DeliveryStore(Protocol):
     """What the worker needs of a store (`controller.store`'s `NotificationStore`,
-    plus reading a rollout and its analyses for the evidence)."""
+    plus reading a rollout's analyses for the evidence)."""
 
     def undelivered(self, sink: str, *, limit: int = 500) -> Sequence[Queued]: ...
 
@@ -132,8 +123,6 @@ class DeliveryStore(Protocol):
     def save_thread(
         self, key: str, sink: str, *, channel: str, ts: str, now: datetime
     ) -> StoredThread: ...
-
-    def get(self, key: str) -> StoredPolicy | None: ...
 
     def analyses(self, key: str, *, since_tick: int = 0) -> Sequence[AnalysisLike]: ...
 
@@ -379,32 +368,12 @@ class _Lane:
         )
 
     def _notification(self, head: Queued) -> Notification:
-        """The message with the evidence of its tick and the policy's number of steps."""
-        store = self.worker.store
-        started_at, tick = key_parts(head.dedupe_key)
+        """The message with the evidence of its tick (the payload names the tick)."""
+        tick = OutboxPayload.from_json(head.payload).tick
         analyses: Sequence[AnalysisLike] = ()
         if head.event in EVIDENCE_EVENTS:
-            rows = store.analyses(head.rollout, since_tick=tick or 0)
+            rows = self.worker.store.analyses(head.rollout, since_tick=tick or 0)
             analyses = [
                 a for a in rows if (a.tick == tick if tick is not None else a.at == head.created_at)
             ]
-        rollout = store.get(head.rollout)
-        steps = None
-        if rollout is not None:
-            spec = rollout.policy.get("spec") or {}
-            steps = len(spec.get("steps") or ()) or None
-        return Notification.of(
-            head.rollout, head, analyses=analyses, steps=steps, started_at=started_at
-        )
-
-
-def key_parts(dedupe_key: str) -> tuple[datetime | None, int | None]:
-    """When the rollout's run started and the tick, from an engine outbox key
-    (`<rollout>#<started-at>#<tick>#<index>#<event>`); (None, None) for any other key."""
-    parts = dedupe_key.rsplit("#", 4)
-    if len(parts) != 5:
-        return None, None
-    try:
-        return datetime.fromisoformat(parts[1]), int(parts[2])
-    except ValueError:
-        return None, None
+        return Notification.of(head.rollout, head, analyses=analyses)

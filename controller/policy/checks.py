@@ -6,16 +6,19 @@ sections are all present and valid, so the file loader can report these problems
 even when some other section of the same file is broken. One "section" is not
 part of the spec: `custom_queries` and `webhook_allow`, the operator's settings,
 present only when the caller gives them (the command line and the controller do).
+
+The registry (`check`, `run_checks`) is in `controller.policy.cross_field`: the
+models run the checks through it without importing this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from difflib import get_close_matches
-from typing import Any
 
 from controller.errors import Problem, Severity
+from controller.policy.cross_field import check
 from controller.policy.durations import format_duration
 from controller.policy.gates import (
     Gate,
@@ -38,28 +41,6 @@ from controller.policy.queries import CustomQueries, template_problems
 from controller.policy.regex import regex_problem
 from controller.policy.routers import CAPABILITIES, routers_that
 from controller.policy.templates import PLACEHOLDERS, TEMPLATES
-
-CheckFn = Callable[..., Iterable[Problem]]
-_CHECKS: list[tuple[tuple[str, ...], CheckFn]] = []
-
-
-def check(*sections: str) -> Callable[[CheckFn], CheckFn]:
-    """Register a check that reads the given spec sections (snake_case field names)."""
-
-    def register(fn: CheckFn) -> CheckFn:
-        _CHECKS.append((sections, fn))
-        return fn
-
-    return register
-
-
-def run_checks(sections: Mapping[str, Any]) -> list[Problem]:
-    """Every problem found by the checks whose sections are all in `sections`."""
-    problems: list[Problem] = []
-    for needs, fn in _CHECKS:
-        if all(sections.get(name) is not None for name in needs):
-            problems.extend(fn(*(sections[name] for name in needs)))
-    return problems
 
 
 def _error(path: str, message: str) -> Problem:

@@ -30,7 +30,8 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 
 from controller.errors import PolicyError, Problem, Severity
-from controller.policy.checks import run_checks
+from controller.policy import checks  # noqa: F401  (registers the cross-field checks)
+from controller.policy.cross_field import run_checks
 from controller.policy.gates import WebhookAllow
 from controller.policy.model import (
     API_VERSION,

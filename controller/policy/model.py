@@ -34,6 +34,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from controller.errors import Severity
+from controller.policy.cross_field import run_checks
 from controller.policy.durations import DURATION_PATTERN, Duration, parse_duration
 from controller.policy.gates import Gate
 from controller.policy.routers import RouterKind
@@ -468,8 +469,6 @@ class RolloutSpec(_Frozen):
     def _cross_field_checks(self, info: ValidationInfo) -> RolloutSpec:
         if info.context and info.context.get(DEFER_CHECKS):
             return self
-        from controller.policy.checks import run_checks  # checks import this module
-
         errors = [p for p in run_checks(dict(self)) if p.severity is Severity.ERROR]
         if errors:
             raise PydanticCustomError("policy", "; ".join(f"{p.path}: {p.message}" for p in errors))

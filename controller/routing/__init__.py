@@ -8,6 +8,14 @@ modules by the composition root only: this package never imports `kubernetes`.
 """
 
 from controller.errors import FencedError
+from controller.kube.errors import (
+    ApiNotInstalledError,
+    ApiUnavailableError,
+    ConflictError,
+    ForbiddenError,
+    RejectedError,
+)
+from controller.kube.objects import Verb, Write
 from controller.policy.route import NEUTRAL, PROMOTED, TOTAL, RouteState
 from controller.routing.base import (
     MANAGED_BY,
@@ -15,22 +23,15 @@ from controller.routing.base import (
     ROLLOUT_LABEL,
     ROUTE_LABEL,
     SNAPSHOT_ANNOTATION,
-    ApiNotInstalledError,
-    ApiUnavailableError,
-    ConflictError,
-    ForbiddenError,
     NotRoutedToBaselineError,
     OwnerReference,
     OwnershipError,
-    RejectedError,
     RouteChange,
     RouteNotFoundError,
     RouteTarget,
     TrafficRouter,
     UnknownRouterError,
     UnsupportedRouteError,
-    Verb,
-    Write,
     supported_state,
 )
 from controller.routing.memory import MemoryRouter

@@ -44,10 +44,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
-from controller.errors import PermanentError, TransientError
+from controller.errors import PermanentError
+from controller.kube.objects import Reconciled, Write
 from controller.policy import (
     API_VERSION,
     CAPABILITIES,
@@ -141,25 +141,6 @@ class RouteTarget:
 
 
 # --- what a router did ----------------------------------------------------------------------
-
-
-class Verb(StrEnum):
-    CREATE = "create"
-    PATCH = "patch"
-    DELETE = "delete"
-
-
-@dataclass(frozen=True)
-class Write:
-    """One write to the cluster, for the audit trail and the logs."""
-
-    verb: Verb
-    kind: str
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.verb} {self.kind} {self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -277,24 +258,6 @@ class NotRoutedToBaselineError(PermanentError):
     """The route exists but sends no traffic to the baseline Service."""
 
 
-class ApiNotInstalledError(PermanentError):
-    """The API of the route (a CRD: Gateway API, Istio) is not installed in the cluster."""
-
-
-class ForbiddenError(PermanentError):
-    """RBAC forbids the controller a verb on a resource; the message names both."""
-
-    def __init__(self, message: str, *, verb: str, resource: str, namespace: str) -> None:
-        super().__init__(message)
-        self.verb = verb
-        self.resource = resource
-        self.namespace = namespace
-
-
-class RejectedError(PermanentError):
-    """The API server refused a request (invalid object, bad credentials)."""
-
-
 class UnsupportedRouteError(PermanentError):
     """The router, or this route's shape, cannot carry the wanted state."""
 
@@ -307,9 +270,6 @@ class UnknownRouterError(PermanentError):
     """No router is registered under the name a policy gives."""
 
 
-class ApiUnavailableError(TransientError):
-    """The API server is unreachable, timed out, throttled us or failed (5xx)."""
-
-
-class ConflictError(TransientError):
-    """The object changed between our read and our write more times than we retry."""
+def route_change(state: RouteState, *steps: Reconciled) -> RouteChange:
+    """A RouteChange from the reconciles a router made, in order."""
+    return RouteChange(state, tuple(s.write for s in steps if s.write is not None))

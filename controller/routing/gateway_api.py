@@ -33,6 +33,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from controller.kube.cluster import Cluster
+from controller.kube.objects import HTTP_ROUTE, JsonObject
 from controller.policy import HeaderMatch, RouterKind
 from controller.policy.route import NEUTRAL, PROMOTED, TOTAL, RouteState
 from controller.routing.base import (
@@ -44,13 +46,13 @@ from controller.routing.base import (
     RouterBase,
     RouteTarget,
     UnsupportedRouteError,
+    route_change,
 )
-from controller.routing.cluster import HTTP_ROUTE, Cluster, route_change
 from controller.routing.manifests import (
-    JsonObject,
     check_fence,
     epoch_token,
     escape_regex,
+    original_object,
     read_snapshot,
     write_snapshot,
 )
@@ -260,46 +262,16 @@ def _routed(
 
 def original_route(route: Mapping[str, Any], namespace: str) -> JsonObject:
     """The route without anything a router changed: what `restore` writes back."""
-    obj = copy.deepcopy(dict(route))
-    snapshot = read_snapshot(route)
-    write_snapshot(obj, None)
-    if snapshot is None:
-        return obj
-    candidate = str(snapshot.get("candidate", ""))
-    saved: list[Mapping[str, Any]] = list(snapshot.get("targets") or [])
-    used = [False] * len(saved)
-    managed = [default_matches(m) for m in snapshot.get("managed") or []]
-    rules = []
-    for rule in (obj.get("spec") or {}).get("rules") or []:
-        if not _mentions(rule, candidate, namespace):
-            rules.append(rule)
-            continue
-        matches = default_matches(rule.get("matches"))
-        index = next(
-            (
-                i
-                for i, s in enumerate(saved)
-                if not used[i] and default_matches(s.get("matches")) == matches
-            ),
-            None,
-        )
-        if index is not None:
-            used[index] = True
-            rules.append(_given_back(rule, saved[index], candidate, namespace))
-        elif matches in managed:
-            continue  # a cohort rule we added
-        else:
-            log.warning(
-                "a rule of HTTPRoute %s/%s sends traffic to %s but was not written by "
-                "canary-controller as it is now; leaving it as it is",
-                namespace,
-                route.get("metadata", {}).get("name"),
-                candidate,
-            )
-            rules.append(rule)
-    if "spec" in obj:
-        obj["spec"]["rules"] = rules
-    return obj
+    return original_object(
+        route,
+        namespace,
+        rules="rules",
+        match="matches",
+        same_match=default_matches,
+        mentions=_mentions,
+        give_back=lambda rule, saved, candidate: _given_back(rule, saved, candidate, namespace),
+        what="rule of HTTPRoute",
+    )
 
 
 def _given_back(

@@ -31,6 +31,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from controller.kube.cluster import Cluster
+from controller.kube.objects import DESTINATION_RULE, VIRTUAL_SERVICE, JsonObject, Reconciled
 from controller.policy import HeaderMatch, RouterKind
 from controller.policy.route import NEUTRAL, PROMOTED, TOTAL, RouteState
 from controller.routing.base import (
@@ -41,21 +43,15 @@ from controller.routing.base import (
     RouterBase,
     RouteTarget,
     UnsupportedRouteError,
-)
-from controller.routing.cluster import (
-    DESTINATION_RULE,
-    VIRTUAL_SERVICE,
-    Cluster,
-    Reconciled,
     route_change,
 )
 from controller.routing.manifests import (
-    JsonObject,
     check_fence,
     child_name,
     epoch_token,
     is_managed,
     managed_object,
+    original_object,
     read_snapshot,
     write_snapshot,
 )
@@ -162,46 +158,27 @@ def _routed(
 
 def original_service(vs: Mapping[str, Any], namespace: str) -> JsonObject:
     """The VirtualService without anything a router changed: what `restore` writes back."""
-    obj = copy.deepcopy(dict(vs))
-    snapshot = read_snapshot(vs)
-    write_snapshot(obj, None)
-    if snapshot is None:
-        return obj
-    candidate = str(snapshot.get("candidate", ""))
-    saved: list[Mapping[str, Any]] = list(snapshot.get("targets") or [])
-    used = [False] * len(saved)
-    managed = list(snapshot.get("managed") or [])
-    routes = []
-    for http in (obj.get("spec") or {}).get("http") or []:
-        if not _mentions(http, candidate, namespace):
-            routes.append(http)
-            continue
-        index = next(
-            (i for i, s in enumerate(saved) if not used[i] and s.get("match") == http.get("match")),
-            None,
-        )
-        if index is not None:
-            used[index] = True
-            given_back = dict(http)
-            given_back["route"] = copy.deepcopy(saved[index]["route"])
-            if _mirrors_to(http, candidate, namespace):
-                given_back.pop("mirror", None)
-                given_back.pop("mirrorPercentage", None)
-            routes.append(given_back)
-        elif http.get("match") in managed:
-            continue  # a cohort route we added
-        else:
-            log.warning(
-                "a route of VirtualService %s/%s sends traffic to %s but was not written by "
-                "canary-controller as it is now; leaving it as it is",
-                namespace,
-                vs.get("metadata", {}).get("name"),
-                candidate,
-            )
-            routes.append(http)
-    if "spec" in obj:
-        obj["spec"]["http"] = routes
-    return obj
+    return original_object(
+        vs,
+        namespace,
+        rules="http",
+        match="match",
+        same_match=lambda m: m,
+        mentions=_mentions,
+        give_back=lambda http, saved, candidate: _given_back(http, saved, candidate, namespace),
+        what="route of VirtualService",
+    )
+
+
+def _given_back(
+    http: Mapping[str, Any], saved: Mapping[str, Any], candidate: str, namespace: str
+) -> JsonObject:
+    out = dict(http)
+    out["route"] = copy.deepcopy(saved["route"])
+    if _mirrors_to(http, candidate, namespace):
+        out.pop("mirror", None)
+        out.pop("mirrorPercentage", None)
+    return out
 
 
 def desired_service(

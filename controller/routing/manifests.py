@@ -10,10 +10,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from controller.errors import FencedError
+from controller.kube.objects import JsonObject
 from controller.policy import HeaderMatch
 from controller.routing.base import (
     MANAGED_BY,
@@ -22,28 +24,7 @@ from controller.routing.base import (
     SNAPSHOT_ANNOTATION,
 )
 
-JsonObject = dict[str, Any]
-
-
-def merge_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonObject:
-    """The JSON merge patch (RFC 7386) that turns `current` into `desired`; {} if equal.
-
-    Lists are replaced whole, as the API server does for merge patches; a key
-    missing from `desired` becomes `null`, which deletes it.
-    """
-    patch: JsonObject = {}
-    for key in current:
-        if key not in desired:
-            patch[key] = None
-    for key, want in desired.items():
-        have = current.get(key)
-        if isinstance(want, Mapping) and isinstance(have, Mapping):
-            sub = merge_patch(have, want)
-            if sub:
-                patch[key] = sub
-        elif key not in current or have != want:
-            patch[key] = copy.deepcopy(want)
-    return patch
+log = logging.getLogger(__name__)
 
 
 def annotations_of(obj: Mapping[str, Any]) -> dict[str, str]:
@@ -79,6 +60,65 @@ def write_snapshot(obj: JsonObject, snapshot: Mapping[str, Any] | None) -> None:
     else:
         values[SNAPSHOT_ANNOTATION] = json.dumps(snapshot, separators=(",", ":"))
     set_annotations(obj, values)
+
+
+def original_object(
+    obj: Mapping[str, Any],
+    namespace: str,
+    *,
+    rules: str,
+    match: str,
+    same_match: Callable[[Any], object],
+    mentions: Callable[[Mapping[str, Any], str, str], bool],
+    give_back: Callable[[Mapping[str, Any], Mapping[str, Any], str], JsonObject],
+    what: str,
+) -> JsonObject:
+    """`obj` without anything a router changed, from its snapshot: what `restore` writes.
+
+    The one restore algorithm of the routers that edit a list of rules in place
+    (an HTTPRoute's `spec.rules`, a VirtualService's `spec.http`). Each rule that
+    mentions the candidate is matched, by its `match` field (compared through
+    `same_match`, which fills in defaults), with a rule the snapshot saved, and
+    `give_back` restores it; a cohort rule the router added is dropped; a rule to
+    the candidate that nobody saved was added by someone else and is left alone.
+    """
+    out = copy.deepcopy(dict(obj))
+    snapshot = read_snapshot(obj)
+    write_snapshot(out, None)
+    if snapshot is None:
+        return out
+    candidate = str(snapshot.get("candidate", ""))
+    saved: list[Mapping[str, Any]] = list(snapshot.get("targets") or [])
+    used = [False] * len(saved)
+    managed = [same_match(m) for m in snapshot.get("managed") or []]
+    kept = []
+    for rule in (out.get("spec") or {}).get(rules) or []:
+        if not mentions(rule, candidate, namespace):
+            kept.append(rule)
+            continue
+        matches = same_match(rule.get(match))
+        index = next(
+            (i for i, s in enumerate(saved) if not used[i] and same_match(s.get(match)) == matches),
+            None,
+        )
+        if index is not None:
+            used[index] = True
+            kept.append(give_back(rule, saved[index], candidate))
+        elif matches in managed:
+            continue  # a cohort rule we added
+        else:
+            log.warning(
+                "a %s %s/%s sends traffic to %s but was not written by canary-controller as "
+                "it is now; leaving it as it is",
+                what,
+                namespace,
+                obj.get("metadata", {}).get("name"),
+                candidate,
+            )
+            kept.append(rule)
+    if "spec" in out:
+        out["spec"][rules] = kept
+    return out
 
 
 def carried_epoch(obj: Mapping[str, Any] | None) -> int:

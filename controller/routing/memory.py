@@ -14,9 +14,10 @@ import threading
 from collections import deque
 
 from controller.errors import CanaryError, FencedError
+from controller.kube.objects import Verb, Write
 from controller.policy import CAPABILITIES, RouterCapabilities, RouterKind
 from controller.policy.route import NEUTRAL, PROMOTED, RouteState
-from controller.routing.base import RouteChange, RouteTarget, Verb, Write, supported_state
+from controller.routing.base import RouteChange, RouteTarget, supported_state
 
 log = logging.getLogger(__name__)
 

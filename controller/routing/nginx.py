@@ -28,6 +28,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from controller.kube.cluster import Cluster
+from controller.kube.objects import INGRESS, JsonObject, Reconciled
 from controller.policy import RouterKind
 from controller.policy.route import NEUTRAL, PROMOTED, TOTAL, RouteState
 from controller.routing.base import (
@@ -39,10 +41,9 @@ from controller.routing.base import (
     RouterBase,
     RouteTarget,
     UnsupportedRouteError,
+    route_change,
 )
-from controller.routing.cluster import INGRESS, Cluster, Reconciled, route_change
 from controller.routing.manifests import (
-    JsonObject,
     annotations_of,
     check_fence,
     child_name,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from controller.policy import RouterKind
+from controller.kube.cluster import Cluster
+from controller.policy import ModelRollout, RouterKind
 from controller.routing.base import RouteTarget, TrafficRouter, UnknownRouterError
-from controller.routing.cluster import Cluster
 from controller.routing.gateway_api import GatewayApiRouter
 from controller.routing.istio import IstioRouter
 from controller.routing.nginx import NginxRouter
@@ -37,3 +37,9 @@ def create_router(name: str, target: RouteTarget, cluster: Cluster) -> TrafficRo
     """A router of kind `name` for one rollout's route, talking to `cluster` (the return
     type makes mypy check that every registered router keeps the port)."""
     return router_class(name)(target, cluster)
+
+
+def router_for(rollout: ModelRollout, cluster: Cluster) -> TrafficRouter:
+    """The router of a rollout: its `traffic.router`, on its route (`RouteTarget.of`).
+    The one place a router is made for a rollout (`run`, `rehearse`)."""
+    return create_router(rollout.spec.traffic.router, RouteTarget.of(rollout), cluster)

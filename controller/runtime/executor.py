@@ -61,14 +61,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 from controller.analysis.verdicts import CellVerdict
-from controller.cases import EvalCase, export_rows
+from controller.cases import EvalCase
 from controller.engine.capture import Capture, cells_to_capture
-from controller.engine.decide import decide, end_deleted, fail, restart, start
+from controller.engine.decide import decide, end_deleted, restart, route_written, start
 from controller.engine.direction import moves_toward_candidate
 from controller.engine.phases import Phase
 from controller.engine.state import (
@@ -84,9 +85,11 @@ from controller.engine.state import (
     Notify,
     RestoreRoute,
     RolloutState,
+    RouteOutcome,
     Transition,
 )
 from controller.errors import CanaryError, FencedError, PermanentError, TransientError
+from controller.notify.base import CellNote, GateNote, OutboxPayload
 from controller.policy import ModelRollout
 from controller.policy.gates import GatePoint
 from controller.policy.route import NEUTRAL, PROMOTED, RouteState
@@ -230,9 +233,24 @@ class StoreRead:
     commands: tuple[Command, ...] = ()
 
 
-def dedupe_key(key: str, state: RolloutState, index: int, event: str) -> str:
-    """The same decision re-made after a crash yields the same key: it is sent once."""
-    return f"{key}#{state.started_at.isoformat()}#{state.tick}#{index}#{event}"
+@dataclass(frozen=True)
+class MessageKey:
+    """What makes an outbox message unique: the same decision re-made after a crash
+    yields the same key, so it is sent once. Its text is the store's dedupe key; nobody
+    reads it back (the message's `OutboxPayload` carries the tick and the start)."""
+
+    rollout: str
+    started_at: datetime
+    #: the tick that decided it, or `r<revision>` for a correction made between ticks
+    made_at: int | str
+    #: the message's place among its tick's actions (None for a correction)
+    index: int | None
+    event: str
+
+    def __str__(self) -> str:
+        made = [self.rollout, self.started_at.isoformat(), str(self.made_at)]
+        index = [] if self.index is None else [str(self.index)]
+        return "#".join([*made, *index, self.event])
 
 
 class Executor:
@@ -360,14 +378,11 @@ class Executor:
         if stored is not None and spec.candidate.version != state.candidate_version:
             decision = restart(spec, state, generation, now)
         elif state.phase.terminal:
-            if not state.restore_pending and state.gate is None:
-                # ended: nothing to do
-                return TickResult(key, Decision(state), stored, store_error=_text(offline))
-            decision = (
-                decide(spec, state, None, (), now, self._gate(rollout, state, now))
-                if state.gate is not None
-                else Decision(state)
-            )
+            gate = self._gate(rollout, state, now) if state.gate is not None else None
+            decision = decide(spec, state, None, (), now, gate)
+            if not decision.actions and state.gate is None:
+                # ended, its route given back: nothing to do
+                return TickResult(key, decision, stored, store_error=_text(offline))
         else:
             # A pending rollout, or one waiting for a preRollout gate, has served
             # nothing yet: no look.
@@ -379,13 +394,13 @@ class Executor:
             )
             analyses, look = observation.records, observation.look
             decision = decide(
-                spec, state, observation.look, commands, now, self._gate(rollout, state, now)
-            )
-            decision = Decision(
-                decision.state.evolve(generation=generation),
-                decision.actions,
-                decision.transitions,
-                decision.applied_commands,
+                spec,
+                state,
+                observation.look,
+                commands,
+                now,
+                self._gate(rollout, state, now),
+                generation=generation,
             )
             capture = cells_to_capture(decision, observation.verdicts)
         if offline is not None or hold is not None:
@@ -574,46 +589,31 @@ class Executor:
         hold: str | None = None,
         capture: Capture | None = None,
     ) -> TickResult:
-        actions = list(decision.actions)
-        ended = decision.state.phase.terminal and not decision.transitions
-        if ended and decision.state.restore_pending:
-            actions.insert(0, RestoreRoute(promoted=decision.state.phase is Phase.PROMOTED))
-            if (offline is not None or hold is not None) and moves_toward_candidate(
-                decision.state.serving(), actions[0]
-            ):
-                return TickResult(
-                    rollout.key,
-                    decision,
-                    None,
-                    look=look,
-                    store_error=_text(offline),
-                    held=hold,
-                )
         writes = _RouteWrites(rollout.key, route, now, decision.state.serving(), fence)
         try:
-            state = writes.perform(decision.state, actions)
+            outcome = writes.perform(decision.actions)
+            after = route_written(rollout.spec, decision.state, outcome, now)
+            state = after.state
+            if after.actions:  # the route cannot carry the rollout: it failed
+                outcome = writes.perform(after.actions)
+                state = route_written(rollout.spec, state, outcome, now).state
+                decision = Decision(
+                    state,
+                    decision.actions + after.actions,
+                    decision.transitions + after.transitions,
+                    decision.applied_commands,
+                )
         except FencedError:
             self._audit_refusal(rollout.key, writes)
             raise
-        if writes.permanent is not None and not state.phase.terminal:
-            failure = fail(
-                rollout.spec, state, f"the route cannot be written: {writes.permanent}", now
-            )
-            state = writes.perform(failure.state, list(failure.actions))
-            decision = Decision(
-                state,
-                decision.actions + failure.actions,
-                decision.transitions + failure.transitions,
-                decision.applied_commands,
-            )
         records, errors = writes.records, writes.errors
         # after the route writes: a rollback never waits for its trace IDs
         cases = self._record_cases(rollout, state, capture, now)
         messages = tuple(
             OutboxMessage(
-                dedupe_key(rollout.key, state, i, str(a.event)),
+                str(MessageKey(rollout.key, state.started_at, state.tick, i, str(a.event))),
                 str(a.event),
-                _payload(rollout, state, a, cases),
+                _payload(rollout, state, a, cases, tick=state.tick).to_json(),
                 now,
             )
             for i, a in enumerate(decision.actions)
@@ -715,10 +715,11 @@ class Executor:
             reason=reason,
         )
         notify = Notify(EventKind.ROUTE_CORRECTED, reason, mention=True)
+        key = MessageKey(rollout.key, state.started_at, f"r{stored.revision}", None, notify.event)
         message = OutboxMessage(
-            f"{rollout.key}#{state.started_at.isoformat()}#r{stored.revision}#{notify.event}",
+            str(key),
             str(notify.event),
-            _payload(rollout, state, notify),
+            _payload(rollout, state, notify, tick=None).to_json(),
             now,
         )
         committed = self.store.commit(
@@ -756,14 +757,14 @@ class _RouteWrites:
         self.fence = fence
         self.records: list[RouteActionRecord] = []
         self.errors: list[str] = []
-        #: the first permanent error of an ApplyRoute: the route cannot carry the rollout
-        self.permanent: PermanentError | None = None
 
-    def perform(self, state: RolloutState, actions: list[Action]) -> RolloutState:
-        """Perform the route actions; returns `state` with `restore_pending` updated.
+    def perform(self, actions: Sequence[Action]) -> RouteOutcome:
+        """Perform the route actions; returns what the engine must know of how they went.
 
         FencedError (after recording the refusal) if a write toward the candidate is
         refused: the actions after it are not performed."""
+        restored: bool | None = None
+        unroutable: str | None = None
         for action in actions:
             if isinstance(action, Notify):
                 continue
@@ -773,7 +774,7 @@ class _RouteWrites:
                 else:
                     change = self._toward_baseline(action)
                 if isinstance(action, RestoreRoute):
-                    state = state.evolve(restore_pending=False)
+                    restored = True
             except FencedError as exc:
                 log.warning("route write for %s refused: %s", self.key, exc)
                 self.records.append(
@@ -789,9 +790,9 @@ class _RouteWrites:
                 raise
             except CanaryError as exc:
                 if isinstance(action, RestoreRoute):
-                    state = state.evolve(restore_pending=True)
-                elif isinstance(exc, PermanentError) and self.permanent is None:
-                    self.permanent = exc
+                    restored = False
+                elif isinstance(exc, PermanentError) and unroutable is None:
+                    unroutable = str(exc)
                 self.errors.append(str(exc))
                 log.error("route write failed for %s: %s", self.key, exc)
                 self.records.append(
@@ -810,7 +811,7 @@ class _RouteWrites:
                     change.changed,
                 )
             )
-        return state
+        return RouteOutcome(restored, unroutable)
 
     def _toward_candidate(self, action: ApplyRoute | RestoreRoute) -> RouteChange:
         """A write that gives the candidate more traffic (needs the lease and the store)."""
@@ -916,32 +917,29 @@ def _payload(
     state: RolloutState,
     notify: Notify,
     cases: tuple[EvalCase, ...] = (),
-) -> dict[str, Any]:
+    *,
+    tick: int | None,
+) -> OutboxPayload:
     spec = rollout.spec
     owners = spec.owners.slack
     ended = notify.event in (EventKind.ROLLED_BACK, EventKind.ABORTED)
-    return {
-        "rollout": rollout.key,
-        "model": spec.model,
-        "baseline": spec.baseline.version,
-        "candidate": spec.candidate.version,
-        "event": str(notify.event),
-        "cause": str(notify.cause) if notify.cause else None,
-        "text": notify.text,
-        "phase": str(state.phase),
-        "step": state.step,
-        "route": state.route.to_json(),
-        "gate": notify.gate.to_json() if notify.gate is not None else None,
-        "channel": owners.channel if owners else None,
-        "mention": list(owners.mention) if owners and notify.mention else [],
-        "cells": [
-            {
-                "metric": c.metric,
-                "cohort": c.cohort,
-                "verdict": str(c.verdict),
-                "summary": c.summary,
-            }
-            for c in notify.cells
-        ],
-        **({"evalCases": export_rows(cases)} if cases and ended else {}),
-    }
+    return OutboxPayload(
+        rollout=rollout.key,
+        event=str(notify.event),
+        text=notify.text,
+        model=spec.model,
+        baseline=spec.baseline.version,
+        candidate=spec.candidate.version,
+        phase=state.phase,
+        step=state.step,
+        steps=len(spec.steps),
+        started_at=state.started_at,
+        tick=tick,
+        route=state.route.to_json(),
+        channel=owners.channel if owners else None,
+        mention=tuple(owners.mention) if owners and notify.mention else (),
+        cells=tuple(CellNote(c.metric, c.cohort, str(c.verdict), c.summary) for c in notify.cells),
+        cause=notify.cause,
+        gate=GateNote.of_result(notify.gate) if notify.gate is not None else None,
+        eval_cases=cases if ended else (),
+    )

@@ -1,20 +1,14 @@
 """ModelRollout objects from the Kubernetes API: list, then watch from the list's version.
 
 One thread per watched namespace (or one for the whole cluster) keeps an
-in-memory copy of the ModelRollouts it sees, the way a client-go informer does:
-
-    list (remember its resourceVersion) ─> watch from it, with bookmarks ─┐
-        ▲                                                                 │
-        ├── 410 Gone: the version was compacted away ─────────────────────┤
-        └── dropped / timed out / 5xx: wait (bounded backoff), watch again┘
+in-memory copy of the ModelRollouts it sees, the way a client-go informer does;
+the list + watch loop itself, with its resume and its 410 re-list, is
+`controller.kube.watch.ListWatch`.
 
 - The first complete list marks the stream synced; `snapshot().synced` is true
   once every stream has synced, so /readyz (and the controller's handling of
   deleted rollouts) never acts on a half-read cluster.
-- A watch ends by itself after `watch_seconds` (server side) and is resumed
-  from the last version seen (an event's or a bookmark's); a watch that delivers
-  nothing for longer than that plus a grace is a hung connection and is cut.
-- A 410 Gone re-lists: the list replaces what the stream knew, so an object
+- A re-list (after a 410 Gone) replaces what the stream knew, so an object
   deleted while nobody watched disappears and one created meanwhile appears.
 - Every object is validated exactly as a policy file would be. An invalid one is
   logged with its field paths, reported through `on_invalid` (the status writer
@@ -33,23 +27,19 @@ as `observedGeneration`.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-import urllib3
-from kubernetes.client import ApiClient, ApiException, CustomObjectsApi
-from kubernetes.watch.watch import iter_resp_lines
+from kubernetes.client import ApiClient
 
 from controller.backoff import Backoff
 from controller.errors import PolicyError, Problem
-from controller.policy import API_GROUP, ModelRollout, parse_object
+from controller.kube.objects import Kind
+from controller.kube.watch import ListWatch
+from controller.policy import API_GROUP, KIND, ModelRollout, parse_object
 from controller.policy.crd import PLURAL, VERSION
 from controller.policy.gates import WebhookAllow
 from controller.policy.queries import CustomQueries
@@ -59,8 +49,8 @@ log = logging.getLogger(__name__)
 
 JsonObject = dict[str, Any]
 
-#: a watch that ends sooner than this with nothing in it is retried after a backoff
-SHORT_WATCH = 1.0
+#: the ModelRollout custom resource, as the Kubernetes layer names a kind
+MODEL_ROLLOUTS = Kind(API_GROUP, VERSION, PLURAL, KIND)
 #: between failed lists and watches: 0.5 s doubling to 30 s
 WATCH_BACKOFF = Backoff(first=0.5, factor=2.0, longest=30.0)
 
@@ -89,14 +79,6 @@ class InvalidRollout:
 InvalidHandler = Callable[[InvalidRollout], None]
 
 
-class _Gone(Exception):
-    """Internal: the version a watch started from was compacted away (410): re-list."""
-
-
-class _Stopped(Exception):
-    """Internal: `stop()` was called while a request was open."""
-
-
 class KubernetesSource:
     """ModelRollouts from the API server, kept up to date by list + watch threads.
 
@@ -121,11 +103,10 @@ class KubernetesSource:
         """`custom_queries` and `webhook_allow`: the operator's rules, so that a
         ModelRollout whose custom query or gate webhook they refuse is invalid like any
         other (status and Event say why)."""
-        self._api = CustomObjectsApi(api)
         namespaces = [ns.strip() for ns in namespace.split(",") if ns.strip()]
         self.namespaces: tuple[str | None, ...] = tuple(dict.fromkeys(namespaces)) or (None,)
         self.watch_seconds = watch_seconds
-        self.read_timeout = watch_seconds + grace_seconds
+        self.grace_seconds = grace_seconds
         self.request_timeout = request_timeout
         self.backoff = backoff or WATCH_BACKOFF
         self.on_invalid = on_invalid
@@ -133,7 +114,7 @@ class KubernetesSource:
         self.webhook_allow = webhook_allow
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._streams = [_Stream(self, ns) for ns in self.namespaces]
+        self._streams = [_Stream(self, api, ns) for ns in self.namespaces]
         self._threads: list[threading.Thread] = []
 
     # --- what the controller reads ---------------------------------------------------------
@@ -163,7 +144,7 @@ class KubernetesSource:
             return
         for stream in self._streams:
             thread = threading.Thread(
-                target=stream.run, name=f"modelrollouts:{stream.where}", daemon=True
+                target=stream.watch.run, name=f"modelrollouts:{stream.where}", daemon=True
             )
             self._threads.append(thread)
             thread.start()
@@ -172,7 +153,7 @@ class KubernetesSource:
         """Close the open watches and wait for the threads to end."""
         self._stopping.set()
         for stream in self._streams:
-            stream.interrupt()
+            stream.watch.interrupt()
         for thread in self._threads:
             thread.join(timeout)
             if thread.is_alive():
@@ -182,37 +163,6 @@ class KubernetesSource:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
-
-    # --- requests, for the streams ---------------------------------------------------------
-
-    def _list(self, namespace: str | None) -> JsonObject:
-        timeout = self.request_timeout
-        if namespace is None:
-            found = self._api.list_cluster_custom_object(
-                API_GROUP, VERSION, PLURAL, _request_timeout=timeout
-            )
-        else:
-            found = self._api.list_namespaced_custom_object(
-                API_GROUP, VERSION, namespace, PLURAL, _request_timeout=timeout
-            )
-        return cast(JsonObject, found)
-
-    def _watch(self, namespace: str | None, since: str) -> urllib3.BaseHTTPResponse:
-        options: dict[str, Any] = {
-            "watch": True,
-            "resource_version": since,
-            "allow_watch_bookmarks": True,
-            "timeout_seconds": self.watch_seconds,
-            "_preload_content": False,
-            "_request_timeout": (self.request_timeout, self.read_timeout),
-        }
-        if namespace is None:
-            response = self._api.list_cluster_custom_object(API_GROUP, VERSION, PLURAL, **options)
-        else:
-            response = self._api.list_namespaced_custom_object(
-                API_GROUP, VERSION, namespace, PLURAL, **options
-            )
-        return cast(urllib3.BaseHTTPResponse, response)
 
     def _invalid(self, invalid: InvalidRollout) -> None:
         for problem in invalid.problems:
@@ -233,9 +183,10 @@ class KubernetesSource:
 
 
 class _Stream:
-    """One list + watch loop over one namespace (None: all), and what it has seen."""
+    """What one list + watch (one namespace, or None: all) has seen of the ModelRollouts:
+    the `WatchHandler` of its `ListWatch`."""
 
-    def __init__(self, source: KubernetesSource, namespace: str | None) -> None:
+    def __init__(self, source: KubernetesSource, api: ApiClient, namespace: str | None) -> None:
         self.source = source
         self.namespace = namespace
         self.where = namespace or "all namespaces"
@@ -243,59 +194,22 @@ class _Stream:
         self.rollouts: dict[str, ModelRollout] = {}
         self.invalid: dict[str, InvalidRollout] = {}
         self.synced = False
-        self._response: urllib3.BaseHTTPResponse | None = None
+        self.watch = ListWatch(
+            api,
+            MODEL_ROLLOUTS,
+            namespace,
+            self,
+            stopping=source._stopping,
+            backoff=source.backoff,
+            watch_seconds=source.watch_seconds,
+            grace_seconds=source.grace_seconds,
+            request_timeout=source.request_timeout,
+        )
 
-    # --- the loop --------------------------------------------------------------------------
-
-    def run(self) -> None:
-        source = self.source
-        since: str | None = None
-        failures = 0
-        while not source.stopping:
-            try:
-                if since is None:
-                    since = self._relist()
-                began, following = time.monotonic(), since
-                since = self._follow(since)
-                if since == following and time.monotonic() - began < SHORT_WATCH:
-                    # over at once with nothing in it (a proxy closing watches?): no busy loop
-                    failures += 1
-                    source._stopping.wait(source.backoff.delay(failures))
-                else:
-                    failures = 0
-            except _Stopped:
-                break
-            except Exception as exc:
-                if _gone(exc):
-                    log.info(
-                        "ModelRollout watch on %s expired (410 Gone): listing again", self.where
-                    )
-                    since, failures = None, 0
-                    continue
-                failures += 1  # anything else: back off, then resume (or list again)
-                delay = source.backoff.delay(failures)
-                # one line per failed attempt (the client's own retries are off), saying
-                # how long the trouble has lasted and when the next try is
-                log.warning(
-                    "ModelRollout %s on %s failed (%s), %d time(s) in a row; next try in %.1fs, "
-                    "at %s",
-                    "list" if since is None else "watch",
-                    self.where,
-                    _describe(exc),
-                    failures,
-                    delay,
-                    (datetime.now(UTC) + timedelta(seconds=delay)).strftime("%H:%M:%SZ"),
-                )
-                source._stopping.wait(delay)
-        log.info("ModelRollout watch on %s stopped", self.where)
-
-    def _relist(self) -> str:
-        """List everything, replace what this stream knew, and return the list's version."""
-        listing = self.source._list(self.namespace)
-        items = listing.get("items") or []
-        version = str((listing.get("metadata") or {}).get("resourceVersion") or "")
+    def listed(self, objects: Sequence[Mapping[str, Any]], version: str) -> None:
+        """Replace what this stream knew with the list."""
         seen: set[str] = set()
-        for obj in items:
+        for obj in objects:
             key = self._apply("ADDED", obj, quiet=True)
             if key is not None:
                 seen.add(key)
@@ -308,46 +222,12 @@ class _Stream:
             first = not self.synced
             self.synced = True
         if first:
-            log.info("listed %d ModelRollouts in %s (version %s)", len(items), self.where, version)
-        return version
+            log.info(
+                "listed %d ModelRollouts in %s (version %s)", len(objects), self.where, version
+            )
 
-    def _follow(self, since: str) -> str:
-        """Watch from `since` until the watch ends; the last version seen."""
-        response = self.source._watch(self.namespace, since)
-        self._response = response
-        try:
-            if self.source.stopping:
-                raise _Stopped
-            for event in _events(response):
-                kind = event.get("type")
-                obj = event.get("object")
-                if not isinstance(obj, Mapping):
-                    continue
-                if kind == "ERROR":
-                    _raise_status(obj)
-                version = (obj.get("metadata") or {}).get("resourceVersion")
-                if kind in ("ADDED", "MODIFIED", "DELETED"):
-                    self._apply(str(kind), obj)
-                if version:
-                    since = str(version)
-        except (urllib3.exceptions.HTTPError, OSError):
-            if self.source.stopping:
-                raise _Stopped from None
-            raise
-        finally:
-            self._response = None
-            response.release_conn()
-            response.close()
-        if self.source.stopping:
-            raise _Stopped
-        return since
-
-    def interrupt(self) -> None:
-        """Unblock a read in progress (from `stop()`, on another thread)."""
-        response = self._response
-        if response is not None:
-            with contextlib.suppress(OSError):
-                response.shutdown()
+    def changed(self, event: str, obj: Mapping[str, Any]) -> None:
+        self._apply(event, obj)
 
     # --- one object ------------------------------------------------------------------------
 
@@ -410,39 +290,3 @@ class _Stream:
             self.invalid[key] = invalid
         if before is None or (before.uid, before.generation) != (invalid.uid, invalid.generation):
             self.source._invalid(invalid)
-
-
-def _events(response: urllib3.BaseHTTPResponse) -> Iterator[JsonObject]:
-    """The watch events of a streamed response, one JSON object a line (the client
-    already raised ApiException for a non-2xx answer)."""
-    for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            log.warning("skipping a watch line that is not JSON: %.200s", line)
-            continue
-        if isinstance(event, dict):
-            yield event
-
-
-def _raise_status(status: Mapping[str, Any]) -> None:
-    """An ERROR event's Status, as an exception: 410 re-lists, the rest backs off."""
-    code = status.get("code")
-    if code == 410:
-        raise _Gone(status.get("message") or "")
-    raise ApiException(
-        status=code or 500, reason=f"{status.get('reason')}: {status.get('message')}"
-    )
-
-
-def _gone(exc: Exception) -> bool:
-    """Whether `exc` says the version asked for is too old (an ERROR event or an HTTP 410)."""
-    return isinstance(exc, _Gone) or (isinstance(exc, ApiException) and exc.status == 410)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        return f"HTTP {exc.status} {exc.reason or ''}".strip()
-    return f"{type(exc).__name__}: {exc}"

@@ -37,6 +37,7 @@ from kubernetes.client import ApiClient, ApiException, CoreV1Api, CoreV1Event, C
 from controller.analysis.verdicts import Verdict, worst
 from controller.engine.phases import Phase
 from controller.engine.state import Look, RolloutState, Transition
+from controller.kube.objects import merge_patch
 from controller.policy import API_GROUP, API_VERSION, KIND, OVERALL, Cause, ModelRollout
 from controller.policy.crd import PLURAL, VERSION
 from controller.policy.status import (
@@ -46,7 +47,6 @@ from controller.policy.status import (
     GateStatus,
     RolloutStatus,
 )
-from controller.routing.manifests import merge_patch
 from controller.runtime.executor import TickResult
 from controller.runtime.kube_source import InvalidRollout
 

@@ -8,12 +8,13 @@ go in with it or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from alembic import command
@@ -21,6 +22,7 @@ from alembic.config import Config
 from psycopg.abc import RV, PQGen
 from psycopg.errors import _WaitTimeout  # what `Connection.wait` raises at its timeout
 from sqlalchemy import (
+    ColumnElement,
     Engine,
     and_,
     case,
@@ -331,63 +333,14 @@ class SqlStore:
         # Core multi-row inserts, not ORM objects: a tick writes some 16 analysis rows,
         # and building, flushing and discarding an ORM object per row costs more CPU
         # than the database spends on them.
-        if write.transitions:
-            s.execute(
-                insert(TransitionRow),
-                [
-                    {
-                        "rollout_id": rollout_id,
-                        "at": t.at,
-                        "from_phase": t.from_phase,
-                        "to_phase": t.to_phase,
-                        "from_step": t.from_step,
-                        "to_step": t.to_step,
-                        "reason": t.reason,
-                        "actor": t.actor,
-                        "details": dict(t.details),
-                        "cause": t.cause,
-                    }
-                    for t in write.transitions
-                ],
-            )
-        if write.analyses:
-            s.execute(
-                insert(AnalysisRow),
-                [
-                    {
-                        "rollout_id": rollout_id,
-                        "tick": a.tick,
-                        "at": a.at,
-                        "metric": a.metric,
-                        "cohort": a.cohort,
-                        "verdict": a.verdict,
-                        "query": a.query,
-                        "baseline_value": a.baseline_value,
-                        "candidate_value": a.candidate_value,
-                        "baseline_samples": a.baseline_samples,
-                        "candidate_samples": a.candidate_samples,
-                        "evidence": dict(a.evidence),
-                    }
-                    for a in write.analyses
-                ],
-            )
-        if write.route_actions:
-            s.execute(
-                insert(RouteActionRow),
-                [
-                    {
-                        "rollout_id": rollout_id,
-                        "at": action.at,
-                        "action": action.action,
-                        "desired": dict(action.desired),
-                        "observed": dict(action.observed) if action.observed is not None else None,
-                        "changed": action.changed,
-                        "error": action.error,
-                        "reason": action.reason,
-                    }
-                    for action in write.route_actions
-                ],
-            )
+        audit: tuple[tuple[type[_AnyAuditRow], Sequence[_AnyAudit]], ...] = (
+            (TransitionRow, write.transitions),
+            (AnalysisRow, write.analyses),
+            (RouteActionRow, write.route_actions),
+        )
+        for row_type, records in audit:
+            if records:
+                s.execute(insert(row_type), [_values(rollout_id, r) for r in records])
         if write.messages:
             rows = [
                 {
@@ -451,91 +404,32 @@ class SqlStore:
         return found
 
     def transitions(self, key: str) -> Sequence[TransitionRecord]:
-        with self._transaction() as s:
-            rid = self._rollout_id(s, key)
-            rows = s.scalars(
-                select(TransitionRow)
-                .where(TransitionRow.rollout_id == rid)
-                .order_by(TransitionRow.id)
-            )
-            return [
-                TransitionRecord(
-                    at=_utc(r.at),
-                    from_phase=r.from_phase,
-                    to_phase=r.to_phase,
-                    from_step=r.from_step,
-                    to_step=r.to_step,
-                    reason=r.reason,
-                    actor=r.actor,
-                    details=r.details,
-                    id=r.id,
-                    cause=r.cause,
-                )
-                for r in rows
-            ]
+        return self._history(key, TransitionRow, TransitionRecord)
 
     def analyses(self, key: str, *, since_tick: int = 0) -> Sequence[AnalysisRecord]:
-        with self._transaction() as s:
-            rid = self._rollout_id(s, key)
-            rows = s.scalars(
-                select(AnalysisRow)
-                .where(AnalysisRow.rollout_id == rid, AnalysisRow.tick >= since_tick)
-                .order_by(AnalysisRow.id)
-            )
-            return [
-                AnalysisRecord(
-                    at=_utc(r.at),
-                    tick=r.tick,
-                    metric=r.metric,
-                    cohort=r.cohort,
-                    verdict=r.verdict,
-                    query=r.query,
-                    baseline_value=r.baseline_value,
-                    candidate_value=r.candidate_value,
-                    baseline_samples=r.baseline_samples,
-                    candidate_samples=r.candidate_samples,
-                    evidence=r.evidence,
-                    id=r.id,
-                )
-                for r in rows
-            ]
+        return self._history(key, AnalysisRow, AnalysisRecord, AnalysisRow.tick >= since_tick)
 
     def route_actions(self, key: str) -> Sequence[RouteActionRecord]:
+        return self._history(key, RouteActionRow, RouteActionRecord)
+
+    def _history(
+        self,
+        key: str,
+        row_type: type[_AuditRow],
+        record_type: type[_Audit],
+        *where: ColumnElement[bool],
+    ) -> list[_Audit]:
+        """The audit rows of one kind of a rollout, oldest first, as records."""
         with self._transaction() as s:
             rid = self._rollout_id(s, key)
             rows = s.scalars(
-                select(RouteActionRow)
-                .where(RouteActionRow.rollout_id == rid)
-                .order_by(RouteActionRow.id)
+                select(row_type).where(row_type.rollout_id == rid, *where).order_by(row_type.id)
             )
-            return [
-                RouteActionRecord(
-                    at=_utc(r.at),
-                    action=r.action,
-                    desired=r.desired,
-                    observed=r.observed,
-                    changed=r.changed,
-                    error=r.error,
-                    id=r.id,
-                    reason=r.reason,
-                )
-                for r in rows
-            ]
+            return [_record(record_type, r) for r in rows]
 
     def append_route_action(self, key: str, action: RouteActionRecord) -> None:
         with self._transaction() as s:
-            s.add(
-                RouteActionRow(
-                    rollout_id=self._rollout_id(s, key),
-                    at=action.at,
-                    action=action.action,
-                    desired=dict(action.desired),
-                    observed=dict(action.observed) if action.observed is not None else None,
-                    changed=action.changed,
-                    error=action.error,
-                    reason=action.reason,
-                )
-            )
+            s.add(_row(RouteActionRow, self._rollout_id(s, key), action))
 
     def add_command(self, key: str, cmd: ManualCommand) -> ManualCommand:
         with self._transaction() as s:
@@ -1026,6 +920,43 @@ _DELIVERED = (DeliveryStatus.SENT, DeliveryStatus.SKIPPED)
 
 def _maybe_utc(value: datetime | None) -> datetime | None:
     return _utc(value) if value is not None else None
+
+
+#: the audit records, each kept in the row of the same name's columns
+_Audit = TypeVar("_Audit", TransitionRecord, AnalysisRecord, RouteActionRecord)
+_AuditRow = TypeVar("_AuditRow", TransitionRow, AnalysisRow, RouteActionRow)
+_AnyAudit = TransitionRecord | AnalysisRecord | RouteActionRecord
+_AnyAuditRow = TransitionRow | AnalysisRow | RouteActionRow
+
+
+def _row(
+    row_type: type[_AuditRow],
+    rollout_id: int,
+    record: _AnyAudit,
+) -> _AuditRow:
+    """The row of an audit record (see `_values`)."""
+    return row_type(**_values(rollout_id, record))
+
+
+def _values(rollout_id: int, record: _AnyAudit) -> dict[str, object]:
+    """The columns of an audit record's row: one per field of the record (its `id` is
+    the database's); JSON fields are copied into plain dicts."""
+    values = {
+        f.name: _plain(getattr(record, f.name))
+        for f in dataclasses.fields(record)
+        if f.name != "id"
+    }
+    return {"rollout_id": rollout_id, **values}
+
+
+def _record(record_type: type[_Audit], row: _AnyAuditRow) -> _Audit:
+    """The record of an audit row: the one mapping back, the inverse of `_row`."""
+    values = {f.name: getattr(row, f.name) for f in dataclasses.fields(record_type)}
+    return record_type(**{**values, "at": _utc(row.at)})
+
+
+def _plain(value: object) -> object:
+    return dict(value) if isinstance(value, Mapping) else value
 
 
 def _delivery(row: DeliveryRow) -> Delivery:

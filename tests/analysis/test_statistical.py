@@ -12,7 +12,8 @@ arrays (rollouts × looks × cohorts) by `mirror`, which calls the very
 estimator and e-process functions the judge calls; a consistency test runs the
 real `judge` on a sample of looks and demands identical verdicts.
 
-The figures (printed with `pytest -s`) are the ones reported in the README (How the judge decides).
+The figures (printed with `pytest -s`) are the ones reported in docs/judge.md
+(How the judge decides).
 """
 
 from __future__ import annotations

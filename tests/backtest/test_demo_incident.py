@@ -1,5 +1,5 @@
 """The demo's incident, recorded in a real Prometheus and backtested, is decided as the
-demo decided it live: the same look, the same reason, the same numbers (the README
+demo decided it live: the same look, the same reason, the same numbers (docs/policy.md
 shows this backtest)."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Where each permission comes from (docs/deploy.md explains them for operators):
   back to each ModelRollout's status as a merge patch (runtime/kube_status.py);
 - core events create: a Kubernetes Event per transition (runtime/kube_status.py);
 - the routers' verbs, from controller/routing (docs/routing.md): every write goes
-  through `routing.cluster.Cluster.reconcile`, which reads (get) and then creates,
+  through `kube.cluster.Cluster.reconcile`, which reads (get) and then creates,
   merge-patches or deletes one named object; nothing lists, watches or updates.
 """
 

@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.app import kube_client
-from controller.routing.base import ApiUnavailableError
-from controller.routing.cluster import HTTP_ROUTE, Cluster, RetryPolicy
+from controller.kube.client import kube_client
+from controller.kube.cluster import Cluster, RetryPolicy
+from controller.kube.errors import ApiUnavailableError
+from controller.kube.objects import HTTP_ROUTE
 from controller.settings import Settings
 from tests.cli.shell import CANARYCTL, clean_env
 from tests.kube import KubeApi
@@ -139,7 +140,7 @@ def test_a_route_request_that_gives_up_logs_no_warning_per_try(
     assert "failed 4 times" in str(raised.value)
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []  # urllib3's too
     assert not [r for r in caplog.records if r.name.startswith("urllib3") and "Retrying" in r.msg]
-    tries = [r for r in caplog.records if r.name == "controller.routing.cluster"]
+    tries = [r for r in caplog.records if r.name == "controller.kube.cluster"]
     assert len(tries) == 3  # the retries, at DEBUG: the error itself is the one line
 
 

@@ -1,6 +1,6 @@
 """A real headless Chromium (Debian's `chromium`) loads both pages of the demo's
 cohort-regression run, finds the failed non-english × refusal-rate cell, and saves
-the screenshots the README shows (docs/img/dashboard-*.png).
+the screenshots docs/dashboard.md shows (docs/img/dashboard-*.png).
 
 Chromium is driven from the command line: `--dump-dom` prints the DOM after the
 page's own script ran, `--screenshot` saves what a window of the given size shows.

@@ -7,7 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controller.analysis.verdicts import Verdict
-from controller.engine.decide import decide, end_deleted, fail, restart, start, wanted_route
+from controller.engine.decide import (
+    decide,
+    end_deleted,
+    fail,
+    restart,
+    route_written,
+    start,
+    wanted_route,
+)
 from controller.engine.phases import ALLOWED, Phase, check_transition
 from controller.engine.state import (
     ApplyRoute,
@@ -19,6 +27,7 @@ from controller.engine.state import (
     Notify,
     RestoreRoute,
     RolloutState,
+    RouteOutcome,
     Waiting,
 )
 from controller.policy import Cause, RolloutSpec, load_text
@@ -457,6 +466,118 @@ def test_a_terminal_rollout_does_nothing() -> None:
     d = decide(SPEC, done, FAIL, [Command(1, CommandKind.RESUME, "alice")], T0)
     assert d.state == done
     assert d.actions == ()
+
+
+@pytest.mark.parametrize(
+    ("ended", "actions"),
+    [
+        pytest.param(Phase.ROLLED_BACK, (RestoreRoute(promoted=False),), id="rolled-back"),
+        pytest.param(Phase.FAILED, (RestoreRoute(promoted=False),), id="failed"),
+        pytest.param(Phase.PROMOTED, (RestoreRoute(promoted=True),), id="promoted"),
+    ],
+)
+def test_an_ended_rollout_whose_restore_failed_restores_again(
+    ended: Phase, actions: tuple[RestoreRoute, ...]
+) -> None:
+    done = at_step(1).evolve(phase=ended, restore_pending=True)
+    d = decide(SPEC, done, None, [], T0)
+    assert (d.state, d.actions, d.transitions) == (done, actions, ())
+    assert end_deleted(SPEC, done, T0).actions == actions
+
+
+@pytest.mark.parametrize(
+    ("generation", "stamped"),
+    [
+        pytest.param(None, 1, id="unknown-keeps-the-state's"),
+        pytest.param(1, 1, id="same"),
+        pytest.param(4, 4, id="edited-policy"),
+    ],
+)
+def test_the_state_records_the_policy_generation_it_was_decided_on(
+    generation: int | None, stamped: int
+) -> None:
+    assert decide(SPEC, at_step(1), PASS, [], T0, generation=generation).state.generation == (
+        stamped
+    )
+
+
+GONE = Notify(
+    EventKind.FAILED,
+    "the route cannot be written: route gone",
+    mention=True,
+    cause=Cause.ROUTE_FAILED,
+)
+ROUTE_OUTCOMES = [
+    # (name, state, outcome, phase, restore_pending, actions)
+    pytest.param(at_step(1), RouteOutcome(), Phase.PROGRESSING, False, (), id="applied"),
+    pytest.param(
+        at_step(1).evolve(phase=Phase.ROLLED_BACK),
+        RouteOutcome(restored=True),
+        Phase.ROLLED_BACK,
+        False,
+        (),
+        id="restored",
+    ),
+    pytest.param(
+        at_step(1).evolve(phase=Phase.ROLLED_BACK),
+        RouteOutcome(restored=False),
+        Phase.ROLLED_BACK,
+        True,
+        (),
+        id="restore-failed-is-queued",
+    ),
+    pytest.param(
+        at_step(1).evolve(phase=Phase.ROLLED_BACK, restore_pending=True),
+        RouteOutcome(restored=True),
+        Phase.ROLLED_BACK,
+        False,
+        (),
+        id="queued-restore-done",
+    ),
+    pytest.param(
+        at_step(1),
+        RouteOutcome(unroutable="route gone"),
+        Phase.FAILED,
+        False,
+        (
+            RestoreRoute(promoted=False),
+            Notify(
+                EventKind.FAILED,
+                "the route cannot be written: route gone",
+                mention=True,
+                cause=Cause.ROUTE_FAILED,
+            ),
+        ),
+        id="unroutable-fails",
+    ),
+    pytest.param(
+        at_step(1).evolve(phase=Phase.ABORTED),
+        RouteOutcome(restored=True, unroutable="route gone"),
+        Phase.ABORTED,
+        False,
+        (),
+        id="unroutable-after-the-end-changes-nothing",
+    ),
+]
+
+
+@pytest.mark.parametrize(("state", "outcome", "phase", "pending", "actions"), ROUTE_OUTCOMES)
+def test_what_follows_from_the_route_writes(
+    state: RolloutState,
+    outcome: RouteOutcome,
+    phase: Phase,
+    pending: bool,
+    actions: tuple[object, ...],
+) -> None:
+    after = route_written(SPEC, state, outcome, T0)
+    assert (after.state.phase, after.state.restore_pending, after.actions) == (
+        phase,
+        pending,
+        actions,
+    )
+    assert [t.cause for t in after.transitions] == (
+        [Cause.ROUTE_FAILED] if phase is not state.phase else []
+    )
 
 
 COMMANDS = [

@@ -1,6 +1,6 @@
 """A real Prometheus on a free loopback port, scraping an exporter the test controls.
 
-`ContractExporter` serves the LLM metric contract (see the README) from values the
+`ContractExporter` serves the LLM metric contract (see docs/policy.md) from values the
 test sets directly, through `prometheus-client`'s custom-collector API, so a
 test can also make a counter drop, as a restarted pod does. A counter can carry
 an OpenMetrics exemplar (`set_exemplar`), served when the scraper asks for

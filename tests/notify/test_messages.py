@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from controller.engine.phases import Phase
 from controller.notify import (
     Evidence,
     Notification,
@@ -16,8 +17,8 @@ from controller.notify import (
     slack_message,
     status_message,
 )
+from controller.notify.base import CellNote, OutboxPayload
 from controller.notify.messages import MAX_CELLS, MAX_HEADER
-from controller.notify.worker import key_parts
 from controller.policy import Cause
 from tests.notify.samples import (
     FAIL_REASON,
@@ -485,15 +486,26 @@ def test_a_payload_missing_fields_still_renders() -> None:
     assert slack_message(message).blocks[0]["text"]["text"] == ":x: Failed: llm/support-bot-v7"
 
 
-@pytest.mark.parametrize(
-    ("key", "parts"),
-    [
-        pytest.param(f"{ROLLOUT}#{T0.isoformat()}#7#0#started", (T0, 7), id="engine-key"),
-        pytest.param("llm/bot/started", (None, None), id="other-key"),
-        pytest.param(f"{ROLLOUT}#yesterday#7#0#started", (None, None), id="bad-time"),
-    ],
-)
-def test_the_tick_and_start_come_from_the_engine_key(
-    key: str, parts: tuple[object, object]
-) -> None:
-    assert key_parts(key) == parts
+def test_the_payload_carries_the_tick_start_and_steps_and_round_trips() -> None:
+    sent = OutboxPayload(
+        rollout=ROLLOUT,
+        event="rolled-back",
+        text="rolled back",
+        phase=Phase.ROLLED_BACK,
+        step=1,
+        steps=5,
+        started_at=T0,
+        tick=7,
+        route={"weight": 5},
+        mention=("U024BE7LH",),
+        cells=(CellNote("refusal-rate", "mobile", "fail", "worse"),),
+        cause=Cause.LIMIT_BROKEN,
+    )
+    assert OutboxPayload.from_json(sent.to_json()) == sent
+    note = Notification.of(ROLLOUT, outbox("rolled-back", sent.to_json()))
+    assert (note.phase, note.steps, note.started_at) == (Phase.ROLLED_BACK, 5, T0)
+
+
+def test_a_payload_from_a_newer_version_keeps_what_it_can_read() -> None:
+    read = OutboxPayload.from_json({"phase": "Hibernating", "cause": "Cosmic", "step": 2})
+    assert (read.phase, read.cause, read.step, read.tick) == (None, None, 2, None)

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from controller.kube.cluster import Cluster
 from controller.policy import CAPABILITIES, Cohort, HeaderMatch, RouterKind
 from controller.routing import MemoryRouter, OwnerReference, RouteState, RouteTarget, TrafficRouter
-from controller.routing.cluster import Cluster
 from controller.routing.gateway_api import GatewayApiRouter
 from controller.routing.istio import IstioRouter, sticky_rule_name
 from controller.routing.nginx import NginxRouter, canary_name

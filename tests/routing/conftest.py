@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.routing.cluster import Cluster, RetryPolicy
+from controller.kube.cluster import Cluster, RetryPolicy
 from tests.kube import KubeApi
 
 #: a request that takes longer than this times out: long enough for a loaded 2-core CI

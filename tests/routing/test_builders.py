@@ -11,9 +11,10 @@ import re2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.kube.objects import merge_patch
 from controller.policy import RouterKind
 from controller.routing import TOTAL, RouteState, gateway_api, istio, nginx, supported_state
-from controller.routing.manifests import escape_regex, merge_patch
+from controller.routing.manifests import escape_regex
 from tests.routing.cases import HTTP_ROUTE, INGRESS, NAMESPACE, STICKY, VIRTUAL_SERVICE, target
 
 shares = st.integers(min_value=0, max_value=TOTAL)

@@ -10,6 +10,7 @@ import logging
 import pytest
 
 from controller.errors import FencedError, TransientError
+from controller.kube.cluster import Cluster
 from controller.policy import CAPABILITIES, RouterKind
 from controller.routing import (
     MANAGED_BY,
@@ -25,7 +26,6 @@ from controller.routing import (
     UnsupportedRouteError,
     supported_state,
 )
-from controller.routing.cluster import Cluster
 from tests.kube import Concurrent, KubeApi, Through, without_server_metadata
 from tests.routing.cases import (
     CASES,
@@ -83,7 +83,7 @@ def test_apply_is_idempotent(any_router: TrafficRouter, caplog: pytest.LogCaptur
     for _, state in rollout(any_router.kind):
         any_router.apply(state)
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="controller.routing"):
+        with caplog.at_level(logging.INFO, logger="controller"):
             again = any_router.apply(state)
         assert not again.changed
         assert again.state == supported_state(state, any_router.kind)

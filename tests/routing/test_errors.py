@@ -14,6 +14,7 @@ import socket
 import pytest
 
 from controller.errors import PermanentError, TransientError
+from controller.kube.cluster import Cluster, RetryPolicy
 from controller.policy import RouterKind
 from controller.routing import (
     ApiNotInstalledError,
@@ -24,7 +25,6 @@ from controller.routing import (
     RouteNotFoundError,
     RouteState,
 )
-from controller.routing.cluster import Cluster, RetryPolicy
 from tests.kube import KubeApi, Slow
 from tests.routing.cases import BASELINE, CASES, NAMESPACE, ROUTE, STICKY, rollout, target
 from tests.routing.conftest import TIMEOUT, Sleeps

@@ -8,6 +8,7 @@ from typing import Any
 import kmock
 import pytest
 
+from controller.kube.cluster import Cluster
 from controller.policy import RouterKind
 from controller.routing import (
     NotRoutedToBaselineError,
@@ -15,7 +16,6 @@ from controller.routing import (
     RouteState,
     UnsupportedRouteError,
 )
-from controller.routing.cluster import Cluster
 from controller.routing.gateway_api import (
     GatewayApiRouter,
     desired_route,

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.kube.cluster import Cluster
 from controller.policy import RouterKind
 from controller.routing import PROMOTED, RouteState, supported_state
-from controller.routing.cluster import Cluster
 from tests.kube import KubeApi, without_server_metadata
 from tests.routing.cases import CASES, NAMESPACE, ROUTE, rollout, target
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
+from controller.kube.cluster import Cluster
 from controller.policy import RouterKind
 from controller.routing import (
     OwnershipError,
     RouteState,
     UnsupportedRouteError,
 )
-from controller.routing.cluster import Cluster
 from controller.routing.istio import (
     IstioRouter,
     desired_service,

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from controller.kube.cluster import Cluster
 from controller.policy import Cohort, HeaderMatch, RouterKind
 from controller.routing import (
     NEUTRAL,
@@ -15,7 +16,6 @@ from controller.routing import (
     RouteTarget,
     UnsupportedRouteError,
 )
-from controller.routing.cluster import Cluster
 from controller.routing.nginx import (
     CANARY_BY_HEADER,
     CANARY_BY_HEADER_PATTERN,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from controller.errors import PermanentError, TransientError
+from controller.kube.cluster import Cluster
 from controller.policy import CAPABILITIES, RouterKind, load_file
 from controller.routing import (
     NEUTRAL,
@@ -19,7 +20,6 @@ from controller.routing import (
     RouteTarget,
     UnknownRouterError,
 )
-from controller.routing.cluster import Cluster
 from controller.routing.registry import ROUTERS, create_router, router_class
 from tests.kube import KubeApi
 from tests.routing.cases import target

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.kube.cluster import Cluster
 from controller.policy import RouterKind
 from controller.routing import PROMOTED, RouteState, supported_state
-from controller.routing.cluster import Cluster
 from controller.routing.gateway_api import (
     GatewayApiRouter,
     default_matches,

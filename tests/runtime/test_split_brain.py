@@ -35,8 +35,8 @@ from pathlib import Path
 
 import pytest
 
+from controller.kube.cluster import Cluster
 from controller.routing import RouteState, RouteTarget
-from controller.routing.cluster import Cluster
 from controller.routing.gateway_api import GatewayApiRouter, observed_state
 from controller.store.sql import SqlStore, migrate
 from tests.databases import postgres_test_url  # noqa: F401  (fixture)

@@ -1,4 +1,4 @@
-"""The one seam between the routers and the Kubernetes API.
+"""The one seam between the controller and the Kubernetes API.
 
 Every request goes through `Cluster`, which:
 
@@ -8,7 +8,7 @@ Every request goes through `Cluster`, which:
 - writes with JSON merge patches that carry the `resourceVersion` it read,
   so a write based on a stale read fails with 409 instead of overwriting a
   concurrent change; `reconcile` then re-reads, rebuilds and retries, bounded;
-- turns every failure into the error tree of `controller.routing.base`:
+- turns every failure into the error tree of `controller.kube.errors`:
   403 names the verb and resource RBAC forbids, a 404 is told apart as a
   missing object or a missing API (CRD not installed) through discovery,
   timeouts, connection errors, 429 and 5xx are retried with bounded
@@ -30,51 +30,19 @@ from typing import Any, NoReturn, cast
 import urllib3
 from kubernetes.client import ApiClient, ApiException, CustomObjectsApi
 
-from controller.policy.route import RouteState
-from controller.routing.base import (
+from controller.kube.errors import (
     ApiNotInstalledError,
     ApiUnavailableError,
     ConflictError,
     ForbiddenError,
     RejectedError,
-    RouteChange,
-    Verb,
-    Write,
 )
-from controller.routing.manifests import JsonObject, merge_patch
+from controller.kube.objects import JsonObject, Kind, Reconciled, Verb, Write, merge_patch
 
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 FIELD_MANAGER = "canary-controller"
-
-
-@dataclass(frozen=True)
-class Kind:
-    """A Kubernetes resource type, as the API paths and the messages name it."""
-
-    group: str
-    version: str
-    plural: str
-    kind: str
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}"
-
-    @property
-    def resource(self) -> str:
-        """`plural.group`, the way RBAC rules and kubectl name a resource."""
-        return f"{self.plural}.{self.group}"
-
-    def ref(self, namespace: str, name: str) -> str:
-        return f"{self.kind} {namespace}/{name}"
-
-
-INGRESS = Kind("networking.k8s.io", "v1", "ingresses", "Ingress")
-HTTP_ROUTE = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
-VIRTUAL_SERVICE = Kind("networking.istio.io", "v1", "virtualservices", "VirtualService")
-DESTINATION_RULE = Kind("networking.istio.io", "v1", "destinationrules", "DestinationRule")
 
 
 @dataclass(frozen=True)
@@ -117,14 +85,6 @@ class _Gone(Exception):
 
 
 Build = Callable[[JsonObject | None], JsonObject | None]
-
-
-@dataclass(frozen=True)
-class Reconciled:
-    """The outcome of `Cluster.reconcile`: the write made (if any) and the object now."""
-
-    write: Write | None
-    object: JsonObject | None
 
 
 class Cluster:
@@ -423,8 +383,3 @@ def _retry_after(exc: ApiException) -> float | None:
         return float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
-
-
-def route_change(state: RouteState, *steps: Reconciled) -> RouteChange:
-    """A RouteChange from the reconciles a router made, in order."""
-    return RouteChange(state, tuple(s.write for s in steps if s.write is not None))
