@@ -227,6 +227,18 @@ class Cluster:
             ) from exc
         return True
 
+    def update(self, kind: Kind, namespace: str, name: str, patch: JsonObject) -> JsonObject | None:
+        """Merge-patch an object as it is (no resourceVersion: the patch's fields win);
+        the object after the write, None if it does not exist."""
+        try:
+            return self.patch(kind, namespace, name, patch)
+        except _Gone:
+            return None
+        except _Conflict as exc:
+            raise ConflictError(
+                f"patch {kind.ref(namespace, name)}: the API server answered 409: {exc}"
+            ) from exc
+
     def list_objects(
         self, kind: Kind, namespace: str, *, label_selector: str = ""
     ) -> list[JsonObject]:
