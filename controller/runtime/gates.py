@@ -40,12 +40,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from kubernetes.client import ApiClient
-
 from controller import __version__
 from controller.cases import EvalCase, export_rows
 from controller.engine.state import GateOutcome, GateResult, RolloutState
 from controller.errors import PermanentError, TransientError
+from controller.kube.client import ApiClient
 from controller.kube.cluster import Cluster, RetryPolicy
 from controller.kube.errors import ForbiddenError
 from controller.kube.objects import CONFIG_MAP, JOB, SECRET, JsonObject

@@ -32,12 +32,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from kubernetes.client import ApiClient
-
 from controller.analysis.verdicts import Verdict, worst
 from controller.engine.phases import Phase
 from controller.engine.state import Look, RolloutState, Transition
 from controller.errors import CanaryError
+from controller.kube.client import ApiClient
 from controller.kube.cluster import Cluster, RetryPolicy
 from controller.kube.objects import EVENT, merge_patch
 from controller.policy import API_GROUP, API_VERSION, KIND, OVERALL, Cause, ModelRollout
