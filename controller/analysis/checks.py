@@ -156,9 +156,18 @@ def limit_check(
     quantity = f"{test.quantity} {show(test.estimate)}" if test.estimate is not None else ""
     confidence = 1.0 - (test.bound_alpha or budget.fail_share)
     reason = ""
-    if verdict is Verdict.FAIL:
+    if verdict is Verdict.FAIL and test.d_hat >= 0:
         reason = (
             f"{quantity} breaks {test.limit_text}: with {confidence:.4%} confidence "
+            f"it lies in {bounds}"
+        )
+    elif verdict is Verdict.FAIL:
+        # Between the tolerance and the limit either verdict is allowed; this one says
+        # which side the evidence favours, and that the estimate is short of the limit.
+        fine = f" (fine up to {show(test.tolerance)})" if test.tolerance is not None else ""
+        reason = (
+            f"{quantity} is past what {test.limit_text} tolerates{fine}: the evidence "
+            f"favours the limit over the tolerance, with {confidence:.4%} confidence "
             f"it lies in {bounds}"
         )
     elif verdict is Verdict.INCONCLUSIVE:
