@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from kubernetes.client import ApiClient
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
@@ -32,7 +31,7 @@ from controller.dashboard.server import DashboardServer, OpenedStore
 from controller.engine.phases import Phase
 from controller.engine.state import CommandKind
 from controller.errors import CanaryError, PermanentError
-from controller.kube.client import kube_client
+from controller.kube.client import ApiClient, kube_client
 from controller.kube.cluster import Cluster
 from controller.metrics.base import MetricProvider
 from controller.metrics.exemplars import TraceSource

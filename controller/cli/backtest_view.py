@@ -25,7 +25,6 @@ from rich.progress import (
 )
 
 from controller.engine.state import EventKind
-from controller.metrics.prometheus import PrometheusProvider
 from controller.policy import ModelRollout, format_duration
 from controller.runtime.backtest import (
     Backtest,
@@ -36,7 +35,7 @@ from controller.runtime.backtest import (
     replay,
     ticks,
 )
-from controller.settings import Settings, redact_url
+from controller.settings import redact_url
 
 #: a replay of more ticks than this shows a progress bar (on a terminal)
 PROGRESS_FROM = 120
@@ -47,18 +46,6 @@ _STYLE = {
     EventKind.HOLDING: "yellow",
     EventKind.PAUSED: "yellow",
 }
-
-
-def provider(url: str, settings: Settings) -> PrometheusProvider:
-    """The Prometheus provider a controller with `settings` would use, at `url`."""
-    return PrometheusProvider(
-        url,
-        token=settings.prometheus_token,
-        ca_file=settings.prometheus_ca_file,
-        timeout_seconds=settings.prometheus_timeout_seconds,
-        custom_queries=settings.custom_queries,
-        tenant_label=settings.tenant_label,
-    )
 
 
 def run(

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
-from urllib.parse import quote
 
 import typer
 from rich.console import Console
@@ -25,7 +24,7 @@ from rich.markup import escape
 
 from controller import __version__
 from controller.cli.help import HelpGroup
-from controller.errors import CanaryError, PolicyError, Severity
+from controller.errors import CanaryError, PermanentError, PolicyError, Severity
 from controller.scenarios import Scenario
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
     from controller.policy import ModelRollout
     from controller.policy.loader import LoadedPolicy
     from controller.policy.queries import CustomQueries
-    from controller.store.sql import SqlStore
+    from controller.runtime.oneshot import SqlStore
 
 # Every command imports what it needs itself: `canaryctl --help` or `validate`
 # must not pay for scipy, SQLAlchemy, Alembic or the kubernetes client.
@@ -313,63 +312,17 @@ DatabaseOption = Annotated[
 
 
 def _store(database: str | None, *, writable: bool = False) -> SqlStore:
-    """The existing store at `database`, opened so that using it cannot create one.
-
-    A SQLite file is opened read-only (`writable` only for the manual commands,
-    which add a row but still never create the file); a missing file, an
-    in-memory database, a database that does not exist or has no tables is
-    refused with how to make one, and nothing is created or changed.
-    """
-    from sqlalchemy import inspect, make_url
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
-    from controller.settings import load_settings, redact_url
+    """The existing store at `database` (default: CANARY_DATABASE_URL), opened so that
+    using it cannot create one (`open_existing_store`); a clear error if there is none."""
+    from controller.runtime.oneshot import open_existing_store
+    from controller.settings import load_settings
 
     if database is None:
-        url = load_settings().database_url.get_secret_value()
-    elif "://" in database:
-        url = database
-    else:
-        url = f"sqlite:///{database}"
-    shown = redact_url(url)
-    upgrade = f"`CANARY_DATABASE_URL={shown} canaryctl db upgrade`"
+        database = load_settings().database_url.get_secret_value()
     try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        _fail(f"{shown} is not a database URL or a SQLite file: {exc}")
-    sqlite = parsed.get_backend_name() == "sqlite"
-    make = (
-        f"run `canaryctl demo` for a demo store, or create an empty one with {upgrade}"
-        if sqlite
-        else f"create its tables with {upgrade}"
-    )
-    if sqlite:
-        if parsed.database in (None, "", ":memory:"):
-            _fail(f"{shown} is an in-memory database, which holds no store")
-        path = Path(parsed.database)
-        if not path.is_file():
-            _fail(f"no store at {path}: {make}")
-        # SQLite creates a missing file on connect; a `file:` URI with a mode never does
-        mode = "rw" if writable else "ro"
-        uri = f"file:{quote(str(path.resolve()))}"
-        read_only = parsed.set(database=uri, query={**parsed.query, "mode": mode, "uri": "true"})
-        url = read_only.render_as_string(hide_password=False)
-    from controller.store.sql import SqlStore
-
-    store = SqlStore(url)
-    try:
-        with store.engine.connect() as connection:
-            has_tables = inspect(connection).has_table("rollouts")
-    except SQLAlchemyError as exc:
-        store.close()
-        reason = str(getattr(exc, "orig", None) or exc).strip()
-        if "does not exist" in reason:  # Postgres: a database that was never created
-            reason += f"; create the database, then {make}"
-        _fail(f"cannot open the store at {shown}: {reason}")
-    if not has_tables:
-        store.close()
-        _fail(f"{shown} is not a canary-controller store (it has no tables): {make}")
-    return store
+        return open_existing_store(database, writable=writable)
+    except PermanentError as exc:
+        _fail(str(exc))
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -626,7 +579,7 @@ def apply(
     ] = None,
 ) -> None:
     """Validate a policy, then apply it to the cluster (or to a directory source)."""
-    from controller.cli.apply import to_cluster, to_directory
+    from controller.cli.apply import to_directory
     from controller.policy import load_file
     from controller.settings import load_settings
 
@@ -644,13 +597,9 @@ def apply(
                 target = to_directory(policy.rollout, file, directory)
                 console.print(f"{escape(policy.rollout.key)} written to {escape(str(target))}")
             else:
-                from controller.kube.client import kube_client
+                from controller.runtime.oneshot import apply_to_cluster
 
-                client = kube_client(load_settings())
-                try:
-                    outcome = to_cluster(policy.rollout, client)
-                finally:
-                    client.close()  # type: ignore[no-untyped-call]  # the client has no annotations
+                outcome = apply_to_cluster(policy.rollout, settings)
                 console.print(f"modelrollout {escape(policy.rollout.key)} {outcome}")
     except PolicyError as exc:
         for problem in exc.problems:
@@ -692,10 +641,8 @@ def rehearse(
 ) -> None:
     """Drive the policy's real router on the real route with simulated traffic, then restore it."""
     from controller.cli.demo_view import show_rehearsal
-    from controller.kube.client import kube_client
-    from controller.kube.cluster import Cluster
     from controller.policy import load_file
-    from controller.routing.registry import router_for
+    from controller.runtime.oneshot import cluster_router
     from controller.settings import load_settings
 
     if scenario is Scenario.GATE_REPLAY:
@@ -706,10 +653,8 @@ def rehearse(
     try:
         [loaded] = load_file(policy)
         settings = load_settings(**({"kubeconfig": kubeconfig} if kubeconfig else {}))
-        client = kube_client(settings)
         rollout = loaded.rollout
-        router = router_for(rollout, Cluster(client))
-        try:
+        with cluster_router(rollout, settings) as router:
             show_rehearsal(
                 rollout,
                 router,
@@ -719,8 +664,6 @@ def rehearse(
                 rps=rps,
                 json_output=output is Output.JSON,
             )
-        finally:
-            client.close()  # type: ignore[no-untyped-call]  # the client has no annotations
     except ValueError:
         _fail(f"{policy} must hold exactly one ModelRollout to rehearse")
     except PolicyError as exc:
@@ -868,10 +811,11 @@ def _recorded(
 def _replay(
     rollout: ModelRollout, start: datetime, end: datetime, url: str, title: str, output: Output
 ) -> None:
-    from controller.cli.backtest_view import print_backtest, provider, run, source_name
+    from controller.cli.backtest_view import print_backtest, run, source_name
+    from controller.runtime.oneshot import prometheus_at
     from controller.settings import load_settings
 
-    source = provider(url, load_settings())
+    source = prometheus_at(url, load_settings())
     try:
         result = run(rollout, source, start, end, progress_to=err_console)
     except CanaryError as exc:
@@ -898,15 +842,15 @@ def db_upgrade(
     database: DatabaseOption = None,
 ) -> None:
     """Create or migrate the store's tables (--database, or CANARY_DATABASE_URL)."""
+    from controller.runtime.oneshot import migrate_store
     from controller.settings import load_settings, redact_url
-    from controller.store.sql import migrate
 
     if database is None:
         url = load_settings().database_url.get_secret_value()
     else:  # a file that does not exist yet is fine here: upgrading creates it
         url = database if "://" in database else f"sqlite:///{database}"
     try:
-        migrate(url, revision)
+        migrate_store(url, revision)
     except CanaryError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc

@@ -69,16 +69,9 @@ def traffic_for(
         source = "--rps" if rps is not None else "default; give --rps or --prometheus"
         total = rps if rps is not None else DEFAULT_RPS
         return Traffic(total, cohort_shares(cohorts, shares), source)
-    from controller.metrics.prometheus import PrometheusProvider
+    from controller.runtime.oneshot import prometheus_at
 
-    provider = PrometheusProvider(
-        prometheus,
-        token=settings.prometheus_token,
-        ca_file=settings.prometheus_ca_file,
-        timeout_seconds=settings.prometheus_timeout_seconds,
-        custom_queries=settings.custom_queries,
-        tenant_label=settings.tenant_label,
-    )
+    provider = prometheus_at(prometheus, settings)
     try:
         rates = provider.request_rates(
             spec.model, spec.baseline.version, namespace, over=HISTORY, at=datetime.now(UTC)

@@ -3,6 +3,6 @@ written with merge patches and conflict retries, list+watch with resume, and the
 API's failures in the one error tree.
 
 `objects` and `errors` import no client; `client`, `cluster` and `watch` do.
-The routers and the ModelRollout source go through here; the status writer takes
-its merge patch from here.
+Every Kubernetes request goes through here: the routers, the ModelRollout source,
+its status and Events, the Job gates (Jobs, ConfigMaps, Secrets) and `canaryctl apply`.
 """

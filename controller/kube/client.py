@@ -17,6 +17,9 @@ from kubernetes.client import ApiClient, Configuration
 from controller.errors import PermanentError
 from controller.settings import Settings
 
+#: the client's type, for the layers above that hand it to the seams here
+__all__ = ["ApiClient", "kube_client"]
+
 
 def kube_client(settings: Settings) -> ApiClient:
     """An API client configured as kubectl would be, or the pod's service account.

@@ -3,8 +3,12 @@
 Every request goes through `Cluster`, which:
 
 - reads and writes objects as plain JSON through the official client's
-  `CustomObjectsApi` (which serves any resource under `/apis/`, Ingress
-  included), so no client model ever drops a field it does not know;
+  `CustomObjectsApi` (which serves any resource under `/apis/`, Ingress and
+  Jobs included), so no client model ever drops a field it does not know; the
+  few core kinds the controller touches (ConfigMaps, Events, Secrets, under
+  `/api/v1`) go through `CoreV1Api` and come back as the same plain JSON;
+- reads and writes the status subresource of custom objects (`get_status`,
+  `patch_status`, merge patches);
 - writes with JSON merge patches that carry the `resourceVersion` it read,
   so a write based on a stale read fails with 409 instead of overwriting a
   concurrent change; `reconcile` then re-reads, rebuilds and retries, bounded;
@@ -22,13 +26,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, cast
 
 import urllib3
-from kubernetes.client import ApiClient, ApiException, CustomObjectsApi
+from kubernetes.client import ApiClient, ApiException, CoreV1Api, CustomObjectsApi
 
 from controller.kube.errors import (
     ApiNotInstalledError,
@@ -37,7 +42,15 @@ from controller.kube.errors import (
     ForbiddenError,
     RejectedError,
 )
-from controller.kube.objects import JsonObject, Kind, Reconciled, Verb, Write, merge_patch
+from controller.kube.objects import (
+    BUILT_IN,
+    JsonObject,
+    Kind,
+    Reconciled,
+    Verb,
+    Write,
+    merge_patch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +78,10 @@ class RetryPolicy:
 class _Retry(Exception):
     """Internal: a retryable failure, with what to say if it is the last one."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, status: int = 0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status or None
 
 
 class _Conflict(Exception):
@@ -101,12 +115,14 @@ class Cluster:
     ) -> None:
         """`on_retry(kind, reason)` is told of every retry ("conflict" or "unavailable"),
         for the controller's own metrics."""
+        self._api = api
         self._objects = CustomObjectsApi(api)
+        self._core = CoreV1Api(api)
         self._on_retry = on_retry or (lambda kind, reason: None)
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
-        self._installed: set[Kind] = set()
+        self._installed: set[Kind] = set(BUILT_IN)
 
     # --- reads and writes ----------------------------------------------------------------
 
@@ -118,13 +134,19 @@ class Cluster:
                 kind,
                 namespace,
                 name,
-                lambda: self._objects.get_namespaced_custom_object(
-                    kind.group,
-                    kind.version,
+                self._request(
+                    "read",
+                    kind,
                     namespace,
-                    kind.plural,
                     name,
-                    _request_timeout=self._timeout,
+                    lambda: self._objects.get_namespaced_custom_object(
+                        kind.group,
+                        kind.version,
+                        namespace,
+                        kind.plural,
+                        name,
+                        _request_timeout=self._timeout,
+                    ),
                 ),
             )
         except _Gone:
@@ -157,24 +179,152 @@ class Cluster:
             )
         self._installed.add(kind)
 
-    def create(self, kind: Kind, namespace: str, body: JsonObject) -> JsonObject:
+    def create(
+        self, kind: Kind, namespace: str, body: JsonObject, *, timeout: float | None = None
+    ) -> JsonObject:
         name = body["metadata"]["name"]
+        seconds = timeout or self._timeout
         created = self._call(
             "create",
             kind,
             namespace,
             name,
-            lambda: self._objects.create_namespaced_custom_object(
+            self._request(
+                "create",
+                kind,
+                namespace,
+                body,
+                lambda: self._objects.create_namespaced_custom_object(
+                    kind.group,
+                    kind.version,
+                    namespace,
+                    kind.plural,
+                    body,
+                    field_manager=FIELD_MANAGER,
+                    _request_timeout=seconds,
+                ),
+                timeout=seconds,
+            ),
+        )
+        return created if created is not None else body
+
+    def create_new(
+        self, kind: Kind, namespace: str, body: JsonObject, *, timeout: float | None = None
+    ) -> bool:
+        """Create the object unless one of its name exists; False if it did (409).
+
+        For objects named after what they stand for (an Event per transition, a
+        gate's Job per attempt): made once however often they are asked for."""
+        try:
+            self.create(kind, namespace, body, timeout=timeout)
+        except _Conflict:
+            return False
+        except _Gone as exc:
+            raise RejectedError(
+                f"create {kind.ref(namespace, body['metadata']['name'])}: the API server "
+                f"answered 404 (no namespace {namespace!r}?): {exc}",
+                status=404,
+            ) from exc
+        return True
+
+    def update(self, kind: Kind, namespace: str, name: str, patch: JsonObject) -> JsonObject | None:
+        """Merge-patch an object as it is (no resourceVersion: the patch's fields win);
+        the object after the write, None if it does not exist."""
+        try:
+            return self.patch(kind, namespace, name, patch)
+        except _Gone:
+            return None
+        except _Conflict as exc:
+            raise ConflictError(
+                f"patch {kind.ref(namespace, name)}: the API server answered 409: {exc}"
+            ) from exc
+
+    def list_objects(
+        self, kind: Kind, namespace: str, *, label_selector: str = ""
+    ) -> list[JsonObject]:
+        """The objects of `kind` in `namespace` that match `label_selector` (custom
+        objects and Jobs: anything under `/apis/`)."""
+        found = self._call(
+            "list",
+            kind,
+            namespace,
+            "",
+            lambda: self._objects.list_namespaced_custom_object(
                 kind.group,
                 kind.version,
                 namespace,
                 kind.plural,
-                body,
-                field_manager=FIELD_MANAGER,
+                label_selector=label_selector,
                 _request_timeout=self._timeout,
             ),
         )
-        return created if created is not None else body
+        items = (found or {}).get("items") or []
+        return [item for item in items if isinstance(item, dict)]
+
+    # --- the status subresource of custom objects -----------------------------------------
+
+    def get_status(
+        self, kind: Kind, namespace: str, name: str, *, timeout: float | None = None
+    ) -> JsonObject | None:
+        """The object as its status subresource serves it; None if it does not exist."""
+        try:
+            found: JsonObject | None = self._call(
+                "get",
+                kind,
+                namespace,
+                name,
+                lambda: self._objects.get_namespaced_custom_object_status(
+                    kind.group,
+                    kind.version,
+                    namespace,
+                    kind.plural,
+                    name,
+                    _request_timeout=timeout or self._timeout,
+                ),
+            )
+        except _Gone:
+            return None
+        return found
+
+    def patch_status(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        status: JsonObject,
+        *,
+        timeout: float | None = None,
+    ) -> JsonObject | None:
+        """Merge-patch the status subresource with `{"status": status}`; the object
+        after the write, None if it does not exist. A 409 is a `ConflictError`."""
+        try:
+            result: JsonObject | None = self._call(
+                "patch",
+                kind,
+                namespace,
+                name,
+                lambda: self._objects.patch_namespaced_custom_object_status(
+                    kind.group,
+                    kind.version,
+                    namespace,
+                    kind.plural,
+                    name,
+                    {"status": status},
+                    field_manager=FIELD_MANAGER,
+                    _request_timeout=timeout or self._timeout,
+                    _content_type=MERGE_PATCH,
+                ),
+            )
+        except _Gone:
+            return None
+        except _Conflict as exc:
+            raise ConflictError(
+                f"patch the status of {kind.ref(namespace, name)}: the API server answered "
+                f"409: {exc}"
+            ) from exc
+        if result is None:
+            raise RejectedError(f"patch {kind.ref(namespace, name)}: the API server sent no object")
+        return result
 
     def patch(self, kind: Kind, namespace: str, name: str, patch: JsonObject) -> JsonObject:
         result: JsonObject | None = self._call(
@@ -198,26 +348,65 @@ class Cluster:
             raise RejectedError(f"patch {kind.ref(namespace, name)}: the API server sent no object")
         return result
 
-    def delete(self, kind: Kind, namespace: str, name: str) -> bool:
-        """Delete the object; False if it was already gone."""
+    def delete(
+        self, kind: Kind, namespace: str, name: str, *, propagation: str | None = None
+    ) -> bool:
+        """Delete the object; False if it was already gone. `propagation`: what happens
+        to what it owns (`Background`, `Foreground`, `Orphan`; None: the kind's default)."""
+        extra: dict[str, Any] = {"propagation_policy": propagation} if propagation else {}
         try:
             self._call(
                 "delete",
                 kind,
                 namespace,
                 name,
-                lambda: self._objects.delete_namespaced_custom_object(
-                    kind.group,
-                    kind.version,
+                self._request(
+                    "delete",
+                    kind,
                     namespace,
-                    kind.plural,
                     name,
-                    _request_timeout=self._timeout,
+                    lambda: self._objects.delete_namespaced_custom_object(
+                        kind.group,
+                        kind.version,
+                        namespace,
+                        kind.plural,
+                        name,
+                        _request_timeout=self._timeout,
+                        **extra,
+                    ),
+                    **extra,
                 ),
             )
         except _Gone:
             return False
         return True
+
+    def _request(
+        self,
+        op: str,
+        kind: Kind,
+        namespace: str,
+        name_or_body: str | JsonObject,
+        custom: Callable[[], object],
+        *,
+        timeout: float | None = None,
+        **extra: Any,
+    ) -> Callable[[], object]:
+        """The request: `custom` for kinds under `/apis/`; for a core kind, the
+        `CoreV1Api` call of the same verb, its answer turned into plain JSON."""
+        if not kind.core:
+            return custom
+        method = getattr(self._core, f"{op}_namespaced_{_snake(kind.kind)}")
+        seconds = timeout or self._timeout
+
+        def core() -> object:
+            if op == "create":
+                answer = method(namespace, name_or_body, _request_timeout=seconds, **extra)
+            else:
+                answer = method(name_or_body, namespace, _request_timeout=seconds, **extra)
+            return self._api.sanitize_for_serialization(answer)  # type: ignore[no-untyped-call]
+
+        return core
 
     # --- read, build, write ----------------------------------------------------------------
 
@@ -296,6 +485,7 @@ class Cluster:
         """
         what = kind.ref(namespace, name) if name else f"{kind.resource} in {namespace}"
         last = ""
+        last_status: int | None = None
         lost_answer = False  # an earlier try may have landed
         for attempt in range(self._retry.attempts):
             try:
@@ -305,11 +495,13 @@ class Cluster:
                     self._raise_for(exc, verb, kind, namespace, what)
                 except _Retry as retry:
                     last, retry_after = str(retry), retry.retry_after
+                    last_status = retry.status
                 except _Conflict as conflict:
                     conflict.after_lost_answer = lost_answer
                     raise
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 last, retry_after = f"{type(exc).__name__}: {exc}", None
+                last_status = None
                 lost_answer = True
             else:
                 if attempt:
@@ -330,6 +522,7 @@ class Cluster:
             f"{verb} {what} failed {self._retry.attempts} times; the Kubernetes API is "
             f"unavailable: {last}",
             retry_after=self._retry.max_delay,
+            status=last_status,
         )
 
     @staticmethod
@@ -348,17 +541,23 @@ class Cluster:
         if status == 401:
             raise RejectedError(
                 f"{verb} {what}: the API server did not accept the controller's "
-                f"credentials: {message}"
+                f"credentials: {message}",
+                status=status,
             ) from exc
         if status == 404:
             raise _Gone(message) from exc
         if status == 409:
             raise _Conflict(message) from exc
         if status == 429 or status >= 500 or status == 0:
-            raise _Retry(f"HTTP {status}: {message}", _retry_after(exc)) from exc
+            raise _Retry(f"HTTP {status}: {message}", _retry_after(exc), status) from exc
         raise RejectedError(
-            f"the API server refused to {verb} {what} (HTTP {status}): {message}"
+            f"the API server refused to {verb} {what} (HTTP {status}): {message}", status=status
         ) from exc
+
+
+def _snake(kind: str) -> str:
+    """`ConfigMap` -> `config_map`, as the client names its methods."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()
 
 
 def _server_message(exc: ApiException) -> str:

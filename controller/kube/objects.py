@@ -27,12 +27,17 @@ class Kind:
 
     @property
     def api_version(self) -> str:
-        return f"{self.group}/{self.version}"
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def core(self) -> bool:
+        """In the core API group (`/api/v1`: ConfigMaps, Events, Secrets)."""
+        return not self.group
 
     @property
     def resource(self) -> str:
         """`plural.group`, the way RBAC rules and kubectl name a resource."""
-        return f"{self.plural}.{self.group}"
+        return f"{self.plural}.{self.group}" if self.group else self.plural
 
     def ref(self, namespace: str, name: str) -> str:
         return f"{self.kind} {namespace}/{name}"
@@ -42,6 +47,12 @@ INGRESS = Kind("networking.k8s.io", "v1", "ingresses", "Ingress")
 HTTP_ROUTE = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 VIRTUAL_SERVICE = Kind("networking.istio.io", "v1", "virtualservices", "VirtualService")
 DESTINATION_RULE = Kind("networking.istio.io", "v1", "destinationrules", "DestinationRule")
+JOB = Kind("batch", "v1", "jobs", "Job")
+CONFIG_MAP = Kind("", "v1", "configmaps", "ConfigMap")
+EVENT = Kind("", "v1", "events", "Event")
+SECRET = Kind("", "v1", "secrets", "Secret")
+#: served by every API server: a 404 is a missing object, never a missing API
+BUILT_IN = frozenset({JOB, CONFIG_MAP, EVENT, SECRET})
 
 
 class Verb(StrEnum):

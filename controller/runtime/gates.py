@@ -20,7 +20,10 @@ only performs an attempt and reports how it went:
   earlier attempts; `ttlSecondsAfterFinished` removes any the controller missed.
 
 Both carry this model's recorded eval cases as `canaryctl cases export` rows,
-from a `CaseSource`.
+from a `CaseSource`. Jobs, ConfigMaps and Secrets are read and written through
+`controller.kube.Cluster` (one try per request: the gate's next tick is the retry),
+so its error mapping is the one: 403 and invalid objects fail the gate, 5xx,
+timeouts and throttling are transient.
 """
 
 from __future__ import annotations
@@ -35,16 +38,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol, cast
-
-from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError as Urllib3Error
+from typing import Any, Protocol
 
 from controller import __version__
 from controller.cases import EvalCase, export_rows
 from controller.engine.state import GateOutcome, GateResult, RolloutState
 from controller.errors import PermanentError, TransientError
+from controller.kube.client import ApiClient
+from controller.kube.cluster import Cluster, RetryPolicy
+from controller.kube.errors import ForbiddenError
+from controller.kube.objects import CONFIG_MAP, JOB, SECRET, JsonObject
 from controller.policy import ModelRollout
 from controller.policy.gates import EVIDENCE_BYTES, Gate, JobGate, WebhookAllow, WebhookGate
 from controller.routing.base import OwnerReference
@@ -244,24 +247,21 @@ class KubeSecretHeaders:
     """Webhook headers from a Secret in the rollout's namespace (real client)."""
 
     def __init__(self, api: ApiClient, *, request_timeout: float = 10.0) -> None:
-        self._core = CoreV1Api(api)
+        self._cluster = _cluster(api, request_timeout)
         self.request_timeout = request_timeout
 
     def headers(self, namespace: str, secret: str) -> dict[str, str]:
+        unreadable = f"headersFrom: Secret {namespace}/{secret} cannot be read"
         try:
-            found = self._core.read_namespaced_secret(
-                secret, namespace, _request_timeout=self.request_timeout
-            )
-        except ApiException as exc:
-            if exc.status in (403, 404):
-                raise PermanentError(
-                    f"headersFrom: Secret {namespace}/{secret} cannot be read (HTTP {exc.status})"
-                ) from exc
-            raise TransientError(f"reading Secret {namespace}/{secret}: HTTP {exc.status}") from exc
-        except Urllib3Error as exc:
-            raise TransientError(f"reading Secret {namespace}/{secret}: {exc}") from exc
+            found = self._cluster.get(SECRET, namespace, secret)
+        except ForbiddenError as exc:
+            raise PermanentError(f"{unreadable} (HTTP 403)") from exc
+        except (PermanentError, TransientError) as exc:
+            raise TransientError(_say(f"reading Secret {namespace}/{secret}", exc)) from exc
+        if found is None:
+            raise PermanentError(f"{unreadable} (HTTP 404)")
         out: dict[str, str] = {}
-        for key, value in (found.data or {}).items():
+        for key, value in (found.get("data") or {}).items():
             text = base64.b64decode(value).decode(errors="replace").strip()
             if "\r" in text or "\n" in text:
                 raise PermanentError(f"headersFrom: {secret}.{key} holds a line break")
@@ -367,8 +367,7 @@ class JobGates:
     def __init__(
         self, api: ApiClient, *, cases: CaseSource | None = None, request_timeout: float = 10.0
     ) -> None:
-        self._batch = BatchV1Api(api)
-        self._core = CoreV1Api(api)
+        self._cluster = _cluster(api, request_timeout)
         self.cases: CaseSource = cases or NoCases()
         self.request_timeout = request_timeout
 
@@ -380,17 +379,13 @@ class JobGates:
         namespace = rollout.metadata.namespace
         name = job_name(rollout, state, gate.name, wait.attempt)
         try:
-            found = self._batch.read_namespaced_job(
-                name, namespace, _request_timeout=self.request_timeout
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _api_error(f"reading Job {namespace}/{name}", exc) from exc
+            found = self._cluster.get(JOB, namespace, name)
+        except (PermanentError, TransientError) as exc:
+            raise _api_error(f"reading Job {namespace}/{name}", exc) from exc
+        if found is None:
             self._start(rollout, state, gate, job, name)
             return _result(state, GateOutcome.RUNNING, f"Job {name} created")
-        except Urllib3Error as exc:
-            raise TransientError(f"reading Job {namespace}/{name}: {exc}") from exc
-        outcome, detail = _job_outcome(found.status)
+        outcome, detail = _job_outcome(found.get("status") or {})
         if outcome is GateOutcome.RUNNING:
             return _result(state, outcome, detail)
         self._delete(namespace, name)
@@ -414,43 +409,31 @@ class JobGates:
             "data": {CASES_FILE: cases},
         }
         try:
-            try:
-                self._core.create_namespaced_config_map(
-                    namespace, cast(Any, config_map), _request_timeout=self.request_timeout
-                )
-            except ApiException as exc:
-                if exc.status != 409:  # made by an earlier tick that did not commit
-                    raise
-            self._batch.create_namespaced_job(
-                namespace,
-                cast(Any, gate_job(rollout, state, gate, job, name)),
-                _request_timeout=self.request_timeout,
-            )
-        except ApiException as exc:
-            if exc.status == 409:
+            # one that exists was made by an earlier tick that did not commit
+            self._cluster.create_new(CONFIG_MAP, namespace, config_map)
+            if not self._cluster.create_new(
+                JOB, namespace, gate_job(rollout, state, gate, job, name)
+            ):
                 return
+        except (PermanentError, TransientError) as exc:
             raise _api_error(f"creating Job {namespace}/{name}", exc) from exc
-        except Urllib3Error as exc:
-            raise TransientError(f"creating Job {namespace}/{name}: {exc}") from exc
         log.info("%s: gate %s: Job %s created", rollout.key, gate.name, name)
 
     def _delete_earlier(self, rollout: ModelRollout, gate: Gate, name: str) -> None:
         """Delete the Jobs of this gate's earlier attempts (a gate run again)."""
         selector = f"{ROLLOUT_LABEL}={_label(rollout.metadata.name)},{GATE_LABEL}={gate.name}"
         try:
-            jobs = self._batch.list_namespaced_job(
-                rollout.metadata.namespace,
-                label_selector=selector,
-                _request_timeout=self.request_timeout,
+            jobs = self._cluster.list_objects(
+                JOB, rollout.metadata.namespace, label_selector=selector
             )
-        except (ApiException, Urllib3Error) as exc:
+        except (PermanentError, TransientError) as exc:
             log.warning("%s: could not list earlier gate Jobs: %s", rollout.key, exc)
             return
         wanted = _labels(rollout, gate)
-        for item in jobs.items:
-            meta = item.metadata
-            labels = (meta.labels if meta is not None else None) or {}
-            other = meta.name if meta is not None else None
+        for item in jobs:
+            meta = item.get("metadata") or {}
+            labels = meta.get("labels") or {}
+            other = meta.get("name")
             mine = all(labels.get(k) == wanted[k] for k in (ROLLOUT_LABEL, GATE_LABEL))
             if other and other != name and mine:
                 self._delete(rollout.metadata.namespace, other)
@@ -459,42 +442,44 @@ class JobGates:
         """Delete a gate's Job (its pods with it) and its ConfigMap; a failure is logged,
         `ttlSecondsAfterFinished` and the owner reference clean up after it."""
         try:
-            self._batch.delete_namespaced_job(
-                name,
-                namespace,
-                propagation_policy="Background",
-                _request_timeout=self.request_timeout,
-            )
-        except (ApiException, Urllib3Error) as exc:
-            if not (isinstance(exc, ApiException) and exc.status == 404):
-                log.warning("could not delete gate Job %s/%s: %s", namespace, name, exc)
+            self._cluster.delete(JOB, namespace, name, propagation="Background")
+        except (PermanentError, TransientError) as exc:
+            log.warning("could not delete gate Job %s/%s: %s", namespace, name, exc)
         try:
-            self._core.delete_namespaced_config_map(
-                name, namespace, _request_timeout=self.request_timeout
-            )
-        except (ApiException, Urllib3Error) as exc:
-            if not (isinstance(exc, ApiException) and exc.status == 404):
-                log.warning("could not delete gate ConfigMap %s/%s: %s", namespace, name, exc)
+            self._cluster.delete(CONFIG_MAP, namespace, name)
+        except (PermanentError, TransientError) as exc:
+            log.warning("could not delete gate ConfigMap %s/%s: %s", namespace, name, exc)
 
 
-def _job_outcome(status: Any) -> tuple[GateOutcome, str]:
+def _cluster(api: ApiClient, request_timeout: float) -> Cluster:
+    """The gates' way to the cluster: one try per request (the next tick retries)."""
+    return Cluster(api, timeout=request_timeout, retry=RetryPolicy(attempts=1))
+
+
+def _job_outcome(status: JsonObject) -> tuple[GateOutcome, str]:
     """A Job's status as a gate outcome, the way `kubectl wait` reads it."""
-    for condition in (status.conditions if status is not None else None) or []:
-        if condition.status != "True":
+    for condition in status.get("conditions") or []:
+        if condition.get("status") != "True":
             continue
-        text = ": ".join(x for x in (condition.reason, condition.message) if x)
-        if condition.type == "Complete":
+        text = ": ".join(x for x in (condition.get("reason"), condition.get("message")) if x)
+        if condition.get("type") == "Complete":
             return GateOutcome.PASSED, "succeeded" + (f" ({text})" if text else "")
-        if condition.type == "Failed":
+        if condition.get("type") == "Failed":
             return GateOutcome.FAILED, "failed" + (f": {text}" if text else "")
-    active = status.active if status is not None else None
-    return GateOutcome.RUNNING, f"running ({active or 0} active pod(s))"
+    return GateOutcome.RUNNING, f"running ({status.get('active') or 0} active pod(s))"
 
 
-def _api_error(what: str, exc: ApiException) -> PermanentError | TransientError:
-    if exc.status in (400, 403, 404, 422):
-        return PermanentError(f"{what}: HTTP {exc.status} {exc.reason}")
-    return TransientError(f"{what}: HTTP {exc.status} {exc.reason}")
+def _say(what: str, exc: PermanentError | TransientError) -> str:
+    """`what` failed, with the HTTP status the API server answered (if it answered)."""
+    status = getattr(exc, "status", None)
+    return f"{what}: HTTP {status}: {exc}" if status is not None else f"{what}: {exc}"
+
+
+def _api_error(what: str, exc: PermanentError | TransientError) -> PermanentError | TransientError:
+    """The kube layer's error, said as what the gate was doing; permanent stays permanent."""
+    if isinstance(exc, PermanentError):
+        return PermanentError(_say(what, exc))
+    return TransientError(_say(what, exc))
 
 
 class GateRunners:

@@ -33,10 +33,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client import ApiClient
-
 from controller.backoff import Backoff
 from controller.errors import PolicyError, Problem
+from controller.kube.client import ApiClient
 from controller.kube.objects import Kind
 from controller.kube.watch import ListWatch
 from controller.policy import API_GROUP, KIND, ModelRollout, parse_object

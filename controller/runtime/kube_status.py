@@ -11,7 +11,8 @@ The status the object has is remembered from the last write, with the
 resourceVersion that write returned; when the rollout the controller holds
 carries another resourceVersion (someone else wrote the object, or it is a new
 replica's first tick), it is read again first. So a steady rollout costs no
-request at all.
+request at all. Every request goes through `controller.kube.Cluster` (one try
+each, with the tick's timeout): its error mapping, its merge patch.
 
 Reporting never fails or holds up a tick: every request has a short timeout,
 all of a tick's requests share a small time budget, and a failure (timeout,
@@ -29,17 +30,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
-
-import urllib3
-from kubernetes.client import ApiClient, ApiException, CoreV1Api, CoreV1Event, CustomObjectsApi
+from typing import Any, Literal
 
 from controller.analysis.verdicts import Verdict, worst
 from controller.engine.phases import Phase
 from controller.engine.state import Look, RolloutState, Transition
-from controller.kube.objects import merge_patch
+from controller.errors import CanaryError
+from controller.kube.client import ApiClient
+from controller.kube.cluster import Cluster, RetryPolicy
+from controller.kube.objects import EVENT, merge_patch
 from controller.policy import API_GROUP, API_VERSION, KIND, OVERALL, Cause, ModelRollout
-from controller.policy.crd import PLURAL, VERSION
 from controller.policy.status import (
     CohortVerdicts,
     Condition,
@@ -48,12 +48,11 @@ from controller.policy.status import (
     RolloutStatus,
 )
 from controller.runtime.executor import TickResult
-from controller.runtime.kube_source import InvalidRollout
+from controller.runtime.kube_source import MODEL_ROLLOUTS, InvalidRollout
 
 log = logging.getLogger(__name__)
 
 JsonObject = dict[str, Any]
-MERGE_PATCH = "application/merge-patch+json"
 COMPONENT = "canary-controller"
 
 #: every status field the controller owns (anything else in `status` is left alone)
@@ -380,6 +379,10 @@ class _OutOfTime(Exception):
     """Internal: the tick's reporting budget is spent."""
 
 
+class _Gone(Exception):
+    """Internal: the ModelRollout no longer exists."""
+
+
 class KubeStatusReporter:
     """A TickReporter that writes the ModelRollout status (as a diff) and Events."""
 
@@ -393,8 +396,8 @@ class KubeStatusReporter:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         """`timeout` bounds each request, `budget` all the requests of one report."""
-        self._objects = CustomObjectsApi(api)
-        self._core = CoreV1Api(api)
+        # one try per request: a failure waits for the next tick, not for a backoff
+        self._cluster = Cluster(api, timeout=timeout, retry=RetryPolicy(attempts=1))
         self.timeout = timeout
         self.budget = budget
         self.instance = instance
@@ -455,50 +458,40 @@ class KubeStatusReporter:
                     log.debug("status of %s unchanged: no write", key)
                     return
                 self._known.pop(key, None)  # unknown until the write answers
-                answer = self._objects.patch_namespaced_custom_object_status(
-                    API_GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    name,
-                    {"status": patch},
-                    _content_type=MERGE_PATCH,
-                    _request_timeout=self._timeout(deadline),
+                answer = self._cluster.patch_status(
+                    MODEL_ROLLOUTS, namespace, name, patch, timeout=self._timeout(deadline)
                 )
-                self._known[key] = _known(cast(JsonObject, answer))
+                if answer is None:
+                    raise _Gone
+                self._known[key] = _known(answer)
                 log.debug("status of %s patched: %s", key, sorted(patch))
             except Exception as exc:  # a report never fails a tick
                 self._known.pop(key, None)
                 _log_failure(f"write the status of ModelRollout {key}", exc)
 
     def _read(self, namespace: str, name: str, deadline: float) -> _Known:
-        found = self._objects.get_namespaced_custom_object_status(
-            API_GROUP, VERSION, namespace, PLURAL, name, _request_timeout=self._timeout(deadline)
+        found = self._cluster.get_status(
+            MODEL_ROLLOUTS, namespace, name, timeout=self._timeout(deadline)
         )
-        return _known(cast(JsonObject, found))
+        if found is None:
+            raise _Gone
+        return _known(found)
 
     def _create_event(self, event: JsonObject, deadline: float) -> None:
         namespace, name = event["metadata"]["namespace"], event["metadata"]["name"]
         try:
-            body = CoreV1Event.from_dict(event)
-            assert body is not None
-            self._core.create_namespaced_event(
-                namespace, body, _request_timeout=self._timeout(deadline)
-            )
-        except ApiException as exc:
-            if exc.status == 409:  # this transition was reported before
+            if not self._cluster.create_new(
+                EVENT, namespace, event, timeout=self._timeout(deadline)
+            ):  # this transition was reported before
                 log.debug("event %s/%s exists already", namespace, name)
-                return
-            _log_failure(f"create the {event['reason']} event in {namespace}", exc)
         except Exception as exc:  # a report never fails a tick
             _log_failure(f"create the {event['reason']} event in {namespace}", exc)
 
-    def _timeout(self, deadline: float) -> tuple[float, float]:
+    def _timeout(self, deadline: float) -> float:
         left = deadline - time.monotonic()
         if left <= 0.01:
             raise _OutOfTime(f"the reporting budget of {self.budget}s is spent")
-        seconds = min(self.timeout, left)
-        return (seconds, seconds)
+        return min(self.timeout, left)
 
     def _lock(self, key: str) -> threading.Lock:
         with self._guard:
@@ -511,11 +504,12 @@ def _known(obj: Mapping[str, Any]) -> _Known:
 
 
 def _log_failure(what: str, exc: Exception) -> None:
-    if isinstance(exc, ApiException) and exc.status == 404:
+    status = getattr(exc, "status", None)
+    if isinstance(exc, _Gone) or status == 404:
         log.info("could not %s: it no longer exists", what)
-    elif isinstance(exc, ApiException):
-        log.warning("could not %s: HTTP %s %s", what, exc.status, exc.reason or "")
-    elif isinstance(exc, _OutOfTime | urllib3.exceptions.HTTPError | OSError):
+    elif isinstance(exc, CanaryError) and status is not None:
+        log.warning("could not %s: HTTP %s: %s", what, status, exc)
+    elif isinstance(exc, CanaryError | _OutOfTime):
         log.warning("could not %s: %s", what, exc)
     else:
         log.exception("could not %s", what)

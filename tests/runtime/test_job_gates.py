@@ -6,6 +6,7 @@ controller does (`Complete` or `Failed` conditions with their reasons).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import pytest
 from controller.analysis.verdicts import Verdict
 from controller.engine.phases import Phase
 from controller.engine.state import Cell, GateOutcome, GateWait, Look, RolloutState
-from controller.errors import TransientError
+from controller.errors import PermanentError, TransientError
 from controller.policy import ModelRollout, load_text
 from controller.policy.gates import GatePoint, WebhookAllow
 from controller.routing import MemoryRouter, RouteTarget
@@ -26,6 +27,7 @@ from controller.runtime.gates import (
     CASES_FILE,
     GateRunners,
     JobGates,
+    KubeSecretHeaders,
     WebhookGates,
     job_name,
 )
@@ -291,3 +293,62 @@ def test_a_pre_rollout_job_gate_through_the_executor(kube: KubeApi) -> None:
     assert (state.phase, state.step) == (Phase.PROGRESSING, 0)
     assert [s.weight for s in route.history] == [5]
     assert kube.server.get(JOBS, "llm", name) is None
+
+
+def test_a_finished_job_is_deleted_with_its_pods(kube: KubeApi, jobs: JobGates) -> None:
+    """The delete asks for background propagation: the Job's pods go with it."""
+    check(jobs)
+    name = job_name(ROLLOUT, waiting(), "evals", 1)
+    finish(kube, name, "Complete", "CompletionsReached", "")
+    check(jobs)
+    [delete] = [r for r in kube.server.requests("DELETE") if "/jobs/" in r.url.path]
+    assert delete.url.query.get("propagationPolicy") == "Background"
+
+
+# --- webhook headers from a Secret, through the same cluster seam ------------------------------
+
+SECRETS = "v1/secrets"
+
+
+@pytest.fixture(name="secrets")
+def secrets_fixture(kube: KubeApi) -> Iterator[KubeSecretHeaders]:
+    kube.server.register(SECRETS, "Secret")
+    client = kube.client()
+    try:
+        yield KubeSecretHeaders(client, request_timeout=5)
+    finally:
+        client.close()
+
+
+def test_the_headers_of_a_secret_are_read_decoded(
+    kube: KubeApi, secrets: KubeSecretHeaders
+) -> None:
+    token = base64.b64encode(b"Bearer s3cret\n").decode()
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "hook", "namespace": "llm"},
+    }
+    kube.call(lambda: kube.server.put(SECRETS, {**secret, "data": {"Authorization": token}}))
+    assert secrets.headers("llm", "hook") == {"Authorization": "Bearer s3cret"}
+
+
+def test_a_missing_secret_fails_the_gate_for_good(secrets: KubeSecretHeaders) -> None:
+    with pytest.raises(PermanentError, match=r"Secret llm/hook cannot be read \(HTTP 404\)"):
+        secrets.headers("llm", "hook")
+
+
+def test_a_forbidden_secret_fails_the_gate_for_good(
+    kube: KubeApi, secrets: KubeSecretHeaders
+) -> None:
+    kube.server.fail("GET", "secrets", "hook", 403)
+    with pytest.raises(PermanentError, match=r"Secret llm/hook cannot be read \(HTTP 403\)"):
+        secrets.headers("llm", "hook")
+
+
+def test_an_unavailable_api_server_reading_a_secret_is_transient(
+    kube: KubeApi, secrets: KubeSecretHeaders
+) -> None:
+    kube.server.fail("GET", "secrets", "hook", 503)
+    with pytest.raises(TransientError, match="reading Secret llm/hook: HTTP 503"):
+        secrets.headers("llm", "hook")
