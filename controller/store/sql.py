@@ -433,15 +433,7 @@ class SqlStore:
 
     def add_command(self, key: str, cmd: ManualCommand) -> ManualCommand:
         with self._transaction() as s:
-            row = ManualCommandRow(
-                rollout_id=self._rollout_id(s, key),
-                at=cmd.at,
-                command=cmd.command,
-                actor=cmd.actor,
-                reason=cmd.reason,
-                args=dict(cmd.args),
-                dedupe_key=cmd.dedupe_key,
-            )
+            row = ManualCommandRow(**_command_values(self._rollout_id(s, key), cmd))
             s.add(row)
             s.flush()
             return replace(cmd, id=row.id)
@@ -454,15 +446,7 @@ class SqlStore:
             # The unique index decides between replicas: the loser writes nothing.
             written = s.execute(
                 dialect.insert(ManualCommandRow)
-                .values(
-                    rollout_id=self._rollout_id(s, key),
-                    at=cmd.at,
-                    command=cmd.command,
-                    actor=cmd.actor,
-                    reason=cmd.reason,
-                    args=dict(cmd.args),
-                    dedupe_key=cmd.dedupe_key,
-                )
+                .values(**_command_values(self._rollout_id(s, key), cmd))
                 .on_conflict_do_nothing(index_elements=["dedupe_key"])
                 .returning(ManualCommandRow.id)
             ).scalar_one_or_none()
@@ -953,6 +937,19 @@ def _record(record_type: type[_Audit], row: _AnyAuditRow) -> _Audit:
     """The record of an audit row: the one mapping back, the inverse of `_row`."""
     values = {f.name: getattr(row, f.name) for f in dataclasses.fields(record_type)}
     return record_type(**{**values, "at": _utc(row.at)})
+
+
+def _command_values(rollout_id: int, cmd: ManualCommand) -> dict[str, Any]:
+    """The columns of a manual command's row (its `id` is the database's)."""
+    return {
+        "rollout_id": rollout_id,
+        "at": cmd.at,
+        "command": cmd.command,
+        "actor": cmd.actor,
+        "reason": cmd.reason,
+        "args": dict(cmd.args),
+        "dedupe_key": cmd.dedupe_key,
+    }
 
 
 def _plain(value: object) -> object:
