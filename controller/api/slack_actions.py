@@ -304,7 +304,7 @@ class SlackActions:
         if environ.get("REQUEST_METHOD") != "POST":
             return Answer(405, "POST only\n")
         length_header = str(environ.get("CONTENT_LENGTH") or "").strip()
-        if not length_header.isdigit():
+        if not (length_header.isascii() and length_header.isdigit()):  # not "²", "٣"
             return _bad("a Content-Length is required")
         length = int(length_header)
         if length > MAX_BODY:

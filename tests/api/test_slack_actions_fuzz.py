@@ -127,10 +127,18 @@ def test_anything_unsigned_is_refused_without_a_crash(
         headers["X-Slack-Request-Timestamp"] = timestamp
     if signature is not None:
         headers["X-Slack-Signature"] = signature
-    if length is not None and length.strip().isdigit() and int(length) > len(body):
+    digits = length is not None and length.strip().isascii() and length.strip().isdigit()
+    if length is not None and digits and int(length) > len(body):
         length = str(len(body))  # a body shorter than its length would wait for the rest
     status = fresh.answer(body, headers, length)
     assert status in (400, 401)
+    assert fresh.errors.records == []
+
+
+@pytest.mark.parametrize("length", ["²", "٣", "1_0", "+5", " "])
+def test_a_content_length_that_is_not_plain_digits_is_a_400(fresh: Endpoint, length: str) -> None:
+    # "²".isdigit() is true and int("²") raises: found by the fuzz test above
+    assert fresh.answer(b"", {"Content-Type": "application/x-www-form-urlencoded"}, length) == 400
     assert fresh.errors.records == []
 
 
