@@ -87,8 +87,9 @@ PARTS: tuple[tuple[str, str, str], ...] = (
     ("  read: lease, row, commands (store.read_tick)", "store/sql.py", "read_tick"),
     ("  look (JudgingObserver.observe)", "runtime/observer.py", "observe"),
     ("    queries (metrics.base.collect)", "metrics/base.py", "collect"),
-    ("      of which HTTP (Session.request)", "requests/sessions.py", "request"),
-    ("      of which response JSON (Response.json)", "requests/models.py", "json"),
+    ("      of which HTTP (PoolManager.request)", "urllib3/_request_methods.py", "request"),
+    ("      of which the form body (form_body)", "metrics/prometheus.py", "form_body"),
+    ("      of which the answer's JSON (json.loads)", "json/__init__.py", "loads"),
     ("    judge (analysis.judge)", "analysis/judge.py", "judge"),
     ("    audit records (observer.audit_record)", "runtime/observer.py", "audit_record"),
     ("  engine (engine.decide)", "engine/decide.py", "decide"),
@@ -132,6 +133,9 @@ IDLE = (
     "method 'poll' of 'select.epoll' objects",
     "built-in method select.select",
     "built-in method psycopg_binary._psycopg.wait_c",
+    # psycopg's compiled wait loop is not seen by the profiler: its caller's own time
+    # is the time the database took to answer
+    "psycopg/connection.py:479(wait)",
 )
 
 
