@@ -135,13 +135,13 @@ IDLE = (
     "built-in method psycopg_binary._psycopg.wait_c",
     # psycopg's compiled wait loop is not seen by the profiler: its caller's own time
     # is the time the database took to answer
-    "psycopg/connection.py:479(wait)",
+    "psycopg/connection.py:(wait)",
 )
 
 
 def _name(function: tuple[str, int, str]) -> str:
-    filename, line, name = function
-    return name if filename == "~" else f"{filename}:{line}({name})"
+    filename, _, name = function
+    return name if filename == "~" else f"{filename}:({name})"
 
 
 def attributed(stats: pstats.Stats) -> tuple[dict[str, float], float]:
