@@ -50,7 +50,6 @@ as it is and that is logged once. Once the policy is valid again, it resumes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -197,6 +196,8 @@ class Controller:
         self._renewed_at: datetime | None = None
         #: rollouts whose job was scheduled to look at them at once (see `_first_look`)
         self._first_looks: set[str] = set()
+        #: of those, the ones whose first look was skipped: the sync moves their job
+        self._reslot: set[str] = set()
         #: live replicas at the last sync, and which rollouts this replica should hold
         self._replicas = 1
         self._shares = Shares(replica)
@@ -431,9 +432,13 @@ class Controller:
             if job.trigger.interval != wanted.get(key):
                 job.remove()
         now = datetime.now(UTC)
+        with self._lock:
+            reslot, self._reslot = self._reslot, set()
         for key, interval in wanted.items():
             job = jobs.get(f"tick:{key}")
             if job is not None and job.trigger.interval == interval:
+                if key in reslot:  # its first look was skipped: straight to its slot
+                    job.reschedule(SlotTrigger(key, interval))
                 continue
             due = not looked_at_in_slot(last_look.get(key), now, key, interval)
             with self._lock:
@@ -553,8 +558,10 @@ class Controller:
         ):
             return False
         log.info("%s was looked at in this slot already; its next look is at its slot", key)
-        with contextlib.suppress(JobLookupError):  # released meanwhile
-            self.scheduler.reschedule_job(f"tick:{key}", trigger=SlotTrigger(key, interval))
+        # The next sync moves the job to its slot: a tick never calls the scheduler,
+        # whose shutdown holds its job store's lock while it waits for the ticks.
+        with self._lock:
+            self._reslot.add(key)
         return True
 
     def _read(self, key: str) -> tuple[StoreRead, LeaseFence] | Lease | None:
