@@ -194,7 +194,7 @@ class Controller:
         self._held: set[str] = set()
         #: when this replica's leases were last renewed (by the sync or the renewal job)
         self._renewed_at: datetime | None = None
-        #: rollouts whose job was scheduled to look at them at once (see `_first_look`)
+        #: rollouts whose job was scheduled to look at them at once (`_looked_at_already`)
         self._first_looks: set[str] = set()
         #: of those, the ones whose first look was skipped: the sync moves their job
         self._reslot: set[str] = set()
