@@ -258,17 +258,14 @@ def beta_mixture_interval(
     marginal = float(special.betaln(s + a, n - s + b) - special.betaln(a, b))
     target = float(log_threshold(alpha))
 
-    def excess(p: ArrayLike) -> Array:
-        p_ = _arr(p)
-        log_m: Array = marginal - s * np.log(p_) - (n - s) * np.log1p(-p_)
-        return log_m - target
-
     # -log M is concave in p with its maximum at the sample mean, where M < 1.
     mean = min(max(s / n, 1e-9), 1 - 1e-9)
     lo, hi = 1e-12, 1 - 1e-12
 
     def f(p: float) -> float:
-        return float(excess(p))
+        # log M(p) - log(1/alpha) on one float (no 0-d arrays: Brent's method calls
+        # it some ten times per end, and the same operations give the same bits)
+        return float(marginal - s * np.log(p) - (n - s) * np.log1p(-p) - target)
 
     lower = optimize.brentq(f, lo, mean, xtol=1e-12) if f(lo) > 0 else 0.0
     upper = optimize.brentq(f, mean, hi, xtol=1e-12) if f(hi) > 0 else 1.0
