@@ -126,6 +126,13 @@ def judge(
         observation = observations.get(plan.name)
         measured = all(plan.name in start for start in step_starts)
         starts = [start[plan.name] for start in step_starts] if measured else []
+        # Split by step once per metric, not once per cell: the cells then share the
+        # same stratum samples (and what is computed once per sample).
+        steps = (
+            by_step(observation, starts)
+            if observation is not None and plan.statistical and _measured(observation)
+            else []
+        )
         for cohort in cells:
             drafts.append(
                 judge_cell(
@@ -136,6 +143,7 @@ def judge(
                     min_samples=analysis.min_samples,
                     options=options,
                     step_starts=starts,
+                    steps=steps,
                 )
             )
     return Judgement(
@@ -190,8 +198,12 @@ def judge_cell(
     min_samples: int,
     options: JudgeOptions,
     step_starts: Sequence[MetricObservation] = (),
+    steps: Sequence[tuple[VersionData, VersionData]] | None = None,
 ) -> CellVerdict | Draft:
-    """The verdict on one metric in one cohort (or overall), or its tests before FAIL is settled."""
+    """The verdict on one metric in one cohort (or overall), or its tests before FAIL is settled.
+
+    `steps` are `by_step(observation, step_starts)` when the caller has split them
+    already (`judge` does, once per metric)."""
     base = CellVerdict(plan.name, cohort, Verdict.NO_DATA, plan.critical, "")
     if observation is None:
         return no_data_verdict(base, NoDataReason.QUERY_FAILED, "the metric was not measured")
@@ -205,7 +217,8 @@ def judge_cell(
         )
     assert isinstance(observation.baseline, VersionData)
     assert isinstance(observation.candidate, VersionData)
-    steps = by_step(observation, step_starts) if plan.statistical else []
+    if steps is None:
+        steps = by_step(observation, step_starts) if plan.statistical else []
     strata = cell_strata(cohort, observation.baseline, observation.candidate, steps)
     if isinstance(strata, NoDataReason):
         where = "overall" if cohort == OVERALL else "split by cohort"
@@ -216,6 +229,10 @@ def judge_cell(
     if plan.shape is Shape.QUANTILE:
         return judge_quantile(plan, base, strata, budget, min_samples, options)
     return judge_means(plan, base, strata, budget, min_samples, options)
+
+
+def _measured(observation: MetricObservation) -> bool:
+    return _failure(observation.candidate) is None and _failure(observation.baseline) is None
 
 
 def _failure(m: Measurement) -> MeasurementFailure | None:

@@ -26,6 +26,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from types import MappingProxyType
 
 import numpy as np
@@ -166,6 +167,14 @@ class Histogram:
         return lo + (hi - lo) * (rank - below) / in_bucket
 
     def score_variance(self) -> float | None:
+        """The variance of values in [0, 1] (scores), estimated from the buckets.
+
+        Computed once per histogram: one look judges the same stratum's histogram in
+        its cohort's cell and in the overall cell."""
+        return self._score_variance
+
+    @cached_property
+    def _score_variance(self) -> float | None:
         """The variance of values in [0, 1] (scores), estimated from the buckets.
 
         Each inner bucket's observations are put at its midpoint and Sheppard's

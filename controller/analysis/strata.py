@@ -232,12 +232,19 @@ def means_of(plan: MetricPlan, strata: Strata) -> Means | str:
 def sum_histograms(histograms: Sequence[Histogram]) -> Histogram | str | None:
     if not histograms:
         return None
-    total = histograms[0]
+    first = histograms[0]
+    if len(histograms) == 1:
+        return first
+    # What `first + h + ...` gives, bucket by bucket in the same order, with one
+    # Histogram (and one validation) at the end rather than one per addition.
+    counts = first.cumulative
+    total_sum = first.sum
     for h in histograms[1:]:
-        if h.bounds != total.bounds:
+        if h.bounds != first.bounds:
             return "the cohorts' histograms have different buckets"
-        total = total + h
-    return total
+        counts = tuple(a + b for a, b in zip(counts, h.cumulative, strict=True))
+        total_sum = None if total_sum is None or h.sum is None else total_sum + h.sum
+    return Histogram(first.bounds, counts, total_sum)
 
 
 def pooled_mean(s: np.ndarray, n: np.ndarray) -> float | None:

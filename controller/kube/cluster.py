@@ -443,7 +443,7 @@ class Cluster:
                     return Reconciled(write, None)
                 patch = merge_patch(current, desired)
                 if not patch:
-                    log.info("%s: no changes, skipping patch", ref)
+                    log.debug("%s: no changes, skipping patch", ref)
                     return Reconciled(landed, current)
                 version = current.get("metadata", {}).get("resourceVersion")
                 if version is not None:

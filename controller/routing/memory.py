@@ -99,7 +99,7 @@ class MemoryRouter:
             else:
                 self._epoch = 0
             if state == self._state:
-                log.info("memory route %s: no changes, skipping", self.target.route)
+                log.debug("memory route %s: no changes, skipping", self.target.route)
                 return RouteChange(state)
             self._state = state
             self._history.append(state)
@@ -114,7 +114,7 @@ class MemoryRouter:
             backend = self.target.candidate if promote else self._backend
             after = PROMOTED if promote else NEUTRAL
             if self._state == NEUTRAL and backend == self._backend:
-                log.info("memory route %s: no changes, skipping", self.target.route)
+                log.debug("memory route %s: no changes, skipping", self.target.route)
                 return RouteChange(after)
             self._state = NEUTRAL
             self._backend = backend

@@ -20,7 +20,8 @@ queued up, and no misfire grace, so a tick that starts late still runs rather
 than being dropped). A replica that dies stops renewing; its leases and its
 heartbeat expire after `lease_ttl` and the other replicas' next `sync` takes its
 rollouts over, resuming each from its last committed state. A tick reads its
-lease (never renews it), its row and its commands in one transaction. A rollout
+lease (never renews it), its row and its commands in one call (plain reads; a
+tick's one transaction is its commit). A rollout
 scheduled for a look at once (new, or just claimed) whose row then shows a look
 in its current slot window (the previous holder's, landed between this replica's
 read of the rows and its claim) is not looked at again: its job falls into its
@@ -566,7 +567,7 @@ class Controller:
 
     def _read(self, key: str) -> tuple[StoreRead, LeaseFence] | Lease | None:
         """The lease (and its epoch, for the tick's fence), the rollout's row and its
-        commands, in one transaction. Another replica's lease if it holds it, None if
+        commands, in one call. Another replica's lease if it holds it, None if
         nobody does (the sync renews and takes leases, a tick only reads its own)."""
         got = self.store.read_tick(key, self.clock.now(), commands_after=_command_cursor)
         if got.lease is None or got.lease.holder != self.replica:

@@ -35,7 +35,7 @@ class LeaseFence:
         self, store: LeaseStore, key: str, holder: str, clock: Clock, *, read: Lease | None = None
     ) -> None:
         """Reads the lease now (one primary-key read), unless `read` is the lease the tick
-        has just read (with its row, in one transaction)."""
+        has just read (with its row, in one call)."""
         self.store = store
         self.key = key
         self.holder = holder

@@ -193,8 +193,10 @@ class LeaseStore(Protocol):
     def read_tick(
         self, key: str, now: datetime, *, commands_after: Callable[[StoredRollout], int | None]
     ) -> TickRead:
-        """A tick's reads in one transaction: the live lease on `key`, its row, and the
-        manual commands with an id above `commands_after(row)` (none if it says None)."""
+        """A tick's reads in one call: the live lease on `key`, its row, and the manual
+        commands with an id above `commands_after(row)` (none if it says None). They
+        need no transaction of their own (the SQL store reads them in autocommit); the
+        tick's one transaction is its `commit`."""
         ...
 
 

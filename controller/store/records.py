@@ -246,7 +246,7 @@ class RolloutSummary:
 
 @dataclass(frozen=True)
 class TickRead:
-    """What a tick reads before it acts, in one transaction: its lease, its row, and the
+    """What a tick reads before it acts, in one call: its lease, its row, and the
     manual commands after the cursor the caller derives from that row."""
 
     lease: Lease | None

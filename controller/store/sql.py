@@ -254,6 +254,8 @@ class SqlStore:
         self.url = url
         self.engine = engine or create_db_engine(url, timeouts)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: the same pool, its connections in autocommit while checked out from here
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -265,11 +267,20 @@ class SqlStore:
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
-        """A transaction on a bare connection: what a tick's read, its fence and its
-        commit use, Core statements only. A `Session` would build and tear down its
+        """A transaction on a bare connection: what a tick's commit uses, Core
+        statements only. A `Session` would build and tear down its
         unit of work, and ORM-enabled statements look for objects to synchronise, on
         every call: several times a tick, for rows it never keeps."""
         with self._errors(), self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection for reads outside any transaction (autocommit): a tick's read
+        and its fence. Under READ COMMITTED every statement takes its own snapshot,
+        in a transaction or not, so a read-only transaction buys nothing but its
+        BEGIN and COMMIT, two round trips; the tick's one transaction is its commit."""
+        with self._errors(), self._autocommit.connect() as connection:
             yield connection
 
     @contextmanager
@@ -735,7 +746,7 @@ class SqlStore:
             return s.execute(stmt).scalar_one_or_none() == holder
 
     def lease(self, key: str, now: datetime) -> Lease | None:
-        with self._connection() as c:
+        with self._reading() as c:
             row = c.execute(_LEASE, {"k": key, "now": now}).one_or_none()
             if row is None:
                 return None
@@ -853,7 +864,7 @@ class SqlStore:
     def read_tick(
         self, key: str, now: datetime, *, commands_after: Callable[[StoredRollout], int | None]
     ) -> TickRead:
-        with self._connection() as c:
+        with self._reading() as c:
             found = c.execute(_LEASE, {"k": key, "now": now}).one_or_none()
             lease = (
                 Lease(key, found.holder, found.epoch, _utc(found.expires_at))

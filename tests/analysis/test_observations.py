@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats  # type: ignore[import-untyped]
 
 from controller.analysis import Gauge, Histogram, Proportion, VersionData
+from controller.analysis.strata import sum_histograms
 
 INF = math.inf
 # 10 observations <= 0.5, 30 <= 1, 38 <= 2.5, 40 in all
@@ -180,3 +181,23 @@ def test_counts_since_an_earlier_look() -> None:
 
 
 LATENCY_3 = Histogram((0.5, 1.0, INF), (10.0, 30.0, 40.0), sum=41.0)
+
+
+def test_summing_histograms_at_once_gives_what_adding_them_one_by_one_does() -> None:
+    rng = np.random.default_rng(5)
+    bounds = (0.1, 0.25, 0.5, 1.0, 2.5, math.inf)
+    for size in (1, 2, 3, 7, 15):
+        histograms = [
+            Histogram(
+                bounds,
+                tuple(np.cumsum(rng.uniform(0.0, 1e4, len(bounds))).tolist()),
+                None if (size == 3 and i == 1) else float(rng.uniform(0.0, 1e4)),
+            )
+            for i in range(size)
+        ]
+        one_by_one = histograms[0]
+        for h in histograms[1:]:
+            one_by_one = one_by_one + h
+        assert sum_histograms(histograms) == one_by_one  # exact: the same additions
+    other = Histogram((0.5, math.inf), (1.0, 2.0), 1.0)
+    assert isinstance(sum_histograms([histograms[0], other]), str)

@@ -163,3 +163,28 @@ def test_the_sprt_e_values_are_e_values_at_the_null() -> None:
     assert np.exp(sequential.pass_log_e(pass_null, information, delta)).mean() < 1.05
     s = rng.binomial(2_000, 0.005, size=200_000)
     assert np.exp(sequential.bernoulli_fail_log_e(s, 2_000, 0.005, 0.01)).mean() < 1.05
+
+
+def test_the_scalar_gap_brent_solves_is_the_array_form_bit_for_bit() -> None:
+    # The radius' roots are found on `_scalar_gap` (plain floats, one branch) rather
+    # than on the array form: same operations, same float64 values, so the same bits
+    # and the same roots, on both sides of a = 0 and far into both tails.
+    rng = np.random.default_rng(11)
+    points = np.concatenate(
+        [rng.normal(0.0, 3.0, 2000), rng.uniform(-40.0, 40.0, 2000), [0.0, -0.0, 1e-300, -1e-300]]
+    )
+    targets = rng.uniform(0.0, 30.0, points.size)
+    for a, target in zip(points.tolist(), targets.tolist(), strict=True):
+        array_form = float(sequential._log_mixture_core(np.asarray(a)) - np.asarray(target))
+        assert sequential._scalar_gap(a, target) == array_form
+
+
+def test_normal_mixture_radius_is_where_the_e_value_reaches_one_over_alpha() -> None:
+    rng = np.random.default_rng(12)
+    v = rng.uniform(1e-8, 1e-2, 50)
+    tau = rng.uniform(1e-3, 0.3, 50)
+    alpha = rng.uniform(1e-4, 0.2, 50)
+    for vi, ti, ai in zip(v, tau, alpha, strict=True):
+        radius = float(sequential.normal_mixture_radius(vi, ti, ai))
+        log_e = float(sequential.normal_mixture_log_e(radius, vi, ti))
+        np.testing.assert_allclose(log_e, -math.log(ai), rtol=1e-9)

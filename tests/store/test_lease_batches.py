@@ -7,9 +7,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 from controller.store import ManualCommand
 from controller.store.records import TickWrite
+from controller.store.sql import SqlStore
 from tests.databases import postgres_server_url  # noqa: F401  (fixture)
 from tests.store.test_store import T0, Store, _rollout, postgres_url, store  # noqa: F401
 
@@ -122,3 +124,33 @@ def test_a_tick_reads_its_lease_row_and_commands_at_once(store: Store) -> None: 
     assert ended.lease is None and ended.commands == ()
     missing = store.read_tick(f"{key}-none", T0, commands_after=lambda row: 0)
     assert (missing.lease, missing.stored) == (None, None)
+
+
+def test_a_ticks_read_and_fence_open_no_transaction(
+    postgres_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # Under READ COMMITTED each statement has its own snapshot anyway: a read-only
+    # transaction around the tick's reads only added a BEGIN and a COMMIT round trip
+    # each. libpq's protocol trace shows what the client sends.
+    sql = SqlStore(postgres_url)
+    try:
+        (key,), (a, _, _) = _keys(1), _replicas()
+        sql.claim([key], a, TTL, T0)
+        sql.read_tick(key, T0, commands_after=lambda row: None)  # the pool has a connection
+        raw = sql.engine.raw_connection()
+        pgconn = raw.driver_connection.pgconn  # type: ignore[union-attr]
+        raw.close()
+        trace = tmp_path / "trace.txt"
+        with trace.open("w") as stream:
+            pgconn.trace(stream.fileno())
+            read = sql.read_tick(key, T0, commands_after=lambda row: 0)
+            lease = sql.lease(key, T0)
+            pgconn.untrace()
+        assert read.lease is not None and read.lease == lease
+        sent = [line.split("\t") for line in trace.read_text().splitlines()]
+        queries = [f[4] for f in sent if len(f) > 4 and f[1] == "F" and f[3] in ("Query", "Parse")]
+        assert sum("SELECT leases." in q for q in queries) == 2
+        assert not [q for q in queries if "BEGIN" in q or "COMMIT" in q]
+    finally:
+        sql.close()
