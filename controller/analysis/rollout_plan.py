@@ -12,9 +12,10 @@ together for `canaryctl plan`:
   step's weight (`plan_cell`, the slowest of the metric's limits);
 - along the schedule, with the counts cumulative as the judge has them: when
   each cell decides, when the rollout reaches 100 % (a hold lasts until what
-  the engine waits for: `minSamples` in every cell, or every critical cell
-  decided before 100 % and with `advanceOn: pass`), and warnings when a hold
-  ends before that or a cell cannot decide before `analysis.deadline`.
+  the engine waits for: `minSamples` in every cell unless `advanceOn: hold`,
+  or every critical cell decided before 100 % and with `advanceOn: pass`), and
+  warnings when a hold ends before that (with the remedies) or a cell cannot
+  decide before `analysis.deadline`.
 
 The baseline's values are not known before the rollout, so the plan assumes
 them (`ASSUMED`), as docs/judge.md's Planning section says: a rate of 5 % (a fifth
@@ -174,6 +175,8 @@ class Period:
     candidate_share: Mapping[str, float]
     #: does leaving it need every critical cell decided (else `minSamples` only)?
     needs_decided: bool
+    #: does leaving it need `minSamples` in every critical cell (not with `advanceOn: hold`)?
+    needs_samples: bool = True
 
 
 def periods(spec: RolloutSpec, traffic: Traffic) -> tuple[list[Period], timedelta]:
@@ -185,11 +188,13 @@ def periods(spec: RolloutSpec, traffic: Traffic) -> tuple[list[Period], timedelt
     n = len(spec.steps)
     out: list[Period] = []
     strict = spec.analysis.advance_on is AdvanceOn.PASS
+    counts = spec.analysis.advance_on is not AdvanceOn.HOLD
     if spec.shadow is not None:
         m = spec.shadow.mirror_percent / 100
         share = dict.fromkeys([*traffic.shares, OVERALL], m)
         weights = dict.fromkeys(share, m / (1 + m))
-        out.append(Period("shadow", spec.shadow.duration, weights, share, strict or n <= 1))
+        decided = strict or n <= 1
+        out.append(Period("shadow", spec.shadow.duration, weights, share, decided, counts))
     judged = spec.steps if spec.steps[-1].weight < 100 else spec.steps[:-1]
     for i, step in enumerate(judged):
         weights = {c: step.cohort_weights.get(c, step.weight) / 100 for c in traffic.shares}
@@ -198,7 +203,8 @@ def periods(spec: RolloutSpec, traffic: Traffic) -> tuple[list[Period], timedelt
             + traffic.rest * step.weight / 100
         )
         name = f"step {i + 1}: {step.weight}%"
-        out.append(Period(name, step.hold, weights, weights, strict or i >= n - 2))
+        decided = strict or i >= n - 2
+        out.append(Period(name, step.hold, weights, weights, decided, counts or decided))
     last_hold = spec.steps[-1].hold if spec.steps[-1].weight >= 100 else timedelta(0)
     return out, last_hold
 
@@ -379,7 +385,7 @@ class _Planner:
             open_ends = [*ends, math.inf]
             gate = 0.0
             for i, lp in enumerate(self.limits):
-                if not lp.critical:
+                if not lp.critical or not (period.needs_decided or period.needs_samples):
                     continue
                 need = self.healthy_target(i, q) if period.needs_decided else 0.0
                 for cohort in self.cells:
@@ -439,6 +445,13 @@ def _slowest(pairs: Sequence[tuple[float, ...]]) -> tuple[float, float]:
     return (max(p[0] for p in pairs), max(p[1] for p in pairs))
 
 
+#: what a user can do about a step that waits for `minSamples` beyond its hold
+_SAMPLES_REMEDY = (
+    "; remedies: a shadow phase, cohortWeights for the small cohorts, a longer hold, "
+    "or advanceOn: hold"
+)
+
+
 def _warnings(
     stretches: Sequence[Period],
     ends: Mapping[float, Sequence[float]],
@@ -451,14 +464,13 @@ def _warnings(
         hold = period.hold.total_seconds() / 60
         needed = ends[P80][k] - start
         if needed > hold + 1e-6:
-            what = (
-                "to decide (every critical cell PASSed or powered)"
-                if period.needs_decided
-                else "to reach minSamples in every cell"
-            )
+            if period.needs_decided:
+                what, remedy = "to decide (every critical cell PASSed or powered)", ""
+            else:
+                what, remedy = "to reach minSamples in every cell", _SAMPLES_REMEDY
             out.append(
                 f"{period.name}: the hold ({format_minutes(hold)}) is shorter than the time "
-                f"{what}: {format_minutes(needed)} (80th percentile)"
+                f"{what}: {format_minutes(needed)} (80th percentile){remedy}"
             )
         start = ends[P80][k] if math.isfinite(ends[P80][k]) else start
     limit = deadline.total_seconds() / 60

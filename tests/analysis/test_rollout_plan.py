@@ -101,6 +101,26 @@ def test_earlier_steps_count_towards_later_ones() -> None:
             assert cell.healthy[1] < step_1_ends + second.healthy[1]
 
 
+def test_advance_on_hold_ends_a_step_with_its_hold() -> None:
+    """Below minSamples, `no-failure` waits beyond the hold and the warning says what
+    to do; `hold` ends the step with its hold, and 100 % still waits for decisions."""
+    traffic = Traffic(3, cohort_shares(["mobile", "non-english"], {}))
+    waiting = plan_rollout(_spec(), traffic)
+    [warning] = [w for w in waiting.warnings if w.startswith("step 1: 5%")]
+    assert "shorter than the time to reach minSamples in every cell" in warning
+    assert warning.endswith(
+        "remedies: a shadow phase, cohortWeights for the small cohorts, a longer hold, "
+        "or advanceOn: hold"
+    )
+    held = plan_rollout(
+        _spec(("    window: 5m\n", "    window: 5m\n    advanceOn: hold\n")), traffic
+    )
+    assert held.period_ends[0][2:] == (10.0, 10.0)
+    assert not any(w.startswith("step 1: 5%") for w in held.warnings)
+    assert held.period_ends[1][3] > held.period_ends[0][3] + 10  # 100 % waits for decisions
+    assert held.promotion[0] <= waiting.promotion[0]
+
+
 def test_a_cohort_with_no_candidate_traffic_never_decides() -> None:
     spec = _spec(("cohortWeights: {mobile: 10}", "cohortWeights: {mobile: 0}"))
     spec = spec.model_copy(
