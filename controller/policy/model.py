@@ -47,7 +47,7 @@ KIND = "ModelRollout"
 OVERALL = "overall"
 
 #: the shortest default `analysis.deadline`, for policies whose holds are (nearly) zero
-MIN_DEADLINE = timedelta(minutes=10)
+MIN_DEADLINE = timedelta(minutes=30)
 
 #: context key that makes RolloutSpec skip the cross-field checks (the loader runs them)
 DEFER_CHECKS = "defer_checks"
@@ -441,7 +441,7 @@ class Analysis(_Frozen):
     #: PASSes or is powered. Going to 100 % needs that at every setting
     advance_on: AdvanceOn = AdvanceOn.NO_FAILURE
     #: past it, a rollout whose cells are still undecided pauses for a human (never a
-    #: rollback); default: twice the sum of the holds and the shadow, at least 10 minutes
+    #: rollback); default: twice the sum of the holds and the shadow, at least 30 minutes
     deadline: Duration | None = None
     metrics: list[MetricSpec] = Field(min_length=1, max_length=64)
     eval_cases: EvalCases = Field(default_factory=EvalCases)

@@ -49,6 +49,27 @@ def test_the_example_policy_plans_to_promote_within_its_holds(tmp_path: Path) ->
     assert "non-english 25%, mobile 25%, power-users 25%, the rest 25%" in done.stdout
 
 
+def test_a_fast_rollout_decides_before_the_default_deadline(tmp_path: Path) -> None:
+    """The example with 1-minute holds, no shadow and no deadline: the planner's time
+    to promotion at 200 req/s must fit in the default deadline (its floor), or a
+    healthy candidate would pause for a human."""
+    text = EXAMPLE.read_text()
+    for old in ("hold: 10m", "hold: 15m", "hold: 30m"):
+        text = text.replace(old, "hold: 1m")
+    lines = [
+        line for line in text.splitlines() if not line.lstrip().startswith(("shadow:", "deadline:"))
+    ]
+    fast = tmp_path / "fast.yaml"
+    fast.write_text("\n".join(lines) + "\n")
+    shares = ("non-english=0.15", "mobile=0.20", "power-users=0.10")
+    args = [a for share in shares for a in ("--cohort-share", share)]
+    done = canaryctl("plan", str(fast), "--rps", "200", *args, "-o", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [plan] = json.loads(done.stdout)
+    assert plan["deadlineMinutes"] == 30
+    assert 4 < plan["promotionMinutes"]["median"] <= plan["promotionMinutes"]["p80"] < 30
+
+
 def test_a_hold_shorter_than_the_time_to_decide_is_a_warning(tmp_path: Path) -> None:
     done = canaryctl("plan", str(EXAMPLE), "--rps", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
