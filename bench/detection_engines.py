@@ -68,9 +68,15 @@ HOLD_MINUTES = (10, 15, 30, 30)  # steps 1, 5, 20, 50 %; then 100 %
 def policy() -> str:
     """The benchmark's rollout policy for ours.
 
-    Whatever it does not set (`advanceOn`, the deadline, the judge's tolerance)
-    is the product's default, so a run measures the defaults of the code checked
-    out.
+    It is configured as a user would after `canaryctl plan`: for this policy (8
+    cohorts down to 5 % of the traffic, a judge score on a tenth of the requests,
+    no shadow) the plan warns that step 1's hold is far shorter than the time to
+    reach `minSamples` in every cell (a 5 % cohort's candidate gets 0.3 scores a
+    minute at 1 %) and names the remedies; the benchmark takes `advanceOn: hold`
+    (steps before 100 % advance on their hold and no FAIL; 100 % still needs every
+    critical cell PASSed or powered). Whatever else it does not set (the deadline,
+    the judge's tolerance) is the product's default, so a run measures the
+    defaults of the code checked out.
     """
     return (
         """\
@@ -99,6 +105,7 @@ spec:
     window: 5m
     confidence: 0.95
     minSamples: 200
+    advanceOn: hold
     noData: {{action: hold, timeout: 1h, then: pause}}
     metrics:
       - {{template: refusal-rate,  maxIncrease: {REFUSAL_MARGIN}}}
