@@ -78,11 +78,34 @@ class Traffic:
     shares: Mapping[str, float]
     #: where the figures come from, for the output
     source: str = ""
+    #: per metric, the share of requests that carry a sample of it (a judge scoring
+    #: 10 % of the requests: 0.1); a metric not named has one per request
+    sample_shares: Mapping[str, float] = field(default_factory=dict)
+    #: where the sample shares come from, for the output
+    sample_source: str = ""
+
+    def sample_share(self, metric: str) -> float:
+        return self.sample_shares.get(metric, 1.0)
 
     @property
     def rest(self) -> float:
         """The share of requests in no policy cohort."""
         return max(0.0, 1.0 - sum(self.shares.values()))
+
+
+def sample_shares(metrics: Sequence[str], given: Mapping[str, float]) -> dict[str, float]:
+    """The sample share of each metric named in `given` (PlanInputError for a metric not in
+    the policy or a share outside (0, 1])."""
+    unknown = sorted(set(given) - set(metrics))
+    if unknown:
+        known = ", ".join(metrics) or "none"
+        raise PlanInputError(
+            f"--sample-share: no metric {unknown[0]!r} in the policy (its metrics: {known})"
+        )
+    for name, share in given.items():
+        if not 0.0 < share <= 1.0:
+            raise PlanInputError(f"--sample-share {name}={share:g}: a share must be in (0, 1]")
+    return dict(given)
 
 
 def cohort_shares(cohorts: Sequence[str], given: Mapping[str, float]) -> dict[str, float]:
@@ -298,6 +321,8 @@ class _Planner:
         self.metrics = list(dict.fromkeys(lp.metric for lp in self.limits))
         self.rate = {c: traffic.requests_per_second * traffic.shares[c] for c in traffic.shares}
         self.rate[OVERALL] = traffic.requests_per_second
+        #: each limit's samples per request (a metric scored on a share of the requests)
+        self.per_request = [traffic.sample_share(lp.metric) for lp in self.limits]
         self.stretches, self.last_hold = periods(spec, traffic)
         self.min_samples = analysis.min_samples
 
@@ -326,7 +351,11 @@ class _Planner:
                     mine = [i for i, lp in enumerate(self.limits) if lp.metric == metric]
                     plans = [
                         plan_cell(
-                            self.limits[i].hypotheses, rate, w, self._budget(i), self.min_samples
+                            self.limits[i].hypotheses,
+                            rate * self.per_request[i],
+                            w,
+                            self._budget(i),
+                            self.min_samples,
                         )
                         if 0 < w < 1 and rate > 0
                         else None
@@ -356,7 +385,7 @@ class _Planner:
         t_samples = 0.0 if self.min_samples <= 0 else math.inf
         start = 0.0
         for period, end in zip(self.stretches, ends, strict=False):
-            s_rate = self.rate[cohort] * period.candidate_share[cohort] * 60.0
+            s_rate = self.rate[cohort] * period.candidate_share[cohort] * self.per_request[i] * 60.0
             w = period.weights[cohort]
             i_rate = s_rate * lp.hypotheses.information_per_sample(w) if 0 < w < 1 else 0.0
             span = end - start
