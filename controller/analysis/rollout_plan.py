@@ -479,6 +479,8 @@ _SAMPLES_REMEDY = (
     "; remedies: a shadow phase, cohortWeights for the small cohorts, a longer hold, "
     "or advanceOn: hold"
 )
+#: the same for the shadow, where the mirror share is what the candidate gets
+_SHADOW_REMEDY = "; remedies: a higher mirrorPercent, a longer shadow, or advanceOn: hold"
 
 
 def _warnings(
@@ -496,7 +498,8 @@ def _warnings(
             if period.needs_decided:
                 what, remedy = "to decide (every critical cell PASSed or powered)", ""
             else:
-                what, remedy = "to reach minSamples in every cell", _SAMPLES_REMEDY
+                what = "to reach minSamples in every cell"
+                remedy = _SHADOW_REMEDY if period.name == "shadow" else _SAMPLES_REMEDY
             out.append(
                 f"{period.name}: the hold ({format_minutes(hold)}) is shorter than the time "
                 f"{what}: {format_minutes(needed)} (80th percentile){remedy}"

@@ -115,6 +115,12 @@ def test_a_cohort_that_cannot_decide_before_the_deadline_is_a_warning(tmp_path: 
     )
     assert "power-users 1%" in done.stdout
     assert "cohort mobile cannot" not in done.stdout
+    # the shadow's own remedies: what the candidate gets there is the mirror share
+    assert (
+        "WARN  shadow: the hold (30 min) is shorter than the time to reach minSamples in "
+        "every cell: 67 min (80th percentile); remedies: a higher mirrorPercent, a longer "
+        "shadow, or advanceOn: hold"
+    ) in done.stdout
 
 
 def test_the_plan_as_json(tmp_path: Path) -> None:
