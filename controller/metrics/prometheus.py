@@ -50,6 +50,12 @@ from typing import Any, cast
 import urllib3
 from pydantic import SecretStr
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
@@ -386,7 +392,7 @@ class PrometheusProvider:
             error = type(exc).__name__
             raise MetricsUnreachableError(
                 f"Prometheus at {redact_url(self.url)} did not answer the exemplar query: "
-                f"{type(exc).__name__}",
+                f"{_transport_failure(exc)}",
                 query=text,
             ) from exc
         finally:
@@ -427,7 +433,7 @@ class PrometheusProvider:
             raise PermanentError(f"TLS to Prometheus failed: {exc}") from exc
         except Urllib3Error as exc:
             raise MetricsUnreachableError(
-                f"Prometheus at {redact_url(self.url)} is unreachable: {type(exc).__name__}",
+                f"Prometheus at {redact_url(self.url)} is unreachable: {_transport_failure(exc)}",
                 query=query,
             ) from exc
         except (ValueError, KeyError, TypeError) as exc:
@@ -454,6 +460,20 @@ class PrometheusProvider:
         if status != 200:
             raise _http_error(status, response.data, response.headers.get("Retry-After"))
         return json.loads(response.data)
+
+
+def _transport_failure(exc: Exception) -> str:
+    """What went wrong on the way to Prometheus, in words an on-call engineer reads
+    (the client library's class names say it only to those who know the library)."""
+    if isinstance(exc, NewConnectionError):  # (a subclass of ConnectTimeoutError)
+        return "could not connect"
+    if isinstance(exc, ConnectTimeoutError):
+        return "no connection within the timeout"
+    if isinstance(exc, ReadTimeoutError):
+        return "no answer within the timeout"
+    if isinstance(exc, ProtocolError):
+        return "the connection broke"
+    return type(exc).__name__
 
 
 def _http_error(status: int, data: bytes, retry_after: str | None) -> _HttpError:

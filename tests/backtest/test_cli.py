@@ -188,7 +188,7 @@ def test_an_unreachable_prometheus_is_a_message(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 1
-    assert done.stderr.strip() == f"error: Prometheus at {url} is unreachable: ConnectionError"
+    assert done.stderr.strip() == f"error: Prometheus at {url} is unreachable: could not connect"
     assert "Traceback" not in done.stdout + done.stderr
 
 
