@@ -65,17 +65,17 @@ from bench.detection_peers import PEERS, Prepared, Run, config_text
 from bench.detection_peers import Config as PeerConfig
 from bench.detection_sim import (
     BASE_ERROR,
-    BASE_QUALITY_MEAN,
-    BASE_REFUSAL,
-    COHORT_SHARES,
+    BENCH_WORLD,
     JUDGED_SHARE,
     LOOK_SECONDS,
     QUALITY_CONCENTRATION,
+    README_WORLD,
     REGRESSED_COHORT,
     TTFT_SIGMA,
-    WEIGHTS,
+    WORLDS,
     Change,
     Noise,
+    World,
     candidate_behaviour,
     simulate,
 )
@@ -88,6 +88,12 @@ MAX_FALSE_ROLLBACKS = 0.05
 
 #: the benchmark policy's `analysis.deadline` (its default: twice the sum of the holds)
 DEADLINE_S = 2 * sum(HOLD_MINUTES) * 60
+#: how far past the README policy's deadline its family is followed
+README_HORIZON_PAST_DEADLINE_MINUTES = 10
+#: the README policy's holds, shadow included (115 min): its goal is a median time to
+#: 100 % within 1.5 times that, and 95 % promoted before the deadline
+README_SPEC_HOLDS_MINUTES = bench_rollout(README_WORLD).spec.holds.total_seconds() / 60
+README_GOAL_FACTOR = 1.5
 
 # The judge's default tolerance: half of each limit's distance from "no change".
 TOLERANCE_REFUSAL = REFUSAL_MARGIN / 2
@@ -104,6 +110,17 @@ class Scenario:
     noise: Noise = field(default_factory=Noise)
     drift_per_hour: float = 0.0
     description: str = ""
+    #: the population and policy: `bench` (8 cohorts, every engine) or `readme` (the
+    #: README's example policy and cohorts, ours alone)
+    world: str = BENCH_WORLD.name
+
+    @property
+    def in_world(self) -> World:
+        return WORLDS[self.world]
+
+    @property
+    def harmed(self) -> tuple[int, ...]:
+        return self.change.harmed_in(self.in_world)
 
 
 SCENARIOS = (
@@ -170,6 +187,25 @@ SCENARIOS = (
         False,
         description="errors 0.5 % -> 20 % everywhere",
     ),
+    # The README's example policy (policies/gateway-api-cohorts.yaml, loaded as it is:
+    # a 30-minute shadow at mirrorPercent 100, steps 1/5/20/50/100 % with holds
+    # 10/15/30/30 min, deadline 4 h) on its own cohorts; ours alone.
+    Scenario(
+        "readme-aa",
+        Change(),
+        True,
+        description="the README's policy and cohorts (non-English 15 %, mobile 20 %, power "
+        "users 10 %, the rest 55 %): A/A, ours alone",
+        world=README_WORLD.name,
+    ),
+    Scenario(
+        "readme-refusals-non-english",
+        Change(refusal_add=0.05, cohorts=(0,)),
+        False,
+        description="the README's policy and cohorts: refusals of non-English doubled, "
+        "5 % -> 10 % (the README's own story), ours alone",
+        world=README_WORLD.name,
+    ),
 )
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -190,6 +226,8 @@ class Config:
     #: A/A rollouts per rate for ours alone (the peers keep `aa_rollouts`): the false
     #: rollbacks of ours are measured on more rollouts than the peers need
     ours_aa_rollouts: int = 0
+    #: rollouts per rate of `readme-aa` (0: `aa_rollouts`)
+    readme_aa_rollouts: int = 0
 
 
 #: the horizon reaches past the benchmark policy's `analysis.deadline` (twice the holds,
@@ -247,6 +285,7 @@ def _stream(task: Task) -> Any:
         noise=scenario.noise,
         seed=task.seed,
         drift_per_hour=scenario.drift_per_hour,
+        world=scenario.in_world,
     )
 
 
@@ -261,17 +300,18 @@ def run_tuning(task: Task) -> tuple[Task, dict[str, list[tuple[str, float]]]]:
     return task, out
 
 
-_OURS: list[Ours] = []
+_OURS: dict[str, Ours] = {}
 
 
 def run_evaluation(task: Task) -> tuple[Task, dict[str, Outcome], float]:
     """Ours and every peer at its chosen configuration on one stream; the wall time of ours."""
-    if not _OURS:
-        _OURS.append(Ours())
+    scenario = SCENARIO_BY_NAME[task.scenario]
+    if scenario.world not in _OURS:
+        _OURS[scenario.world] = Ours(scenario.in_world)
     stream = _stream(task)
-    harmed = SCENARIO_BY_NAME[task.scenario].change.harmful_cohorts
+    harmed = scenario.harmed
     began = time.perf_counter()
-    outcomes = {"ours": _OURS[0].run(stream, harmed)}
+    outcomes = {"ours": _OURS[scenario.world].run(stream, harmed)}
     ours_seconds = time.perf_counter() - began
     if not task.peers:
         return task, outcomes, ours_seconds
@@ -294,11 +334,22 @@ def _seed(config: Config, phase: int, scenario: str, rate: float, index: int) ->
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
+def _looks(config: Config, scenario: Scenario) -> int:
+    """The benchmark's horizon; a family with a policy of its own is followed a little past
+    its deadline, so that what ours does with an undecided rollout is seen."""
+    minutes = config.horizon_minutes
+    if scenario.world != BENCH_WORLD.name:
+        deadline = bench_rollout(scenario.in_world).spec.deadline.total_seconds() / 60
+        minutes = max(minutes, int(deadline) + README_HORIZON_PAST_DEADLINE_MINUTES)
+    return minutes * 60 // LOOK_SECONDS
+
+
 def tuning_tasks(config: Config) -> list[Task]:
     looks = config.horizon_minutes * 60 // LOOK_SECONDS
     out = []
     for name in config.scenarios:
-        if SCENARIO_BY_NAME[name].healthy and name != "aa":
+        scenario = SCENARIO_BY_NAME[name]
+        if (scenario.healthy and name != "aa") or scenario.world != BENCH_WORLD.name:
             continue
         count = config.tune_aa_rollouts if name == "aa" else config.tune_rollouts
         for rate in config.rates:
@@ -309,18 +360,24 @@ def tuning_tasks(config: Config) -> list[Task]:
 
 
 def evaluation_tasks(config: Config, chosen: dict[str, dict[str, PeerConfig]]) -> list[Task]:
-    looks = config.horizon_minutes * 60 // LOOK_SECONDS
     out = []
     for name in config.scenarios:
+        scenario = SCENARIO_BY_NAME[name]
+        looks = _looks(config, scenario)
         count = config.aa_rollouts if name == "aa" else config.rollouts
+        if name == "readme-aa":
+            count = config.readme_aa_rollouts or config.aa_rollouts
         ours_only = max(config.ours_aa_rollouts - count, 0) if name == "aa" else 0
+        peers = scenario.world == BENCH_WORLD.name  # the peers run the benchmark's world only
         for rate in config.rates:
             picked = tuple(
                 (peer, tuple(chosen[peer][rate_key(rate)].items())) for peer in sorted(chosen)
             )
             for i in range(count + ours_only):
                 seed = _seed(config, 0, name, rate, i)
-                out.append(Task(name, rate, i, seed, looks, chosen=picked, peers=i < count))
+                out.append(
+                    Task(name, rate, i, seed, looks, chosen=picked, peers=peers and i < count)
+                )
     return out
 
 
@@ -472,7 +529,9 @@ def _weights(outcomes: Sequence[Outcome]) -> list[int]:
     return sorted({o.weight for o in outcomes})
 
 
-def cell_figures(outcomes: Sequence[Outcome], healthy: bool) -> dict[str, Any]:
+def cell_figures(
+    outcomes: Sequence[Outcome], healthy: bool, deadline_s: float = DEADLINE_S
+) -> dict[str, Any]:
     n = len(outcomes)
     rolled = [o for o in outcomes if o.result == ROLLED_BACK]
     promoted = [o for o in outcomes if o.result == PROMOTED]
@@ -504,7 +563,7 @@ def cell_figures(outcomes: Sequence[Outcome], healthy: bool) -> dict[str, Any]:
         median_all = float(np.median(everyone)) if everyone else math.inf
         out["promote_median_all_s"] = median_all if math.isfinite(median_all) else None
         out["promoted_by_deadline_rate"] = (
-            sum(o.result == PROMOTED and o.seconds <= DEADLINE_S for o in outcomes) / n
+            sum(o.result == PROMOTED and o.seconds <= deadline_s for o in outcomes) / n
             if n
             else None
         )
@@ -527,12 +586,20 @@ Z_POWER = float(stats.norm.isf(0.20))  # power 0.8
 Z_P95 = float(stats.norm.isf(0.05))  # the baseline's p95 in standard units
 
 
-def cell_alpha() -> float:
-    """The alpha of one cell's test under the benchmark policy: the budget split evenly
-    (Bonferroni) over every metric's limit in every cohort and overall."""
-    spec = bench_rollout().spec
+def cell_alpha(world: World = BENCH_WORLD) -> float:
+    """The alpha of one cell's test under the world's policy: the budget split evenly
+    (Bonferroni) over every metric in every cohort and overall."""
+    spec = bench_rollout(world).spec
     tests = len(spec.analysis.metrics) * (len(spec.cohorts) + 1)
     return (1.0 - spec.analysis.confidence) / tests
+
+
+def refusal_tolerance(world: World = BENCH_WORLD) -> float:
+    """The judge's default tolerance of the world's refusal-rate `maxIncrease`: half of it."""
+    spec = bench_rollout(world).spec
+    [refusals] = [m for m in spec.analysis.metrics if m.template == "refusal-rate"]
+    assert refusals.max_increase is not None
+    return refusals.max_increase / 2
 
 
 def _h(p0: float, p1: float) -> float:
@@ -560,16 +627,17 @@ def floor_samples(scenario: Scenario, *, at_tolerance: bool, alpha: float) -> tu
     anyone could run.
     """
     change = scenario.change
-    harmed = change.harmful_cohorts
-    shares = np.array([COHORT_SHARES[k] for k in harmed])
+    world = scenario.in_world
+    harmed = scenario.harmed
+    shares = np.array([world.shares[k] for k in harmed])
     shares = shares / shares.sum()
     z2 = (float(stats.norm.isf(alpha)) + Z_POWER) ** 2
     if change.error_to is not None:
         p0 = TOLERANCE_ERROR if at_tolerance else BASE_ERROR
         return z2 / _h(p0, change.error_to) ** 2, 1.0
     if change.refusal_add:
-        base = float(sum(s * BASE_REFUSAL[k] for s, k in zip(shares, harmed, strict=True)))
-        p0 = base + (TOLERANCE_REFUSAL if at_tolerance else 0.0)
+        base = float(sum(s * world.refusal[k] for s, k in zip(shares, harmed, strict=True)))
+        p0 = base + (refusal_tolerance(world) if at_tolerance else 0.0)
         return z2 / _h(p0, base + change.refusal_add) ** 2, 1.0 - BASE_ERROR
     if change.ttft_tail_ratio != 1.0:
         sigma = candidate_behaviour(harmed[0], change).ttft_sigma
@@ -577,7 +645,7 @@ def floor_samples(scenario: Scenario, *, at_tolerance: bool, alpha: float) -> tu
         p0 = _share_beyond_p95(TOLERANCE_TTFT_RATIO) if at_tolerance else 0.05
         return z2 / _h(p0, p1) ** 2, 1.0 - BASE_ERROR
     if change.quality_add:
-        m = float(sum(s * BASE_QUALITY_MEAN[k] for s, k in zip(shares, harmed, strict=True)))
+        m = float(sum(s * world.quality_mean[k] for s, k in zip(shares, harmed, strict=True)))
         variance = m * (1 - m) / (QUALITY_CONCENTRATION + 1)
         delta = abs(change.quality_add) - (TOLERANCE_QUALITY if at_tolerance else 0.0)
         return z2 * variance / delta**2, JUDGED_SHARE * (1.0 - BASE_ERROR)
@@ -589,13 +657,31 @@ def oracle_samples(scenario: Scenario) -> tuple[float, float]:
     return floor_samples(scenario, at_tolerance=False, alpha=0.05)
 
 
+def nominal_schedule(world: World) -> list[tuple[tuple[float, ...], float]]:
+    """The world's policy on its nominal schedule: per stretch (the shadow, each step), the
+    candidate's share of each cohort's requests (mirrored in the shadow) and its minutes;
+    the last step lasts forever."""
+    spec = bench_rollout(world).spec
+    out: list[tuple[tuple[float, ...], float]] = []
+    if spec.shadow is not None:
+        mirror = spec.shadow.mirror_percent / 100
+        out.append(
+            (tuple(mirror for _ in world.cohorts), spec.shadow.duration.total_seconds() / 60)
+        )
+    for i, step in enumerate(spec.steps):
+        weights = tuple(step.cohort_weights.get(c, step.weight) / 100 for c in world.cohorts)
+        last = i == len(spec.steps) - 1
+        out.append((weights, math.inf if last else step.hold.total_seconds() / 60))
+    return out
+
+
 def samples_seconds(scenario: Scenario, rate: float, needed: float, per_request: float) -> float:
     """When the nominal schedule (mean rate) has served `needed` observations to the candidate."""
-    share = sum(COHORT_SHARES[k] for k in scenario.change.harmful_cohorts)
+    world = scenario.in_world
     requests = needed / per_request
     elapsed = 0.0
-    for weight, minutes in zip(WEIGHTS, (*HOLD_MINUTES, math.inf), strict=True):
-        per_second = rate * share * weight
+    for weights, minutes in nominal_schedule(world):
+        per_second = rate * sum(world.shares[k] * weights[k] for k in scenario.harmed)
         if requests <= per_second * minutes * 60:
             return elapsed + requests / per_second
         requests -= per_second * minutes * 60
@@ -608,7 +694,7 @@ def oracle_seconds(scenario: Scenario, rate: float) -> float:
 
 
 def floor_seconds(scenario: Scenario, rate: float) -> float:
-    needed = floor_samples(scenario, at_tolerance=True, alpha=cell_alpha())
+    needed = floor_samples(scenario, at_tolerance=True, alpha=cell_alpha(scenario.in_world))
     return samples_seconds(scenario, rate, *needed)
 
 
@@ -630,8 +716,9 @@ def summarise(
         for rate in config.rates:
             mine = [o for t, o in results if t.scenario == name and t.rate == rate]
             for engine in ENGINE_NAMES:
+                deadline = bench_rollout(scenario.in_world).spec.deadline.total_seconds()
                 cells[engine][key(name, rate)] = cell_figures(
-                    [o[engine] for o in mine if engine in o], scenario.healthy
+                    [o[engine] for o in mine if engine in o], scenario.healthy, deadline
                 )
     regressions = [
         key(s, r) for s in config.scenarios for r in config.rates if not SCENARIO_BY_NAME[s].healthy
@@ -772,6 +859,8 @@ def markdown(report: dict[str, Any]) -> str:
                     *(
                         f"{_fmt_s(cells[e][k]['detect_median_s'])} "
                         f"({_fmt_p(cells[e][k]['detect_rate'])})"
+                        if cells[e][k]["rollouts"]
+                        else "not run"
                         for e in engines
                     ),
                 ]
@@ -799,7 +888,7 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for engine, by_key in cells.items():
         for k, c in by_key.items():
-            if "false_rollback_rate" not in c:
+            if "false_rollback_rate" not in c or not c["rollouts"]:
                 continue
             low, high = c["false_rollback_wilson95"]
             lines.append(
@@ -818,6 +907,7 @@ def markdown(report: dict[str, Any]) -> str:
                     ]
                 )
             )
+    lines += readme_lines(report)
     held = [(k, c["blocked_by"]) for k, c in cells.get("ours", {}).items() if "blocked_by" in c]
     if held:
         lines += [
@@ -867,7 +957,7 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for engine, by_key in cells.items():
         for k, c in by_key.items():
-            if "detect_rate" not in c:
+            if "detect_rate" not in c or not c["rollouts"]:
                 continue
             lines.append(
                 _row(
@@ -889,12 +979,81 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def in_bench_world(report: dict[str, Any], k: str) -> bool:
+    """Is cell key `k` of the benchmark's own world (every engine), not a family of ours alone?"""
+    scenario = k.split("@", 1)[0]
+    return bool(report.get("worlds", {}).get(scenario, BENCH_WORLD.name) == BENCH_WORLD.name)
+
+
+def readme_lines(report: dict[str, Any]) -> list[str]:
+    """The README policy family against its goal, if the report has it."""
+    readme = report.get("readme_policy")
+    ours = report["cells"].get("ours", {})
+    keys = [k for k in ours if k.startswith("readme-") and ours[k]["rollouts"]]
+    if readme is None or not keys:
+        return []
+    holds, deadline = readme["holds_minutes"], readme["deadline_minutes"]
+    goal = README_GOAL_FACTOR * holds
+    lines = [
+        "",
+        "## The README's example policy (ours alone)",
+        "",
+        f"`policies/gateway-api-cohorts.yaml` as it is: holds {holds:.0f} min with the shadow, "
+        f"deadline {deadline:.0f} min. Goal: a healthy candidate's median time to 100 % "
+        f"(over every rollout, one not promoted counting as never) within "
+        f"{README_GOAL_FACTOR:g} × the holds = {goal:.1f} min, and 95 % promoted before "
+        "the deadline. The peers did not run this family.",
+        "",
+        _row(["scenario", "rollouts", "result", "median / p90", "goal", "met"]),
+        _row(["---"] * 6),
+    ]
+    for k in keys:
+        c = ours[k]
+        if "false_rollback_rate" in c:
+            low, high = c["false_rollback_wilson95"]
+            median = c.get("promote_median_all_s")
+            by_deadline = c.get("promoted_by_deadline_rate") or 0.0
+            met = median is not None and median <= goal * 60 and by_deadline >= 0.95
+            lines.append(
+                _row(
+                    [
+                        k,
+                        str(c["rollouts"]),
+                        f"promoted {_fmt_p(c['promote_rate'])}, by the deadline "
+                        f"{_fmt_p(by_deadline)}; rolled back {_fmt_p(c['false_rollback_rate'])} "
+                        f"[{_fmt_p(low)}, {_fmt_p(high)}]",
+                        f"{_fmt_s(median)} / {_fmt_s(c['promote_p90_s'])} to 100 %",
+                        f"≤ {goal:.1f} min, ≥ 95 % by the deadline",
+                        "yes" if met else "**no**",
+                    ]
+                )
+            )
+        else:
+            floor = report["floor_s"][k]
+            at_look = math.ceil(floor / LOOK_SECONDS) * LOOK_SECONDS
+            mine = c["detect_median_s"]
+            ratio = "—" if mine is None else f"{mine / floor:.2f}× ({mine / at_look:.2f}×)"
+            lines.append(
+                _row(
+                    [
+                        k,
+                        str(c["rollouts"]),
+                        f"caught {_fmt_p(c['detect_rate'])}",
+                        f"{_fmt_s(mine)} / {_fmt_s(c['detect_p90_s'])} to detect",
+                        f"≤ 2 × floor ({_fmt_s(floor)})",
+                        ratio,
+                    ]
+                )
+            )
+    return lines
+
+
 def pooled_median(report: dict[str, Any], engine: str, rate: float) -> float:
-    """The median time to detect over every regressed rollout at `rate`, a miss counting as
-    never (inf): the figure the peers were tuned on."""
+    """The median time to detect over every regressed rollout of the benchmark's world at
+    `rate`, a miss counting as never (inf): the figure the peers were tuned on."""
     times: list[float] = []
     for k in report["floor_s"]:
-        if k.endswith(f"@{rate:g}rps"):
+        if k.endswith(f"@{rate:g}rps") and in_bench_world(report, k):
             cell = report["cells"][engine][k]
             times += cell["detect_s"] + [math.inf] * (cell["rollouts"] - len(cell["detect_s"]))
     return float(np.median(times)) if times else math.inf
@@ -919,7 +1078,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
         for e_index, engine in enumerate(report["engines"]):
             cells = report["cells"][engine]
             aa = cells.get(key("aa", rate))
-            regressed = [k for k in report["floor_s"] if k.endswith(f"@{rate:g}rps")]
+            regressed = [
+                k
+                for k in report["floor_s"]
+                if k.endswith(f"@{rate:g}rps") and in_bench_world(report, k)
+            ]
             if aa is None or not regressed:
                 continue
             caught = float(np.mean([cells[k]["detect_rate"] for k in regressed]))
@@ -946,7 +1109,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
                 fontsize=7,
                 color=colours[e_index % len(colours)],
             )
-        floors = [v for k, v in report["floor_s"].items() if k.endswith(f"@{rate:g}rps")]
+        floors = [
+            v
+            for k, v in report["floor_s"].items()
+            if k.endswith(f"@{rate:g}rps") and in_bench_world(report, k)
+        ]
         if floors:
             floor = float(np.median(floors)) / 60
             ax.axhline(floor, linestyle=":", color="grey", linewidth=1)
@@ -1004,6 +1171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ours-aa-rollouts", type=int, help="evaluation A/A rollouts per rate for ours alone"
     )
     parser.add_argument("--rollouts", type=int, help="evaluation rollouts per rate, others")
+    parser.add_argument(
+        "--readme-aa-rollouts", type=int, help="evaluation rollouts per rate of readme-aa"
+    )
     parser.add_argument("--tune-aa-rollouts", type=int, help="tuning A/A rollouts per rate")
     parser.add_argument("--tune-rollouts", type=int, help="tuning rollouts per regression, rate")
     parser.add_argument("--horizon-minutes", type=int)
@@ -1026,6 +1196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "aa_rollouts": args.aa_rollouts,
         "ours_aa_rollouts": args.ours_aa_rollouts,
         "rollouts": args.rollouts,
+        "readme_aa_rollouts": args.readme_aa_rollouts,
         "tune_aa_rollouts": args.tune_aa_rollouts,
         "tune_rollouts": args.tune_rollouts,
         "horizon_minutes": args.horizon_minutes,
@@ -1074,6 +1245,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         "policy": POLICY,
         "scenarios": {s.name: s.description for s in SCENARIOS if s.name in config.scenarios},
+        "worlds": {s.name: s.world for s in SCENARIOS if s.name in config.scenarios},
+        "readme_policy": {
+            "holds_minutes": README_SPEC_HOLDS_MINUTES,
+            "deadline_minutes": bench_rollout(README_WORLD).spec.deadline.total_seconds() / 60,
+        },
         "cells": summary["cells"],
     }
     args.out.mkdir(parents=True, exist_ok=True)

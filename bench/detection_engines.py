@@ -20,20 +20,25 @@ held a step past its hold, and for how many looks.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 
 from bench.detection_sim import (
     BASELINE,
+    BENCH_WORLD,
     CANDIDATE,
     COHORTS,
     ERRORS,
+    L0,
     LOOK_SECONDS,
+    LSUM,
     Q0,
     QSUM,
+    README_WORLD,
     REFUSALS,
     REQUESTS,
     T0,
@@ -41,6 +46,7 @@ from bench.detection_sim import (
     WEIGHTS,
     PrometheusView,
     Stream,
+    World,
 )
 from controller.analysis import (
     Histogram,
@@ -54,7 +60,7 @@ from controller.engine.decide import decide, start
 from controller.engine.phases import Phase
 from controller.engine.state import Look, RolloutState
 from controller.metrics.base import NoSeriesError, QueryContext, collect
-from controller.metrics.simulated import QUALITY_BUCKETS, TTFT_BUCKETS
+from controller.metrics.simulated import LATENCY_BUCKETS, QUALITY_BUCKETS, TTFT_BUCKETS
 from controller.policy import MetricSpec, ModelRollout, RolloutSpec, load_text
 from controller.runtime.observer import engine_cell
 
@@ -68,9 +74,15 @@ HOLD_MINUTES = (10, 15, 30, 30)  # steps 1, 5, 20, 50 %; then 100 %
 def policy() -> str:
     """The benchmark's rollout policy for ours.
 
-    Whatever it does not set (`advanceOn`, the deadline, the judge's tolerance)
-    is the product's default, so a run measures the defaults of the code checked
-    out.
+    It is configured as a user would after `canaryctl plan`: for this policy (8
+    cohorts down to 5 % of the traffic, a judge score on a tenth of the requests,
+    no shadow) the plan warns that step 1's hold is far shorter than the time to
+    reach `minSamples` in every cell (a 5 % cohort's candidate gets 0.3 scores a
+    minute at 1 %) and names the remedies; the benchmark takes `advanceOn: hold`
+    (steps before 100 % advance on their hold and no FAIL; 100 % still needs every
+    critical cell PASSed or powered). Whatever else it does not set (the deadline,
+    the judge's tolerance) is the product's default, so a run measures the
+    defaults of the code checked out.
     """
     return (
         """\
@@ -99,6 +111,7 @@ spec:
     window: 5m
     confidence: 0.95
     minSamples: 200
+    advanceOn: hold
     noData: {{action: hold, timeout: 1h, then: pause}}
     metrics:
       - {{template: refusal-rate,  maxIncrease: {REFUSAL_MARGIN}}}
@@ -110,6 +123,13 @@ spec:
 
 
 POLICY = policy()
+#: the README's example policy, as a file of the repository: the README-policy family
+#: runs ours with it unchanged
+README_POLICY_PATH = (
+    Path(__file__).resolve().parent.parent / "policies" / "gateway-api-cohorts.yaml"
+)
+#: per world, the policy ours runs there
+POLICY_BY_WORLD = {BENCH_WORLD.name: POLICY, README_WORLD.name: README_POLICY_PATH.read_text()}
 
 PROMOTED, ROLLED_BACK, PAUSED, UNFINISHED = "promoted", "rolled-back", "paused", "unfinished"
 
@@ -126,8 +146,9 @@ class Outcome:
     blocked_by: tuple[tuple[str, str, int], ...] = ()
 
 
-def bench_rollout() -> ModelRollout:
-    [loaded] = load_text(policy(), "<bench policy>")
+def bench_rollout(world: World = BENCH_WORLD) -> ModelRollout:
+    """The rollout ours runs in `world` (the benchmark's policy, or the README's)."""
+    [loaded] = load_text(POLICY_BY_WORLD[world.name], f"<{world.name} policy>")
     return loaded.rollout
 
 
@@ -156,6 +177,11 @@ def sample_of(template: str, counters: np.ndarray) -> Sample | None:
         if buckets.sum() <= 0:
             return None
         return _histogram(buckets, TTFT_BUCKETS, counters[TSUM])
+    if template.startswith("latency-"):
+        buckets = counters[L0:LSUM]
+        if buckets.sum() <= 0:
+            return None
+        return _histogram(buckets, LATENCY_BUCKETS, counters[LSUM])
     raise ValueError(f"the benchmark has no counters for {template!r}")
 
 
@@ -168,9 +194,12 @@ class StreamProvider:
     the counts when each step began.
     """
 
-    def __init__(self, versions: Mapping[str, int], t0: datetime) -> None:
+    def __init__(
+        self, versions: Mapping[str, int], t0: datetime, cohorts: Sequence[str] = COHORTS
+    ) -> None:
         self.versions = versions
         self.t0 = t0
+        self.cohorts = tuple(cohorts)
         self.views: dict[int, PrometheusView] = {}
 
     def fetch(self, metric: MetricSpec, version: str, context: QueryContext) -> VersionData:
@@ -179,7 +208,7 @@ class StreamProvider:
         counters = self.views[self.versions[version]].history[look]
         query = f"bench {metric.template} {{version={version!r}}}"
         samples = {}
-        for k, cohort in enumerate(COHORTS):
+        for k, cohort in enumerate(self.cohorts):
             sample = sample_of(metric.template, counters[k])
             if sample is not None:
                 samples[cohort] = sample
@@ -201,36 +230,48 @@ class Ours:
     compares the versions step by step), `judge`, and give the engine the cells
     `engine_cell` makes of the verdicts (with `powered`, `waiting_for_traffic`,
     the circuit breaker). Only the audit records are left out.
+
+    In a shadow phase (the README's policy) the candidate answers the mirrored
+    requests (`Stream.mirrored`): they are judged, and harm no user.
     """
 
     name = "ours"
 
-    def __init__(self) -> None:
-        self.rollout = bench_rollout()
+    def __init__(self, world: World = BENCH_WORLD) -> None:
+        self.world = world
+        self.rollout = bench_rollout(world)
         spec = self.rollout.spec
         self.cohorts = tuple(c.name for c in spec.cohorts)
 
     def run(self, stream: Stream, harmed: tuple[int, ...]) -> Outcome:
         spec = self.rollout.spec
+        world = self.world
         t0 = datetime(2026, 1, 1, tzinfo=UTC)
         provider = StreamProvider(
-            {spec.candidate.version: CANDIDATE, spec.baseline.version: BASELINE}, t0
+            {spec.candidate.version: CANDIDATE, spec.baseline.version: BASELINE},
+            t0,
+            world.cohorts,
         )
         state = decide(spec, start(spec, 1, t0), None, (), t0).state  # Pending -> step 1
         provider.views = {
-            role: PrometheusView.empty((len(COHORTS), stream.served.shape[-1])) for role in (0, 1)
+            role: PrometheusView.empty((len(world.cohorts), stream.served.shape[-1]))
+            for role in (0, 1)
         }
         snapshots: dict[datetime, dict[str, MetricObservation]] = {}
         affected = 0.0
-        weight = 1
+        weight = 0
         blocking: dict[tuple[str, str], int] = {}
         for t in range(stream.looks):
             weight = state.route.weight or weight  # a paused route keeps its weight
-            index = np.full(len(COHORTS), _WEIGHT_INDEX[state.route.weight])
-            for name, weight in state.route.cohorts:
-                index[self.cohorts.index(name)] = _WEIGHT_INDEX[weight]
-            candidate, baseline = stream.increments(t, index)
-            affected += float(candidate[list(harmed), REQUESTS].sum())
+            index = np.full(len(world.cohorts), _WEIGHT_INDEX[state.route.weight])
+            for name, cohort_weight in state.route.cohorts:
+                index[world.cohorts.index(name)] = _WEIGHT_INDEX[cohort_weight]
+            if state.route.mirror_percent and not state.route.weight:
+                mirror = _WEIGHT_INDEX[state.route.mirror_percent]
+                candidate, baseline = stream.mirrored(t, mirror)  # no user is served
+            else:
+                candidate, baseline = stream.increments(t, index)
+                affected += float(candidate[list(harmed), REQUESTS].sum())
             for role, inc in ((CANDIDATE, candidate), (BASELINE, baseline)):
                 provider.views[role].scrape(
                     inc,

@@ -19,7 +19,16 @@ judges the *same* stream however its own decisions move the weight:
 
 Counters are per (version, cohort) with the metric contract's histograms
 (`llm_time_to_first_token_seconds` and `llm_quality_score` with the buckets of
-`controller.metrics.simulated`, `_sum` included). `PrometheusView` turns the true
+`controller.metrics.simulated`, `_sum` included; `llm_request_duration_seconds`
+too in a `World` that has request latencies).
+
+A `World` is the population: its cohorts, their shares and baseline levels.
+`BENCH_WORLD` is the benchmark's own (8 cohorts, no request-latency histogram);
+`README_WORLD` is the README's example (non-English 15 %, mobile 20 %, power
+users 10 %, the rest 55 %, with request latencies for `latency-p95`). A shadow
+phase is one more way of reading a stream (`Stream.mirrored`): the candidate
+answers a mirrored copy of the requests of the mirror share (measured, not
+served to users) while the baseline serves them all. `PrometheusView` turns the true
 cumulative counters into what a Prometheus scraping them every interval holds:
 exact, or, with infrastructure noise, with missed scrapes (the last scrape
 stands) and pod restarts whose increments since the last scrape are lost.
@@ -34,7 +43,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from controller.metrics.simulated import QUALITY_BUCKETS, TTFT_BUCKETS
+from controller.metrics.simulated import LATENCY_BUCKETS, QUALITY_BUCKETS, TTFT_BUCKETS
 
 #: one look per analysis interval (the policy's `interval: 1m`, Flagger's default)
 LOOK_SECONDS = 60
@@ -59,17 +68,54 @@ BASE_QUALITY_MEAN = (0.80, 0.82, 0.78, 0.80, 0.76, 0.84, 0.80, 0.79)
 QUALITY_CONCENTRATION = 10.0  # Beta(a, b) with a + b = 10
 BASE_TTFT_MEDIAN = (0.30, 0.28, 0.32, 0.30, 0.35, 0.25, 0.30, 0.33)
 TTFT_SIGMA = 0.40
+#: request latency (the whole answer) ~ lognormal with this spread: p95 = 1.93 × median
+LATENCY_SIGMA = 0.40
 
 # Field layout of one counter vector (one version, one cohort, one group).
 Q_BUCKETS = len(QUALITY_BUCKETS) + 1  # with +Inf
 T_BUCKETS = len(TTFT_BUCKETS) + 1
+L_BUCKETS = len(LATENCY_BUCKETS) + 1
 REQUESTS, ERRORS, REFUSALS = 0, 1, 2
 Q0 = 3
 QSUM = Q0 + Q_BUCKETS
 T0 = QSUM + 1
 TSUM = T0 + T_BUCKETS
-FIELDS = TSUM + 1
+L0 = TSUM + 1
+LSUM = L0 + L_BUCKETS
+FIELDS = LSUM + 1
 CANDIDATE, BASELINE = 0, 1
+
+
+@dataclass(frozen=True)
+class World:
+    """The population a stream is drawn from: cohorts, shares and baseline levels."""
+
+    name: str
+    cohorts: tuple[str, ...]
+    shares: tuple[float, ...]
+    refusal: tuple[float, ...]
+    quality_mean: tuple[float, ...]
+    ttft_median: tuple[float, ...]
+    #: request latency medians (s); None: the world exports no request-latency histogram
+    latency_median: tuple[float, ...] | None = None
+
+
+BENCH_WORLD = World(
+    "bench", COHORTS, COHORT_SHARES, BASE_REFUSAL, BASE_QUALITY_MEAN, BASE_TTFT_MEDIAN
+)
+#: the README's example: three named cohorts and the traffic none of them matches
+#: (`other`), judged in `overall` only; latencies with p95 around 1.5 s, so that the
+#: policy's `maxRatio: 1.25` is the nearer latency limit and `max: 2.5s` the farther
+README_WORLD = World(
+    "readme",
+    ("non-english", "mobile", "power-users", "other"),
+    (0.15, 0.20, 0.10, 0.55),
+    (0.05, 0.04, 0.06, 0.05),
+    (0.80, 0.82, 0.78, 0.80),
+    (0.30, 0.28, 0.32, 0.30),
+    (0.80, 0.75, 0.90, 0.80),
+)
+WORLDS = {w.name: w for w in (BENCH_WORLD, README_WORLD)}
 
 
 @dataclass(frozen=True)
@@ -81,6 +127,7 @@ class Behaviour:
     quality_mean: float
     ttft_median: float
     ttft_sigma: float = TTFT_SIGMA
+    latency_median: float | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +151,10 @@ class Change:
     def harmful_cohorts(self) -> tuple[int, ...]:
         return self.cohorts if self.cohorts is not None else tuple(range(len(COHORTS)))
 
+    def harmed_in(self, world: World) -> tuple[int, ...]:
+        """The harmed cohorts of `world` (every one of its cohorts if `cohorts` is None)."""
+        return self.cohorts if self.cohorts is not None else tuple(range(len(world.cohorts)))
+
 
 @dataclass(frozen=True)
 class Noise:
@@ -113,17 +164,18 @@ class Noise:
     restart_per_hour: float = 0.0  # pod restarts (counter resets) per version per hour
 
 
-def baseline_behaviour(cohort: int) -> Behaviour:
+def baseline_behaviour(cohort: int, world: World = BENCH_WORLD) -> Behaviour:
     return Behaviour(
-        refusal=BASE_REFUSAL[cohort],
+        refusal=world.refusal[cohort],
         error=BASE_ERROR,
-        quality_mean=BASE_QUALITY_MEAN[cohort],
-        ttft_median=BASE_TTFT_MEDIAN[cohort],
+        quality_mean=world.quality_mean[cohort],
+        ttft_median=world.ttft_median[cohort],
+        latency_median=None if world.latency_median is None else world.latency_median[cohort],
     )
 
 
-def candidate_behaviour(cohort: int, change: Change) -> Behaviour:
-    base = baseline_behaviour(cohort)
+def candidate_behaviour(cohort: int, change: Change, world: World = BENCH_WORLD) -> Behaviour:
+    base = baseline_behaviour(cohort, world)
     if not change.applies_to(cohort):
         return base
     # p95 = median * exp(1.645 sigma): a ratio r on p95 with the same median
@@ -135,6 +187,7 @@ def candidate_behaviour(cohort: int, change: Change) -> Behaviour:
         quality_mean=base.quality_mean + change.quality_add,
         ttft_median=base.ttft_median,
         ttft_sigma=sigma,
+        latency_median=base.latency_median,
     )
 
 
@@ -184,6 +237,14 @@ def ttft_model(median: float, sigma: float) -> BucketModel:
     return _bucket_model(draws, TTFT_BUCKETS)
 
 
+@lru_cache(maxsize=256)
+def latency_model(median: float, sigma: float) -> BucketModel:
+    """Request latency ~ lognormal(median, sigma), through the latency buckets."""
+    rng = np.random.default_rng(65432)
+    draws = rng.lognormal(math.log(median), sigma, size=400_000)
+    return _bucket_model(draws, LATENCY_BUCKETS)
+
+
 @dataclass(frozen=True)
 class Stream:
     """One rollout's traffic, every interval, cohort and group, served both ways.
@@ -217,6 +278,17 @@ class Stream:
         baseline = self.prefix[BASELINE, t, k, -1] - self.prefix[BASELINE, t, k, weight_index]
         return candidate, baseline
 
+    def mirrored(self, t: int, mirror_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(candidate, baseline) increments of interval `t` in a shadow phase.
+
+        The baseline serves every request; the candidate answers a copy of the
+        requests of the first `mirror_index` groups (the mirror share), measured
+        and discarded: the same groups it would serve at that weight, so a shadow
+        is coupled to the steps like any weight.
+        """
+        candidate = self.prefix[CANDIDATE, t, :, mirror_index]
+        return candidate, self.prefix[BASELINE, t, :, -1]
+
 
 def _serve(
     rng: np.random.Generator, n: np.ndarray, b: Behaviour, drift: np.ndarray | None = None
@@ -234,10 +306,16 @@ def _serve(
     refusal = b.refusal if drift is None else b.refusal + drift
     out[..., REFUSALS] = rng.binomial(ok, np.clip(refusal, 0.0, 1.0))
     judged = rng.binomial(ok, JUDGED_SHARE)
-    for lo, count, total, model in (
+    histograms = [
         (Q0, judged, QSUM, quality_model(round(b.quality_mean, 6))),
         (T0, ok, TSUM, ttft_model(round(b.ttft_median, 6), round(b.ttft_sigma, 6))),
-    ):
+    ]
+    if b.latency_median is not None:  # drawn last: a world without it keeps its streams
+        # the answer's latency widens with the TTFT tail (the same factor on p95)
+        sigma = LATENCY_SIGMA + (b.ttft_sigma - TTFT_SIGMA)
+        latency = latency_model(round(b.latency_median, 6), round(sigma, 6))
+        histograms.append((L0, n, LSUM, latency))
+    for lo, count, total, model in histograms:
         buckets = rng.multinomial(count, model.probs)
         out[..., lo : lo + len(model.probs)] = buckets
         mean = (buckets * model.means).sum(axis=-1)
@@ -254,6 +332,7 @@ def simulate(
     noise: Noise,
     seed: int,
     drift_per_hour: float = 0.0,
+    world: World = BENCH_WORLD,
 ) -> Stream:
     """Generate one rollout's stream: `looks` intervals of a minute at `rps` mean requests/s.
 
@@ -264,27 +343,29 @@ def simulate(
     phase = rng.uniform(0.0, DAY_SECONDS)
     t = (np.arange(looks) + 0.5) * LOOK_SECONDS
     rate = rps * (1.0 + DIURNAL_SWING * np.sin(2.0 * math.pi * (t + phase) / DAY_SECONDS))
-    arrivals = rng.poisson(rate[:, None] * LOOK_SECONDS * np.array(COHORT_SHARES)[None, :])
+    arrivals = rng.poisson(rate[:, None] * LOOK_SECONDS * np.array(world.shares)[None, :])
     groups = rng.multinomial(arrivals, GROUP_SHARES)  # [t, k, g]
     drift = (drift_per_hour * t / 3600.0)[:, None] if drift_per_hour else None
-    served = np.zeros((2, looks, len(COHORTS), len(WEIGHTS), FIELDS))
-    for k in range(len(COHORTS)):
-        served[CANDIDATE, :, k] = _serve(rng, groups[:, k], candidate_behaviour(k, change), drift)
-        served[BASELINE, :, k] = _serve(rng, groups[:, k], baseline_behaviour(k), drift)
-    prefix = np.zeros((2, looks, len(COHORTS), len(WEIGHTS) + 1, FIELDS))
+    cohorts = len(world.cohorts)
+    served = np.zeros((2, looks, cohorts, len(WEIGHTS), FIELDS))
+    for k in range(cohorts):
+        candidate = candidate_behaviour(k, change, world)
+        served[CANDIDATE, :, k] = _serve(rng, groups[:, k], candidate, drift)
+        served[BASELINE, :, k] = _serve(rng, groups[:, k], baseline_behaviour(k, world), drift)
+    prefix = np.zeros((2, looks, cohorts, len(WEIGHTS) + 1, FIELDS))
     prefix[:, :, :, 1:] = served.cumsum(axis=3)
     scrape_ok = rng.random((2, looks)) >= noise.scrape_miss
     fresh = scrape_ok + rng.binomial(SCRAPES_PER_LOOK - 1, 1.0 - noise.scrape_miss, (2, looks))
     per_look = noise.restart_per_hour * LOOK_SECONDS / 3600.0
     restart = rng.random((2, looks)) < per_look
-    return Stream(served, prefix, scrape_ok, fresh, restart, _pre_rollout(rps, seed))
+    return Stream(served, prefix, scrape_ok, fresh, restart, _pre_rollout(rps, seed, world))
 
 
 #: how long the baseline is watched before the rollout to measure its levels
 PRE_MINUTES = 60
 
 
-def _pre_rollout(rps: float, seed: int) -> np.ndarray:
+def _pre_rollout(rps: float, seed: int, world: World = BENCH_WORLD) -> np.ndarray:
     """The baseline's counters over the hour before the rollout, every cohort together.
 
     Drawn from a generator of its own, so the rollout's stream is the same with
@@ -292,11 +373,11 @@ def _pre_rollout(rps: float, seed: int) -> np.ndarray:
     """
     rng = np.random.default_rng([seed, 1])
     arrivals = rng.poisson(
-        rps * LOOK_SECONDS * np.array(COHORT_SHARES), (PRE_MINUTES, len(COHORTS))
+        rps * LOOK_SECONDS * np.array(world.shares), (PRE_MINUTES, len(world.cohorts))
     )
     total = np.zeros(FIELDS)
-    for k in range(len(COHORTS)):
-        total += _serve(rng, arrivals[:, k], baseline_behaviour(k)).sum(axis=0)
+    for k in range(len(world.cohorts)):
+        total += _serve(rng, arrivals[:, k], baseline_behaviour(k, world)).sum(axis=0)
     return total
 
 

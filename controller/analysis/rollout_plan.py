@@ -12,9 +12,10 @@ together for `canaryctl plan`:
   step's weight (`plan_cell`, the slowest of the metric's limits);
 - along the schedule, with the counts cumulative as the judge has them: when
   each cell decides, when the rollout reaches 100 % (a hold lasts until what
-  the engine waits for: `minSamples` in every cell, or every critical cell
-  decided before 100 % and with `advanceOn: pass`), and warnings when a hold
-  ends before that or a cell cannot decide before `analysis.deadline`.
+  the engine waits for: `minSamples` in every cell unless `advanceOn: hold`,
+  or every critical cell decided before 100 % and with `advanceOn: pass`), and
+  warnings when a hold ends before that (with the remedies) or a cell cannot
+  decide before `analysis.deadline`.
 
 The baseline's values are not known before the rollout, so the plan assumes
 them (`ASSUMED`), as docs/judge.md's Planning section says: a rate of 5 % (a fifth
@@ -77,11 +78,34 @@ class Traffic:
     shares: Mapping[str, float]
     #: where the figures come from, for the output
     source: str = ""
+    #: per metric, the share of requests that carry a sample of it (a judge scoring
+    #: 10 % of the requests: 0.1); a metric not named has one per request
+    sample_shares: Mapping[str, float] = field(default_factory=dict)
+    #: where the sample shares come from, for the output
+    sample_source: str = ""
+
+    def sample_share(self, metric: str) -> float:
+        return self.sample_shares.get(metric, 1.0)
 
     @property
     def rest(self) -> float:
         """The share of requests in no policy cohort."""
         return max(0.0, 1.0 - sum(self.shares.values()))
+
+
+def sample_shares(metrics: Sequence[str], given: Mapping[str, float]) -> dict[str, float]:
+    """The sample share of each metric named in `given` (PlanInputError for a metric not in
+    the policy or a share outside (0, 1])."""
+    unknown = sorted(set(given) - set(metrics))
+    if unknown:
+        known = ", ".join(metrics) or "none"
+        raise PlanInputError(
+            f"--sample-share: no metric {unknown[0]!r} in the policy (its metrics: {known})"
+        )
+    for name, share in given.items():
+        if not 0.0 < share <= 1.0:
+            raise PlanInputError(f"--sample-share {name}={share:g}: a share must be in (0, 1]")
+    return dict(given)
 
 
 def cohort_shares(cohorts: Sequence[str], given: Mapping[str, float]) -> dict[str, float]:
@@ -174,6 +198,8 @@ class Period:
     candidate_share: Mapping[str, float]
     #: does leaving it need every critical cell decided (else `minSamples` only)?
     needs_decided: bool
+    #: does leaving it need `minSamples` in every critical cell (not with `advanceOn: hold`)?
+    needs_samples: bool = True
 
 
 def periods(spec: RolloutSpec, traffic: Traffic) -> tuple[list[Period], timedelta]:
@@ -185,11 +211,13 @@ def periods(spec: RolloutSpec, traffic: Traffic) -> tuple[list[Period], timedelt
     n = len(spec.steps)
     out: list[Period] = []
     strict = spec.analysis.advance_on is AdvanceOn.PASS
+    counts = spec.analysis.advance_on is not AdvanceOn.HOLD
     if spec.shadow is not None:
         m = spec.shadow.mirror_percent / 100
         share = dict.fromkeys([*traffic.shares, OVERALL], m)
         weights = dict.fromkeys(share, m / (1 + m))
-        out.append(Period("shadow", spec.shadow.duration, weights, share, strict or n <= 1))
+        decided = strict or n <= 1
+        out.append(Period("shadow", spec.shadow.duration, weights, share, decided, counts))
     judged = spec.steps if spec.steps[-1].weight < 100 else spec.steps[:-1]
     for i, step in enumerate(judged):
         weights = {c: step.cohort_weights.get(c, step.weight) / 100 for c in traffic.shares}
@@ -198,7 +226,8 @@ def periods(spec: RolloutSpec, traffic: Traffic) -> tuple[list[Period], timedelt
             + traffic.rest * step.weight / 100
         )
         name = f"step {i + 1}: {step.weight}%"
-        out.append(Period(name, step.hold, weights, weights, strict or i >= n - 2))
+        decided = strict or i >= n - 2
+        out.append(Period(name, step.hold, weights, weights, decided, counts or decided))
     last_hold = spec.steps[-1].hold if spec.steps[-1].weight >= 100 else timedelta(0)
     return out, last_hold
 
@@ -292,6 +321,8 @@ class _Planner:
         self.metrics = list(dict.fromkeys(lp.metric for lp in self.limits))
         self.rate = {c: traffic.requests_per_second * traffic.shares[c] for c in traffic.shares}
         self.rate[OVERALL] = traffic.requests_per_second
+        #: each limit's samples per request (a metric scored on a share of the requests)
+        self.per_request = [traffic.sample_share(lp.metric) for lp in self.limits]
         self.stretches, self.last_hold = periods(spec, traffic)
         self.min_samples = analysis.min_samples
 
@@ -320,7 +351,11 @@ class _Planner:
                     mine = [i for i, lp in enumerate(self.limits) if lp.metric == metric]
                     plans = [
                         plan_cell(
-                            self.limits[i].hypotheses, rate, w, self._budget(i), self.min_samples
+                            self.limits[i].hypotheses,
+                            rate * self.per_request[i],
+                            w,
+                            self._budget(i),
+                            self.min_samples,
                         )
                         if 0 < w < 1 and rate > 0
                         else None
@@ -350,7 +385,7 @@ class _Planner:
         t_samples = 0.0 if self.min_samples <= 0 else math.inf
         start = 0.0
         for period, end in zip(self.stretches, ends, strict=False):
-            s_rate = self.rate[cohort] * period.candidate_share[cohort] * 60.0
+            s_rate = self.rate[cohort] * period.candidate_share[cohort] * self.per_request[i] * 60.0
             w = period.weights[cohort]
             i_rate = s_rate * lp.hypotheses.information_per_sample(w) if 0 < w < 1 else 0.0
             span = end - start
@@ -379,7 +414,7 @@ class _Planner:
             open_ends = [*ends, math.inf]
             gate = 0.0
             for i, lp in enumerate(self.limits):
-                if not lp.critical:
+                if not lp.critical or not (period.needs_decided or period.needs_samples):
                     continue
                 need = self.healthy_target(i, q) if period.needs_decided else 0.0
                 for cohort in self.cells:
@@ -439,6 +474,15 @@ def _slowest(pairs: Sequence[tuple[float, ...]]) -> tuple[float, float]:
     return (max(p[0] for p in pairs), max(p[1] for p in pairs))
 
 
+#: what a user can do about a step that waits for `minSamples` beyond its hold
+_SAMPLES_REMEDY = (
+    "; remedies: a shadow phase, cohortWeights for the small cohorts, a longer hold, "
+    "or advanceOn: hold"
+)
+#: the same for the shadow, where the mirror share is what the candidate gets
+_SHADOW_REMEDY = "; remedies: a higher mirrorPercent, a longer shadow, or advanceOn: hold"
+
+
 def _warnings(
     stretches: Sequence[Period],
     ends: Mapping[float, Sequence[float]],
@@ -451,14 +495,14 @@ def _warnings(
         hold = period.hold.total_seconds() / 60
         needed = ends[P80][k] - start
         if needed > hold + 1e-6:
-            what = (
-                "to decide (every critical cell PASSed or powered)"
-                if period.needs_decided
-                else "to reach minSamples in every cell"
-            )
+            if period.needs_decided:
+                what, remedy = "to decide (every critical cell PASSed or powered)", ""
+            else:
+                what = "to reach minSamples in every cell"
+                remedy = _SHADOW_REMEDY if period.name == "shadow" else _SAMPLES_REMEDY
             out.append(
                 f"{period.name}: the hold ({format_minutes(hold)}) is shorter than the time "
-                f"{what}: {format_minutes(needed)} (80th percentile)"
+                f"{what}: {format_minutes(needed)} (80th percentile){remedy}"
             )
         start = ends[P80][k] if math.isfinite(ends[P80][k]) else start
     limit = deadline.total_seconds() / 60

@@ -102,6 +102,16 @@ CohortShareOption = Annotated[
         "what is left equally with the requests in no cohort.",
     ),
 ]
+SampleShareOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sample-share",
+        metavar="METRIC=FRACTION",
+        help="The share of requests that carry a sample of a metric (repeatable; e.g. "
+        "quality-score=0.1 for a judge scoring 10 %); default 1, or measured with "
+        "--prometheus where the template counts its samples.",
+    ),
+]
 PrometheusOption = Annotated[
     str | None,
     typer.Option(
@@ -117,6 +127,7 @@ def _plans(
     rps: float | None,
     cohort_share: list[str] | None,
     prometheus: str | None,
+    sample_share: list[str] | None = None,
 ) -> list[tuple[LoadedPolicy, Plan]]:
     """Each policy planned (exit 2 on bad options, 1 when Prometheus cannot tell)."""
     from controller.analysis.rollout_plan import PlanInputError
@@ -127,6 +138,7 @@ def _plans(
         _fail(f"--rps {rps:g}: the request rate must be a positive number", 2)
     try:
         shares = parse_shares(cohort_share or [])
+        samples = parse_shares(sample_share or [], "--sample-share", "quality-score=0.1")
     except PlanInputError as exc:
         _fail(str(exc), 2)
     settings = load_settings()
@@ -140,6 +152,7 @@ def _plans(
                 shares=shares,
                 prometheus=prometheus,
                 settings=settings,
+                samples=samples,
             )
         except PlanInputError as exc:
             _fail(f"{policy.file}: {exc}", 1 if str(exc).startswith("--prometheus") else 2)
@@ -154,6 +167,7 @@ def plan(
     ],
     rps: RpsOption = None,
     cohort_share: CohortShareOption = None,
+    sample_share: SampleShareOption = None,
     prometheus: PrometheusOption = None,
     output: OutputOption = Output.TEXT,
 ) -> None:
@@ -179,7 +193,7 @@ def plan(
         raise typer.Exit(1)
     if not policies:
         _fail(f"{path}: no ModelRollout in it", 1)
-    _show_plans(_plans(policies, rps, cohort_share, prometheus), output)
+    _show_plans(_plans(policies, rps, cohort_share, prometheus, sample_share), output)
 
 
 def _show_plans(plans: list[tuple[LoadedPolicy, Plan]], output: Output) -> None:
@@ -211,13 +225,14 @@ def validate(
     ] = False,
     rps: RpsOption = None,
     cohort_share: CohortShareOption = None,
+    sample_share: SampleShareOption = None,
     prometheus: PrometheusOption = None,
 ) -> None:
     """Check ModelRollout policies: every problem, with file, line, column and field path.
 
     Custom queries are checked against CANARY_CUSTOM_QUERIES, as the controller would.
-    With --plan, each valid policy's plan follows (--rps, --cohort-share, --prometheus
-    as for `canaryctl plan`)."""
+    With --plan, each valid policy's plan follows (--rps, --cohort-share,
+    --sample-share, --prometheus as for `canaryctl plan`)."""
     from controller.policy import check_files
     from controller.policy.loader import policy_files
     from controller.settings import load_settings
@@ -230,7 +245,7 @@ def validate(
         webhook_allow=settings.webhook_allowlist_if_set,
     )
     errors = [p for p in problems if p.severity is Severity.ERROR]
-    plans = _plans(policies, rps, cohort_share, prometheus) if show_plan else []
+    plans = _plans(policies, rps, cohort_share, prometheus, sample_share) if show_plan else []
     if output is Output.JSON:
         report = {
             "valid": not errors,

@@ -23,6 +23,7 @@ from controller.analysis.rollout_plan import (
     Traffic,
     cohort_shares,
     plan_rollout,
+    sample_shares,
 )
 from controller.errors import CanaryError
 from controller.policy import RolloutSpec
@@ -35,7 +36,9 @@ DEFAULT_RPS = 100.0
 HISTORY = timedelta(hours=24)
 
 
-def parse_shares(values: Sequence[str]) -> dict[str, float]:
+def parse_shares(
+    values: Sequence[str], option: str = "--cohort-share", example: str = "mobile=0.2"
+) -> dict[str, float]:
     """`NAME=FRACTION` options as a mapping (PlanInputError when one is malformed)."""
     out: dict[str, float] = {}
     for value in values:
@@ -45,11 +48,9 @@ def parse_shares(values: Sequence[str]) -> dict[str, float]:
         except ValueError:
             share = math.nan
         if not sep or not name or math.isnan(share):
-            raise PlanInputError(
-                f"--cohort-share {value!r}: expected NAME=FRACTION, e.g. mobile=0.2"
-            )
+            raise PlanInputError(f"{option} {value!r}: expected NAME=FRACTION, e.g. {example}")
         if not 0.0 < share <= 1.0:
-            raise PlanInputError(f"--cohort-share {value}: a share must be in (0, 1]")
+            raise PlanInputError(f"{option} {value}: a share must be in (0, 1]")
         out[name] = share
     return out
 
@@ -62,24 +63,41 @@ def traffic_for(
     shares: Mapping[str, float],
     prometheus: str | None,
     settings: Settings,
+    samples: Mapping[str, float] | None = None,
 ) -> Traffic:
-    """The traffic to plan with: given, or the baseline's last 24 hours in Prometheus."""
+    """The traffic to plan with: given, or the baseline's last 24 hours in Prometheus.
+
+    Sample shares (`--sample-share`) are as given; with `--prometheus`, a metric
+    whose template counts its samples and that is not given is measured: its
+    samples per request of the baseline over the same 24 hours."""
     cohorts = [c.name for c in spec.cohorts]
+    metrics = [m.metric_name for m in spec.analysis.metrics]
+    given_samples = sample_shares(metrics, samples or {})
+    sample_source = "--sample-share" if given_samples else ""
     if prometheus is None:
         source = "--rps" if rps is not None else "default; give --rps or --prometheus"
         total = rps if rps is not None else DEFAULT_RPS
-        return Traffic(total, cohort_shares(cohorts, shares), source)
+        return Traffic(total, cohort_shares(cohorts, shares), source, given_samples, sample_source)
     from controller.runtime.oneshot import prometheus_at
 
     provider = prometheus_at(prometheus, settings)
+    now = datetime.now(UTC)
     try:
         rates = provider.request_rates(
-            spec.model, spec.baseline.version, namespace, over=HISTORY, at=datetime.now(UTC)
+            spec.model, spec.baseline.version, namespace, over=HISTORY, at=now
+        )
+        unmeasured = [m for m in spec.analysis.metrics if m.metric_name not in given_samples]
+        measured_samples = provider.sample_shares(
+            unmeasured, spec.model, spec.baseline.version, namespace, over=HISTORY, at=now
         )
     except CanaryError as exc:
         raise PlanInputError(f"--prometheus: {exc}") from exc
     finally:
         provider.close()
+    if measured_samples:
+        sample_source = ", ".join(
+            [*(["--sample-share"] if given_samples else []), "the baseline's last 24 h"]
+        )
     measured = sum(rates.values())
     if measured <= 0:
         raise PlanInputError(
@@ -91,7 +109,13 @@ def traffic_for(
     source = f"baseline {spec.baseline.version}, last 24 h in Prometheus"
     if rps is not None:
         source += " (cohort shares; the rate from --rps)"
-    return Traffic(rps if rps is not None else measured, cohort_shares(cohorts, given), source)
+    return Traffic(
+        rps if rps is not None else measured,
+        cohort_shares(cohorts, given),
+        source,
+        {**measured_samples, **given_samples},
+        sample_source,
+    )
 
 
 def plan_policy(policy: LoadedPolicy, traffic: Traffic) -> Plan:
@@ -145,6 +169,9 @@ def plan_json(policy: LoadedPolicy, plan: Plan) -> dict[str, Any]:
             "source": traffic.source,
             "cohortShares": {k: round(v, 4) for k, v in traffic.shares.items()},
             "restShare": round(traffic.rest, 4),
+            # per metric, samples per request (a metric not named: one per request)
+            "sampleShares": {k: round(v, 4) for k, v in traffic.sample_shares.items()},
+            "sampleSource": traffic.sample_source,
         },
         "assumed": {_camel(k): v for k, v in ASSUMED.items()},
         "tests": plan.tests,
@@ -192,6 +219,16 @@ def print_plan(console: Console, policy: LoadedPolicy, plan: Plan) -> None:
         f"[bold]{escape(policy.rollout.key)}[/bold]  ({escape(policy.file)}:{policy.line})",
         f"traffic: {traffic.requests_per_second:g} req/s ({escape(traffic.source)}); "
         f"cohorts: {escape(shares) or 'none'}, the rest {traffic.rest:.0%}",
+        *(
+            [
+                "sampled: "
+                + ", ".join(f"{k} {v:.0%}" for k, v in traffic.sample_shares.items())
+                + f" of the requests ({escape(traffic.sample_source)}); every other metric "
+                "one per request"
+            ]
+            if traffic.sample_shares
+            else []
+        ),
         f"{plan.tests} critical tests share the confidence budget; the baseline is assumed "
         "as in docs/judge.md (Planning a rollout); minutes are median / 80th percentile",
     ]

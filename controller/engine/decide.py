@@ -13,7 +13,8 @@ The rules, per tick:
    never triggers `noData`.
 4. Once the hold (or shadow duration) has passed, advance when no critical cell
    FAILs and each has its `minSamples` (`advanceOn: no-failure`, the default;
-   `advanceOn: pass` asks what promotion asks at every step). Going to 100 % (the
+   `advanceOn: hold` drops the `minSamples`; `advanceOn: pass` asks what
+   promotion asks at every step). Going to 100 % (the
    last step, or the promotion) needs every critical cell to PASS or be powered:
    a rollout is never promoted on a guess. A PASS is kept once reached (the test
    is anytime-valid: `RolloutState.passed`); a later FAIL still rolls back.
@@ -482,10 +483,13 @@ class _Tick:
         self.state = self.state.evolve(no_data_since=None)
         if self.now - self.state.step_since < hold:
             return
-        if self._next_is_last() or self.spec.analysis.advance_on is AdvanceOn.PASS:
+        advance_on = self.spec.analysis.advance_on
+        if self._next_is_last() or advance_on is AdvanceOn.PASS:
             undecided = tuple(c for c in required if not self._decided(c))
-        else:
+        elif advance_on is AdvanceOn.NO_FAILURE:
             undecided = tuple(c for c in required if c.waiting_for_traffic)
+        else:  # HOLD: the hold is enough (a FAIL has rolled back before this)
+            undecided = ()
         if not undecided:
             self.advance()  # (a FAIL has rolled back before this is reached)
             return

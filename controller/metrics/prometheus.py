@@ -77,7 +77,13 @@ from controller.metrics.exemplars import (
     is_bad,
     no_series_reason,
 )
-from controller.metrics.templates import QUERIES, Reading, TemplateQuery, histogram_series
+from controller.metrics.templates import (
+    QUERIES,
+    Reading,
+    TemplateQuery,
+    histogram_series,
+    sample_counter,
+)
 from controller.policy import MetricKind, MetricSpec
 from controller.policy.queries import CustomQueries, QueryError, scope
 from controller.settings import Settings, redact_url
@@ -290,14 +296,64 @@ class PrometheusProvider:
         """Requests per second of `version` by cohort label value, averaged over `over`
         before `at` (series without a cohort label under ""), scoped to `namespace` as
         the template queries are. What `canaryctl plan --prometheus` plans with."""
-        selector = promql.label_selector("llm_requests_total", {"model": model, "version": version})
+        increases = self.counter_increases(
+            "llm_requests_total", model, version, namespace, over=over, at=at
+        )
+        seconds = over.total_seconds()
+        return {cohort: v / seconds for cohort, v in increases.items()}
+
+    def sample_shares(
+        self,
+        metrics: Sequence[MetricSpec],
+        model: str,
+        version: str,
+        namespace: str,
+        *,
+        over: timedelta,
+        at: datetime,
+    ) -> dict[str, float]:
+        """Per metric whose template counts its samples (a histogram's `_count`), the
+        samples per request of `version` over `over` before `at`, every cohort together,
+        scoped like the templates. Metrics with no such count, or no samples, are left
+        out (one sample per request is assumed for them)."""
+        requests_ = self.counter_increases(
+            "llm_requests_total", model, version, namespace, over=over, at=at
+        )
+        total = sum(requests_.values())
+        out: dict[str, float] = {}
+        if total <= 0:
+            return out
+        for metric in metrics:
+            counter = sample_counter(metric.template)
+            if counter is None:
+                continue
+            counted = self.counter_increases(counter, model, version, namespace, over=over, at=at)
+            samples = sum(counted.values())
+            if samples > 0:
+                out[metric.metric_name] = min(samples / total, 1.0)
+        return out
+
+    def counter_increases(
+        self,
+        counter: str,
+        model: str,
+        version: str,
+        namespace: str,
+        *,
+        over: timedelta,
+        at: datetime,
+    ) -> dict[str, float]:
+        """`counter`'s increase for `version` by cohort label value over `over` before `at`
+        (series without a cohort label under ""), scoped to `namespace` as the template
+        queries are. `request_rates`, and the planner's sample shares (a histogram's
+        `_count` over the requests), read it."""
+        selector = promql.label_selector(counter, {"model": model, "version": version})
         context = QueryContext(model=model, namespace=namespace, start=at - over, end=at)
         span = promql.Duration(over.total_seconds()).render()
         query = f"sum by ({COHORT}) (increase({self._scoped(selector, context)}[{span}]))"
         result = self._run(query, context, exact_end=True)
         values = _series_values(result, _Query(query, Reading.GAUGE))
-        seconds = over.total_seconds()
-        return {cohort or "": max(v, 0.0) / seconds for (cohort, _, _), v in values.items()}
+        return {cohort or "": max(v, 0.0) for (cohort, _, _), v in values.items()}
 
     # --- the TraceSource protocol ---
 

@@ -95,3 +95,13 @@ def histogram_series(selector: str) -> tuple[str, str, str]:
     """The `_bucket`, `_count` and `_sum` selectors of a histogram family selector."""
     name, _, matchers = selector.partition("{")
     return (f"{name}_bucket{{{matchers}", f"{name}_count{{{matchers}", f"{name}_sum{{{matchers}")
+
+
+def sample_counter(template: str | None) -> str | None:
+    """The counter of a template's samples when they are not one per request: a
+    histogram's `_count` (a judge may score a share of the requests); None otherwise."""
+    query = QUERIES.get(template or "")
+    if query is None or query.reading is not Reading.HISTOGRAM:
+        return None
+    name = query.counters[0].partition("{")[0]
+    return f"{name}_count"

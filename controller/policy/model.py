@@ -47,7 +47,7 @@ KIND = "ModelRollout"
 OVERALL = "overall"
 
 #: the shortest default `analysis.deadline`, for policies whose holds are (nearly) zero
-MIN_DEADLINE = timedelta(minutes=10)
+MIN_DEADLINE = timedelta(minutes=30)
 
 #: context key that makes RolloutSpec skip the cross-field checks (the loader runs them)
 DEFER_CHECKS = "defer_checks"
@@ -134,6 +134,9 @@ class AdvanceOn(StrEnum):
     PASS = "pass"
     #: no critical cell FAILs and every critical cell has its `minSamples` (the default)
     NO_FAILURE = "no-failure"
+    #: no critical cell FAILs, however few samples a cell has: for steps where small
+    #: cohorts of a sampled metric cannot reach `minSamples` in any sane hold
+    HOLD = "hold"
 
 
 class Metadata(_Frozen):
@@ -434,11 +437,11 @@ class Analysis(_Frozen):
     min_samples: Annotated[int, Strict(), Field(ge=1, le=10_000_000)] = 200
     no_data: NoData = Field(default_factory=NoData)
     #: `no-failure`: a step advances once none FAILs and each has its minSamples;
-    #: `pass`: once every critical cell PASSes or is powered. Going to 100 % needs that
-    #: at every setting
+    #: `hold`: once none FAILs, whatever the samples; `pass`: once every critical cell
+    #: PASSes or is powered. Going to 100 % needs that at every setting
     advance_on: AdvanceOn = AdvanceOn.NO_FAILURE
     #: past it, a rollout whose cells are still undecided pauses for a human (never a
-    #: rollback); default: twice the sum of the holds and the shadow, at least 10 minutes
+    #: rollback); default: twice the sum of the holds and the shadow, at least 30 minutes
     deadline: Duration | None = None
     metrics: list[MetricSpec] = Field(min_length=1, max_length=64)
     eval_cases: EvalCases = Field(default_factory=EvalCases)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
+import numpy as np
 import pytest
 
+from controller.analysis import Limit, estimators, sequential
 from controller.analysis.planning import plan_cell
 from controller.analysis.rollout_plan import (
     PlanInputError,
@@ -21,7 +23,15 @@ from controller.analysis.rollout_plan import (
     plan_rollout,
 )
 from controller.policy import OVERALL, RolloutSpec, load_text
-from tests.analysis.test_statistical import PLAN_BUDGET, PLAN_RATE, PLAN_WEIGHT, REFUSALS_PLAN
+from tests.analysis.test_statistical import (
+    LOOK_SECONDS,
+    PLAN_BUDGET,
+    PLAN_LOOKS,
+    PLAN_RATE,
+    PLAN_WEIGHT,
+    REFUSALS_PLAN,
+    _first,
+)
 from tests.policy.base import policy
 
 COHORTS = [f"c{i}" for i in range(15)]  # 15 cohorts + overall: 16 tests, as PLAN_BUDGET
@@ -52,9 +62,10 @@ def test_shares_that_cannot_be_are_refused(given: dict[str, float], message: str
         cohort_shares(["a", "b"], given)
 
 
-def test_the_plan_is_the_judges_simulated_plan_cell() -> None:
+def _one_cell_spec() -> RolloutSpec:
+    """16 cells of refusal-rate at 20 % from the start: the simulated `plan_cell`."""
     cohorts = "".join(f"    - {{name: {c}, match: {{header: x-c, value: {c}}}}}\n" for c in COHORTS)
-    spec = _spec(
+    return _spec(
         (
             "    - {name: mobile, match: {header: x-client, value: mobile}}\n"
             '    - {name: non-english, match: {header: accept-language, regex: "^(de|fr)"}}\n',
@@ -65,6 +76,10 @@ def test_the_plan_is_the_judges_simulated_plan_cell() -> None:
         ("    window: 5m\n", "    window: 5m\n    minSamples: 1\n"),
         ("      - {template: error-rate, max: 0.01}\n", ""),
     )
+
+
+def test_the_plan_is_the_judges_simulated_plan_cell() -> None:
+    spec = _one_cell_spec()
     traffic = Traffic(PLAN_RATE * 16, cohort_shares(COHORTS, {}))
     plan = plan_rollout(spec, traffic)
     assert plan.tests == PLAN_BUDGET.tests
@@ -85,6 +100,47 @@ def test_the_plan_is_the_judges_simulated_plan_cell() -> None:
     assert plan.warnings == ()
 
 
+def test_a_sampled_metric_is_planned_on_its_samples_as_simulated() -> None:
+    """A metric carried by a tenth of the requests (a judge scoring 10 %), at ten times
+    the request rate: each request is drawn, then whether it carries a sample. Told the
+    sample share, the plan predicts the simulated time to decide; told nothing, it
+    plans with ten times the samples and is several times too quick."""
+    share, rate = 0.1, PLAN_RATE * 10
+    spec = _one_cell_spec()
+    sampled = plan_rollout(
+        spec, Traffic(rate * 16, cohort_shares(COHORTS, {}), sample_shares={"refusal-rate": share})
+    )
+    naive = plan_rollout(spec, Traffic(rate * 16, cohort_shares(COHORTS, {})))
+    [row] = [r for r in sampled.rows if r.cohort == "c0"]
+    [naive_row] = [r for r in naive.rows if r.cohort == "c0"]
+    rng = np.random.default_rng(11)
+    requests = rng.poisson(rate * LOOK_SECONDS, size=(4000, PLAN_LOOKS))
+    samples = rng.binomial(requests, share)
+    nc = rng.binomial(samples, PLAN_WEIGHT)
+    nb = samples - nc
+    c = estimators.relative_contrast(
+        rng.binomial(nc, 0.05).cumsum(axis=1)[..., None],
+        nc.cumsum(axis=1)[..., None],
+        rng.binomial(nb, 0.05).cumsum(axis=1)[..., None],
+        nb.cumsum(axis=1)[..., None],
+        Limit.MAX_INCREASE,
+        0.02,
+    )
+    information = 1.0 / c.variance
+    delta = REFUSALS_PLAN.delta
+    passed = sequential.pass_log_e(c.estimate, information, delta) >= sequential.log_threshold(
+        PLAN_BUDGET.alpha
+    )
+    powered_at = sequential.powered_information(
+        delta, PLAN_BUDGET.log_power_threshold, PLAN_BUDGET.power
+    )
+    minutes = _first(passed | (information >= powered_at))
+    simulated = (float(np.median(minutes)), float(np.percentile(minutes, 80)))
+    assert simulated[0] == pytest.approx(row.healthy[0], rel=0.25)
+    assert simulated[1] == pytest.approx(row.healthy[1], rel=0.25)
+    assert naive_row.healthy[0] < simulated[0] / 4
+
+
 def test_earlier_steps_count_towards_later_ones() -> None:
     """Counts are cumulative: a cell decides sooner along the schedule than a later
     step's weight alone would take from the start, and never before the first step's."""
@@ -99,6 +155,26 @@ def test_earlier_steps_count_towards_later_ones() -> None:
         assert cell.healthy[1] <= first.healthy[1]
         if cell.healthy[1] > step_1_ends:  # decided in step 2, helped by step 1's samples
             assert cell.healthy[1] < step_1_ends + second.healthy[1]
+
+
+def test_advance_on_hold_ends_a_step_with_its_hold() -> None:
+    """Below minSamples, `no-failure` waits beyond the hold and the warning says what
+    to do; `hold` ends the step with its hold, and 100 % still waits for decisions."""
+    traffic = Traffic(3, cohort_shares(["mobile", "non-english"], {}))
+    waiting = plan_rollout(_spec(), traffic)
+    [warning] = [w for w in waiting.warnings if w.startswith("step 1: 5%")]
+    assert "shorter than the time to reach minSamples in every cell" in warning
+    assert warning.endswith(
+        "remedies: a shadow phase, cohortWeights for the small cohorts, a longer hold, "
+        "or advanceOn: hold"
+    )
+    held = plan_rollout(
+        _spec(("    window: 5m\n", "    window: 5m\n    advanceOn: hold\n")), traffic
+    )
+    assert held.period_ends[0][2:] == (10.0, 10.0)
+    assert not any(w.startswith("step 1: 5%") for w in held.warnings)
+    assert held.period_ends[1][3] > held.period_ends[0][3] + 10  # 100 % waits for decisions
+    assert held.promotion[0] <= waiting.promotion[0]
 
 
 def test_a_cohort_with_no_candidate_traffic_never_decides() -> None:

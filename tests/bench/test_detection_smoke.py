@@ -9,6 +9,7 @@ in range. Timings are never asserted.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,19 @@ import pytest
 from scipy import stats  # type: ignore[import-untyped]
 
 from bench import detection
+from bench.detection_engines import README_POLICY_PATH, bench_rollout
 from bench.detection_peers import PEERS, mann_whitney_p
+from bench.detection_sim import (
+    L0,
+    LSUM,
+    README_WORLD,
+    REQUESTS,
+    WEIGHTS,
+    Change,
+    Noise,
+    simulate,
+)
+from controller.policy import load_file
 
 ENGINES = {"ours", "flagger", "argo", "kayenta", "naive-z"}
 ENGINE_FIELDS = {
@@ -132,3 +145,39 @@ def test_the_floor_tests_the_tolerance_at_the_cells_alpha() -> None:
     h = 2 * np.arcsin(np.sqrt(0.07)) - 2 * np.arcsin(np.sqrt(0.055))
     z = stats.norm.isf(alpha) + stats.norm.isf(0.2)
     assert needed == pytest.approx((z / h) ** 2, rel=1e-9)
+
+
+def test_a_shadow_mirrors_requests_the_candidate_answers_and_no_user_sees() -> None:
+    """In a shadow at mirror 100 % the candidate answers a copy of every request and the
+    baseline still serves all of them; at a weight the two split the requests."""
+    stream = simulate(rps=50, looks=3, change=Change(), noise=Noise(), seed=5, world=README_WORLD)
+    mirrored, served = stream.mirrored(0, len(WEIGHTS))
+    assert (mirrored[:, REQUESTS] == served[:, REQUESTS]).all()
+    assert mirrored[:, REQUESTS].sum() > 0
+    assert mirrored[:, L0:LSUM].sum() == mirrored[:, REQUESTS].sum()  # a latency per request
+    candidate, baseline = stream.increments(0, np.full(4, len(WEIGHTS)))
+    assert (baseline[:, REQUESTS] == 0).all() and (candidate == mirrored).all()
+
+
+def test_the_readme_family_runs_ours_alone_on_the_readme_policy(tmp_path: Path) -> None:
+    """The README's policy file itself, on its cohorts: a regression in non-English is
+    caught in the shadow, before any user is served by the candidate."""
+    rollout = bench_rollout(README_WORLD)
+    assert rollout.spec == load_file(README_POLICY_PATH)[0].rollout.spec
+    assert [m.template for m in rollout.spec.analysis.metrics] == [
+        "refusal-rate",
+        "quality-score",
+        "latency-p95",
+        "error-rate",
+    ]
+    assert detection.README_SPEC_HOLDS_MINUTES == 115
+    config = replace(
+        detection.QUICK, rates=(100.0,), scenarios=("readme-refusals-non-english",), rollouts=1
+    )
+    [task] = detection.evaluation_tasks(config, {p.name: {"100rps": {}} for p in PEERS})
+    assert not task.peers and task.looks == 250  # the 4 h deadline and 10 minutes
+    _, outcomes, _ = detection.run_evaluation(replace(task, looks=20))
+    [outcome] = outcomes.values()
+    assert outcome.result == "rolled-back" and outcome.affected_served == 0
+    floor = detection.floor_seconds(detection.SCENARIO_BY_NAME[task.scenario], 100.0)
+    assert 0 < floor < 30 * 60  # the shadow's mirrored requests count

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,6 +50,51 @@ def test_the_example_policy_plans_to_promote_within_its_holds(tmp_path: Path) ->
     assert "non-english 25%, mobile 25%, power-users 25%, the rest 25%" in done.stdout
 
 
+def test_a_fast_rollout_decides_before_the_default_deadline(tmp_path: Path) -> None:
+    """The example with 1-minute holds, no shadow and no deadline: the planner's time
+    to promotion at 200 req/s must fit in the default deadline (its floor), or a
+    healthy candidate would pause for a human."""
+    text = EXAMPLE.read_text()
+    for old in ("hold: 10m", "hold: 15m", "hold: 30m"):
+        text = text.replace(old, "hold: 1m")
+    lines = [
+        line for line in text.splitlines() if not line.lstrip().startswith(("shadow:", "deadline:"))
+    ]
+    fast = tmp_path / "fast.yaml"
+    fast.write_text("\n".join(lines) + "\n")
+    shares = ("non-english=0.15", "mobile=0.20", "power-users=0.10")
+    args = [a for share in shares for a in ("--cohort-share", share)]
+    done = canaryctl("plan", str(fast), "--rps", "200", *args, "-o", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [plan] = json.loads(done.stdout)
+    assert plan["deadlineMinutes"] == 30
+    assert 4 < plan["promotionMinutes"]["median"] <= plan["promotionMinutes"]["p80"] < 30
+
+
+def test_a_sampled_metric_takes_longer_to_decide(tmp_path: Path) -> None:
+    """A judge scoring a tenth of the requests: the plan says so, and the score's cells
+    need more time than with a score on every request."""
+    args = ("plan", str(EXAMPLE), "--rps", "100", "-o", "json")
+    [every] = json.loads(canaryctl(*args, cwd=tmp_path).stdout)
+    done = canaryctl(*args, "--sample-share", "quality-score=0.1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [sampled] = json.loads(done.stdout)
+    assert sampled["traffic"]["sampleShares"] == {"quality-score": 0.1}
+    assert sampled["traffic"]["sampleSource"] == "--sample-share"
+    assert every["traffic"]["sampleShares"] == {}
+
+    def healthy(plan: dict[str, Any], metric: str) -> float:
+        [cell] = [c for c in plan["schedule"] if (c["cohort"], c["metric"]) == ("mobile", metric)]
+        return float(cell["healthyDecidesMinutes"]["median"])
+
+    assert healthy(sampled, "quality-score") > 2 * healthy(every, "quality-score")
+    assert healthy(sampled, "refusal-rate") == healthy(every, "refusal-rate")
+    text = canaryctl(
+        "validate", "--plan", str(EXAMPLE), "--sample-share", "quality-score=0.1", cwd=tmp_path
+    ).stdout
+    assert "sampled: quality-score 10% of the requests (--sample-share)" in text
+
+
 def test_a_hold_shorter_than_the_time_to_decide_is_a_warning(tmp_path: Path) -> None:
     done = canaryctl("plan", str(EXAMPLE), "--rps", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -69,6 +115,12 @@ def test_a_cohort_that_cannot_decide_before_the_deadline_is_a_warning(tmp_path: 
     )
     assert "power-users 1%" in done.stdout
     assert "cohort mobile cannot" not in done.stdout
+    # the shadow's own remedies: what the candidate gets there is the mirror share
+    assert (
+        "WARN  shadow: the hold (30 min) is shorter than the time to reach minSamples in "
+        "every cell: 67 min (80th percentile); remedies: a higher mirrorPercent, a longer "
+        "shadow, or advanceOn: hold"
+    ) in done.stdout
 
 
 def test_the_plan_as_json(tmp_path: Path) -> None:
@@ -158,6 +210,25 @@ def test_validate_plan_shows_the_same_table(tmp_path: Path) -> None:
             2,
             "error: {file}: --cohort-share: the shares add up to 1.3, more than 1",
             id="shares-above-1",
+        ),
+        pytest.param(
+            ["--sample-share", "quality-score=1.5"],
+            2,
+            "error: --sample-share quality-score=1.5: a share must be in (0, 1]",
+            id="sample-share-above-1",
+        ),
+        pytest.param(
+            ["--sample-share", "quality-score"],
+            2,
+            "error: --sample-share 'quality-score': expected NAME=FRACTION, e.g. quality-score=0.1",
+            id="sample-share-no-fraction",
+        ),
+        pytest.param(
+            ["--sample-share", "quality=0.1"],
+            2,
+            "error: {file}: --sample-share: no metric 'quality' in the policy "
+            "(its metrics: refusal-rate, error-rate)",
+            id="sample-share-unknown-metric",
         ),
         pytest.param(
             ["--rps", "0"],

@@ -49,6 +49,9 @@ PAUSING_SPEC = load_text(
 NO_FAILURE_SPEC = load_text(
     policy(("    window: 5m\n", "    window: 5m\n    advanceOn: no-failure\n"))
 )[0].rollout.spec
+HOLD_SPEC = load_text(policy(("    window: 5m\n", "    window: 5m\n    advanceOn: hold\n")))[
+    0
+].rollout.spec
 ROLLBACK_ON_NO_DATA = load_text(
     policy(
         (
@@ -226,6 +229,52 @@ TABLE = [
         [E.STEP_ADVANCED],
         None,
         NO_FAILURE_SPEC,
+    ),
+    # advanceOn: hold advances below minSamples, but not to 100 % and never past a FAIL
+    row("hold-waits-for-its-hold", at_step(0), WAITING, 9 * MIN, P, 0, [], None, HOLD_SPEC),
+    row(
+        "hold-advances-below-min-samples",
+        at_step(0),
+        WAITING,
+        10 * MIN,
+        P,
+        1,
+        [E.STEP_ADVANCED],
+        None,
+        HOLD_SPEC,
+    ),
+    row(
+        "hold-needs-pass-or-power-for-the-last-step",
+        at_step(1),
+        WAITING,
+        10 * MIN,
+        P,
+        1,
+        [E.HOLDING],
+        None,
+        HOLD_SPEC,
+    ),
+    row(
+        "hold-powered-goes-to-the-last-step",
+        at_step(1),
+        POWERED,
+        10 * MIN,
+        P,
+        2,
+        [E.STEP_ADVANCED],
+        None,
+        HOLD_SPEC,
+    ),
+    row(
+        "hold-fail-rolls-back-at-once",
+        at_step(0),
+        FAIL,
+        1 * MIN,
+        R,
+        0,
+        [E.ROLLED_BACK],
+        Cause.LIMIT_BROKEN,
+        HOLD_SPEC,
     ),
     # failures roll back at once, named by what decided them
     row(

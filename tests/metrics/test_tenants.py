@@ -295,6 +295,29 @@ def test_the_planners_request_rates_are_scoped_like_the_templates(
     assert unscoped["all"] * day >= 90_000
 
 
+def test_the_planners_sample_shares_are_scoped_like_the_templates(
+    tenants: Tenants, providers: dict[CustomQueries, PrometheusProvider]
+) -> None:
+    """`--prometheus` measures a histogram metric's samples per request (its `_count`
+    over the requests): team-a's bot scored 3 of its 200 requests in the analysis,
+    team-b's 3 of 90,000. A proportion has no count of its own: left out (one per
+    request)."""
+    metrics = [
+        MetricSpec(template="quality-score", maxDecrease=0.05),
+        MetricSpec(template="refusal-rate", max=0.5),
+    ]
+    day = timedelta(hours=24)
+    scoped = providers[CustomQueries.SCOPED].sample_shares(
+        metrics, "bot", "v1", A, over=day, at=tenants.end
+    )
+    assert set(scoped) == {"quality-score"}
+    assert scoped["quality-score"] == pytest.approx(3 / 200, rel=0.3)
+    unscoped = providers[CustomQueries.ALLOW].sample_shares(
+        metrics, "bot", "v1", A, over=day, at=tenants.end
+    )
+    assert unscoped["quality-score"] < 0.001
+
+
 def test_canaryctl_plans_with_the_baselines_rates_in_its_namespace(
     tenants: Tenants, tmp_path: Path
 ) -> None:
@@ -308,6 +331,11 @@ def test_canaryctl_plans_with_the_baselines_rates_in_its_namespace(
                 "    - {name: all, match: {header: x-all, value: all}}\n",
             ),
             ("cohortWeights: {mobile: 10}", "cohortWeights: {}"),
+            (
+                "      - {template: error-rate, max: 0.01}\n",
+                "      - {template: error-rate, max: 0.01}\n"
+                "      - {template: quality-score, maxDecrease: 0.05}\n",
+            ),
         )
     )
     done = canaryctl(
@@ -318,5 +346,7 @@ def test_canaryctl_plans_with_the_baselines_rates_in_its_namespace(
     traffic = plan["traffic"]
     assert traffic["source"] == "baseline v1, last 24 h in Prometheus"
     assert traffic["cohortShares"] == {"all": 1.0}
+    assert traffic["sampleSource"] == "the baseline's last 24 h"
+    assert traffic["sampleShares"]["quality-score"] == pytest.approx(3 / 200, rel=0.3)
     # team-a's 200 requests a day, not team-b's 90,000
     assert 200 <= traffic["requestsPerSecond"] * 86_400 < 1000

@@ -550,7 +550,7 @@ def test_the_deadline_defaults_to_twice_the_holds() -> None:
     no_holds = load_text(
         policy(("hold: 10m, cohortWeights", "hold: 0s, cohortWeights"), ("hold: 10m}", "hold: 1m}"))
     )[0].rollout.spec
-    assert no_holds.deadline == timedelta(minutes=10)  # never shorter than that
+    assert no_holds.deadline == timedelta(minutes=30)  # never shorter than that
     given = load_text(policy(("window: 5m", "window: 5m\n    deadline: 2h")))[0].rollout.spec
     assert given.deadline == timedelta(hours=2)
 
