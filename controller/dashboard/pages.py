@@ -465,60 +465,43 @@ def _stage_label(phase: str, step: int, policy: ModelRollout | None) -> str:
 def _events(
     store: RolloutStore, row: StoredRollout, start: datetime
 ) -> tuple[tuple[Event, ...], tuple[Event, ...], tuple[Event, ...], tuple[Event, ...]]:
-    def since(at: datetime) -> timedelta:
-        return at - start
+    def event(
+        at: datetime,
+        kind: str,
+        title: str,
+        detail: str,
+        actor: str = "",
+        cause: str | None = None,
+        problem: bool = False,
+    ) -> Event:
+        return Event(at, at - start, kind, title, detail, actor, cause, problem)
 
     transitions = tuple(
-        Event(
-            at=t.at,
-            since_start=since(t.at),
-            kind="transition",
-            title=f"{t.from_phase} → {t.to_phase}",
-            detail=t.reason,
-            actor=t.actor,
-            cause=t.cause,
-            problem=False,
-        )
+        event(t.at, "transition", f"{t.from_phase} → {t.to_phase}", t.reason, t.actor, t.cause)
         for t in store.transitions(row.key)
     )
     routes = tuple(
-        Event(
-            at=r.at,
-            since_start=since(r.at),
-            kind="route",
-            title=r.action,
-            detail=_route_detail(r.desired, r.reason)
+        event(
+            r.at,
+            "route",
+            r.action,
+            _route_detail(r.desired, r.reason)
             + (f"; failed: {r.error}" if r.error is not None else ""),
-            actor="",
-            cause=None,
             problem=r.error is not None,
         )
         for r in store.route_actions(row.key)
     )
     commands = tuple(
-        Event(
-            at=c.at,
-            since_start=since(c.at),
-            kind="command",
-            title=c.command,
-            detail=c.reason,
-            actor=c.actor,
-            cause=None,
-            problem=False,
-        )
-        for c in store.commands(row.key)
+        event(c.at, "command", c.command, c.reason, c.actor) for c in store.commands(row.key)
     )
     notifications = tuple(
-        Event(
-            at=m.created_at,
-            since_start=since(m.created_at),
-            kind="notification",
-            title=m.event,
-            detail=m.status
+        event(
+            m.created_at,
+            "notification",
+            m.event,
+            m.status
             + (f", {m.attempts} attempt(s)" if m.attempts > 1 else "")
             + (f": {m.last_error}" if m.last_error and m.status != "sent" else ""),
-            actor="",
-            cause=None,
             problem=m.status == "failed",
         )
         for m in store.outbox(row.key)

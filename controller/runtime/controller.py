@@ -4,9 +4,15 @@ Several replicas can run against one store. Each rollout is owned by one replica
 at a time through a lease row with an expiry. `sync` (every few seconds, on a
 thread of its own) costs the same few statements whatever the number of leases:
 a heartbeat that lists the live replicas, one renewal of all this replica's
-leases, one narrow read of every rollout, one release of the leases another
-live replica should hold (`ownership`: rendezvous hashing, about 1/k each), and
-claims, in batches, of the free or expired ones this replica should hold. It
+leases (or only a read of them when the renewal job renewed them less than a
+third of the TTL ago: each lease is written once per period, not twice), one
+narrow read of every rollout, one release of the leases another live replica
+should hold (`ownership`: rendezvous hashing, about 1/k each), and claims, in
+batches, of the free or expired ones this replica should hold. Each batch's
+leases run from their own claim, and a sync stops claiming after a quarter of
+the TTL (the next sync claims the rest): a replica starting among thousands of
+free rollouts, as the first of several started together does, never hands out
+leases that expire before its renewal sees them. It
 keeps one APScheduler job per owned, live rollout at that rollout's slot
 (`slots`: a stable offset in its interval from a hash of its key;
 `max_instances=1`, coalescing, so a slow tick is never run twice at once nor
@@ -14,7 +20,11 @@ queued up, and no misfire grace, so a tick that starts late still runs rather
 than being dropped). A replica that dies stops renewing; its leases and its
 heartbeat expire after `lease_ttl` and the other replicas' next `sync` takes its
 rollouts over, resuming each from its last committed state. A tick reads its
-lease (never renews it), its row and its commands in one transaction.
+lease (never renews it), its row and its commands in one transaction. A rollout
+scheduled for a look at once (new, or just claimed) whose row then shows a look
+in its current slot window (the previous holder's, landed between this replica's
+read of the rows and its claim) is not looked at again: its job falls into its
+slot, so a hand-over never looks twice in one interval.
 
 The store being unreachable stops nothing that takes traffic off a candidate: a
 tick that cannot read its lease or its state still looks at the metrics and
@@ -87,6 +97,8 @@ RouterFactory = Callable[[ModelRollout], TrafficRouter]
 SYNC_EXECUTOR = "sync"
 #: the executor of the renewal job: one thread, never behind the ticks nor the sync
 RENEW_EXECUTOR = "renew"
+#: leases claimed per statement batch (`FOR UPDATE SKIP LOCKED`)
+CLAIM_BATCH = 500
 
 
 class Store(RolloutStore, LeaseStore, Protocol):
@@ -138,12 +150,14 @@ class Controller:
         store_wait: float = 2.0,
         cases: CaseRecorder | None = None,
         gates: GateRunner | None = None,
+        claim_batch: int = CLAIM_BATCH,
     ) -> None:
         """`metrics` records ticks, leases and phases (a private registry if not given).
         `store_wait`: a tick waits at most this long (and half its interval) for its
         lease and state before it acts from memory, toward the baseline only.
         `cases` records the eval cases of rollbacks (none without it). `gates` runs the
-        policies' gates (without it, every gate fails, saying so)."""
+        policies' gates (without it, every gate fails, saying so). `claim_batch`: leases
+        claimed per statement."""
         self.store = store
         self.source = source
         self.routes = routes
@@ -156,6 +170,7 @@ class Controller:
         self.metrics = metrics or ControllerMetrics(CollectorRegistry())
         self.executor = Executor(store, clock, cases=cases, gates=gates)
         self.store_wait = store_wait
+        self.claim_batch = claim_batch
         # As many threads as the scheduler's (APScheduler's default of 10), so that a
         # tick's reads never queue behind other ticks' and time out for that alone.
         self._reads = BoundedCalls(workers=10)
@@ -177,6 +192,12 @@ class Controller:
         self._stopping = threading.Event()
         #: the leases this replica held after the last sync, to count what changed
         self._held: set[str] = set()
+        #: when this replica's leases were last renewed (by the sync or the renewal job)
+        self._renewed_at: datetime | None = None
+        #: rollouts whose job was scheduled to look at them at once (`_looked_at_already`)
+        self._first_looks: set[str] = set()
+        #: of those, the ones whose first look was skipped: the sync moves their job
+        self._reslot: set[str] = set()
         #: live replicas at the last sync, and which rollouts this replica should hold
         self._replicas = 1
         self._shares = Shares(replica)
@@ -218,7 +239,7 @@ class Controller:
         # heartbeat, one renewal of every lease held, one narrow read of every rollout,
         # the releases and the claims in batches.
         replicas = self.store.heartbeat(self.replica, self.lease_ttl, now)
-        renewed = set(self.store.renew_held(self.replica, self.lease_ttl, now))
+        renewed = self._renew_or_read(now)
         stored = {r.key: r for r in self.store.summaries()}
         self.metrics.set_rollout_phases(r.phase for r in stored.values())
         held_policies = self._held_on_last_policy(snapshot, stored)
@@ -251,7 +272,7 @@ class Controller:
         released = sorted(renewed - mine)
         self._unschedule(released)
         self.store.release_all(released, self.replica)
-        claimed = set(self.store.claim(sorted(mine - renewed), self.replica, self.lease_ttl, now))
+        claimed = self._claim(sorted(mine - renewed))
         held = (renewed & mine) | claimed
         self._count_leases(held, renewed=renewed, released=set(released))
         for key in sorted(held & deleted):
@@ -264,6 +285,46 @@ class Controller:
             {k: stored[k].updated_at for k in held if k in stored},
         )
         self._replicas = len(replicas)
+
+    def _renew_or_read(self, now: datetime) -> set[str]:
+        """The leases this replica holds, renewed unless they were renewed less than a
+        third of the TTL ago (by the renewal job, on its own thread): then only read,
+        so that each lease is written once per sync period, not twice."""
+        with self._lock:
+            renewed_at = self._renewed_at
+        if renewed_at is not None and now - renewed_at < self.lease_ttl / 3:
+            return set(self.store.held_by(self.replica, now))
+        return set(self._renew(now))
+
+    def _renew(self, now: datetime) -> Sequence[str]:
+        renewed = self.store.renew_held(self.replica, self.lease_ttl, now)
+        with self._lock:
+            self._renewed_at = now
+        return renewed
+
+    def _claim(self, keys: Sequence[str]) -> set[str]:
+        """Claim `keys`, a batch at a time, each batch's leases running from the moment
+        it is claimed (not from the sync's start: a sync slowed down by thousands of
+        claims would hand out leases that expire before the renewal sees them). A sync
+        stops claiming after a quarter of the TTL; the next one claims the rest, so a
+        replica starting among thousands of free leases never holds up its own sync."""
+        claimed: set[str] = set()
+        until = time.monotonic() + self.lease_ttl.total_seconds() / 4
+        for start in range(0, len(keys), self.claim_batch):
+            if start and time.monotonic() >= until:
+                log.info(
+                    "claimed %d leases in this sync; the %d others at the next one",
+                    len(claimed),
+                    len(keys) - start,
+                )
+                break
+            chunk = keys[start : start + self.claim_batch]
+            claimed.update(
+                self.store.claim(
+                    chunk, self.replica, self.lease_ttl, self.clock.now(), batch=self.claim_batch
+                )
+            )
+        return claimed
 
     def _held_on_last_policy(
         self, snapshot: Snapshot, stored: dict[str, RolloutSummary]
@@ -371,11 +432,20 @@ class Controller:
             if job.trigger.interval != wanted.get(key):
                 job.remove()
         now = datetime.now(UTC)
+        with self._lock:
+            reslot, self._reslot = self._reslot, set()
         for key, interval in wanted.items():
             job = jobs.get(f"tick:{key}")
             if job is not None and job.trigger.interval == interval:
+                if key in reslot:  # its first look was skipped: straight to its slot
+                    job.reschedule(SlotTrigger(key, interval))
                 continue
             due = not looked_at_in_slot(last_look.get(key), now, key, interval)
+            with self._lock:
+                if due:
+                    self._first_looks.add(key)
+                else:
+                    self._first_looks.discard(key)
             self.scheduler.add_job(
                 self.tick,
                 SlotTrigger(key, interval, first=now if due else None),
@@ -441,6 +511,8 @@ class Controller:
                 self.executor.forget(key)
                 return TickOutcome.SKIPPED
             read, fence = got
+            if self._looked_at_already(key, rollout, read.stored):
+                return TickOutcome.SKIPPED
         result = self.executor.tick(
             rollout, self.routes(rollout), self.observer, read=read, fence=fence, hold=hold
         )
@@ -467,6 +539,30 @@ class Controller:
             else "moved nothing toward the candidate",
         )
         return TickOutcome.ERROR
+
+    def _looked_at_already(
+        self, key: str, rollout: ModelRollout, stored: StoredRollout | None
+    ) -> bool:
+        """A rollout scheduled for a look at once (just claimed, or new) that its row says
+        was looked at in its current slot window after all: the previous holder's look
+        landed between this replica's sync read and its claim (a hand-over, or the
+        start-up, when the first replica up looks at everything and hands most of it
+        on). No second look in that window: the job falls into its slot."""
+        with self._lock:
+            if key not in self._first_looks:
+                return False
+            self._first_looks.discard(key)
+        interval = rollout.spec.analysis.interval.total_seconds()
+        if stored is None or not looked_at_in_slot(
+            stored.updated_at, self.clock.now(), key, interval
+        ):
+            return False
+        log.info("%s was looked at in this slot already; its next look is at its slot", key)
+        # The next sync moves the job to its slot: a tick never calls the scheduler,
+        # whose shutdown holds its job store's lock while it waits for the ticks.
+        with self._lock:
+            self._reslot.add(key)
+        return True
 
     def _read(self, key: str) -> tuple[StoreRead, LeaseFence] | Lease | None:
         """The lease (and its epoch, for the tick's fence), the rollout's row and its
@@ -532,7 +628,7 @@ class Controller:
         now = self.clock.now()
         try:
             self.store.heartbeat(self.replica, self.lease_ttl, now)
-            self.store.renew_held(self.replica, self.lease_ttl, now)
+            self._renew(now)
         except TransientError as exc:
             log.error("could not renew the leases: %s", exc)
 

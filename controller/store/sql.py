@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import psycopg
 from alembic import command
@@ -24,7 +24,9 @@ from psycopg.errors import _WaitTimeout  # what `Connection.wait` raises at its 
 from sqlalchemy import (
     ColumnElement,
     Engine,
+    Table,
     and_,
+    bindparam,
     case,
     create_engine,
     delete,
@@ -36,7 +38,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, Row, make_url
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
@@ -258,9 +260,22 @@ class SqlStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:
+        with self._errors(), self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """A transaction on a bare connection: what a tick's read, its fence and its
+        commit use, Core statements only. A `Session` would build and tear down its
+        unit of work, and ORM-enabled statements look for objects to synchronise, on
+        every call: several times a tick, for rows it never keeps."""
+        with self._errors(), self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
         try:
-            with self._sessions() as session, session.begin():
-                yield session
+            yield
         except (OperationalError, InterfaceError) as exc:
             raise TransientError(f"database {redact_url(self.url)}: {exc.orig}") from exc
         except PoolTimeoutError as exc:
@@ -285,32 +300,33 @@ class SqlStore:
             "updated_at": now,
         }
         try:
-            with self._transaction() as s:
+            with self._connection() as c:
                 if write.expected_revision is None:
                     revision = 1
-                    rollout_id, created_at = s.execute(
-                        insert(RolloutRow)
+                    rollout_id, created_at = c.execute(
+                        insert(_ROLLOUTS)
                         .values(
                             key=r.key, revision=revision, created_at=r.created_at or now, **values
                         )
-                        .returning(RolloutRow.id, RolloutRow.created_at)
+                        .returning(_ROLLOUTS.c.id, _ROLLOUTS.c.created_at)
                     ).one()
                 else:
                     revision = write.expected_revision + 1
-                    found = s.execute(
-                        update(RolloutRow)
-                        .where(
-                            RolloutRow.key == r.key, RolloutRow.revision == write.expected_revision
-                        )
-                        .values(revision=revision, **values)
-                        .returning(RolloutRow.id, RolloutRow.created_at)
+                    found = c.execute(
+                        _UPDATE_ROLLOUT,
+                        {
+                            "k": r.key,
+                            "expected": write.expected_revision,
+                            "revision": revision,
+                            **values,
+                        },
                     ).one_or_none()
                     if found is None:
                         raise StaleStateError(
                             f"{r.key} is no longer at revision {write.expected_revision}"
                         )
                     rollout_id, created_at = found
-                self._append(s, rollout_id, write)
+                self._append(c, rollout_id, write)
         except IntegrityError as exc:
             raise StaleStateError(f"{r.key} was created concurrently") from exc
         # What was written is what a read would return: no second round trip.
@@ -329,10 +345,11 @@ class SqlStore:
             updated_at=_utc(now),
         )
 
-    def _append(self, s: Session, rollout_id: int, write: TickWrite) -> None:
-        # Core multi-row inserts, not ORM objects: a tick writes some 16 analysis rows,
-        # and building, flushing and discarding an ORM object per row costs more CPU
-        # than the database spends on them.
+    def _append(self, s: Connection, rollout_id: int, write: TickWrite) -> None:
+        # Core inserts of many rows at once (executemany, which the dialect sends as
+        # multi-row INSERTs), not ORM objects nor the ORM's bulk path: a tick writes
+        # some 16 analysis rows, and building an object per row cost more CPU than the
+        # database spends on them.
         audit: tuple[tuple[type[_AnyAuditRow], Sequence[_AnyAudit]], ...] = (
             (TransitionRow, write.transitions),
             (AnalysisRow, write.analyses),
@@ -340,7 +357,9 @@ class SqlStore:
         )
         for row_type, records in audit:
             if records:
-                s.execute(insert(row_type), [_values(rollout_id, r) for r in records])
+                s.execute(
+                    _INSERTS[row_type.__tablename__], [_values(rollout_id, r) for r in records]
+                )
         if write.messages:
             rows = [
                 {
@@ -356,7 +375,7 @@ class SqlStore:
                 for m in write.messages
             ]
             dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-            s.execute(dialect.insert(OutboxRow).values(rows).on_conflict_do_nothing())
+            s.execute(dialect.insert(OutboxRow.__table__).values(rows).on_conflict_do_nothing())
         if write.eval_cases:
             cases = [
                 {
@@ -370,7 +389,7 @@ class SqlStore:
                 for c in write.eval_cases
             ]
             dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-            s.execute(dialect.insert(EvalCaseRow).values(cases).on_conflict_do_nothing())
+            s.execute(dialect.insert(EvalCaseRow.__table__).values(cases).on_conflict_do_nothing())
 
     def get(self, key: str) -> StoredRollout | None:
         with self._transaction() as s:
@@ -716,17 +735,11 @@ class SqlStore:
             return s.execute(stmt).scalar_one_or_none() == holder
 
     def lease(self, key: str, now: datetime) -> Lease | None:
-        with self._transaction() as s:
-            row = s.scalars(
-                select(LeaseRow).where(
-                    LeaseRow.rollout_key == key,
-                    LeaseRow.holder != NO_HOLDER,
-                    LeaseRow.expires_at >= now,
-                )
-            ).one_or_none()
+        with self._connection() as c:
+            row = c.execute(_LEASE, {"k": key, "now": now}).one_or_none()
             if row is None:
                 return None
-            return Lease(row.rollout_key, row.holder, row.epoch, _utc(row.expires_at))
+            return Lease(key, row.holder, row.epoch, _utc(row.expires_at))
 
     def release(self, key: str, holder: str) -> None:
         # The row stays, with its epoch, so the next holder's epoch is higher still.
@@ -840,37 +853,27 @@ class SqlStore:
     def read_tick(
         self, key: str, now: datetime, *, commands_after: Callable[[StoredRollout], int | None]
     ) -> TickRead:
-        with self._transaction() as s:
-            found = s.execute(
-                select(LeaseRow.holder, LeaseRow.epoch, LeaseRow.expires_at).where(
-                    LeaseRow.rollout_key == key,
-                    LeaseRow.holder != NO_HOLDER,
-                    LeaseRow.expires_at >= now,
-                )
-            ).one_or_none()
+        with self._connection() as c:
+            found = c.execute(_LEASE, {"k": key, "now": now}).one_or_none()
             lease = (
                 Lease(key, found.holder, found.epoch, _utc(found.expires_at))
                 if found is not None
                 else None
             )
-            row = s.scalars(select(RolloutRow).where(RolloutRow.key == key)).one_or_none()
+            row = c.execute(_ROLLOUT, {"k": key}).one_or_none()
             if row is None:
                 return TickRead(lease, None)
             stored = _rollout(row)
             after = commands_after(stored)
             if after is None:
                 return TickRead(lease, stored)
-            commands = s.scalars(
-                select(ManualCommandRow)
-                .where(ManualCommandRow.rollout_id == row.id, ManualCommandRow.id > after)
-                .order_by(ManualCommandRow.id)
-            )
+            commands = c.execute(_COMMANDS, {"rollout": row.id, "after": after})
             return TickRead(
                 lease,
                 stored,
                 tuple(
-                    ManualCommand(_utc(c.at), c.command, c.actor, c.reason, c.args, c.id)
-                    for c in commands
+                    ManualCommand(_utc(m.at), m.command, m.actor, m.reason, m.args, m.id)
+                    for m in commands
                 ),
             )
 
@@ -900,6 +903,34 @@ class SqlStore:
 
 
 _DELIVERED = (DeliveryStatus.SENT, DeliveryStatus.SKIPPED)
+
+# The statements of every tick, built once: SQLAlchemy caches their compiled form
+# by a key it would otherwise work out from a new statement object every time.
+_ROLLOUTS = cast(Table, RolloutRow.__table__)
+_LEASES = cast(Table, LeaseRow.__table__)
+_LEASE = select(_LEASES.c.holder, _LEASES.c.epoch, _LEASES.c.expires_at).where(
+    _LEASES.c.rollout_key == bindparam("k"),
+    _LEASES.c.holder != NO_HOLDER,
+    _LEASES.c.expires_at >= bindparam("now"),
+)
+_ROLLOUT = select(_ROLLOUTS).where(_ROLLOUTS.c.key == bindparam("k"))
+_COMMANDS = (
+    select(ManualCommandRow.__table__)
+    .where(
+        ManualCommandRow.__table__.c.rollout_id == bindparam("rollout"),
+        ManualCommandRow.__table__.c.id > bindparam("after"),
+    )
+    .order_by(ManualCommandRow.__table__.c.id)
+)
+_UPDATE_ROLLOUT = (
+    update(_ROLLOUTS)
+    .where(_ROLLOUTS.c.key == bindparam("k"), _ROLLOUTS.c.revision == bindparam("expected"))
+    .returning(_ROLLOUTS.c.id, _ROLLOUTS.c.created_at)
+)
+_INSERTS = {
+    row.__tablename__: insert(cast(Table, row.__table__))
+    for row in (TransitionRow, AnalysisRow, RouteActionRow)
+}
 
 
 def _maybe_utc(value: datetime | None) -> datetime | None:
@@ -973,7 +1004,7 @@ def _thread(key: str, row: ThreadRow) -> NotificationThread:
     return NotificationThread(key, row.sink, row.channel, row.ts, _utc(row.created_at))
 
 
-def _rollout(row: RolloutRow) -> StoredRollout:
+def _rollout(row: RolloutRow | Row[Any]) -> StoredRollout:
     return StoredRollout(
         key=row.key,
         namespace=row.namespace,

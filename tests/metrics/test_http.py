@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from pydantic import SecretStr
 
 from controller.errors import PermanentError, TransientError
 from controller.metrics import BadQueryError, MetricsUnreachableError, QueryContext
-from controller.metrics.prometheus import PrometheusProvider
+from controller.metrics.prometheus import PrometheusProvider, form_body
 from controller.policy import MetricSpec
 from controller.settings import Settings
 from tests.metrics.servers import LOOPBACK, free_port
@@ -253,4 +254,41 @@ def test_every_query_is_reported_with_its_latency_and_error_class(
         provider.fetch(SPEC, "v1", CONTEXT)
     assert [error for _, error in seen] == [None, "MetricsUnreachableError", "BadQueryError"]
     assert all(seconds >= 0 for seconds, _ in seen)
+    provider.close()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"query": "up", "time": "1740830400.000"}, id="plain"),
+        pytest.param(
+            {
+                "query": 'sum by (cohort) (increase(x{model="m",cohort=~"a|b"}[300s:15s])) '
+                '/ 2 + label_replace(y, "__canary_part", "events", "", "")',
+                "timeout": "9s",
+            },
+            id="promql-punctuation",
+        ),
+        pytest.param({"query": 'x{cohort="d\\"é 日本 €\\n%+&="}'}, id="quotes-unicode-escapes"),
+        pytest.param({"q r": "~_.-*'()!/:;@,$?#[]"}, id="every-ascii-sign"),
+        pytest.param({"all": "".join(chr(c) for c in range(1, 256))}, id="every-latin-1-char"),
+    ],
+)
+def test_the_form_body_is_what_urlencode_makes(fields: dict[str, str]) -> None:
+    assert form_body(fields) == urlencode(fields)
+
+
+def test_proxy_variables_are_not_read(
+    fake: tuple[Script, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settings are the only reader of the environment: a proxy named there is not
+    used (it would be a dead port here), nor looked up on every request."""
+    _, url = fake
+    dead = f"http://{LOOPBACK}:{free_port()}"
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, dead)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    provider = PrometheusProvider(url, timeout_seconds=2)
+    assert provider.fetch(SPEC, "v1", CONTEXT).by_cohort["a"].samples == 100  # type: ignore[union-attr]
     provider.close()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 
 import pytest
 
@@ -237,3 +240,54 @@ def test_snapshots_are_dropped_when_a_rollout_ends_or_is_not_seen() -> None:
     )
     observer.observe(other, state, T0 + 42 * MINUTE + FORGET_AFTER + MINUTE)
     assert list(observer._snapshots) == [other.key]
+
+
+def _as_before(value: object) -> object:
+    """The audit's JSON of a check as it was written before: `dataclasses.asdict`, then
+    enums as values and non-finite floats as None."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _as_before(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_before(v) for v in value]
+    return value
+
+
+def test_the_audit_writes_each_check_as_asdict_did() -> None:
+    """The checks go into the audit without `dataclasses.asdict`'s deep copy; what is
+    written is the same, key for key, for the cells of a real look at a failing and a
+    healthy cohort (every kind of limit of the demo, enums, infinities)."""
+    rollout = demo_rollout()
+    spec = rollout.spec
+    simulator = TrafficSimulator(
+        model=spec.model,
+        baseline=spec.baseline.version,
+        candidate=spec.candidate.version,
+        cohorts=[
+            CohortTraffic("healthy", 0.5, {}),
+            CohortTraffic(
+                "worse",
+                0.5,
+                {spec.candidate.version: Behaviour(error_rate=0.02, refusal_rate=0.2)},
+            ),
+        ],
+        requests_per_second=50,
+        start=T0,
+        seed=5,
+    )
+    simulator.set_weights(50)
+    observer = JudgingObserver(SimulatedProvider(simulator))
+    state = decide(spec, start(spec, 1, T0), None, [], T0).state
+    checks = 0
+    for minutes in (1, 5, 20):
+        now = T0 + timedelta(minutes=minutes)
+        simulator.advance_to(now)
+        observation = observer.observe(rollout, state, now)
+        for cell, record in zip(observation.verdicts, observation.records, strict=True):
+            expected = [_as_before(dataclasses.asdict(check)) for check in cell.checks]
+            assert record.evidence["checks"] == expected
+            checks += len(expected)
+    assert checks > 0
