@@ -46,6 +46,7 @@ class Lanes(LoadScopeScheduling):
         return "live" if module in LIVE else module
 
 
+@pytest.hookimpl(optionalhook=True)  # a plain `pytest -p no:xdist` has no such hook
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> Lanes | None:
     if config.getoption("dist") != "loadscope":
         return None
