@@ -47,8 +47,12 @@ typecheck: venv
 contracts: venv
 	$(BIN)/lint-imports
 
+# Many tests wait on real processes (the controller, Prometheus, Postgres, Chromium), so
+# more workers than cores pay off; whole modules go to a worker, the longest first, and
+# the `canaryctl run` modules share one worker (tests/conftest.py). `make pytest PYTEST_WORKERS=0` runs in this one process.
+PYTEST_WORKERS ?= 3
 pytest: venv prometheus chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test: lint typecheck contracts pytest
 

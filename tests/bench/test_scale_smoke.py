@@ -18,6 +18,8 @@ import pytest
 from bench.scale import DATABASE_URL_VARIABLE
 from tests.databases import admin_url
 
+pytestmark = pytest.mark.long(seconds=50)
+
 ROOT = Path(__file__).parent.parent.parent
 SUMMARY = {
     "one_replica": {"n", "look_every_p99_s", "cpu_ms_per_tick"},

@@ -12,7 +12,11 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.cli.shell import canaryctl, clean_env
+
+pytestmark = pytest.mark.long(seconds=35)
 
 KEY = "llm/support-bot-v7"
 

@@ -20,6 +20,8 @@ from sqlalchemy import create_engine, make_url, text
 from tests.cli.shell import canaryctl
 from tests.databases import admin_url
 
+pytestmark = pytest.mark.long(seconds=50)
+
 KEY = "llm/support-bot-v7"
 
 # every command goes through the same opening of the store; these cover each kind

@@ -23,12 +23,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from controller.runtime.sources import MAX_FILE_BYTES
 from controller.store.sql import SqlStore
 from tests.kube import KubeApi
 from tests.metrics.servers import ContractExporter
 from tests.routing.cases import HTTP_ROUTES
 from tests.runtime.live import CANARYCTL, NAMESPACE, policy, start
+
+pytestmark = pytest.mark.long(seconds=75)
 
 KEY = f"{NAMESPACE}/good"
 

@@ -18,10 +18,14 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from controller.store.sql import SqlStore
 from tests.kube import KubeApi, without_server_metadata
 from tests.routing.cases import HTTP_ROUTES
 from tests.runtime.live import NAMESPACE, route, start
+
+pytestmark = pytest.mark.long(seconds=175)
 
 SEED = 20261122
 KILLS = 50

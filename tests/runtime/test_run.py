@@ -16,11 +16,14 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.store.sql import SqlStore
 from tests.metrics.servers import LOOPBACK, free_port
 from tests.runtime.live import NAMESPACE, start
+
+pytestmark = pytest.mark.long(seconds=20)
 
 
 def _get(url: str) -> tuple[int, str]:

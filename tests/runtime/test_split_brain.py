@@ -51,6 +51,8 @@ from tests.metrics.servers import (
 from tests.routing.cases import HTTP_ROUTES
 from tests.runtime.live import CANARYCTL, NAMESPACE, route
 
+pytestmark = pytest.mark.long(seconds=85)
+
 NAME = "bot"
 KEY = f"{NAMESPACE}/{NAME}"
 #: short, so the tests run in seconds; the environment can set the defaults' 15 and 5

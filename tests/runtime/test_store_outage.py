@@ -52,6 +52,8 @@ from tests.outage import BlackHoleProxy, PostgresCluster
 from tests.routing.cases import HTTP_ROUTES
 from tests.runtime.live import CANARYCTL, NAMESPACE, route
 
+pytestmark = pytest.mark.long(seconds=30)
+
 NAME = "outage"
 KEY = f"{NAMESPACE}/{NAME}"
 INTERVAL = 1.0
