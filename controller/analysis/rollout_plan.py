@@ -93,33 +93,30 @@ class Traffic:
         return max(0.0, 1.0 - sum(self.shares.values()))
 
 
-def sample_shares(metrics: Sequence[str], given: Mapping[str, float]) -> dict[str, float]:
-    """The sample share of each metric named in `given` (PlanInputError for a metric not in
-    the policy or a share outside (0, 1])."""
-    unknown = sorted(set(given) - set(metrics))
+def _check_shares(option: str, kind: str, names: Sequence[str], given: Mapping[str, float]) -> None:
+    """PlanInputError for a name not in the policy or a share outside (0, 1]."""
+    unknown = sorted(set(given) - set(names))
     if unknown:
-        known = ", ".join(metrics) or "none"
+        known = ", ".join(names) or "none"
         raise PlanInputError(
-            f"--sample-share: no metric {unknown[0]!r} in the policy (its metrics: {known})"
+            f"{option}: no {kind} {unknown[0]!r} in the policy (its {kind}s: {known})"
         )
     for name, share in given.items():
         if not 0.0 < share <= 1.0:
-            raise PlanInputError(f"--sample-share {name}={share:g}: a share must be in (0, 1]")
+            raise PlanInputError(f"{option} {name}={share:g}: a share must be in (0, 1]")
+
+
+def sample_shares(metrics: Sequence[str], given: Mapping[str, float]) -> dict[str, float]:
+    """The sample share of each metric named in `given` (PlanInputError for a metric not in
+    the policy or a share outside (0, 1])."""
+    _check_shares("--sample-share", "metric", metrics, given)
     return dict(given)
 
 
 def cohort_shares(cohorts: Sequence[str], given: Mapping[str, float]) -> dict[str, float]:
     """Each cohort's share of the traffic: as given, else an equal part of what the
     given shares leave, split with the requests that are in no cohort."""
-    unknown = sorted(set(given) - set(cohorts))
-    if unknown:
-        known = ", ".join(cohorts) or "none"
-        raise PlanInputError(
-            f"--cohort-share: no cohort {unknown[0]!r} in the policy (its cohorts: {known})"
-        )
-    for name, share in given.items():
-        if not 0.0 < share <= 1.0:
-            raise PlanInputError(f"--cohort-share {name}={share:g}: a share must be in (0, 1]")
+    _check_shares("--cohort-share", "cohort", cohorts, given)
     total = sum(given.values())
     if total > 1.0 + 1e-9:
         raise PlanInputError(f"--cohort-share: the shares add up to {total:g}, more than 1")
