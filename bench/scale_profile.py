@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -219,24 +219,9 @@ def run(n: int, rounds: int, admin_url: str, top: int, log_file: Path | None = N
                 # Wall time of this thread, less the waits (`IDLE`): the cheapest timer,
                 # so the profiler distorts the least; the tick's read runs on a pool
                 # thread (`BoundedCalls`) and is profiled apart below, as is the renewal.
-                profiler = cProfile.Profile()
-                profiler.enable()
-                for _ in range(rounds):
-                    for key in keys:
-                        controller.tick(key)
-                profiler.disable()
-                read_profiler = cProfile.Profile()
-                read_profiler.enable()
-                for _ in range(rounds):
-                    for key in keys:
-                        controller._read(key)
-                read_profiler.disable()
-                sync_profiler = cProfile.Profile()
-                sync_profiler.enable()
-                for _ in range(rounds):
-                    controller.sync()
-                    controller.renew()
-                sync_profiler.disable()
+                profiler = _profiled(rounds, lambda: [controller.tick(k) for k in keys])
+                read_profiler = _profiled(rounds, lambda: [controller._read(k) for k in keys])
+                sync_profiler = _profiled(rounds, lambda: (controller.sync(), controller.renew()))
                 sync_cpu = _timed(lambda: (controller.sync(), controller.renew()))
             finally:
                 stop.set()
@@ -296,6 +281,16 @@ def report(
         print(f"\ntop {top} functions by own time:", file=sys.stderr)
         stats.sort_stats("tottime").print_stats(top)
         sync_stats.sort_stats("tottime").print_stats(min(top, 15))
+
+
+def _profiled(rounds: int, work: Callable[[], object]) -> cProfile.Profile:
+    """`work` run `rounds` times under a profiler of its own."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(rounds):
+        work()
+    profiler.disable()
+    return profiler
 
 
 def _ticks(controller: Any, keys: Iterable[str]) -> float:

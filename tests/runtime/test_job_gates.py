@@ -338,17 +338,16 @@ def test_a_missing_secret_fails_the_gate_for_good(secrets: KubeSecretHeaders) ->
         secrets.headers("llm", "hook")
 
 
-def test_a_forbidden_secret_fails_the_gate_for_good(
-    kube: KubeApi, secrets: KubeSecretHeaders
+@pytest.mark.parametrize(
+    ("status", "error", "message"),
+    [
+        (403, PermanentError, r"Secret llm/hook cannot be read \(HTTP 403\)"),  # for good
+        (503, TransientError, "reading Secret llm/hook: HTTP 503"),  # tried again later
+    ],
+)
+def test_a_secret_the_api_server_refuses_fails_the_gate_as_its_status_says(
+    kube: KubeApi, secrets: KubeSecretHeaders, status: int, error: type[Exception], message: str
 ) -> None:
-    kube.server.fail("GET", "secrets", "hook", 403)
-    with pytest.raises(PermanentError, match=r"Secret llm/hook cannot be read \(HTTP 403\)"):
-        secrets.headers("llm", "hook")
-
-
-def test_an_unavailable_api_server_reading_a_secret_is_transient(
-    kube: KubeApi, secrets: KubeSecretHeaders
-) -> None:
-    kube.server.fail("GET", "secrets", "hook", 503)
-    with pytest.raises(TransientError, match="reading Secret llm/hook: HTTP 503"):
+    kube.server.fail("GET", "secrets", "hook", status)
+    with pytest.raises(error, match=message):
         secrets.headers("llm", "hook")
