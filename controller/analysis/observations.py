@@ -23,13 +23,67 @@ observations are spread evenly inside their bucket, the lowest bucket starts at
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from types import MappingProxyType
+from typing import TypeVar
 
 import numpy as np
+
+_T = TypeVar("_T")
+
+
+def _unchecked(cls: type[_T], **fields: object) -> _T:
+    """An instance of the frozen dataclass `cls` built without its `__post_init__` checks.
+
+    Only for values derived from instances already checked, in ways that keep them
+    valid by construction (a per-step difference clipped at 0 and made monotone, a
+    sum of counts): the judge derives tens of thousands of them per rollout, and
+    checking each again costs more than the arithmetic that made it.
+    """
+    instance = object.__new__(cls)
+    for name, value in fields.items():
+        object.__setattr__(instance, name, value)
+    return instance
+
+
+def _clip(x: float, lo: float, hi: float) -> float:
+    """`numpy.clip` on one float (the same comparisons: -0.0 at 0 becomes 0.0)."""
+    x = x if x > lo else lo
+    return x if x < hi else hi
+
+
+def numpy_sum(values: Sequence[float]) -> float:
+    """The sum of `values` in the order `numpy.sum` adds a float64 vector: the same bits.
+
+    numpy adds up to 8 values one by one (from -0.0), up to 128 in eight
+    running sums combined pairwise and then the rest one by one, and longer
+    vectors by halves (pairwise summation). On a few values a Python loop is
+    several times cheaper than building an array to sum.
+    """
+    n = len(values)
+    if n == 0:
+        return 0.0
+    if n < 8:
+        result = -0.0
+        for v in values:
+            result += v
+        return result
+    if n > 128:
+        half = n // 2
+        half -= half % 8
+        return numpy_sum(values[:half]) + numpy_sum(values[half:])
+    r = list(values[:8])
+    end = n - n % 8
+    for i in range(8, end, 8):
+        for j in range(8):
+            r[j] += values[i + j]
+    result = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    for v in values[end:]:
+        result += v
+    return result
 
 
 def _check_count(name: str, value: float) -> None:
@@ -59,12 +113,18 @@ class Proportion:
         return self.events / self.trials if self.trials > 0 else None
 
     def __add__(self, other: Proportion) -> Proportion:
-        return Proportion(self.events + other.events, self.trials + other.trials)
+        trials = self.trials + other.trials
+        if not math.isfinite(trials):
+            return Proportion(self.events + other.events, trials)  # raises
+        # sums of valid counts: events <= trials still holds (rounding is monotone)
+        return _unchecked(Proportion, events=self.events + other.events, trials=trials)
 
     def since(self, earlier: Proportion) -> Proportion:
         """The counts added after `earlier` (cumulative counts never go down; noise is clipped)."""
         trials = max(self.trials - earlier.trials, 0.0)
-        return Proportion(min(max(self.events - earlier.events, 0.0), trials), trials)
+        events = min(max(self.events - earlier.events, 0.0), trials)
+        # differences of finite counts, clipped into [0, trials]: valid by construction
+        return _unchecked(Proportion, events=events, trials=trials)
 
 
 @dataclass(frozen=True)
@@ -190,28 +250,42 @@ class Histogram:
         """
         if self.total <= 0:
             return None
-        counts = np.diff(np.concatenate(([0.0], self.cumulative)))
-        upper = np.clip(np.array(self.bounds, dtype=float), 0.0, 1.0)
-        lower = np.concatenate(([0.0], upper[:-1]))
-        weights = counts / self.total
-        mid = (lower + upper) / 2.0
-        width = upper - lower
-        edge = (lower <= 0.0) | (upper >= 1.0)
+        # Plain floats, not numpy arrays (a dozen buckets: numpy's per-call cost is
+        # most of the time), with the same operations in the same order, and sums
+        # added as numpy adds them (`numpy_sum`): the same bits as the array form.
+        total = self.total
+        counts = [c - b for c, b in zip(self.cumulative, (0.0, *self.cumulative[:-1]), strict=True)]
+        upper = [_clip(b, 0.0, 1.0) for b in self.bounds]
+        lower = [0.0, *upper[:-1]]
+        weights = [c / total for c in counts]
+        edge = [lo <= 0.0 or hi >= 1.0 for lo, hi in zip(lower, upper, strict=True)]
         # The buckets touching the ends of [0, 1] hold a truncated density (often
         # a pile at 0 or 1: a pass/fail score), where a midpoint can be far off.
         # The smaller one is put at the end it touches, which can only overstate
         # the spread; the larger one where the exact mean (from `_sum`) says its
         # observations are on average.
-        at = np.where(edge, np.where(lower <= 0.0, lower, upper), mid)
-        if self.mean is not None and edge.any():
-            i = int(np.argmax(np.where(edge, weights, -1.0)))
-            rest = float(np.sum(np.delete(weights * at, i)))
+        at = [
+            (lo if lo <= 0.0 else hi) if e else (lo + hi) / 2.0
+            for lo, hi, e in zip(lower, upper, edge, strict=True)
+        ]
+        if self.mean is not None and any(edge):
+            ranked = [w if e else -1.0 for w, e in zip(weights, edge, strict=True)]
+            i = ranked.index(max(ranked))  # the first of the largest, as argmax
+            rest = numpy_sum(
+                [w * a for j, (w, a) in enumerate(zip(weights, at, strict=True)) if j != i]
+            )
             if weights[i] > 0:
                 solved = (self.mean - rest) / weights[i]
                 at[i] = min(max(solved, lower[i]), upper[i])
-        grouped_mean = float(np.sum(weights * at))
-        grouped = float(np.sum(weights * (at - grouped_mean) ** 2))
-        sheppard = float(np.sum(np.where(edge, 0.0, weights * width * width / 12.0)))
+        grouped_mean = numpy_sum([w * a for w, a in zip(weights, at, strict=True)])
+        spread = [a - grouped_mean for a in at]
+        grouped = numpy_sum([w * (d * d) for w, d in zip(weights, spread, strict=True)])
+        sheppard = numpy_sum(
+            [
+                0.0 if e else w * (hi - lo) * (hi - lo) / 12.0
+                for w, lo, hi, e in zip(weights, lower, upper, edge, strict=True)
+            ]
+        )
         variance = max(grouped - sheppard, 0.0)
         mean = self.mean if self.mean is not None else grouped_mean
         mean = min(max(mean, 0.0), 1.0)
@@ -226,7 +300,11 @@ class Histogram:
         total_sum = None if self.sum is None or earlier.sum is None else self.sum - earlier.sum
         if total_sum is not None and counts[-1] <= 0:
             total_sum = 0.0
-        return Histogram(self.bounds, tuple(float(c) for c in counts), total_sum)
+        cumulative = tuple(float(c) for c in counts)
+        if total_sum is not None and not math.isfinite(total_sum):
+            return Histogram(self.bounds, cumulative, total_sum)  # raises
+        # same bounds, differences clipped at 0 and made monotone: valid by construction
+        return _unchecked(Histogram, bounds=self.bounds, cumulative=cumulative, sum=total_sum)
 
     def __add__(self, other: Histogram) -> Histogram:
         """Bucket-wise sum; the bucket layout must be the same."""
@@ -234,7 +312,20 @@ class Histogram:
             raise ValueError("cannot add histograms with different buckets")
         total_sum = None if self.sum is None or other.sum is None else self.sum + other.sum
         counts = tuple(a + b for a, b in zip(self.cumulative, other.cumulative, strict=True))
-        return Histogram(self.bounds, counts, total_sum)
+        return Histogram.summed(self.bounds, counts, total_sum)
+
+    @classmethod
+    def summed(
+        cls, bounds: tuple[float, ...], cumulative: tuple[float, ...], sum: float | None
+    ) -> Histogram:
+        """Bucket-wise sums of checked histograms with these `bounds`, not checked again.
+
+        Sums of non-negative, non-decreasing counts are non-negative and
+        non-decreasing (rounding is monotone); only an overflow to infinity, in
+        the total or the sum, is left to the checks (which then raise)."""
+        if not math.isfinite(cumulative[-1]) or (sum is not None and not math.isfinite(sum)):
+            return cls(bounds, cumulative, sum)
+        return _unchecked(cls, bounds=bounds, cumulative=cumulative, sum=sum)
 
 
 @dataclass(frozen=True)

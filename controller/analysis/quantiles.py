@@ -357,8 +357,8 @@ def _quantile_test(
         s, n = float(above_arr[use].sum()), float(n_c[use].sum())
         share = s / n
         if delta > 0:
-            log_fail = float(sequential.bernoulli_fail_log_e(s, n, tail_tol, tail))
-            log_pass = float(sequential.bernoulli_pass_log_e(s, n, tail_tol, tail))
+            log_fail = sequential.bernoulli_fail_log_e_one(s, n, tail_tol, tail)
+            log_pass = sequential.bernoulli_pass_log_e_one(s, n, tail_tol, tail)
             method = Method.BERNOULLI_SPRT
         else:
             tau = estimators.absolute_tau(tail, fail_above=target.fail_above)

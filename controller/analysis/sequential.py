@@ -529,3 +529,77 @@ def average_fail_thresholds(log_e: ArrayLike, tests: int, alpha: float) -> Array
     needed = np.maximum(np.maximum(from_below, from_beyond), 1.0 / alpha)
     result: Array = np.log(needed)
     return result
+
+
+# --- one test at one look: the same numbers on floats --------------------------------
+#
+# The judge evaluates each of these on one float at a time, some forty times a look,
+# where building, broadcasting and stacking arrays costs several times the
+# arithmetic. These twins do the same operations in the same order on numpy
+# float64 scalars (numpy's own log, exp and power, never `math`'s, whose last bits
+# can differ), so they return exactly the bits of the array forms above:
+# tests/analysis/test_sequential.py checks them against each other.
+
+
+def _clip_one(x: np.float64, lo: float, hi: float) -> np.float64:
+    """`np.clip` on one value (the same comparisons)."""
+    x = x if x > lo else np.float64(lo)
+    return x if x < hi else np.float64(hi)
+
+
+def sprt_log_e_one(d_hat: float, information: float, delta: float) -> float:
+    """`sprt_log_e` on floats, to the bit."""
+    d, i, t = np.float64(d_hat), np.float64(information), np.float64(delta)
+    return float(t * i * (d + t / 2.0))
+
+
+def fail_log_e_one(d_hat: float, information: float, delta: float) -> float:
+    """`fail_log_e` on floats, to the bit."""
+    d, i, t = np.float64(d_hat), np.float64(information), np.float64(delta)
+    total = None
+    for c, w in zip(FAIL_ALTERNATIVES, FAIL_WEIGHTS, strict=True):
+        term = math.log(w) + c * t * i * (d + t) - (c * t) ** 2 * i / 2.0
+        total = term if total is None else np.logaddexp(total, term)
+    return float(total)  # type: ignore[arg-type]
+
+
+def pass_log_e_one(d_hat: float, information: float, delta: float) -> float:
+    """`pass_log_e` on floats, to the bit."""
+    return -sprt_log_e_one(d_hat, information, delta)
+
+
+def normal_mixture_radius_one(v: float, tau: float, alpha: float) -> float:
+    """`normal_mixture_radius` on floats, to the bit."""
+    if not v > 0:
+        return math.inf
+    v_, t_ = np.float64(v), np.float64(tau)
+    t2 = t_ * t_
+    target = -np.log(np.float64(alpha)) - 0.5 * (np.log(v_) - np.log(v_ + t2))
+    hi = np.sqrt(2.0 * target) + 3.0
+    a_star = np.float64(optimize.brentq(_scalar_gap, 0.0, hi, args=(target,), xtol=1e-12))
+    return float(a_star * np.sqrt(v_ * (v_ + t2)) / t_)
+
+
+def _bernoulli_log_lr_one(s: float, n: float, p0: np.float64, p1: np.float64) -> np.float64:
+    a = _clip_one(p0, _EPS, 1 - _EPS)
+    b = _clip_one(p1, _EPS, 1 - _EPS)
+    s_, n_ = np.float64(s), np.float64(n)
+    result: np.float64 = s_ * (np.log(b) - np.log(a)) + (n_ - s_) * (np.log1p(-b) - np.log1p(-a))
+    return result
+
+
+def bernoulli_fail_log_e_one(total: float, count: float, tolerance: float, limit: float) -> float:
+    """`bernoulli_fail_log_e` on floats, to the bit."""
+    t, lim = np.float64(tolerance), np.float64(limit)
+    delta = lim - t
+    result = None
+    for c, w in zip(FAIL_ALTERNATIVES, FAIL_WEIGHTS, strict=True):
+        p1 = _clip_one(t + c * delta, _EPS, 1 - _EPS)
+        term = math.log(w) + _bernoulli_log_lr_one(total, count, t, p1)
+        result = term if result is None else np.logaddexp(result, term)
+    return float(result)  # type: ignore[arg-type]
+
+
+def bernoulli_pass_log_e_one(total: float, count: float, tolerance: float, limit: float) -> float:
+    """`bernoulli_pass_log_e` on floats, to the bit."""
+    return float(_bernoulli_log_lr_one(total, count, np.float64(limit), np.float64(tolerance)))

@@ -244,7 +244,7 @@ def sum_histograms(histograms: Sequence[Histogram]) -> Histogram | str | None:
             return "the cohorts' histograms have different buckets"
         counts = tuple(a + b for a, b in zip(counts, h.cumulative, strict=True))
         total_sum = None if total_sum is None or h.sum is None else total_sum + h.sum
-    return Histogram(first.bounds, counts, total_sum)
+    return Histogram.summed(first.bounds, counts, total_sum)
 
 
 def pooled_mean(s: np.ndarray, n: np.ndarray) -> float | None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats  # type: ignore[import-untyped]
 
 from controller.analysis import Gauge, Histogram, Proportion, VersionData
+from controller.analysis.observations import numpy_sum
 from controller.analysis.strata import sum_histograms
 
 INF = math.inf
@@ -201,3 +202,12 @@ def test_summing_histograms_at_once_gives_what_adding_them_one_by_one_does() -> 
         assert sum_histograms(histograms) == one_by_one  # exact: the same additions
     other = Histogram((0.5, math.inf), (1.0, 2.0), 1.0)
     assert isinstance(sum_histograms([histograms[0], other]), str)
+
+
+def test_numpy_sum_adds_in_numpys_order() -> None:
+    """`numpy_sum` gives `numpy.sum`'s bits at every length its pairwise scheme treats apart."""
+    rng = np.random.default_rng(3)
+    for n in [*range(0, 40), 127, 128, 129, 200, 300]:
+        for _ in range(20):
+            values = rng.random(n) * 10.0 ** rng.integers(-8, 8, n)
+            assert numpy_sum(values.tolist()).hex() == float(np.sum(values)).hex()
