@@ -118,7 +118,7 @@ def limit_check(
     test: Test, log_fail_needed: float | None, budget: Budget, samples: float
 ) -> LimitCheck:
     """The one builder of a statistical `LimitCheck`: verdict, power, reason."""
-    log_pass_needed = float(sequential.log_threshold(budget.alpha))
+    log_pass_needed = budget.log_pass_threshold
     if not test.ran or log_fail_needed is None:
         return LimitCheck(
             test.limit,

@@ -31,6 +31,7 @@ thousands of rollouts with the very code the judge runs.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,9 +61,8 @@ def _arr(x: ArrayLike) -> Array:
 
 
 def _ratio(num: Array, den: Array) -> Array:
-    result: Array = np.divide(
-        num, den, out=np.zeros(np.broadcast_shapes(num.shape, den.shape)), where=den > 0
-    )
+    shape = num.shape if num.shape == den.shape else np.broadcast_shapes(num.shape, den.shape)
+    result: Array = np.divide(num, den, out=np.zeros(shape), where=den > 0)
     return result
 
 
@@ -87,13 +87,24 @@ def population_weights(
     total = raw.sum(axis=-1, keepdims=True)
     if groups is None:
         return _ratio(raw, total)
-    g = np.asarray(groups, dtype=int)
-    member = (g[None, :] == np.arange(int(g.max()) + 1)[:, None]).astype(np.float64)
+    member = _membership(tuple(np.asarray(groups, dtype=int).tolist()))
     cohort_share = _ratio(raw @ member.T, total)
     info = np.where(usable, _ratio(nc * nb, nc + nb) if both else nc, 0.0)
     within = _ratio(info, (info @ member.T) @ member)
     result: Array = within * (cohort_share @ member)
     return result
+
+
+@functools.lru_cache(maxsize=256)
+def _membership(groups: tuple[int, ...]) -> Array:
+    """The 0/1 matrix [cohort, stratum] of which cohort each stratum belongs to.
+
+    A look asks for the same few layouts (a cell's cohorts × steps) once per test;
+    the cache holds the layouts of the last looks, read-only."""
+    g = np.asarray(groups, dtype=int)
+    member: Array = (g[None, :] == np.arange(int(g.max()) + 1)[:, None]).astype(np.float64)
+    member.setflags(write=False)
+    return member
 
 
 def absolute_tau(null: float, *, fail_above: bool) -> float:

@@ -22,6 +22,7 @@ observations are spread evenly inside their bucket, the lowest bucket starts at
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,13 @@ def _unchecked(cls: type[_T], **fields: object) -> _T:
     for name, value in fields.items():
         object.__setattr__(instance, name, value)
     return instance
+
+
+def search_left(values: Sequence[float], x: float) -> int:
+    """`numpy.searchsorted(values, x, side="left")` on a sorted tuple, without an array.
+
+    (numpy sorts NaN last, so a NaN goes after every value.)"""
+    return len(values) if math.isnan(x) else bisect.bisect_left(values, x)
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
@@ -195,7 +203,7 @@ class Histogram:
         """Observations <= x, interpolated inside x's bucket; None inside +Inf."""
         if x > self.largest_finite_bound:
             return None
-        i = int(np.searchsorted(self.bounds, x, side="left"))
+        i = search_left(self.bounds, x)
         lo, hi = self._lower_edge(i), self.bounds[i]
         below = self.cumulative[i - 1] if i > 0 else 0.0
         if x <= lo:
@@ -213,7 +221,7 @@ class Histogram:
         if self.total <= 0:
             return None
         rank = q * self.total
-        i = int(np.searchsorted(self.cumulative, rank, side="left"))
+        i = search_left(self.cumulative, rank)
         i = min(i, len(self.bounds) - 1)
         if i == len(self.bounds) - 1:
             return self.largest_finite_bound

@@ -33,9 +33,7 @@ from controller.analysis.checks import (
     room,
     tolerance_of,
 )
-from controller.analysis.observations import (
-    Histogram,
-)
+from controller.analysis.observations import Histogram, search_left
 from controller.analysis.plan import Budget, JudgeOptions, MetricPlan
 from controller.analysis.strata import Means, Strata, as_histogram, sum_histograms
 from controller.analysis.verdicts import (
@@ -236,7 +234,7 @@ def _read_as_candidate(
     the way from the tolerance's share to the limit's, and was rolled back
     most of the time (tests/analysis/test_quantile_tolerance.py).
     """
-    i = int(np.searchsorted(baseline.bounds, x, side="left"))
+    i = search_left(baseline.bounds, x)
     if i >= len(baseline.bounds) - 1:
         return None
     hi = baseline.bounds[i]
@@ -265,7 +263,7 @@ def _share_above(h: Histogram, u: float) -> float | None:
     linear = h.count_above(u)
     if linear is None or h.total <= 0:
         return None
-    i = int(np.searchsorted(h.bounds, u, side="left"))
+    i = search_left(h.bounds, u)
     if i == 0 or h.bounds[i] == u or h.bounds[i - 1] <= 0:
         return linear / h.total
     lo, hi = h.bounds[i - 1], h.bounds[i]

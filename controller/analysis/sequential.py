@@ -51,6 +51,7 @@ the judge can simulate thousands of rollouts through the very same functions.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -181,6 +182,15 @@ def beta_prior(p0: ArrayLike, tau: ArrayLike) -> tuple[Array, Array]:
     return concentration * p, concentration * (1 - p)
 
 
+def beta_prior_one(p0: float, tau: float) -> tuple[float, float]:
+    """`beta_prior` on floats, to the bit (its twin below, `_clip_one`, is numpy's clip)."""
+    p = _clip_one(np.float64(p0), 1e-6, 1 - 1e-6)
+    t = np.float64(tau)
+    t2 = t * t
+    concentration = _clip_one(p * (1 - p) / (t2 if t2 > 1e-300 else 1e-300) - 1.0, 2.0, 1e6)
+    return float(concentration * p), float(concentration * (1 - p))
+
+
 def _beta_tail(a: Array, b: Array, x: Array, *, above: bool) -> Array:
     """Beta(a, b) mass above (or below) x.
 
@@ -253,7 +263,7 @@ def beta_mixture_interval(
     """
     if count <= 0:
         return 0.0, 1.0
-    a, b = (float(x) for x in beta_prior(center, tau))
+    a, b = beta_prior_one(center, tau)
     s, n = float(total), float(count)
     marginal = float(special.betaln(s + a, n - s + b) - special.betaln(a, b))
     target = float(log_threshold(alpha))
@@ -470,9 +480,15 @@ def powered_information(delta: float, log_threshold: float, power: float) -> flo
     if delta <= 0:
         return math.inf
     level = log_threshold - math.log(FAIL_WEIGHTS[0])
-    z = float(special.ndtri(power))
+    z = _power_z(power)
     u = z + math.sqrt(z * z + 2.0 * level)
     return (u / delta) ** 2
+
+
+@functools.lru_cache(maxsize=64)
+def _power_z(power: float) -> float:
+    """The normal quantile of `power` (a policy has one or two powers; asked per test)."""
+    return float(special.ndtri(power))
 
 
 # --- FAIL across cells: the average of e-values, closed ----------------------------

@@ -227,3 +227,12 @@ def test_the_float_twins_give_the_array_forms_bits() -> None:
         for array_form, one in pairs:
             assert float(array_form).hex() == one.hex()
     assert sequential.normal_mixture_radius_one(0.0, 0.01, 0.05) == math.inf
+
+
+def test_the_float_beta_prior_gives_the_array_forms_bits() -> None:
+    rng = np.random.default_rng(17)
+    for _ in range(3000):
+        p0 = float(rng.choice([0.0, 1.0, rng.uniform(), 10 ** rng.uniform(-9, 0)]))
+        tau = float(10 ** rng.uniform(-160, 0))
+        a, b = sequential.beta_prior(p0, tau)
+        assert sequential.beta_prior_one(p0, tau) == (float(a), float(b))
