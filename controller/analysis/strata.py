@@ -10,8 +10,10 @@ computed from.
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -43,9 +45,12 @@ class Strata:
     candidate: tuple[Sample | None, ...]
     groups: tuple[int, ...] = ()
 
-    @property
+    @cached_property
     def cohort_of(self) -> np.ndarray:
-        return np.array(self.groups or range(len(self.names)), dtype=int)
+        """Each stratum's cohort index (read-only: every test of the cell shares it)."""
+        groups = np.array(self.groups or range(len(self.names)), dtype=int)
+        groups.setflags(write=False)
+        return groups
 
 
 def cell_strata(
@@ -242,7 +247,9 @@ def sum_histograms(histograms: Sequence[Histogram]) -> Histogram | str | None:
     for h in histograms[1:]:
         if h.bounds != first.bounds:
             return "the cohorts' histograms have different buckets"
-        counts = tuple(a + b for a, b in zip(counts, h.cumulative, strict=True))
+        if len(h.cumulative) != len(counts):
+            raise ValueError("histograms with the same bounds have as many counts")
+        counts = tuple(map(operator.add, counts, h.cumulative))
         total_sum = None if total_sum is None or h.sum is None else total_sum + h.sum
     return Histogram.summed(first.bounds, counts, total_sum)
 
