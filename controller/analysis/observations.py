@@ -303,12 +303,19 @@ class Histogram:
         """The observations added after `earlier`, bucket by bucket (same layout)."""
         if self.bounds != earlier.bounds:
             raise ValueError("cannot subtract histograms with different buckets")
-        diff = np.maximum(np.array(self.cumulative) - np.array(earlier.cumulative), 0.0)
-        counts = np.maximum.accumulate(diff)
+        # numpy's maximum and maximum.accumulate on plain floats (`a if a > b else b`,
+        # the same choice between equal values): a dozen buckets, once per step and look
+        counts = []
+        running = None
+        for later_count, earlier_count in zip(self.cumulative, earlier.cumulative, strict=True):
+            diff = later_count - earlier_count
+            diff = diff if diff > 0.0 else 0.0
+            running = diff if running is None or not running > diff else running
+            counts.append(running)
         total_sum = None if self.sum is None or earlier.sum is None else self.sum - earlier.sum
         if total_sum is not None and counts[-1] <= 0:
             total_sum = 0.0
-        cumulative = tuple(float(c) for c in counts)
+        cumulative = tuple(counts)
         if total_sum is not None and not math.isfinite(total_sum):
             return Histogram(self.bounds, cumulative, total_sum)  # raises
         # same bounds, differences clipped at 0 and made monotone: valid by construction
