@@ -23,6 +23,7 @@ observations are spread evenly inside their bucket, the lowest bucket starts at
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -243,61 +244,7 @@ class Histogram:
 
     @cached_property
     def _score_variance(self) -> float | None:
-        """The variance of values in [0, 1] (scores), estimated from the buckets.
-
-        Each inner bucket's observations are put at its midpoint and Sheppard's
-        correction (Sheppard 1898; Kendall & Stuart, *The Advanced Theory of
-        Statistics* I, 3.18) removes the spread that grouping adds, h²/12 for a
-        bucket of width h. The first bucket starts at 0 (scores are never
-        negative); the +Inf bucket is [largest finite bound, 1] (scores never
-        exceed 1). The correction assumes a density smooth across the bucket,
-        which fails where the support ends, so the two end buckets are placed
-        differently (see below) and not corrected. The result is capped by the
-        largest variance a [0, 1] value with this mean can have (Bhatia-Davis):
-        mean × (1 - mean).
-        """
-        if self.total <= 0:
-            return None
-        # Plain floats, not numpy arrays (a dozen buckets: numpy's per-call cost is
-        # most of the time), with the same operations in the same order, and sums
-        # added as numpy adds them (`numpy_sum`): the same bits as the array form.
-        total = self.total
-        counts = [c - b for c, b in zip(self.cumulative, (0.0, *self.cumulative[:-1]), strict=True)]
-        upper = [_clip(b, 0.0, 1.0) for b in self.bounds]
-        lower = [0.0, *upper[:-1]]
-        weights = [c / total for c in counts]
-        edge = [lo <= 0.0 or hi >= 1.0 for lo, hi in zip(lower, upper, strict=True)]
-        # The buckets touching the ends of [0, 1] hold a truncated density (often
-        # a pile at 0 or 1: a pass/fail score), where a midpoint can be far off.
-        # The smaller one is put at the end it touches, which can only overstate
-        # the spread; the larger one where the exact mean (from `_sum`) says its
-        # observations are on average.
-        at = [
-            (lo if lo <= 0.0 else hi) if e else (lo + hi) / 2.0
-            for lo, hi, e in zip(lower, upper, edge, strict=True)
-        ]
-        if self.mean is not None and any(edge):
-            ranked = [w if e else -1.0 for w, e in zip(weights, edge, strict=True)]
-            i = ranked.index(max(ranked))  # the first of the largest, as argmax
-            rest = numpy_sum(
-                [w * a for j, (w, a) in enumerate(zip(weights, at, strict=True)) if j != i]
-            )
-            if weights[i] > 0:
-                solved = (self.mean - rest) / weights[i]
-                at[i] = min(max(solved, lower[i]), upper[i])
-        grouped_mean = numpy_sum([w * a for w, a in zip(weights, at, strict=True)])
-        spread = [a - grouped_mean for a in at]
-        grouped = numpy_sum([w * (d * d) for w, d in zip(weights, spread, strict=True)])
-        sheppard = numpy_sum(
-            [
-                0.0 if e else w * (hi - lo) * (hi - lo) / 12.0
-                for w, lo, hi, e in zip(weights, lower, upper, edge, strict=True)
-            ]
-        )
-        variance = max(grouped - sheppard, 0.0)
-        mean = self.mean if self.mean is not None else grouped_mean
-        mean = min(max(mean, 0.0), 1.0)
-        return min(variance, mean * (1.0 - mean))
+        return _score_variance(self.bounds, self.cumulative, self.sum)
 
     def since(self, earlier: Histogram) -> Histogram:
         """The observations added after `earlier`, bucket by bucket (same layout)."""
@@ -341,6 +288,69 @@ class Histogram:
         if not math.isfinite(cumulative[-1]) or (sum is not None and not math.isfinite(sum)):
             return cls(bounds, cumulative, sum)
         return _unchecked(cls, bounds=bounds, cumulative=cumulative, sum=sum)
+
+
+#: score variances of the latest histograms: a step's counts recur at every later look
+@functools.lru_cache(maxsize=4096)
+def _score_variance(
+    bounds: tuple[float, ...], cumulative: tuple[float, ...], sum: float | None
+) -> float | None:
+    """The variance of values in [0, 1] (scores), estimated from the buckets.
+
+    Each inner bucket's observations are put at its midpoint and Sheppard's
+    correction (Sheppard 1898; Kendall & Stuart, *The Advanced Theory of
+    Statistics* I, 3.18) removes the spread that grouping adds, h²/12 for a
+    bucket of width h. The first bucket starts at 0 (scores are never
+    negative); the +Inf bucket is [largest finite bound, 1] (scores never
+    exceed 1). The correction assumes a density smooth across the bucket,
+    which fails where the support ends, so the two end buckets are placed
+    differently (see below) and not corrected. The result is capped by the
+    largest variance a [0, 1] value with this mean can have (Bhatia-Davis):
+    mean × (1 - mean).
+    """
+    total = cumulative[-1]
+    if total <= 0:
+        return None
+    given_mean = None if sum is None else sum / total
+    # Plain floats, not numpy arrays (a dozen buckets: numpy's per-call cost is
+    # most of the time), with the same operations in the same order, and sums
+    # added as numpy adds them (`numpy_sum`): the same bits as the array form.
+    counts = [c - b for c, b in zip(cumulative, (0.0, *cumulative[:-1]), strict=True)]
+    upper = [_clip(b, 0.0, 1.0) for b in bounds]
+    lower = [0.0, *upper[:-1]]
+    weights = [c / total for c in counts]
+    edge = [lo <= 0.0 or hi >= 1.0 for lo, hi in zip(lower, upper, strict=True)]
+    # The buckets touching the ends of [0, 1] hold a truncated density (often
+    # a pile at 0 or 1: a pass/fail score), where a midpoint can be far off.
+    # The smaller one is put at the end it touches, which can only overstate
+    # the spread; the larger one where the exact mean (from `_sum`) says its
+    # observations are on average.
+    at = [
+        (lo if lo <= 0.0 else hi) if e else (lo + hi) / 2.0
+        for lo, hi, e in zip(lower, upper, edge, strict=True)
+    ]
+    if given_mean is not None and any(edge):
+        ranked = [w if e else -1.0 for w, e in zip(weights, edge, strict=True)]
+        i = ranked.index(max(ranked))  # the first of the largest, as argmax
+        rest = numpy_sum(
+            [w * a for j, (w, a) in enumerate(zip(weights, at, strict=True)) if j != i]
+        )
+        if weights[i] > 0:
+            solved = (given_mean - rest) / weights[i]
+            at[i] = min(max(solved, lower[i]), upper[i])
+    grouped_mean = numpy_sum([w * a for w, a in zip(weights, at, strict=True)])
+    spread = [a - grouped_mean for a in at]
+    grouped = numpy_sum([w * (d * d) for w, d in zip(weights, spread, strict=True)])
+    sheppard = numpy_sum(
+        [
+            0.0 if e else w * (hi - lo) * (hi - lo) / 12.0
+            for w, lo, hi, e in zip(weights, lower, upper, edge, strict=True)
+        ]
+    )
+    variance = max(grouped - sheppard, 0.0)
+    mean = given_mean if given_mean is not None else grouped_mean
+    mean = min(max(mean, 0.0), 1.0)
+    return min(variance, mean * (1.0 - mean))
 
 
 @dataclass(frozen=True)
