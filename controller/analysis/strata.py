@@ -222,12 +222,9 @@ def means_of(plan: MetricPlan, strata: Strata) -> Means | str:
             h = as_histogram(sample)
             if isinstance(h, str):
                 return h
-            if h is None:
-                moments: tuple[float, float, float] | str = (0.0, 0.0, 0.25)
-            else:
-                moments = score_moments(h)
-                if isinstance(moments, str):
-                    return moments
+            moments = (0.0, 0.0, 0.25) if h is None else score_moments(h)
+            if isinstance(moments, str):
+                return moments
             sums.append(moments[0])
             counts.append(moments[1])
             variances.append(moments[2])
