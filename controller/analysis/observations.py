@@ -248,6 +248,9 @@ class Histogram:
 
     def since(self, earlier: Histogram) -> Histogram:
         """The observations added after `earlier`, bucket by bucket (same layout)."""
+        return _histogram_since(self, earlier)
+
+    def _since(self, earlier: Histogram) -> Histogram:
         if self.bounds != earlier.bounds:
             raise ValueError("cannot subtract histograms with different buckets")
         # numpy's maximum and maximum.accumulate on plain floats (`a if a > b else b`,
@@ -288,6 +291,13 @@ class Histogram:
         if not math.isfinite(cumulative[-1]) or (sum is not None and not math.isfinite(sum)):
             return cls(bounds, cumulative, sum)
         return _unchecked(cls, bounds=bounds, cumulative=cumulative, sum=sum)
+
+
+#: the latest per-step differences: the counts between two step starts are asked
+#: for again at every later look of the rollout (and the result's score variance with them)
+@functools.lru_cache(maxsize=4096)
+def _histogram_since(later: Histogram, earlier: Histogram) -> Histogram:
+    return later._since(earlier)
 
 
 #: score variances of the latest histograms: a step's counts recur at every later look
