@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from controller.analysis.observations import numpy_sum
 from controller.analysis.verdicts import Limit
 
 Array = NDArray[np.float64]
@@ -82,17 +83,63 @@ def population_weights(
     step, at the same time of day, yet the steps with most evidence count most.
     """
     nc, nb = _arr(n_c), _arr(n_b)
+    layout = None if groups is None else tuple(np.asarray(groups, dtype=int).tolist())
+    if layout is not None and _one_cohort(nc, layout):
+        return np.array(_one_cohort_weights(nc.tolist(), nb.tolist(), both=both))
     usable = (nc > 0) & (nb > 0) if both else nc > 0
     raw = np.where(usable, nc + nb, 0.0)
     total = raw.sum(axis=-1, keepdims=True)
-    if groups is None:
+    if layout is None:
         return _ratio(raw, total)
-    member = _membership(tuple(np.asarray(groups, dtype=int).tolist()))
+    member = _membership(layout)
     cohort_share = _ratio(raw @ member.T, total)
     info = np.where(usable, _ratio(nc * nb, nc + nb) if both else nc, 0.0)
     within = _ratio(info, (info @ member.T) @ member)
     result: Array = within * (cohort_share @ member)
     return result
+
+
+#: below this many strata numpy's sums, and the matrix products' here, add one by one
+_SEQUENTIAL = 8
+
+
+def _one_cohort(nc: Array, layout: tuple[int, ...]) -> bool:
+    """Whether one cohort's few strata (a cohort's cell: its steps) are weighted.
+
+    Then the weights are computed on floats (`_one_cohort_weights`): the judge
+    weighs such cells tens of times a look, where numpy's per-call cost is most
+    of the time."""
+    return nc.ndim == 1 and len(layout) < _SEQUENTIAL and not any(layout)
+
+
+def _sequential_sum(values: list[float]) -> float:
+    total = 0.0
+    for v in values:
+        total += v
+    return total
+
+
+def _one_ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else 0.0
+
+
+def _one_cohort_weights(nc: list[float], nb: list[float], *, both: bool) -> list[float]:
+    """`population_weights` of one cohort's strata on floats, to the bit.
+
+    With one cohort the group sums are sums of fewer than `_SEQUENTIAL` terms,
+    which numpy (and the matrix products it hands to BLAS) adds one by one, in
+    order; the cohort's share is then its sum over the same sum."""
+    usable = [c > 0 and b > 0 if both else c > 0 for c, b in zip(nc, nb, strict=True)]
+    raw = [c + b if u else 0.0 for c, b, u in zip(nc, nb, usable, strict=True)]
+    share = _one_ratio(_sequential_sum(raw), _sequential_sum(raw))
+    if both:
+        info = [
+            _one_ratio(c * b, c + b) if u else 0.0 for c, b, u in zip(nc, nb, usable, strict=True)
+        ]
+    else:
+        info = [c if u else 0.0 for c, u in zip(nc, usable, strict=True)]
+    info_total = _sequential_sum(info)
+    return [_one_ratio(i, info_total) * share for i in info]
 
 
 @functools.lru_cache(maxsize=256)
@@ -191,6 +238,19 @@ def relative_contrast(
     Bernoulli variances are used.
     """
     sc, nc, sb, nb = _arr(s_c), _arr(n_c), _arr(s_b), _arr(n_b)
+    if groups is not None:
+        layout = tuple(np.asarray(groups, dtype=int).tolist())
+        if _one_cohort(nc, layout):
+            return _one_cohort_relative(
+                sc.tolist(),
+                nc.tolist(),
+                sb.tolist(),
+                nb.tolist(),
+                rule,
+                margin,
+                None if variance_c is None else _arr(variance_c).tolist(),
+                None if variance_b is None else _arr(variance_b).tolist(),
+            )
     w = population_weights(nc, nb, both=True, groups=groups)
     mean_c, mean_b = _ratio(sc, nc), _ratio(sb, nb)
     if variance_c is None or variance_b is None:
@@ -215,6 +275,79 @@ def relative_contrast(
     else:
         raise ValueError(f"{rule} is not a relative limit")
     return Contrast(estimate, variance, np.maximum(tau, MIN_TAU))
+
+
+def _clip_one(x: float, lo: float, hi: float) -> float:
+    """`np.clip` on one float (the same comparisons)."""
+    x = x if x > lo else lo
+    return x if x < hi else hi
+
+
+def _one_cohort_relative(
+    sc: list[float],
+    nc: list[float],
+    sb: list[float],
+    nb: list[float],
+    rule: Limit,
+    margin: float,
+    variance_c: list[float] | None,
+    variance_b: list[float] | None,
+) -> Contrast:
+    """`relative_contrast` of one cohort's few strata on floats, to the bit (see
+    `_one_cohort`): the same operations in the same order, numpy's summation order."""
+    w = _one_cohort_weights(nc, nb, both=True)
+    mean_c = [_one_ratio(s, n) for s, n in zip(sc, nc, strict=True)]
+    mean_b = [_one_ratio(s, n) for s, n in zip(sb, nb, strict=True)]
+    if variance_c is None or variance_b is None:
+        base0 = []
+        cand0 = []
+        for x_c, n_c, x_b, n_b in zip(sc, nc, sb, nb, strict=True):
+            events = x_c + x_b + 0.5
+            trials = n_c + n_b + 1.0
+            if rule is Limit.MAX_INCREASE:
+                base = _clip_one(_one_ratio(events - n_c * margin, trials), 0.0, 1.0 - margin)
+                cand = base + margin
+            elif rule is Limit.MAX_DECREASE:
+                base = _clip_one(_one_ratio(events + n_c * margin, trials), margin, 1.0)
+                cand = base - margin
+            else:  # MAX_RATIO
+                base = _clip_one(_one_ratio(events, margin * n_c + n_b + 1.0), 0.0, 1.0)
+                scaled = margin * base
+                cand = scaled if scaled < 1.0 else 1.0
+            base0.append(base)
+            cand0.append(cand)
+        var_c = [c * (1.0 - c) for c in cand0]
+        var_b = [b * (1.0 - b) for b in base0]
+    else:
+        var_c, var_b = variance_c, variance_b
+        base0 = mean_b
+    coef = margin if rule is Limit.MAX_RATIO else 1.0
+    coef2 = coef * coef
+    variance = numpy_sum(
+        [
+            wi * wi * (_one_ratio(vc, n_c) + coef2 * _one_ratio(vb, n_b))
+            for wi, vc, n_c, vb, n_b in zip(w, var_c, nc, var_b, nb, strict=True)
+        ]
+    )
+    if rule is Limit.MAX_INCREASE:
+        diffs = [wi * (c - b) for wi, c, b in zip(w, mean_c, mean_b, strict=True)]
+        estimate = numpy_sum(diffs) - margin
+        tau = margin if margin > 0 else ZERO_MARGIN_TAU
+    elif rule is Limit.MAX_DECREASE:
+        diffs = [wi * (b - c) for wi, c, b in zip(w, mean_c, mean_b, strict=True)]
+        estimate = numpy_sum(diffs) - margin
+        tau = margin if margin > 0 else ZERO_MARGIN_TAU
+    elif rule is Limit.MAX_RATIO:
+        diffs = [wi * (c - margin * b) for wi, c, b in zip(w, mean_c, mean_b, strict=True)]
+        estimate = numpy_sum(diffs)
+        scale = numpy_sum([wi * b for wi, b in zip(w, base0, strict=True)]) * max(
+            abs(margin - 1.0), 0.05
+        )
+        tau = scale if scale > MIN_TAU else MIN_TAU
+    else:
+        raise ValueError(f"{rule} is not a relative limit")
+    tau = tau if tau > MIN_TAU else MIN_TAU
+    return Contrast(np.asarray(estimate), np.asarray(variance), np.asarray(tau))
 
 
 def exceedance_contrast(
