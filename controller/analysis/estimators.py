@@ -371,6 +371,28 @@ def exceedance_contrast(
     was computed from, which under that null is tail × (1 - tail) / n_b.
     """
     above, n, w = _arr(above_c), _arr(n_c), _arr(weights)
+    if n.ndim == 1:  # one look (the judge): on floats, to the bit
+        nulls = [tail] * len(n) if null_c is None else _arr(null_c).tolist()
+        weights_ = w.tolist()
+        share_ = numpy_sum(
+            [
+                wi * _one_ratio(a, ni)
+                for wi, a, ni in zip(weights_, above.tolist(), n.tolist(), strict=True)
+            ]
+        )
+        terms = []
+        for wi, ni, null0_i in zip(weights_, n.tolist(), nulls, strict=True):
+            shrunk_i = (null0_i * ni + tail) / (ni + 1.0)
+            terms.append(wi * wi * _one_ratio(shrunk_i * (1.0 - shrunk_i), ni))
+        variance_ = numpy_sum(terms)
+        if baseline_samples is not None:
+            variance_ = variance_ + _one_ratio(tail * (1.0 - tail), float(_arr(baseline_samples)))
+        sign_ = 1.0 if fail_above else -1.0
+        return Contrast(
+            np.asarray(sign_ * (share_ - tail)),
+            np.asarray(variance_),
+            np.asarray(max(tail / 2.0, MIN_TAU)),
+        )
     share = np.sum(w * _ratio(above, n), axis=-1)
     null0 = np.full_like(n, tail) if null_c is None else _arr(null_c)
     shrunk = (null0 * n + tail) / (n + 1.0)

@@ -206,3 +206,39 @@ def test_one_cohorts_contrast_on_floats_gives_the_array_forms_bits(rule: Limit) 
                 strict=True,
             ):
                 assert float(got).hex() == float(expected[0]).hex()
+
+
+def test_one_looks_exceedance_contrast_on_floats_gives_the_array_forms_bits() -> None:
+    rng = np.random.default_rng(23)
+    for _ in range(400):
+        k = int(rng.integers(1, 50))
+        n_c = rng.integers(0, 3000, k) * rng.choice([1.0, 0.5], k)
+        above = n_c * rng.uniform(0, 0.2, k)
+        weights = rng.uniform(0, 1, k)
+        null_c = None if rng.uniform() < 0.5 else rng.uniform(0, 0.2, k)
+        samples = None if rng.uniform() < 0.5 else float(rng.integers(0, 5000))
+        for fail_above in (True, False):
+            one = estimators.exceedance_contrast(
+                above,
+                n_c,
+                weights,
+                0.05,
+                fail_above=fail_above,
+                null_c=null_c,
+                baseline_samples=samples,
+            )
+            rows = estimators.exceedance_contrast(
+                above[None],
+                n_c[None],
+                weights[None],
+                0.05,
+                fail_above=fail_above,
+                null_c=None if null_c is None else null_c[None],
+                baseline_samples=samples,
+            )
+            for got, expected in zip(
+                (one.estimate, one.variance, one.tau),
+                (rows.estimate, rows.variance, rows.tau),
+                strict=True,
+            ):
+                assert float(got).hex() == float(expected[0]).hex()
