@@ -186,6 +186,31 @@ def absolute_contrast(
     verdict towards FAIL.
     """
     s, n, w = _arr(s_c), _arr(n_c), _arr(weights)
+    if n.ndim == 1:  # one look (the judge): on floats, to the bit
+        counts, weights_ = n.tolist(), w.tolist()
+        mean_ = numpy_sum(
+            [
+                wi * _one_ratio(si, ni)
+                for wi, si, ni in zip(weights_, s.tolist(), counts, strict=True)
+            ]
+        )
+        if variance_c is None:
+            rates = [null] * len(counts) if null_rates is None else _arr(null_rates).tolist()
+            per_obs_ = [r * (1.0 - r) for r in rates]
+        else:
+            per_obs_ = _arr(variance_c).tolist()
+        variance_ = numpy_sum(
+            [
+                wi * wi * _one_ratio(v, ni)
+                for wi, v, ni in zip(weights_, per_obs_, counts, strict=True)
+            ]
+        )
+        sign_ = 1.0 if fail_above else -1.0
+        return Contrast(
+            np.asarray(sign_ * (mean_ - null)),
+            np.asarray(variance_),
+            np.asarray(absolute_tau(null, fail_above=fail_above)),
+        )
     mean = np.sum(w * _ratio(s, n), axis=-1)
     if variance_c is None:
         rates = np.full_like(n, null) if null_rates is None else _arr(null_rates)

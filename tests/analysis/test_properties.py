@@ -242,3 +242,39 @@ def test_one_looks_exceedance_contrast_on_floats_gives_the_array_forms_bits() ->
                 strict=True,
             ):
                 assert float(got).hex() == float(expected[0]).hex()
+
+
+def test_one_looks_absolute_contrast_on_floats_gives_the_array_forms_bits() -> None:
+    rng = np.random.default_rng(29)
+    for _ in range(400):
+        k = int(rng.integers(1, 50))
+        n_c = rng.integers(0, 3000, k) * rng.choice([1.0, 0.5], k)
+        s_c = n_c * rng.uniform(0, 1, k)
+        weights = rng.uniform(0, 1, k)
+        variance_c = None if rng.uniform() < 0.5 else rng.uniform(0, 0.25, k)
+        null_rates = None if rng.uniform() < 0.5 else rng.uniform(0, 1, k)
+        for fail_above in (True, False):
+            one = estimators.absolute_contrast(
+                s_c,
+                n_c,
+                weights,
+                0.7,
+                fail_above=fail_above,
+                variance_c=variance_c,
+                null_rates=null_rates,
+            )
+            rows = estimators.absolute_contrast(
+                s_c[None],
+                n_c[None],
+                weights[None],
+                0.7,
+                fail_above=fail_above,
+                variance_c=None if variance_c is None else variance_c[None],
+                null_rates=None if null_rates is None else null_rates[None],
+            )
+            for got, expected in zip(
+                (one.estimate, one.variance, one.tau),
+                (rows.estimate, rows.variance, rows.tau),
+                strict=True,
+            ):
+                assert float(got).hex() == float(expected[0]).hex()
