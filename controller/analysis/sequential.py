@@ -275,7 +275,7 @@ def beta_mixture_interval(
     def f(p: float) -> float:
         # log M(p) - log(1/alpha) on one float (no 0-d arrays: Brent's method calls
         # it some ten times per end, and the same operations give the same bits)
-        return float(marginal - s * np.log(p) - (n - s) * np.log1p(-p) - target)
+        return marginal - s * float(np.log(p)) - (n - s) * float(np.log1p(-p)) - target
 
     lower = optimize.brentq(f, lo, mean, xtol=1e-12) if f(lo) > 0 else 0.0
     upper = optimize.brentq(f, mean, hi, xtol=1e-12) if f(hi) > 0 else 1.0
@@ -592,7 +592,9 @@ def normal_mixture_radius_one(v: float, tau: float, alpha: float) -> float:
     t2 = t_ * t_
     target = -np.log(np.float64(alpha)) - 0.5 * (np.log(v_) - np.log(v_ + t2))
     hi = np.sqrt(2.0 * target) + 3.0
-    a_star = np.float64(optimize.brentq(_scalar_gap, 0.0, hi, args=(target,), xtol=1e-12))
+    a_star = np.float64(
+        optimize.brentq(_scalar_gap, 0.0, float(hi), args=(float(target),), xtol=1e-12)
+    )
     return float(a_star * np.sqrt(v_ * (v_ + t2)) / t_)
 
 
