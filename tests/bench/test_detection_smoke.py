@@ -247,3 +247,18 @@ def test_the_readme_family_runs_ours_alone_on_the_readme_policy(tmp_path: Path) 
     assert outcome.seconds % 30 == 0 and outcome.seconds <= 20 * 60
     floor = detection.floor_seconds(detection.SCENARIO_BY_NAME[task.scenario], 100.0)
     assert 0 < floor < 30 * 60  # the shadow's mirrored requests count
+
+
+def test_render_recomputes_the_floors_and_keeps_the_runs_own() -> None:
+    """A report's floors are arithmetic on its scenarios: `--render` replaces stale ones with
+    the current code's, keeps the run's beside them, and the tables say so."""
+    k = "readme-refusals-non-english@100rps"
+    report = json.loads((detection.RESULTS / "detection-readme-100rps.json").read_text())
+    stale = {**report, "floor_s": {k: 39.0}, "oracle_detect_s": {k: 11.0}}
+    fresh = detection.recompute_floors(stale)
+    scenario = detection.SCENARIO_BY_NAME["readme-refusals-non-english"]
+    assert fresh["floor_s"] == {k: detection.floor_seconds(scenario, 100.0)}
+    assert fresh["oracle_detect_s"] == {k: detection.oracle_seconds(scenario, 100.0)}
+    assert fresh["floor_s_as_run"] == {k: 39.0} and "floors_recomputed" in fresh
+    assert "recomputed by `--render`" in detection.markdown(fresh)
+    assert detection.recompute_floors(report) == report  # current floors: nothing to do
