@@ -21,9 +21,11 @@ change, a baseline drifting under both versions, infrastructure noise) or
 regressions, at 2, 10 and 100 req/s. Figures per engine and scenario: the
 false-rollback rate (Wilson interval), the time to detect (median, p90) and the
 share caught, the harmed requests served, the time to promote healthy
-candidates; and two floors per regression: the fixed-sample test of the
-hypotheses the limit tests (null at the tolerance, the cell's alpha) and the
-oracle of "no change" at alpha 0.05.
+candidates; and two floors per regression: the fixed-sample two-sample test
+of the hypotheses the limit tests (null at the tolerance, the cell's alpha, the
+baseline estimated from its own requests) and the same with null "no change" at
+alpha 0.05 (the oracle). Ours looks once per its world's policy interval (1
+minute in the benchmark's world, 30 s in the README's); the peers once a minute.
 
 Output: `bench/results/detection.json`, `detection.md` and `detection.png`
 (`--out` to change the directory); `--quick` writes `detection-quick.*` and ends
@@ -670,8 +672,10 @@ def floor_test(scenario: Scenario, *, at_tolerance: bool, alpha: float) -> Floor
     variance 1; the score itself for a mean), the statistic is
     `T = g(p̂_c) − g(null(p̂_b))`: the candidate's estimate against the null
     evaluated at the baseline's *estimate*, because no test of these hypotheses
-    knows the baseline. Its variance is `1 / n_c + c² / n_b` with
-    `c² = (g'(p0) · null'(p_b))² · Var_b / Var_c-unit` (delta method), and
+    knows the baseline. By the delta method its variance, in units of one
+    candidate observation's, is `1 / n_c + c² / n_b`, where c² is what one
+    baseline observation adds through `g(null(p̂_b))` (for a proportion
+    `(g'(p0) · null'(p_b))² · p_b(1 − p_b)`, p0 the null value), and
     the test has power 0.8 once `1 / n_c + c² / n_b ≤ 1 / known`, where
     `known = ((z_α + z_0.2) / Δ)²` and Δ = g(p1) − g(p0) is the one-sample
     Cohen's h (or `δ / σ_c` for a mean):
