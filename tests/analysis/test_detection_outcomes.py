@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from bench.detection import SCENARIO_BY_NAME
-from bench.detection_engines import Ours, Outcome
+from bench.detection_engines import Ours, Outcome, look_seconds
 from bench.detection_sim import simulate
 
 #: the healthy candidate's cells that held a step past its hold: (metric, cohort, looks)
@@ -74,5 +74,6 @@ def test_ours_ends_each_seeded_stream_as_recorded(
         seed=seed,
         drift_per_hour=case.drift_per_hour,
         world=case.in_world,
+        look_seconds=look_seconds(case.in_world),
     )
     assert Ours(case.in_world).run(stream, case.harmed) == expected
