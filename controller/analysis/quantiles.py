@@ -69,12 +69,13 @@ def judge_quantile(
     pooled_c = sum_histograms([h for h in hist_c if h is not None])
     pooled_b = sum_histograms([h for h in hist_b if h is not None])
     q = plan.quantile
-    arm_c = Arm(pooled_c.quantile(q) if isinstance(pooled_c, Histogram) else None, float(n_c.sum()))
-    arm_b = Arm(pooled_b.quantile(q) if isinstance(pooled_b, Histogram) else None, float(n_b.sum()))
-    if n_c.sum() <= 0:
+    total_c, total_b = float(n_c.sum()), float(n_b.sum())
+    arm_c = Arm(pooled_c.quantile(q) if isinstance(pooled_c, Histogram) else None, total_c)
+    arm_b = Arm(pooled_b.quantile(q) if isinstance(pooled_b, Histogram) else None, total_b)
+    if total_c <= 0:
         return no_candidate_yet(base, arm_b, arm_c)
     fmt = formatter(plan.unit)
-    if n_c.sum() >= options.breaker_min_samples:
+    if total_c >= options.breaker_min_samples:
         for limit, threshold in plan.limits:
             if limit not in (Limit.MAX, Limit.MIN):
                 continue
@@ -87,8 +88,8 @@ def judge_quantile(
             )
             if tripped is not None:
                 return finish(base, [tripped], arm_b, arm_c)
-    if n_c.sum() < min_samples:
-        return not_enough(base, arm_b, arm_c, float(n_c.sum()), min_samples, "the candidate")
+    if total_c < min_samples:
+        return not_enough(base, arm_b, arm_c, total_c, min_samples, "the candidate")
     tests = [
         _quantile_test(
             plan,
