@@ -5,8 +5,7 @@ what are the counts since the analysis started, per cohort? The Prometheus
 provider asks a server; the simulated provider asks a seeded traffic simulator.
 Neither the engine nor the judge knows which one it has. A provider that can also
 answer for both versions with one query (`VersionsProvider`) is asked that way.
-This module imports no
-HTTP client, so anything can implement the protocol.
+This module imports no HTTP client, so anything can implement the protocol.
 
 Errors are typed so the caller decides by class, never by message:
 
