@@ -163,7 +163,12 @@ class PrometheusProvider:
             cert_reqs="CERT_REQUIRED",
             ca_certs=str(ca_file) if ca_file is not None else DEFAULT_CA_BUNDLE_PATH,
         )
-        self._query_url = f"{self.url}/api/v1/query"
+        # Requests go to the one host's connection pool: `PoolManager.request` would
+        # parse the URL and look the pool up again at every query.
+        self._http = self._pool.connection_from_url(self.url)
+        base_path = urllib3.util.parse_url(self.url).path or ""
+        self._query_path = f"{base_path}/api/v1/query"
+        self._exemplars_path = f"{base_path}/api/v1/query_exemplars"
         self._selectors: dict[
             tuple[str, str, tuple[str, ...], bool, str, tuple[str, ...]], tuple[str, ...]
         ] = {}
@@ -437,7 +442,7 @@ class PrometheusProvider:
         started = time.perf_counter()
         error: str | None = None
         try:
-            body = self._post(f"{self.url}/api/v1/query_exemplars", params, timeout)
+            body = self._post(self._exemplars_path, params, timeout)
         except _HttpError as exc:
             error = type(exc).__name__
             raise exc.typed(text) from exc
@@ -482,7 +487,7 @@ class PrometheusProvider:
             )
         form = {"query": query, "time": f"{evaluation_time:.3f}", "timeout": _duration(timeout)}
         try:
-            result = self._post(self._query_url, form, timeout)["data"]["result"]
+            result = self._post(self._query_path, form, timeout)["data"]["result"]
         except _HttpError as exc:
             raise exc.typed(query) from exc
         except Urllib3SSLError as exc:
@@ -501,15 +506,17 @@ class PrometheusProvider:
             raise BadQueryError("the query must return an instant vector", query=query)
         return cast(list[dict[str, Any]], result)
 
-    def _post(self, url: str, form: Mapping[str, str], timeout: float) -> Any:
-        """The decoded JSON of a 200 answer to a form POST; `_HttpError` for any other
-        status (typed where the query is known), urllib3's errors for the transport."""
-        response = self._pool.request(
+    def _post(self, path: str, form: Mapping[str, str], timeout: float) -> Any:
+        """The decoded JSON of a 200 answer to a form POST to `path` on the server;
+        `_HttpError` for any other status (typed where the query is known), urllib3's
+        errors for the transport."""
+        response = self._http.urlopen(
             "POST",
-            url,
+            path,
             body=form_body(form),
             headers=self._headers,
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            retries=False,
             redirect=False,
         )
         status = response.status
