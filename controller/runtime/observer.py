@@ -239,8 +239,10 @@ def _fields(value: Any) -> dict[str, Any]:
         kind = item.__class__
         if item is None or kind is str or kind is bool or kind is int:
             out[name] = item
-        elif kind is float:
+        elif kind is float or isinstance(item, float):  # numpy's floats are floats too
             out[name] = item if math.isfinite(item) else None
+        elif isinstance(item, Enum):
+            out[name] = item.value
         else:
             out[name] = _json(item)
     return out
