@@ -4,8 +4,9 @@ The scale benchmark measures the controller, not Prometheus, so this server
 answers the controller's real queries (the PromQL `PrometheusProvider` renders
 from the built-in templates) with what a Prometheus holding the metric contract
 of the demo would return: one sample per cohort and query part (`events` /
-`trials`, or a histogram's `bucket` per `le`, `count`, `sum`), counted over the
-span of the query's subquery, for steady healthy traffic of both versions.
+`trials`, or a histogram's `bucket` per `le`, `count`, `sum`), and per version
+when the query selects both (`version=~"a|b"`, grouped by version), counted over
+the span of the query's subquery, for steady healthy traffic of both versions.
 It runs in its own process so its CPU time is never counted as the controller's.
 
 It counts what it is asked (`GET /bench/stats`), so queries per tick come from
