@@ -21,9 +21,11 @@ change, a baseline drifting under both versions, infrastructure noise) or
 regressions, at 2, 10 and 100 req/s. Figures per engine and scenario: the
 false-rollback rate (Wilson interval), the time to detect (median, p90) and the
 share caught, the harmed requests served, the time to promote healthy
-candidates; and two floors per regression: the fixed-sample test of the
-hypotheses the limit tests (null at the tolerance, the cell's alpha) and the
-oracle of "no change" at alpha 0.05.
+candidates; and two floors per regression: the fixed-sample two-sample test
+of the hypotheses the limit tests (null at the tolerance, the cell's alpha, the
+baseline estimated from its own requests) and the same with null "no change" at
+alpha 0.05 (the oracle). Ours looks once per its world's policy interval (1
+minute in the benchmark's world, 30 s in the README's); the peers once a minute.
 
 Output: `bench/results/detection.json`, `detection.md` and `detection.png`
 (`--out` to change the directory); `--quick` writes `detection-quick.*` and ends
@@ -60,6 +62,7 @@ from bench.detection_engines import (
     Ours,
     Outcome,
     bench_rollout,
+    look_seconds,
 )
 from bench.detection_peers import PEERS, Prepared, Run, config_text
 from bench.detection_peers import Config as PeerConfig
@@ -67,7 +70,6 @@ from bench.detection_sim import (
     BASE_ERROR,
     BENCH_WORLD,
     JUDGED_SHARE,
-    LOOK_SECONDS,
     QUALITY_CONCENTRATION,
     README_WORLD,
     REGRESSED_COHORT,
@@ -286,6 +288,7 @@ def _stream(task: Task) -> Any:
         seed=task.seed,
         drift_per_hour=scenario.drift_per_hour,
         world=scenario.in_world,
+        look_seconds=look_seconds(scenario.in_world),
     )
 
 
@@ -341,11 +344,11 @@ def _looks(config: Config, scenario: Scenario) -> int:
     if scenario.world != BENCH_WORLD.name:
         deadline = bench_rollout(scenario.in_world).spec.deadline.total_seconds() / 60
         minutes = max(minutes, int(deadline) + README_HORIZON_PAST_DEADLINE_MINUTES)
-    return minutes * 60 // LOOK_SECONDS
+    return minutes * 60 // look_seconds(scenario.in_world)
 
 
 def tuning_tasks(config: Config) -> list[Task]:
-    looks = config.horizon_minutes * 60 // LOOK_SECONDS
+    looks = config.horizon_minutes * 60 // look_seconds(BENCH_WORLD)
     out = []
     for name in config.scenarios:
         scenario = SCENARIO_BY_NAME[name]
@@ -371,7 +374,8 @@ def evaluation_tasks(config: Config, chosen: dict[str, dict[str, PeerConfig]]) -
         peers = scenario.world == BENCH_WORLD.name  # the peers run the benchmark's world only
         for rate in config.rates:
             picked = tuple(
-                (peer, tuple(chosen[peer][rate_key(rate)].items())) for peer in sorted(chosen)
+                (peer, tuple(chosen[peer].get(rate_key(rate), {}).items()))
+                for peer in sorted(chosen)
             )
             for i in range(count + ours_only):
                 seed = _seed(config, 0, name, rate, i)
@@ -429,6 +433,8 @@ def choose(
         chosen[peer.name], tuning[peer.name] = {}, {}
         for rate in config.rates:
             aa = [r[peer.name] for t, r in results if t.rate == rate and t.scenario == "aa"]
+            if not aa:  # no scenario of the benchmark's world: the peers do not run
+                continue
             regressed = [r[peer.name] for t, r in results if t.rate == rate and t.scenario != "aa"]
             false_rate = [
                 sum(runs[c][0] == ROLLED_BACK for runs in aa) / max(len(aa), 1)
@@ -500,12 +506,14 @@ def _quantile(values: Sequence[float], q: float) -> float | None:
     return float(np.quantile(np.array(values), q)) if values else None
 
 
-def blocking_cells(outcomes: Sequence[Outcome], top: int = 12) -> list[dict[str, Any]]:
+def blocking_cells(
+    outcomes: Sequence[Outcome], every: float, top: int = 12
+) -> list[dict[str, Any]]:
     """The cells that held ours' steps past their holds: in how many rollouts, for how long.
 
     A look counts against a cell when the step's hold had passed and the cell was
     what the engine still waited for (before 100 %: neither PASSed nor powered;
-    before another step: below `minSamples`).
+    before another step: below `minSamples`). `every`: the seconds between looks.
     """
     looks: dict[tuple[str, str], list[int]] = {}
     for o in outcomes:
@@ -516,8 +524,8 @@ def blocking_cells(outcomes: Sequence[Outcome], top: int = 12) -> list[dict[str,
             "metric": metric,
             "cohort": cohort,
             "rollouts": len(counts),
-            "median_minutes": float(np.median(counts)) * LOOK_SECONDS / 60,
-            "p90_minutes": float(np.quantile(counts, 0.9)) * LOOK_SECONDS / 60,
+            "median_minutes": float(np.median(counts)) * every / 60,
+            "p90_minutes": float(np.quantile(counts, 0.9)) * every / 60,
         }
         for (metric, cohort), counts in looks.items()
     ]
@@ -530,8 +538,12 @@ def _weights(outcomes: Sequence[Outcome]) -> list[int]:
 
 
 def cell_figures(
-    outcomes: Sequence[Outcome], healthy: bool, deadline_s: float = DEADLINE_S
+    outcomes: Sequence[Outcome],
+    healthy: bool,
+    deadline_s: float = DEADLINE_S,
+    every: float = 60,
 ) -> dict[str, Any]:
+    """One scenario's figures at one rate; `every`: the seconds between ours' looks."""
     n = len(outcomes)
     rolled = [o for o in outcomes if o.result == ROLLED_BACK]
     promoted = [o for o in outcomes if o.result == PROMOTED]
@@ -549,7 +561,7 @@ def cell_figures(
         "final_weight": {str(w): sum(o.weight == w for o in outcomes) for w in _weights(outcomes)},
     }
     if any(o.blocked_by for o in outcomes):
-        out["blocked_by"] = blocking_cells(outcomes)
+        out["blocked_by"] = blocking_cells(outcomes, every)
     if healthy:
         low, high = wilson(len(rolled), n)
         out["false_rollback_rate"] = len(rolled) / n if n else None
@@ -614,17 +626,77 @@ def _share_beyond_p95(ratio: float) -> float:
     return float(stats.norm.sf(Z_P95 * TTFT_SIGMA / sigma))
 
 
-def floor_samples(scenario: Scenario, *, at_tolerance: bool, alpha: float) -> tuple[float, float]:
-    """(observations needed, observations per candidate request of the harmed cohorts).
+@dataclass(frozen=True)
+class FloorTest:
+    """One fixed-sample, one-sided test of a regression's hypotheses (see `floor_test`).
 
-    A fixed-sample, one-sided test at level `alpha` with power 0.8 that knows the
-    true effect, the baseline and which cohort to look at, with the baseline
-    known exactly. Its null is "no change" or, `at_tolerance`, the tolerance the
-    limit's test takes as its null (half of the limit): `((z_a + z_b) / h)²` with
-    Cohen's h for proportions (≈ 870 requests for 5 % -> 7 % against no change
-    at alpha 0.05), `((z_a + z_b) σ / δ)²` for the mean score. One look, no
-    margin beyond the null, no other metric or cohort: a floor, not a policy
-    anyone could run.
+    On the test's scale one candidate observation has variance 1, and the contrast
+    after `n_c` candidate and `n_b` baseline observations has variance
+    `1 / n_c + baseline_weight / n_b`. The test has its power once that variance
+    is at most `1 / known`: `known` is the number of candidate observations it
+    needs when the baseline is known exactly (`n_b` infinite).
+    """
+
+    known: float
+    #: c²: the variance one baseline observation adds to the contrast, in units of one
+    #: candidate observation's (0: the null does not depend on the baseline)
+    baseline_weight: float
+    #: observations per request of the harmed cohorts (both versions alike)
+    per_request: float
+
+
+def effective_share(candidate: float, baseline: float, baseline_weight: float) -> float:
+    """The candidate observations a known-baseline test would need that one request's worth
+    of traffic is worth, when the candidate gets `candidate` and the baseline `baseline` of
+    it: `1 / (1 / candidate + c² / baseline)` (the information of the two-sample contrast,
+    in candidate observations). It tends to `candidate` as the baseline's share grows
+    (`candidate` → 0 in a step of weight w → 0, or c² = 0), and is half of it when the two
+    get the same (a shadow at mirror 100 %) and c² = 1."""
+    if candidate <= 0:
+        return 0.0
+    if baseline_weight == 0:
+        return candidate
+    if baseline <= 0:
+        return 0.0
+    return 1.0 / (1.0 / candidate + baseline_weight / baseline)
+
+
+def floor_test(scenario: Scenario, *, at_tolerance: bool, alpha: float) -> FloorTest:
+    """The fixed-sample test of the scenario's hypotheses at level `alpha`, power 0.8.
+
+    It knows the true effect and which cohort to look at, and it looks once: a
+    floor, not a policy anyone could run. Its null is the tolerance the limit's
+    own test takes (`at_tolerance`) or "no change" (today's oracle); the
+    alternative is the scenario's true effect. On a variance-stabilising scale g
+    (the arcsine `2 asin √p` for a proportion, where one observation has
+    variance 1; the score itself for a mean), the statistic is
+    `T = g(p̂_c) − g(null(p̂_b))`: the candidate's estimate against the null
+    evaluated at the baseline's *estimate*, because no test of these hypotheses
+    knows the baseline. By the delta method its variance, in units of one
+    candidate observation's, is `1 / n_c + c² / n_b`, where c² is what one
+    baseline observation adds through `g(null(p̂_b))` (for a proportion
+    `(g'(p0) · null'(p_b))² · p_b(1 − p_b)`, p0 the null value), and
+    the test has power 0.8 once `1 / n_c + c² / n_b ≤ 1 / known`, where
+    `known = ((z_α + z_0.2) / Δ)²` and Δ = g(p1) − g(p0) is the one-sample
+    Cohen's h (or `δ / σ_c` for a mean):
+
+    - relative limits (`maxIncrease`, `maxDecrease`; "no change" for the
+      oracle): null `p_b + τ`, `null' = 1`, so `c² = p_b(1 − p_b) / (p0(1 − p0))`
+      for a proportion (1 for the oracle, τ = 0) and `σ_b² / σ_c²` for a mean;
+    - `maxRatio` on a p95, tested as the share of candidate requests beyond the
+      baseline's p95 `q̂_b` (null: the share a candidate at the tolerance ratio
+      has, p0): `q̂_b` has variance `0.05 · 0.95 / (n_b f_b(q)²)`, moving the
+      share by `f_0(q)` per unit, so `c² = (f_0(q) / f_b(q))² · 0.05 · 0.95 /
+      (p0(1 − p0))` (1 for the oracle);
+    - an absolute `max`: the limit itself does not depend on the baseline, but
+      the judge's tolerance does ("the baseline's own value plus half the gap",
+      `(p_b + max) / 2`), so `null' = 1/2` and
+      `c² = p_b(1 − p_b) / (4 p0(1 − p0))`; the oracle's "no change" is `p_b`
+      (c² = 1).
+
+    With the known-baseline `known` candidate observations as `n_b` → ∞ this is
+    the one-sample test of earlier floors; `floor_seconds` spends the
+    schedule's actual allocation of requests on it (`effective_share`).
     """
     change = scenario.change
     world = scenario.in_world
@@ -632,70 +704,107 @@ def floor_samples(scenario: Scenario, *, at_tolerance: bool, alpha: float) -> tu
     shares = np.array([world.shares[k] for k in harmed])
     shares = shares / shares.sum()
     z2 = (float(stats.norm.isf(alpha)) + Z_POWER) ** 2
+
+    def proportion(p0: float, p1: float, base: float, slope: float, per: float) -> FloorTest:
+        c2 = slope**2 * base * (1 - base) / (p0 * (1 - p0))
+        return FloorTest(z2 / _h(p0, p1) ** 2, c2, per)
+
     if change.error_to is not None:
-        p0 = TOLERANCE_ERROR if at_tolerance else BASE_ERROR
-        return z2 / _h(p0, change.error_to) ** 2, 1.0
+        if at_tolerance:  # the judge's tolerance of `max`: (p_b + max) / 2
+            return proportion(TOLERANCE_ERROR, change.error_to, BASE_ERROR, 0.5, 1.0)
+        return proportion(BASE_ERROR, change.error_to, BASE_ERROR, 1.0, 1.0)
     if change.refusal_add:
         base = float(sum(s * world.refusal[k] for s, k in zip(shares, harmed, strict=True)))
         p0 = base + (refusal_tolerance(world) if at_tolerance else 0.0)
-        return z2 / _h(p0, base + change.refusal_add) ** 2, 1.0 - BASE_ERROR
+        return proportion(p0, base + change.refusal_add, base, 1.0, 1.0 - BASE_ERROR)
     if change.ttft_tail_ratio != 1.0:
         sigma = candidate_behaviour(harmed[0], change).ttft_sigma
         p1 = float(stats.norm.sf(Z_P95 * TTFT_SIGMA / sigma))
-        p0 = _share_beyond_p95(TOLERANCE_TTFT_RATIO) if at_tolerance else 0.05
-        return z2 / _h(p0, p1) ** 2, 1.0 - BASE_ERROR
+        ratio = TOLERANCE_TTFT_RATIO if at_tolerance else 1.0
+        sigma0 = TTFT_SIGMA + math.log(ratio) / Z_P95
+        p0 = float(stats.norm.sf(Z_P95 * TTFT_SIGMA / sigma0))
+        # densities at the baseline's p95 q (lognormal, same median; the 1/q cancels)
+        f0 = float(stats.norm.pdf(Z_P95 * TTFT_SIGMA / sigma0)) / sigma0
+        fb = float(stats.norm.pdf(Z_P95)) / TTFT_SIGMA
+        c2 = (f0 / fb) ** 2 * 0.05 * 0.95 / (p0 * (1 - p0))
+        return FloorTest(z2 / _h(p0, p1) ** 2, c2, 1.0 - BASE_ERROR)
     if change.quality_add:
         m = float(sum(s * world.quality_mean[k] for s, k in zip(shares, harmed, strict=True)))
-        variance = m * (1 - m) / (QUALITY_CONCENTRATION + 1)
+        variance_b = m * (1 - m) / (QUALITY_CONCENTRATION + 1)
+        m1 = m + change.quality_add
+        variance_c = m1 * (1 - m1) / (QUALITY_CONCENTRATION + 1)
         delta = abs(change.quality_add) - (TOLERANCE_QUALITY if at_tolerance else 0.0)
-        return z2 * variance / delta**2, JUDGED_SHARE * (1.0 - BASE_ERROR)
+        per = JUDGED_SHARE * (1.0 - BASE_ERROR)
+        return FloorTest(z2 * variance_c / delta**2, variance_b / variance_c, per)
     raise ValueError(f"{scenario.name} has no effect to detect")
 
 
-def oracle_samples(scenario: Scenario) -> tuple[float, float]:
-    """Today's floor: null "no change", alpha 0.05."""
-    return floor_samples(scenario, at_tolerance=False, alpha=0.05)
+def oracle_test(scenario: Scenario) -> FloorTest:
+    """Today's floor: null "no change", alpha 0.05 (the baseline estimated, like the floor)."""
+    return floor_test(scenario, at_tolerance=False, alpha=0.05)
 
 
-def nominal_schedule(world: World) -> list[tuple[tuple[float, ...], float]]:
-    """The world's policy on its nominal schedule: per stretch (the shadow, each step), the
-    candidate's share of each cohort's requests (mirrored in the shadow) and its minutes;
-    the last step lasts forever."""
+@dataclass(frozen=True)
+class Stretch:
+    """A part of the nominal schedule: each cohort's share of its requests that the
+    candidate answers and that the baseline answers, and how long it lasts."""
+
+    candidate: tuple[float, ...]
+    baseline: tuple[float, ...]
+    minutes: float
+
+
+def nominal_schedule(world: World) -> list[Stretch]:
+    """The world's policy on its nominal schedule: the shadow (the candidate answers the
+    mirrored share, the baseline every request), then each step before 100 % (the
+    candidate its weight, the baseline the rest). At 100 % the baseline answers nothing,
+    so no two-sample test learns anything there, and the engine does not go there before
+    its cells are decided: the last step before it lasts forever."""
     spec = bench_rollout(world).spec
-    out: list[tuple[tuple[float, ...], float]] = []
+    out: list[Stretch] = []
+    everyone = tuple(1.0 for _ in world.cohorts)
     if spec.shadow is not None:
         mirror = spec.shadow.mirror_percent / 100
-        out.append(
-            (tuple(mirror for _ in world.cohorts), spec.shadow.duration.total_seconds() / 60)
-        )
-    for i, step in enumerate(spec.steps):
+        minutes = spec.shadow.duration.total_seconds() / 60
+        out.append(Stretch(tuple(mirror for _ in world.cohorts), everyone, minutes))
+    steps = [s for s in spec.steps if s.weight < 100 or s.cohort_weights]
+    for i, step in enumerate(steps):
         weights = tuple(step.cohort_weights.get(c, step.weight) / 100 for c in world.cohorts)
-        last = i == len(spec.steps) - 1
-        out.append((weights, math.inf if last else step.hold.total_seconds() / 60))
+        last = i == len(steps) - 1
+        minutes = math.inf if last else step.hold.total_seconds() / 60
+        out.append(Stretch(weights, tuple(1.0 - w for w in weights), minutes))
     return out
 
 
-def samples_seconds(scenario: Scenario, rate: float, needed: float, per_request: float) -> float:
-    """When the nominal schedule (mean rate) has served `needed` observations to the candidate."""
+def samples_seconds(scenario: Scenario, rate: float, test: FloorTest) -> float:
+    """When the nominal schedule (mean rate) has given `test` its power: the stretches'
+    information, stratified by stretch and harmed cohort (an inverse-variance weighted
+    contrast, which pools nothing across different allocations), reaches `test.known`."""
     world = scenario.in_world
-    requests = needed / per_request
+    needed = test.known
     elapsed = 0.0
-    for weights, minutes in nominal_schedule(world):
-        per_second = rate * sum(world.shares[k] * weights[k] for k in scenario.harmed)
-        if requests <= per_second * minutes * 60:
-            return elapsed + requests / per_second
-        requests -= per_second * minutes * 60
-        elapsed += minutes * 60
-    raise AssertionError("unreachable: the last step lasts forever")
+    for stretch in nominal_schedule(world):
+        per_second = sum(
+            rate
+            * world.shares[k]
+            * test.per_request
+            * effective_share(stretch.candidate[k], stretch.baseline[k], test.baseline_weight)
+            for k in scenario.harmed
+        )
+        if per_second > 0 and needed <= per_second * stretch.minutes * 60:
+            return elapsed + needed / per_second
+        needed -= per_second * stretch.minutes * 60
+        elapsed += stretch.minutes * 60
+    return math.inf  # the schedule never gives the harmed cohorts a contrast
 
 
 def oracle_seconds(scenario: Scenario, rate: float) -> float:
-    return samples_seconds(scenario, rate, *oracle_samples(scenario))
+    return samples_seconds(scenario, rate, oracle_test(scenario))
 
 
 def floor_seconds(scenario: Scenario, rate: float) -> float:
-    needed = floor_samples(scenario, at_tolerance=True, alpha=cell_alpha(scenario.in_world))
-    return samples_seconds(scenario, rate, *needed)
+    test = floor_test(scenario, at_tolerance=True, alpha=cell_alpha(scenario.in_world))
+    return samples_seconds(scenario, rate, test)
 
 
 # --- report -------------------------------------------------------------------------------
@@ -718,7 +827,10 @@ def summarise(
             for engine in ENGINE_NAMES:
                 deadline = bench_rollout(scenario.in_world).spec.deadline.total_seconds()
                 cells[engine][key(name, rate)] = cell_figures(
-                    [o[engine] for o in mine if engine in o], scenario.healthy, deadline
+                    [o[engine] for o in mine if engine in o],
+                    scenario.healthy,
+                    deadline,
+                    look_seconds(scenario.in_world),
                 )
     regressions = [
         key(s, r) for s in config.scenarios for r in config.rates if not SCENARIO_BY_NAME[s].healthy
@@ -772,27 +884,41 @@ def _fmt_weights(counts: dict[str, int]) -> str:
     return ", ".join(f"{w} %: {n}" for w, n in counts.items())
 
 
+def every(report: dict[str, Any], k: str) -> float:
+    """The seconds between ours' looks in the run of cell key `k` (a report written before
+    the look followed the policy's interval looked once a minute everywhere)."""
+    return float(report.get("look_seconds", {}).get(k.split("@", 1)[0], 60))
+
+
+def _ratio(mine: float | None, floor: float, look: float) -> str:
+    """Ours' median over the floor, and over the floor rounded up to the first look."""
+    if mine is None:
+        return "—"
+    at_look = math.ceil(floor / look) * look
+    return f"{mine / floor:.2f}× ({mine / at_look:.2f}×)"
+
+
+def floors_note(report: dict[str, Any]) -> str:
+    """Where the report's floors come from, if not from the run that measured it."""
+    recomputed = report.get("floors_recomputed")
+    if recomputed is None:
+        return ""
+    return (
+        f" The floors come from the code of commit {recomputed['commit']}, recomputed by "
+        "`--render` after the run (the run's own floors: `floor_s_as_run`, "
+        "`oracle_detect_s_as_run` in the JSON)."
+    )
+
+
 def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def markdown(report: dict[str, Any]) -> str:
-    config = report["config"]
-    engines = list(report["engines"])
-    regressions = list(report["floor_s"])
-    cells = report["cells"]
-    rates = [rate_key(r) for r in config["rates"]]
+def peer_lines(report: dict[str, Any]) -> list[str]:
+    """The peers' chosen configurations, or that they did not run."""
+    if not any(report["tuning"].values()):
+        return ["", "The peers did not run: no scenario of the benchmark's world was run."]
     lines = [
-        "# Detection benchmark",
-        "",
-        f"{report['machine']} · {report['runtime_s'] / 60:.1f} min wall "
-        f"(tuning {report['tuning_s'] / 60:.1f} min) · commit {report['commit']} "
-        f"(judge and engine as of {report['judge_commit']}) · evaluation: "
-        f"{config['aa_rollouts']} A/A and {config['rollouts']} other rollouts per scenario "
-        f"and rate ({', '.join(f'{r:g}' for r in config['rates'])} req/s); tuning: "
-        f"{config['tune_aa_rollouts']} A/A and {config['tune_rollouts']} per regression "
-        f"and rate, other seeds; horizon {config['horizon_minutes']} min, seed {config['seed']}. "
-        "Generated by `python -m bench.detection`; how to read it: docs/benchmarks.md.",
         "",
         "## The peers' configurations, chosen per rate on the tuning streams",
         "",
@@ -813,7 +939,16 @@ def markdown(report: dict[str, Any]) -> str:
                     ]
                 )
             )
-    lines += [
+    return lines
+
+
+def false_rollback_lines(report: dict[str, Any]) -> list[str]:
+    """Every engine's false rollbacks on the benchmark's A/A rollouts, if `aa` was run."""
+    config, cells = report["config"], report["cells"]
+    if not any(key("aa", rate) in cells.get("ours", {}) for rate in config["rates"]):
+        return []
+    rates = [rate_key(r) for r in config["rates"]]
+    lines = [
         "",
         "## False rollbacks on A/A rollouts, per rate [95 % Wilson interval]",
         "",
@@ -831,31 +966,61 @@ def markdown(report: dict[str, Any]) -> str:
             row.append(f"{_fmt_p(c['false_rollback_rate'])} [{_fmt_p(low)}, {_fmt_p(high)}]")
         row.append(f"{_fmt_p(e['false_rollback_rate'])} (≤ {_fmt_p(e['false_rollback_upper95'])})")
         lines.append(_row(row))
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    config = report["config"]
+    engines = list(report["engines"])
+    regressions = list(report["floor_s"])
+    cells = report["cells"]
+    lines = [
+        "# Detection benchmark",
+        "",
+        f"{report['machine']} · {report['runtime_s'] / 60:.1f} min wall "
+        f"(tuning {report['tuning_s'] / 60:.1f} min) · commit {report['commit']} "
+        f"(judge and engine as of {report['judge_commit']}) · evaluation: "
+        f"{config['aa_rollouts']} A/A and {config['rollouts']} other rollouts per scenario "
+        f"and rate ({', '.join(f'{r:g}' for r in config['rates'])} req/s); tuning: "
+        f"{config['tune_aa_rollouts']} A/A and {config['tune_rollouts']} per regression "
+        f"and rate, other seeds; horizon {config['horizon_minutes']} min, seed {config['seed']}. "
+        "Generated by `python -m bench.detection`; how to read it: docs/benchmarks.md.",
+    ]
+    lines += peer_lines(report) + false_rollback_lines(report)
     lines += [
         "",
         "## Median time to detect (share of regressed rollouts caught)",
         "",
-        "Floor: the fixed-sample test of the limit's hypotheses (null at the tolerance, "
-        f'alpha {report["cell_alpha"]:.2g} per cell, power 0.8); oracle: null "no change", '
-        "alpha 0.05. Ours × floor: ours' median over the floor, and (in brackets) over "
-        "the floor rounded up to the first look at or after it (every engine here looks "
-        f"once a {LOOK_SECONDS} s interval, so none can decide before the first look).",
+        "Floor: the fixed-sample two-sample test of the limit's hypotheses (null at the "
+        "tolerance, the cell's alpha: "
+        + ", ".join(
+            f"{w} world {a:.2g}"
+            for w, a in report.get("cell_alpha_by_world", {"bench": report["cell_alpha"]}).items()
+        )
+        + "; power 0.8, the baseline estimated from its own requests); oracle: the same "
+        'with null "no change" at alpha 0.05 (today\'s floor). '
+        "Ours × floor: ours' median over the floor, "
+        "and (in brackets) over the floor rounded up to ours' first look at or after it "
+        "(ours looks once per its policy's interval: "
+        + ", ".join(f"{k.split('@')[0]} {every(report, k):.0f} s" for k in regressions)
+        + "; the peers once a minute); ours × oracle: ours' median over the oracle."
+        + floors_note(report),
         "",
-        _row(["scenario", "floor", "oracle", "ours × floor", *engines]),
-        _row(["---"] * (len(engines) + 4)),
+        _row(["scenario", "floor", "oracle", "ours × floor", "ours × oracle", *engines]),
+        _row(["---"] * (len(engines) + 5)),
     ]
     for k in regressions:
         floor = report["floor_s"][k]
+        oracle = report["oracle_detect_s"][k]
         mine = cells.get("ours", {}).get(k, {}).get("detect_median_s")
-        at_look = math.ceil(floor / LOOK_SECONDS) * LOOK_SECONDS
-        ratio = "—" if mine is None else f"{mine / floor:.2f}× ({mine / at_look:.2f}×)"
         lines.append(
             _row(
                 [
                     k,
                     _fmt_s(floor),
-                    _fmt_s(report["oracle_detect_s"][k]),
-                    ratio,
+                    _fmt_s(oracle),
+                    _ratio(mine, floor, every(report, k)),
+                    "—" if mine is None else f"{mine / oracle:.2f}×",
                     *(
                         f"{_fmt_s(cells[e][k]['detect_median_s'])} "
                         f"({_fmt_p(cells[e][k]['detect_rate'])})"
@@ -1030,9 +1195,8 @@ def readme_lines(report: dict[str, Any]) -> list[str]:
             )
         else:
             floor = report["floor_s"][k]
-            at_look = math.ceil(floor / LOOK_SECONDS) * LOOK_SECONDS
             mine = c["detect_median_s"]
-            ratio = "—" if mine is None else f"{mine / floor:.2f}× ({mine / at_look:.2f}×)"
+            ratio = _ratio(mine, floor, every(report, k))
             lines.append(
                 _row(
                     [
@@ -1163,6 +1327,43 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model or 'unknown'})"
 
 
+def recompute_floors(report: dict[str, Any]) -> dict[str, Any]:
+    """The report with its floors computed by the current code (`--render`).
+
+    The floors are arithmetic on the scenarios and the policies, not measurements,
+    so a run's rollouts can be read against a corrected floor without rolling them
+    out again. The run's own floors are kept beside them (`floor_s_as_run`,
+    `oracle_detect_s_as_run`), and the report says which commit computed the new ones.
+    """
+    out = dict(report)
+    floors = {
+        k: floor_seconds(SCENARIO_BY_NAME[k.split("@")[0]], _rate(k)) for k in report["floor_s"]
+    }
+    oracle = {
+        k: oracle_seconds(SCENARIO_BY_NAME[k.split("@")[0]], _rate(k)) for k in report["floor_s"]
+    }
+    if floors == report["floor_s"] and oracle == report["oracle_detect_s"]:
+        return out
+    out.setdefault("floor_s_as_run", report["floor_s"])
+    out.setdefault("oracle_detect_s_as_run", report["oracle_detect_s"])
+    out["floor_s"], out["oracle_detect_s"] = floors, oracle
+    out["floors_recomputed"] = {"commit": _git("rev-parse", "--short", "HEAD")}
+    return out
+
+
+def render(path: Path) -> None:
+    """Write a result's .md and .png again, its floors from the current code."""
+    report = recompute_floors(json.loads(path.read_text()))
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    path.with_suffix(".md").write_text(markdown(report))
+    plot(report, path.with_suffix(".png"))
+
+
+def _rate(k: str) -> float:
+    """The rate of cell key `k` (`scenario@100rps`)."""
+    return float(k.split("@", 1)[1].removesuffix("rps"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a reduced run; JSON on stdout")
@@ -1187,9 +1388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.render is not None:
-        report = json.loads(args.render.read_text())
-        args.render.with_suffix(".md").write_text(markdown(report))
-        plot(report, args.render.with_suffix(".png"))
+        render(args.render)
         return 0
     config = QUICK if args.quick else FULL
     overrides = {
@@ -1206,8 +1405,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": args.seed,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    if "aa" not in config.scenarios:
-        parser.error("the scenarios must include aa (the false-rollback rate is measured on it)")
+    bench_world = [n for n in config.scenarios if SCENARIO_BY_NAME[n].world == BENCH_WORLD.name]
+    if bench_world and "aa" not in config.scenarios:
+        parser.error(
+            "scenarios of the benchmark's world need aa (the peers are tuned and the "
+            "false-rollback rate is measured on it)"
+        )
     log = sys.stderr
     print(f"[detection] {config}", file=log, flush=True)
     began = time.monotonic()
@@ -1233,6 +1436,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "floor_s": summary["floor_s"],
         "oracle_detect_s": summary["oracle_detect_s"],
         "cell_alpha": cell_alpha(),
+        "cell_alpha_by_world": {
+            w: cell_alpha(WORLDS[w])
+            for w in sorted({SCENARIO_BY_NAME[n].world for n in config.scenarios})
+        },
         "tuning": tuning,
         "config": asdict(config),
         "runtime_s": runtime,
@@ -1246,6 +1453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "policy": POLICY,
         "scenarios": {s.name: s.description for s in SCENARIOS if s.name in config.scenarios},
         "worlds": {s.name: s.world for s in SCENARIOS if s.name in config.scenarios},
+        "look_seconds": {
+            s.name: look_seconds(s.in_world) for s in SCENARIOS if s.name in config.scenarios
+        },
         "readme_policy": {
             "holds_minutes": README_SPEC_HOLDS_MINUTES,
             "deadline_minutes": bench_rollout(README_WORLD).spec.deadline.total_seconds() / 60,

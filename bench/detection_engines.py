@@ -23,6 +23,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,6 @@ from bench.detection_sim import (
     COHORTS,
     ERRORS,
     L0,
-    LOOK_SECONDS,
     LSUM,
     Q0,
     QSUM,
@@ -148,8 +148,23 @@ class Outcome:
 
 def bench_rollout(world: World = BENCH_WORLD) -> ModelRollout:
     """The rollout ours runs in `world` (the benchmark's policy, or the README's)."""
-    [loaded] = load_text(POLICY_BY_WORLD[world.name], f"<{world.name} policy>")
+    return _rollout(world.name)
+
+
+@cache
+def _rollout(world: str) -> ModelRollout:
+    [loaded] = load_text(POLICY_BY_WORLD[world], f"<{world} policy>")
     return loaded.rollout
+
+
+def look_seconds(world: World = BENCH_WORLD) -> int:
+    """How often ours looks in `world`: its policy's `analysis.interval` (1 minute in the
+    benchmark's world, 30 s in the README's). The world's streams are drawn, scraped and
+    windowed at that resolution."""
+    seconds = bench_rollout(world).spec.analysis.interval.total_seconds()
+    if seconds != int(seconds):
+        raise ValueError(f"the {world.name} policy's interval is not whole seconds")
+    return int(seconds)
 
 
 # --- ours -----------------------------------------------------------------------------
@@ -195,16 +210,21 @@ class StreamProvider:
     """
 
     def __init__(
-        self, versions: Mapping[str, int], t0: datetime, cohorts: Sequence[str] = COHORTS
+        self,
+        versions: Mapping[str, int],
+        t0: datetime,
+        cohorts: Sequence[str] = COHORTS,
+        look_seconds: int = 60,
     ) -> None:
         self.versions = versions
         self.t0 = t0
+        self.look_seconds = look_seconds
         self.cohorts = tuple(cohorts)
         self.views: dict[int, PrometheusView] = {}
 
     def fetch(self, metric: MetricSpec, version: str, context: QueryContext) -> VersionData:
         assert metric.template is not None
-        look = round((context.end - self.t0).total_seconds() / LOOK_SECONDS) - 1
+        look = round((context.end - self.t0).total_seconds() / self.look_seconds) - 1
         counters = self.views[self.versions[version]].history[look]
         query = f"bench {metric.template} {{version={version!r}}}"
         samples = {}
@@ -247,10 +267,17 @@ class Ours:
         spec = self.rollout.spec
         world = self.world
         t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        every = stream.look_seconds
+        if every != look_seconds(world):
+            raise ValueError(
+                f"the {world.name} policy looks every {look_seconds(world)} s; "
+                f"this stream's looks are {every} s"
+            )
         provider = StreamProvider(
             {spec.candidate.version: CANDIDATE, spec.baseline.version: BASELINE},
             t0,
             world.cohorts,
+            stream.look_seconds,
         )
         state = decide(spec, start(spec, 1, t0), None, (), t0).state  # Pending -> step 1
         provider.views = {
@@ -279,12 +306,12 @@ class Ours:
                     bool(stream.restart[role, t]),
                     int(stream.fresh[role, t]),
                 )
-            now = t0 + timedelta(seconds=(t + 1) * LOOK_SECONDS)
+            now = t0 + timedelta(seconds=(t + 1) * every)
             look = self._look(state, provider, snapshots, now)
             before = state
             state = decide(spec, state, look, (), now).state
             _count_blocking(spec, before, state, look, now, blocking)
-            seconds = (t + 1) * LOOK_SECONDS
+            seconds = (t + 1) * every
             if state.phase is Phase.ROLLED_BACK:
                 return Outcome(ROLLED_BACK, seconds, affected, weight, _blocked(blocking))
             if state.phase is Phase.PROMOTED or state.route.weight == 100:
@@ -295,9 +322,7 @@ class Ours:
                 rest = stream.looks - (t + 1)
                 served = affected + rest * _per_look(stream, harmed, index, t)
                 return Outcome(PAUSED, seconds, served, weight, _blocked(blocking))
-        return Outcome(
-            UNFINISHED, stream.looks * LOOK_SECONDS, affected, weight, _blocked(blocking)
-        )
+        return Outcome(UNFINISHED, stream.looks * every, affected, weight, _blocked(blocking))
 
     def _look(
         self,

@@ -64,7 +64,6 @@ from bench.detection_sim import (
     BASELINE,
     CANDIDATE,
     ERRORS,
-    LOOK_SECONDS,
     Q0,
     QSUM,
     REFUSALS,
@@ -80,6 +79,9 @@ from controller.metrics.simulated import QUALITY_BUCKETS, TTFT_BUCKETS
 Config = dict[str, Any]
 
 #: our policy's margins, per metric (refusal, errors, score, TTFT p95 as a relative excess)
+#: the peers look once a minute: their users' knobs (intervals, windows) count whole
+#: minutes, and they run the benchmark's world only, whose policy's interval is 1m
+LOOK_SECONDS = 60
 MARGINS = (0.01, 0.015, 0.015, 0.15)
 METRICS = ("refusal", "error", "score", "ttft-p95")
 
@@ -169,6 +171,11 @@ class Prepared:
     """One stream, read along the schedule on time (Argo, Kayenta, the z-test) and for Flagger."""
 
     def __init__(self, stream: Stream, harmed: Sequence[int]) -> None:
+        if stream.look_seconds != LOOK_SECONDS:
+            raise ValueError(
+                f"the peers look every {LOOK_SECONDS} s; this stream's looks are "
+                f"{stream.look_seconds} s"
+            )
         self.stream = stream
         self.looks = stream.looks
         self.schedule = Schedule(self.looks)

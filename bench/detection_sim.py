@@ -1,8 +1,9 @@
 """The detection benchmark's traffic: seeded, coupled request streams, read as Prometheus would.
 
-One rollout's traffic is generated up front, one analysis interval (1 minute) at a
-time, for every cohort and for both versions' behaviour, so that every engine
-judges the *same* stream however its own decisions move the weight:
+One rollout's traffic is generated up front, one analysis interval at a time
+(the policy's `analysis.interval`: 1 minute in the benchmark's world, 30 s in
+the README's), for every cohort and for both versions' behaviour, so that every
+engine judges the *same* stream however its own decisions move the weight:
 
 - arrivals are Poisson with a ±30 % diurnal swing, split over the cohorts by
   their shares;
@@ -25,7 +26,10 @@ too in a `World` that has request latencies).
 A `World` is the population: its cohorts, their shares and baseline levels.
 `BENCH_WORLD` is the benchmark's own (8 cohorts, no request-latency histogram);
 `README_WORLD` is the README's example (non-English 15 %, mobile 20 %, power
-users 10 %, the rest 55 %, with request latencies for `latency-p95`). A shadow
+users 10 %, the rest 55 %, with request latencies for `latency-p95`). The look
+period is not the world's but its policy's (`simulate(look_seconds=...)`, read by
+`bench.detection_engines.look_seconds` from `analysis.interval`): a stream
+carries it, and everything that counts looks counts them in it. A shadow
 phase is one more way of reading a stream (`Stream.mirrored`): the candidate
 answers a mirrored copy of the requests of the mirror share (measured, not
 served to users) while the baseline serves them all. `PrometheusView` turns the true
@@ -45,10 +49,8 @@ import numpy as np
 
 from controller.metrics.simulated import LATENCY_BUCKETS, QUALITY_BUCKETS, TTFT_BUCKETS
 
-#: one look per analysis interval (the policy's `interval: 1m`, Flagger's default)
-LOOK_SECONDS = 60
-#: Prometheus scrapes every 15 s: four scrapes per look
-SCRAPES_PER_LOOK = 4
+#: Prometheus scrapes every 15 s (four scrapes per look of a 1-minute interval, two of 30 s)
+SCRAPE_SECONDS = 15
 #: the candidate's weight at each step, and the groups that nest inside them
 WEIGHTS = (0.01, 0.05, 0.20, 0.50, 1.00)
 GROUP_SHARES = np.diff(np.array((0.0, *WEIGHTS)))
@@ -250,18 +252,24 @@ class Stream:
     """One rollout's traffic, every interval, cohort and group, served both ways.
 
     `served[role, t, k, g, field]` are the increments of interval `t` (from
-    `t` to `t + 1` minutes); `prefix` sums them over groups so that a
+    `t` to `t + 1` looks of `look_seconds`); `prefix` sums them over groups so that a
     weight index `j` (candidate serves groups `< j`) is one subtraction.
     """
 
     served: np.ndarray
     prefix: np.ndarray  # [role, t, k, G + 1, field]
     scrape_ok: np.ndarray  # [role, t] the last scrape before look t succeeded
-    fresh: np.ndarray  # [role, t] successful scrapes during interval t (of SCRAPES_PER_LOOK)
+    fresh: np.ndarray  # [role, t] successful scrapes during interval t (of scrapes_per_look)
     restart: np.ndarray  # [role, t] the pod restarted just before the look's scrape
     #: the baseline's counters over the hour before the rollout (all traffic, every cohort
     #: together): what a user of a canary-only tool measures to write its ranges
     pre: np.ndarray | None = None
+    #: the policy's analysis interval: interval `t` runs from `t` to `t + 1` of these
+    look_seconds: int = 60
+
+    @property
+    def scrapes_per_look(self) -> int:
+        return self.look_seconds // SCRAPE_SECONDS
 
     @property
     def looks(self) -> int:
@@ -333,17 +341,22 @@ def simulate(
     seed: int,
     drift_per_hour: float = 0.0,
     world: World = BENCH_WORLD,
+    look_seconds: int,
 ) -> Stream:
-    """Generate one rollout's stream: `looks` intervals of a minute at `rps` mean requests/s.
+    """Generate one rollout's stream: `looks` intervals of `look_seconds` at `rps` mean
+    requests/s (`look_seconds`: the policy's `analysis.interval`, a multiple of the scrape).
 
     `drift_per_hour` raises the refusal rate of both versions by that much per
     hour from the start of the rollout (the baseline's own level moves).
     """
+    if look_seconds % SCRAPE_SECONDS or look_seconds <= 0:
+        raise ValueError(f"a look of {look_seconds} s is not a whole number of scrapes")
+    scrapes_per_look = look_seconds // SCRAPE_SECONDS
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0.0, DAY_SECONDS)
-    t = (np.arange(looks) + 0.5) * LOOK_SECONDS
+    t = (np.arange(looks) + 0.5) * look_seconds
     rate = rps * (1.0 + DIURNAL_SWING * np.sin(2.0 * math.pi * (t + phase) / DAY_SECONDS))
-    arrivals = rng.poisson(rate[:, None] * LOOK_SECONDS * np.array(world.shares)[None, :])
+    arrivals = rng.poisson(rate[:, None] * look_seconds * np.array(world.shares)[None, :])
     groups = rng.multinomial(arrivals, GROUP_SHARES)  # [t, k, g]
     drift = (drift_per_hour * t / 3600.0)[:, None] if drift_per_hour else None
     cohorts = len(world.cohorts)
@@ -355,13 +368,15 @@ def simulate(
     prefix = np.zeros((2, looks, cohorts, len(WEIGHTS) + 1, FIELDS))
     prefix[:, :, :, 1:] = served.cumsum(axis=3)
     scrape_ok = rng.random((2, looks)) >= noise.scrape_miss
-    fresh = scrape_ok + rng.binomial(SCRAPES_PER_LOOK - 1, 1.0 - noise.scrape_miss, (2, looks))
-    per_look = noise.restart_per_hour * LOOK_SECONDS / 3600.0
+    fresh = scrape_ok + rng.binomial(scrapes_per_look - 1, 1.0 - noise.scrape_miss, (2, looks))
+    per_look = noise.restart_per_hour * look_seconds / 3600.0
     restart = rng.random((2, looks)) < per_look
-    return Stream(served, prefix, scrape_ok, fresh, restart, _pre_rollout(rps, seed, world))
+    pre = _pre_rollout(rps, seed, world)
+    return Stream(served, prefix, scrape_ok, fresh, restart, pre, look_seconds)
 
 
-#: how long the baseline is watched before the rollout to measure its levels
+#: how long the baseline is watched before the rollout to measure its levels, a minute
+#: at a time (whatever the rollout's interval)
 PRE_MINUTES = 60
 
 
@@ -372,9 +387,7 @@ def _pre_rollout(rps: float, seed: int, world: World = BENCH_WORLD) -> np.ndarra
     or without it.
     """
     rng = np.random.default_rng([seed, 1])
-    arrivals = rng.poisson(
-        rps * LOOK_SECONDS * np.array(world.shares), (PRE_MINUTES, len(world.cohorts))
-    )
+    arrivals = rng.poisson(rps * 60 * np.array(world.shares), (PRE_MINUTES, len(world.cohorts)))
     total = np.zeros(FIELDS)
     for k in range(len(world.cohorts)):
         total += _serve(rng, arrivals[:, k], baseline_behaviour(k, world)).sum(axis=0)
@@ -406,9 +419,7 @@ class PrometheusView:
         zero = np.zeros(shape)
         return cls(zero.copy(), zero.copy(), zero.copy(), zero.copy())
 
-    def scrape(
-        self, increment: np.ndarray, ok: bool, restarted: bool, fresh: int = SCRAPES_PER_LOOK
-    ) -> np.ndarray:
+    def scrape(self, increment: np.ndarray, ok: bool, restarted: bool, fresh: int) -> np.ndarray:
         self.true = self.true + increment
         if restarted:
             self.lost = self.lost + (self.true - self.mark)

@@ -9,6 +9,7 @@ in range. Timings are never asserted.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,9 +18,10 @@ import pytest
 from scipy import stats  # type: ignore[import-untyped]
 
 from bench import detection
-from bench.detection_engines import README_POLICY_PATH, bench_rollout
-from bench.detection_peers import PEERS, mann_whitney_p
+from bench.detection_engines import README_POLICY_PATH, Ours, bench_rollout, look_seconds
+from bench.detection_peers import PEERS, Prepared, mann_whitney_p
 from bench.detection_sim import (
+    BENCH_WORLD,
     L0,
     LSUM,
     README_WORLD,
@@ -131,26 +133,89 @@ def test_the_wilson_interval_matches_its_formula() -> None:
 
 
 def test_the_oracle_reproduces_the_known_anchor() -> None:
-    """5 % -> 7 % at alpha 0.05, power 0.8, one-sided: about 870 candidate requests."""
-    needed, _ = detection.oracle_samples(detection.SCENARIO_BY_NAME["refusal-one-cohort"])
-    assert needed == pytest.approx(870, rel=0.02)
+    """5 % -> 7 % at alpha 0.05, power 0.8, one-sided: about 870 candidate requests when
+    the baseline is known, and the baseline's requests weigh as much as the candidate's."""
+    test = detection.oracle_test(detection.SCENARIO_BY_NAME["refusal-one-cohort"])
+    assert test.known == pytest.approx(870, rel=0.02)
+    assert test.baseline_weight == pytest.approx(1.0)
 
 
 def test_the_floor_tests_the_tolerance_at_the_cells_alpha() -> None:
-    """5.5 % -> 7 % (null at the tolerance) at alpha 0.05 / 36: Cohen's h by hand."""
+    """5.5 % -> 7 % (null at the tolerance) at alpha 0.05 / 36: Cohen's h by hand, and the
+    baseline's estimate weighs by the arcsine's slope at the null (delta method)."""
     scenario = detection.SCENARIO_BY_NAME["refusal-one-cohort"]
     alpha = detection.cell_alpha()
     assert alpha == pytest.approx(0.05 / 36)
-    needed, _ = detection.floor_samples(scenario, at_tolerance=True, alpha=alpha)
+    test = detection.floor_test(scenario, at_tolerance=True, alpha=alpha)
     h = 2 * np.arcsin(np.sqrt(0.07)) - 2 * np.arcsin(np.sqrt(0.055))
     z = stats.norm.isf(alpha) + stats.norm.isf(0.2)
-    assert needed == pytest.approx((z / h) ** 2, rel=1e-9)
+    assert test.known == pytest.approx((z / h) ** 2, rel=1e-9)
+    assert test.baseline_weight == pytest.approx(0.05 * 0.95 / (0.055 * 0.945), rel=1e-9)
+
+
+def test_an_absolute_max_weighs_the_baseline_through_its_tolerance_only() -> None:
+    """`max: 0.02` on errors: the limit knows no baseline, but the tolerance is halfway from
+    the baseline's estimate (0.5 %) to it, so a quarter of the baseline's variance counts;
+    the oracle's "no change" is the baseline itself."""
+    scenario = detection.SCENARIO_BY_NAME["gross-errors"]
+    test = detection.floor_test(scenario, at_tolerance=True, alpha=detection.cell_alpha())
+    assert test.baseline_weight == pytest.approx(0.005 * 0.995 / (4 * 0.0125 * 0.9875))
+    assert detection.oracle_test(scenario).baseline_weight == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("c2", [0.1, 0.84, 1.0])
+def test_a_small_step_is_worth_what_a_known_baseline_would_be(c2: float) -> None:
+    """In a step of weight w the baseline gets (1 - w) / w requests per candidate request:
+    as w -> 0 the two-sample test needs the one-sample test's candidate requests."""
+    for w in (1e-3, 1e-5):
+        assert detection.effective_share(w, 1 - w, c2) / w == pytest.approx(1.0, abs=2 * w)
+    assert detection.effective_share(0.5, 0.5, c2) == pytest.approx(0.5 / (1 + c2))
+    assert detection.effective_share(0.3, 0.7, 0.0) == 0.3  # a null without the baseline
+    assert detection.effective_share(1.0, 0.0, c2) == 0.0  # at 100 %: no contrast
+
+
+def test_a_full_shadow_doubles_the_oracle() -> None:
+    """The README's shadow at mirror 100 %: both versions answer every request, so a test of
+    "no change" (c² = 1) needs twice the requests of one that knows the baseline."""
+    scenario = detection.SCENARIO_BY_NAME["readme-refusals-non-english"]
+    test = detection.oracle_test(scenario)
+    known = replace(test, baseline_weight=0.0)
+    rate = 100.0
+    one_sample = detection.samples_seconds(scenario, rate, known)
+    assert one_sample == pytest.approx(test.known / (rate * 0.15 * test.per_request))
+    assert detection.samples_seconds(scenario, rate, test) == pytest.approx(2 * one_sample)
+
+
+def test_the_schedule_stops_before_100_percent() -> None:
+    """At 100 % the baseline answers nothing: the last step of the floors' schedule is the
+    one before, lasting until the test has its power."""
+    stretches = detection.nominal_schedule(README_WORLD)
+    assert [s.minutes for s in stretches] == [30, 10, 15, 30, math.inf]
+    assert stretches[0].candidate == stretches[0].baseline == (1.0, 1.0, 1.0, 1.0)
+    assert stretches[1].candidate == (0.05, 0.01, 0.05, 0.01)
+    assert stretches[-1].candidate == stretches[-1].baseline == (0.5, 0.5, 0.5, 0.5)
+
+
+def test_the_look_follows_the_policys_interval() -> None:
+    """Ours looks every `analysis.interval`: 1 minute in the benchmark's world, 30 s in the
+    README's; the peers, whose knobs count minutes, take only 1-minute streams."""
+    assert look_seconds(BENCH_WORLD) == 60 and look_seconds(README_WORLD) == 30
+    stream = simulate(
+        rps=50, looks=4, change=Change(), noise=Noise(), seed=5, world=README_WORLD, look_seconds=30
+    )
+    assert stream.look_seconds == 30 and stream.scrapes_per_look == 2
+    with pytest.raises(ValueError, match="look every 60 s"):
+        Prepared(stream, (0,))
+    with pytest.raises(ValueError, match="looks every 60 s"):
+        Ours(BENCH_WORLD).run(stream, (0,))
 
 
 def test_a_shadow_mirrors_requests_the_candidate_answers_and_no_user_sees() -> None:
     """In a shadow at mirror 100 % the candidate answers a copy of every request and the
     baseline still serves all of them; at a weight the two split the requests."""
-    stream = simulate(rps=50, looks=3, change=Change(), noise=Noise(), seed=5, world=README_WORLD)
+    stream = simulate(
+        rps=50, looks=3, change=Change(), noise=Noise(), seed=5, world=README_WORLD, look_seconds=30
+    )
     mirrored, served = stream.mirrored(0, len(WEIGHTS))
     assert (mirrored[:, REQUESTS] == served[:, REQUESTS]).all()
     assert mirrored[:, REQUESTS].sum() > 0
@@ -175,9 +240,25 @@ def test_the_readme_family_runs_ours_alone_on_the_readme_policy(tmp_path: Path) 
         detection.QUICK, rates=(100.0,), scenarios=("readme-refusals-non-english",), rollouts=1
     )
     [task] = detection.evaluation_tasks(config, {p.name: {"100rps": {}} for p in PEERS})
-    assert not task.peers and task.looks == 250  # the 4 h deadline and 10 minutes
-    _, outcomes, _ = detection.run_evaluation(replace(task, looks=20))
+    assert not task.peers and task.looks == 500  # the 4 h deadline and 10 minutes, every 30 s
+    _, outcomes, _ = detection.run_evaluation(replace(task, looks=40))
     [outcome] = outcomes.values()
     assert outcome.result == "rolled-back" and outcome.affected_served == 0
+    assert outcome.seconds % 30 == 0 and outcome.seconds <= 20 * 60
     floor = detection.floor_seconds(detection.SCENARIO_BY_NAME[task.scenario], 100.0)
     assert 0 < floor < 30 * 60  # the shadow's mirrored requests count
+
+
+def test_render_recomputes_the_floors_and_keeps_the_runs_own() -> None:
+    """A report's floors are arithmetic on its scenarios: `--render` replaces stale ones with
+    the current code's, keeps the run's beside them, and the tables say so."""
+    k = "readme-refusals-non-english@100rps"
+    report = json.loads((detection.RESULTS / "detection-readme-100rps.json").read_text())
+    stale = {**report, "floor_s": {k: 39.0}, "oracle_detect_s": {k: 11.0}}
+    fresh = detection.recompute_floors(stale)
+    scenario = detection.SCENARIO_BY_NAME["readme-refusals-non-english"]
+    assert fresh["floor_s"] == {k: detection.floor_seconds(scenario, 100.0)}
+    assert fresh["oracle_detect_s"] == {k: detection.oracle_seconds(scenario, 100.0)}
+    assert fresh["floor_s_as_run"] == {k: 39.0} and "floors_recomputed" in fresh
+    assert "recomputed by `--render`" in detection.markdown(fresh)
+    assert detection.recompute_floors(report) == report  # current floors: nothing to do
