@@ -1414,6 +1414,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = sys.stderr
     print(f"[detection] {config}", file=log, flush=True)
     began = time.monotonic()
+    # the code that runs is the code at the start: a run takes hours and main moves meanwhile
+    commit = _git("rev-parse", "--short", "HEAD")
+    judge_commit = _git(
+        "log", "-1", "--format=%h", "--", "controller/analysis", "controller/engine"
+    )
     tuned = list(
         _parallel(run_tuning, tuning_tasks(config), config.workers, "tuning the peers", log)
     )
@@ -1446,10 +1451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tuning_s": tuning_s,
         "ours_engine_cpu_s": ours_cpu,
         "machine": machine(),
-        "commit": _git("rev-parse", "--short", "HEAD"),
-        "judge_commit": _git(
-            "log", "-1", "--format=%h", "--", "controller/analysis", "controller/engine"
-        ),
+        "commit": commit,
+        "judge_commit": judge_commit,
         "policy": POLICY,
         "scenarios": {s.name: s.description for s in SCENARIOS if s.name in config.scenarios},
         "worlds": {s.name: s.world for s in SCENARIOS if s.name in config.scenarios},
