@@ -87,7 +87,7 @@ PARTS: tuple[tuple[str, str, str], ...] = (
     ("  read: lease, row, commands (store.read_tick)", "store/sql.py", "read_tick"),
     ("  look (JudgingObserver.observe)", "runtime/observer.py", "observe"),
     ("    queries (metrics.base.collect)", "metrics/base.py", "collect"),
-    ("      of which HTTP (PoolManager.request)", "urllib3/_request_methods.py", "request"),
+    ("      of which HTTP (HTTPConnectionPool.urlopen)", "urllib3/connectionpool.py", "urlopen"),
     ("      of which the form body (form_body)", "metrics/prometheus.py", "form_body"),
     ("      of which the answer's JSON (json.loads)", "json/__init__.py", "loads"),
     ("    judge (analysis.judge)", "analysis/judge.py", "judge"),

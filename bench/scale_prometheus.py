@@ -4,8 +4,9 @@ The scale benchmark measures the controller, not Prometheus, so this server
 answers the controller's real queries (the PromQL `PrometheusProvider` renders
 from the built-in templates) with what a Prometheus holding the metric contract
 of the demo would return: one sample per cohort and query part (`events` /
-`trials`, or a histogram's `bucket` per `le`, `count`, `sum`), counted over the
-span of the query's subquery, for steady healthy traffic of both versions.
+`trials`, or a histogram's `bucket` per `le`, `count`, `sum`), and per version
+when the query selects both (`version=~"a|b"`, grouped by version), counted over
+the span of the query's subquery, for steady healthy traffic of both versions.
 It runs in its own process so its CPU time is never counted as the controller's.
 
 It counts what it is asked (`GET /bench/stats`), so queries per tick come from
@@ -33,6 +34,9 @@ PART_LABEL = "__canary_part"
 _PART = re.compile(r'label_replace\((.*?), "' + PART_LABEL + r'", "(\w+)", "", ""\)', re.DOTALL)
 _METRIC = re.compile(r"\b(llm_[a-z_]+)\{")
 _SUBQUERY = re.compile(r"\[(\d+(?:ms|s)):(\d+(?:ms|s))\]")
+#: `version=~"a|b"`: the provider's query for both versions at once, grouped by version
+_VERSIONS = re.compile(r'version=~"((?:[^"\\]|\\.)*)"')
+_UNESCAPE = re.compile(r"\\(.)")
 
 #: requests per second of each version (the candidate sees mirrored or split traffic
 #: at the same rate: the benchmark is about cost, not about detection)
@@ -83,11 +87,23 @@ def answer(query: str, traffic: Traffic) -> list[dict[str, Any]]:
         if metric is None:
             continue
         name = metric.group(1)
-        for cohort, share in zip(traffic.cohorts, traffic.shares, strict=True):
-            requests = traffic.requests(share, seconds)
-            labels = {"cohort": cohort, PART_LABEL: part}
-            out.extend(_series(name, expr, part, labels, requests))
+        # one version (no version label, as `by (cohort)` leaves none) or several
+        versions = _VERSIONS.search(expr)
+        labelled: list[dict[str, str]] = (
+            [{"version": _version(v)} for v in versions.group(1).split("|")] if versions else [{}]
+        )
+        for version in labelled:
+            for cohort, share in zip(traffic.cohorts, traffic.shares, strict=True):
+                requests = traffic.requests(share, seconds)
+                labels = {"cohort": cohort, **version, PART_LABEL: part}
+                out.extend(_series(name, expr, part, labels, requests))
     return out
+
+
+def _version(matched: str) -> str:
+    """A version of the regex matcher as the provider escaped it (PromQL string escapes
+    of RE2's `\\` escapes): the label value it matches."""
+    return _UNESCAPE.sub(r"\1", matched.replace("\\\\", "\\"))
 
 
 def _series(

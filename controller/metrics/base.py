@@ -3,8 +3,9 @@
 A `MetricProvider` answers one question: for this metric spec and this version,
 what are the counts since the analysis started, per cohort? The Prometheus
 provider asks a server; the simulated provider asks a seeded traffic simulator.
-Neither the engine nor the judge knows which one it has. This module imports no
-HTTP client, so anything can implement the protocol.
+Neither the engine nor the judge knows which one it has. A provider that can also
+answer for both versions with one query (`VersionsProvider`) is asked that way.
+This module imports no HTTP client, so anything can implement the protocol.
 
 Errors are typed so the caller decides by class, never by message:
 
@@ -25,7 +26,7 @@ errors into `MeasurementFailure`s: a failed measurement is data for the judge
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
@@ -117,6 +118,18 @@ class MetricProvider(Protocol):
         ...
 
 
+@runtime_checkable
+class VersionsProvider(Protocol):
+    """A `MetricProvider` that can measure several versions of a metric at once."""
+
+    def fetch_versions(
+        self, metric: MetricSpec, versions: Sequence[str], context: QueryContext
+    ) -> Mapping[str, VersionData | CanaryError] | None:
+        """Each version's counts, or the error `fetch` would have raised for it, from
+        one query; None when this metric cannot be measured that way (then `fetch`)."""
+        ...
+
+
 def failure_kind(error: CanaryError) -> FailureKind:
     """How the judge should read an error (its class decides, never its message)."""
     if isinstance(error, AmbiguousResultError):
@@ -138,11 +151,19 @@ def collect(
 ) -> dict[str, MetricObservation]:
     """Every metric measured for both versions; failures recorded, not raised.
 
-    The candidate is queried first: if the source is down there is no point in
-    waiting for the baseline's timeout too, and the judge needs both anyway.
+    A provider that can (`VersionsProvider`) measures both versions with one query.
+    Otherwise the candidate is queried first: if the source is down there is no point
+    in waiting for the baseline's timeout too, and the judge needs both anyway.
     """
     out: dict[str, MetricObservation] = {}
+    pairs = provider if isinstance(provider, VersionsProvider) else None
     for spec in metrics:
+        both = pairs.fetch_versions(spec, (candidate, baseline), context) if pairs else None
+        if both is not None:
+            out[spec.metric_name] = MetricObservation(
+                spec.metric_name, _measurement(both[baseline]), _measurement(both[candidate])
+            )
+            continue
         measured: dict[str, VersionData | MeasurementFailure] = {}
         for role, version in (("candidate", candidate), ("baseline", baseline)):
             if role in measured:
@@ -150,9 +171,7 @@ def collect(
             try:
                 measured[role] = provider.fetch(spec, version, context)
             except CanaryError as exc:
-                measured[role] = MeasurementFailure(
-                    failure_kind(exc), str(exc), getattr(exc, "query", "")
-                )
+                measured[role] = _measurement(exc)
                 if isinstance(exc, MetricsUnreachableError):
                     other = "baseline" if role == "candidate" else "candidate"
                     measured.setdefault(other, measured[role])
@@ -160,3 +179,9 @@ def collect(
             spec.metric_name, measured["baseline"], measured["candidate"]
         )
     return out
+
+
+def _measurement(got: VersionData | CanaryError) -> VersionData | MeasurementFailure:
+    if isinstance(got, CanaryError):
+        return MeasurementFailure(failure_kind(got), str(got), getattr(got, "query", ""))
+    return got

@@ -1,4 +1,11 @@
-"""The Prometheus provider: one instant query per metric and version.
+"""The Prometheus provider: one instant query per metric (both versions at once).
+
+A built-in template's counters are read for the baseline and the candidate in one
+query grouped `by (cohort, version)` (`fetch_versions`, which `metrics.collect`
+uses): each version's series are then read exactly as a query of its own would
+have been (the same samples, the same `NoSeriesError` or `AmbiguousResultError`
+for that version alone), for half the requests. A custom query is sent once per
+version (`fetch`): it groups as its author wrote it.
 
 One `urllib3` connection pool per provider, shared by every tick (bearer token
 and CA bundle from `Settings`, a timeout on every request, never longer than
@@ -60,7 +67,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from controller.analysis import Gauge, Histogram, Proportion, Sample, VersionData
-from controller.errors import PermanentError
+from controller.errors import CanaryError, PermanentError
 from controller.metrics import promql
 from controller.metrics.base import (
     AmbiguousResultError,
@@ -89,6 +96,7 @@ from controller.policy.queries import CustomQueries, QueryError, scope
 from controller.settings import Settings, redact_url
 
 COHORT = "cohort"
+VERSION = "version"
 #: a query is not sent with less time than this left in its tick: it could not answer
 MIN_QUERY_SECONDS = 0.05
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -155,8 +163,15 @@ class PrometheusProvider:
             cert_reqs="CERT_REQUIRED",
             ca_certs=str(ca_file) if ca_file is not None else DEFAULT_CA_BUNDLE_PATH,
         )
-        self._query_url = f"{self.url}/api/v1/query"
-        self._selectors: dict[tuple[str, str, str, str, tuple[str, ...]], tuple[str, ...]] = {}
+        # Requests go to the one host's connection pool: `PoolManager.request` would
+        # parse the URL and look the pool up again at every query.
+        self._http = self._pool.connection_from_url(self.url)
+        base_path = urllib3.util.parse_url(self.url).path or ""
+        self._query_path = f"{base_path}/api/v1/query"
+        self._exemplars_path = f"{base_path}/api/v1/query_exemplars"
+        self._selectors: dict[
+            tuple[str, str, tuple[str, ...], bool, str, tuple[str, ...]], tuple[str, ...]
+        ] = {}
 
     @classmethod
     def from_settings(
@@ -185,6 +200,41 @@ class PrometheusProvider:
         query = self.query_for(metric, version, context)
         result = self._run(query.text, context)
         return _read(result, query, metric)
+
+    def fetch_versions(
+        self, metric: MetricSpec, versions: Sequence[str], context: QueryContext
+    ) -> dict[str, VersionData | CanaryError] | None:
+        """A built-in template's data for every one of `versions` from one query, grouped
+        by version as well as by cohort: half the requests of `fetch` per look (each
+        version's series are read as `fetch` reads its own, so each gets the same data,
+        or the same error, as from a query of its own; a failure of the query itself is
+        every version's). None for a custom query: its text groups as its author wrote
+        it, so it is sent once per version (`fetch`)."""
+        if metric.template is None:
+            return None
+        values: dict[str, promql.Value] = {
+            "model": context.model,
+            "version": promql.OneOf(tuple(dict.fromkeys(versions))),
+            "namespace": context.namespace,
+            "cohort": promql.OneOf(context.cohorts),
+        }
+        try:
+            query = self._template_query(metric.template, values, context, by_version=True)
+            result = self._run(query.text, context)
+        except CanaryError as exc:
+            return dict.fromkeys(versions, exc)
+        found: dict[str, list[dict[str, Any]]] = {v: [] for v in versions}
+        for series in result:
+            mine = found.get(series.get("metric", {}).get(VERSION))
+            if mine is not None:  # (the regex matcher matches these versions only)
+                mine.append(series)
+        out: dict[str, VersionData | CanaryError] = {}
+        for version, series_ in found.items():
+            try:
+                out[version] = _read(series_, query, metric)
+            except CanaryError as exc:
+                out[version] = exc
+        return out
 
     def query_for(self, metric: MetricSpec, version: str, context: QueryContext) -> _Query:
         """The PromQL `fetch` sends for `metric` and `version` (for evidence and replay),
@@ -247,6 +297,8 @@ class PrometheusProvider:
         template: TemplateQuery,
         values: Mapping[str, promql.Value],
         context: QueryContext,
+        *,
+        by_version: bool = False,
     ) -> tuple[str, ...]:
         """The template's counter selectors for this model, version and namespace,
         rendered and scoped. The rest of the query is the controller's own text:
@@ -254,38 +306,47 @@ class PrometheusProvider:
         so each is made once per provider (`policy.queries.scope`'s own cache holds
         4,096 queries: at 2,000 rollouts, ten selectors each, it never hit, and every
         look parsed eight queries again)."""
-        key = (name, context.model, str(values["version"]), context.namespace, context.cohorts)
+        version = values["version"]
+        versions = version.values if isinstance(version, promql.OneOf) else (str(version),)
+        key = (name, context.model, versions, by_version, context.namespace, context.cohorts)
         found = self._selectors.get(key)
         if found is None:
             if len(self._selectors) >= SELECTOR_CACHE:
                 self._selectors.clear()  # rollouts come and go: start again, rarely
-            found = tuple(
-                self._scoped(promql.render(s, values), context) for s in template.counters
-            )
+            counters = template.versions_counters if by_version else template.counters
+            found = tuple(self._scoped(promql.render(s, values), context) for s in counters)
             self._selectors[key] = found
         return found
 
     def _template_query(
-        self, name: str, values: Mapping[str, promql.Value], context: QueryContext
+        self,
+        name: str,
+        values: Mapping[str, promql.Value],
+        context: QueryContext,
+        *,
+        by_version: bool = False,
     ) -> _Query:
+        """The template's query for one version, or with `by_version` for the versions
+        `values["version"]` holds (`promql.OneOf`), grouped by version too."""
         template = QUERIES.get(name)
         if template is None:
             raise BadQueryError(f"no PromQL for the template {name!r}")
         window = self._window(context)
-        selectors = self._template_selectors(name, template, values, context)
+        selectors = self._template_selectors(name, template, values, context, by_version=by_version)
+        by: tuple[str, ...] = (COHORT, VERSION) if by_version else (COHORT,)
         if template.reading is Reading.HISTOGRAM:
             bucket, count, total = histogram_series(selectors[0])
             parts = {
-                "bucket": promql.counter_increase(bucket, (COHORT, "le"), window),
-                "count": promql.counter_increase(count, (COHORT,), window),
-                "sum": promql.counter_increase(total, (COHORT,), window),
+                "bucket": promql.counter_increase(bucket, (*by, "le"), window),
+                "count": promql.counter_increase(count, by, window),
+                "sum": promql.counter_increase(total, by, window),
             }
         else:
             names = (
                 ("events", "trials") if template.reading is Reading.PROPORTION else ("num", "den")
             )
             parts = {
-                part: promql.counter_increase(selector, (COHORT,), window)
+                part: promql.counter_increase(selector, by, window)
                 for part, selector in zip(names, selectors, strict=True)
             }
         return _Query(promql.tagged(parts), template.reading)
@@ -381,7 +442,7 @@ class PrometheusProvider:
         started = time.perf_counter()
         error: str | None = None
         try:
-            body = self._post(f"{self.url}/api/v1/query_exemplars", params, timeout)
+            body = self._post(self._exemplars_path, params, timeout)
         except _HttpError as exc:
             error = type(exc).__name__
             raise exc.typed(text) from exc
@@ -426,7 +487,7 @@ class PrometheusProvider:
             )
         form = {"query": query, "time": f"{evaluation_time:.3f}", "timeout": _duration(timeout)}
         try:
-            result = self._post(self._query_url, form, timeout)["data"]["result"]
+            result = self._post(self._query_path, form, timeout)["data"]["result"]
         except _HttpError as exc:
             raise exc.typed(query) from exc
         except Urllib3SSLError as exc:
@@ -445,15 +506,17 @@ class PrometheusProvider:
             raise BadQueryError("the query must return an instant vector", query=query)
         return cast(list[dict[str, Any]], result)
 
-    def _post(self, url: str, form: Mapping[str, str], timeout: float) -> Any:
-        """The decoded JSON of a 200 answer to a form POST; `_HttpError` for any other
-        status (typed where the query is known), urllib3's errors for the transport."""
-        response = self._pool.request(
+    def _post(self, path: str, form: Mapping[str, str], timeout: float) -> Any:
+        """The decoded JSON of a 200 answer to a form POST to `path` on the server;
+        `_HttpError` for any other status (typed where the query is known), urllib3's
+        errors for the transport."""
+        response = self._http.urlopen(
             "POST",
-            url,
+            path,
             body=form_body(form),
             headers=self._headers,
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            retries=False,
             redirect=False,
         )
         status = response.status

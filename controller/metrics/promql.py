@@ -262,8 +262,9 @@ PART_LABEL = "__canary_part"
 def tagged(parts: Mapping[str, str]) -> str:
     """Several queries in one, each result tagged with its part name.
 
-    One HTTP request per metric and version returns events and trials (or a
-    histogram's buckets, count and sum) evaluated at the same instant.
+    One HTTP request per metric (and version, or both grouped by version) returns
+    events and trials (or a histogram's buckets, count and sum) evaluated at the
+    same instant.
     """
     pieces = [
         f'label_replace({expr}, "{PART_LABEL}", {quote(name)}, "", "")'

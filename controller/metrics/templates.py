@@ -38,7 +38,9 @@ class Reading(StrEnum):
     GAUGE = "gauge"  # a custom query's value as it is
 
 
-_VERSION = 'model="{{model}}",version="{{version}}"'
+_ONE_VERSION = 'version="{{version}}"'
+_ANY_VERSION = 'version=~"{{version}}"'
+_VERSION = f'model="{{{{model}}}}",{_ONE_VERSION}'
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,12 @@ class TemplateQuery:
     reading: Reading
     #: PROPORTION: events, trials; HISTOGRAM: the metric family; RATIO_GAUGE: num, den
     counters: tuple[str, ...]
+
+    @property
+    def versions_counters(self) -> tuple[str, ...]:
+        """The same counters for any of several versions: `{{version}}` in a regex
+        matcher, for a query grouped by version that measures them all at once."""
+        return tuple(c.replace(_ONE_VERSION, _ANY_VERSION) for c in self.counters)
 
 
 def _histogram(family: str) -> TemplateQuery:

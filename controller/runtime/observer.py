@@ -38,6 +38,10 @@ from controller.store.records import AnalysisRecord
 #: the snapshots of a rollout not looked at for this long are dropped (a rollout
 #: that ended, was deleted or moved to another replica); asked for again if needed
 FORGET_AFTER = timedelta(hours=1)
+#: the others' snapshots are swept for staleness at most this often: every look
+#: scanning every rollout's made a tick's cost grow with N (a rollout's own snapshot
+#: is checked at its own look, so none is ever used past `FORGET_AFTER`)
+SWEEP_EVERY = timedelta(minutes=1)
 
 
 @dataclass
@@ -68,6 +72,7 @@ class JudgingObserver:
         self.tick_timeout = tick_timeout
         self.last: dict[str, Judgement] = {}
         self._snapshots: dict[str, _Snapshots] = {}
+        self._swept: datetime | None = None
 
     def observe(self, rollout: ModelRollout, state: RolloutState, now: datetime) -> Observation:
         spec = rollout.spec
@@ -117,6 +122,7 @@ class JudgingObserver:
         kept = self._snapshots.get(rollout.key)
         if (
             kept is None
+            or now - kept.seen > FORGET_AFTER
             or kept.candidate != state.candidate_version
             or kept.analysis_since != state.analysis_since
         ):
@@ -143,9 +149,14 @@ class JudgingObserver:
         return out
 
     def _forget(self, now: datetime) -> None:
-        stale = [k for k, v in self._snapshots.items() if now - v.seen > FORGET_AFTER]
+        swept = self._swept
+        if swept is not None and swept <= now < swept + SWEEP_EVERY:
+            return
+        self._swept = now
+        # `list` copies the items in one step: ticks on other threads add to the dict
+        stale = [k for k, v in list(self._snapshots.items()) if now - v.seen > FORGET_AFTER]
         for key in stale:
-            del self._snapshots[key]
+            self._snapshots.pop(key, None)
 
 
 def _measured(observation: MetricObservation) -> bool:
@@ -228,8 +239,10 @@ def _fields(value: Any) -> dict[str, Any]:
         kind = item.__class__
         if item is None or kind is str or kind is bool or kind is int:
             out[name] = item
-        elif kind is float:
+        elif kind is float or isinstance(item, float):  # numpy's floats are floats too
             out[name] = item if math.isfinite(item) else None
+        elif isinstance(item, Enum):
+            out[name] = item.value
         else:
             out[name] = _json(item)
     return out

@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from unittest.mock import ANY
 from urllib.parse import urlencode
 
 import pytest
 from pydantic import SecretStr
 
+from controller.analysis import FailureKind, MeasurementFailure, Proportion, VersionData
 from controller.errors import PermanentError, TransientError
-from controller.metrics import BadQueryError, MetricsUnreachableError, QueryContext
+from controller.metrics import BadQueryError, MetricsUnreachableError, QueryContext, collect
 from controller.metrics.prometheus import PrometheusProvider, form_body
 from controller.policy import MetricSpec
 from controller.settings import Settings
@@ -146,6 +148,48 @@ def test_answers_are_typed(
     assert getattr(info.value, "query", "").startswith("label_replace(") or error is PermanentError
     if isinstance(info.value, TransientError):
         assert info.value.retry_after == retry_after
+    # both versions in one query: one request, the same typed error for each
+    script.seen_params.clear()
+    both = provider.fetch_versions(SPEC, ("v2", "v1"), CONTEXT)
+    assert both is not None and len(script.seen_params) == 1
+    assert {type(e) for e in both.values()} == {type(info.value)}
+    provider.close()
+
+
+def _series(version: str, cohort: str, part: str, value: str) -> dict[str, object]:
+    labels = {"cohort": cohort, "version": version, "__canary_part": part}
+    return {"metric": labels, "value": [0, value]}
+
+
+def test_both_versions_come_from_one_request_and_are_read_apart(fake: tuple[Script, str]) -> None:
+    script, url = fake
+    result = [
+        _series("v2", "a", "events", "3"),
+        _series("v2", "a", "trials", "100"),
+        _series("v1", "a", "events", "1"),
+        _series("v1", "a", "trials", "50"),
+        _series("v1", "b", "events", "0"),
+        _series("v1", "b", "trials", "20"),
+    ]
+    script.body = json.dumps({"status": "success", "data": {"result": result}}).encode()
+    provider = PrometheusProvider(url, timeout_seconds=2)
+    got = collect(provider, [SPEC], baseline="v1", candidate="v2", context=CONTEXT)
+    assert len(script.seen_params) == 1
+    assert "version%3D~%22v2%7Cv1%22" in script.seen_params[0]
+    observation = got[SPEC.metric_name]
+    assert observation.candidate == VersionData({"a": Proportion(3, 100)}, query=ANY)
+    assert observation.baseline == VersionData(
+        {"a": Proportion(1, 50), "b": Proportion(0, 20)}, query=ANY
+    )
+    # one version's series are ambiguous: that version only is a failure of its kind
+    script.body = json.dumps(
+        {"status": "success", "data": {"result": [*result, _series("v2", "a", "events", "4")]}}
+    ).encode()
+    got = collect(provider, [SPEC], baseline="v1", candidate="v2", context=CONTEXT)
+    candidate = got[SPEC.metric_name].candidate
+    assert isinstance(candidate, MeasurementFailure)
+    assert candidate.kind is FailureKind.AMBIGUOUS
+    assert isinstance(got[SPEC.metric_name].baseline, VersionData)
     provider.close()
 
 

@@ -255,6 +255,49 @@ def test_every_template_returns_exactly_the_counts_since_the_start(
     assert "by (cohort" in data.query
 
 
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_both_versions_in_one_query_are_what_each_query_of_its_own_gives(
+    scenario: Scenario, provider: PrometheusProvider, template: str
+) -> None:
+    spec = MetricSpec(template=template, max=1.0 if TEMPLATES[template].bounded else 1e9)
+    context = scenario.context()
+    both = provider.fetch_versions(spec, ("v2", "v1"), context)
+    assert both is not None and set(both) == {"v2", "v1"}
+    for version, got in both.items():
+        alone = provider.fetch(spec, version, context)
+        assert isinstance(got, VersionData)
+        assert (got.by_cohort, got.total) == (alone.by_cohort, alone.total)
+        assert 'version=~"v2|v1"' in got.query and "by (cohort, version" in got.query
+    # a version with no series is no data, the other is measured as alone
+    missing = provider.fetch_versions(spec, ("v3", "v1"), context)
+    assert missing is not None and isinstance(missing["v3"], NoSeriesError)
+    assert isinstance(missing["v1"], VersionData)
+    assert missing["v1"].by_cohort == provider.fetch(spec, "v1", context).by_cohort
+
+
+def test_a_hostile_version_in_one_query_selects_exactly_its_own_series(
+    scenario: Scenario, provider: PrometheusProvider
+) -> None:
+    spec = MetricSpec(template="error-rate", max=0.1)
+    for model, cohort in ((HOSTILE_MODEL, HOSTILE_COHORT), ("we", HOSTILE_COHORT)):
+        context = scenario.context(model=model, cohorts=[cohort])
+        both = provider.fetch_versions(spec, (HOSTILE_VERSION, "v1"), context)
+        assert both is not None
+        alone = provider.fetch(spec, HOSTILE_VERSION, context)
+        got = both[HOSTILE_VERSION]
+        assert isinstance(got, VersionData) and got.by_cohort == alone.by_cohort
+        assert isinstance(both["v1"], NoSeriesError)
+
+
+def test_a_custom_query_is_sent_once_per_version(provider: PrometheusProvider) -> None:
+    custom = MetricSpec(
+        name="custom", kind="gauge", query='sum(up{version="{{version}}"})', max=1.0
+    )
+    now = datetime.now(UTC)
+    context = QueryContext(model=MODEL, namespace="llm", start=now - timedelta(minutes=1), end=now)
+    assert provider.fetch_versions(custom, ("v2", "v1"), context) is None
+
+
 def test_a_counter_restart_is_counted_once(
     scenario: Scenario, provider: PrometheusProvider
 ) -> None:

@@ -182,11 +182,15 @@ def test_a_rollback_records_its_failing_cohort_with_trace_ids(
     assert case.candidate.value == pytest.approx(0.3)
     assert case.baseline.value == pytest.approx(0.05)
     assert case.window_start == started.decision.state.analysis_since
-    # the query the judge ran (every cohort at once, `by (cohort)`), as the audit has it
+    # the query the judge ran (every cohort and both versions at once, the candidate
+    # first, `by (cohort, version)`), as the audit has it
     assert [a.query for a in analyses if (a.metric, a.cohort) == (case.metric, case.cohort)] == [
         case.promql
     ]
-    assert 'llm_refusals_total{namespace="llm",model="support-bot",version="v7"}' in case.promql
+    assert 'llm_refusals_total{namespace="llm",model="support-bot",version=~"v7|v6"}' in (
+        case.promql
+    )
+    assert "by (cohort, version)" in case.promql
 
     # a cohort without exemplars is recorded all the same, saying why; its header value
     # (quotes, braces, a backslash) comes back exactly

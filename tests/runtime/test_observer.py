@@ -242,6 +242,28 @@ def test_snapshots_are_dropped_when_a_rollout_ends_or_is_not_seen() -> None:
     assert list(observer._snapshots) == [other.key]
 
 
+def test_a_snapshot_past_forget_after_is_asked_for_again_between_sweeps() -> None:
+    # The others' snapshots are swept once a minute at most; a rollout's own is
+    # checked at its look, so a stale one is never used even right after a sweep.
+    rollout = demo_rollout()
+    spec = rollout.spec
+    simulator = healthy_simulator(spec, rps=5)
+    simulator.advance_to(T0 + 3 * HOUR)
+    provider = Recording(SimulatedProvider(simulator))
+    observer = JudgingObserver(provider)
+    step = T0 + 30 * MINUTE
+    state = start(spec, 1, T0).evolve(phase=Phase.PROGRESSING, step=1, step_starts=(step,))
+    other = rollout.model_copy(
+        update={"metadata": rollout.metadata.model_copy(update={"name": "another"})}
+    )
+    first = T0 + 40 * MINUTE
+    observer.observe(rollout, state, first)
+    observer.observe(other, state, first + FORGET_AFTER)  # a sweep: not stale yet
+    assert set(observer._snapshots) == {rollout.key, other.key}
+    observer.observe(rollout, state, first + FORGET_AFTER + MINUTE / 2)  # no sweep
+    assert provider.ends()[step] == 3 * 2 * len(spec.analysis.metrics)
+
+
 def _as_before(value: object) -> object:
     """The audit's JSON of a check as it was written before: `dataclasses.asdict`, then
     enums as values and non-finite floats as None."""

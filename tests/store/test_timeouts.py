@@ -53,6 +53,30 @@ def test_a_black_holed_database_fails_calls_within_the_timeouts(
     assert store.rollouts() == []  # and it recovers by itself
 
 
+def test_a_connection_the_server_closed_is_replaced_at_checkout(
+    postgres_test_url: str,  # noqa: F811
+) -> None:
+    """No ping at checkout: a pooled connection the server terminated (a restart, an
+    administrator, an idle timeout) is seen closed on its socket and replaced, and the
+    call succeeds on a new one instead of failing."""
+    migrate(postgres_test_url)
+    store = SqlStore(postgres_test_url, timeouts=SHORT)
+    admin = SqlStore(postgres_test_url, timeouts=SHORT)
+    try:
+        with store.engine.connect() as c:
+            first = c.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with admin.engine.begin() as c:
+            # (with a timeout, it returns once the backend has gone)
+            terminate = text("SELECT pg_terminate_backend(:p, 5000)")
+            assert c.execute(terminate, {"p": first}).scalar()
+        assert store.rollouts() is not None  # no TransientError
+        with store.engine.connect() as c:
+            assert c.execute(text("SELECT pg_backend_pid()")).scalar_one() != first
+    finally:
+        store.close()
+        admin.close()
+
+
 def test_migrating_a_black_holed_database_fails_instead_of_hanging(
     postgres_test_url: str,  # noqa: F811
 ) -> None:
