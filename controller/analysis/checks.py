@@ -118,7 +118,7 @@ def limit_check(
     test: Test, log_fail_needed: float | None, budget: Budget, samples: float
 ) -> LimitCheck:
     """The one builder of a statistical `LimitCheck`: verdict, power, reason."""
-    log_pass_needed = float(sequential.log_threshold(budget.alpha))
+    log_pass_needed = budget.log_pass_threshold
     if not test.ran or log_fail_needed is None:
         return LimitCheck(
             test.limit,
@@ -218,7 +218,7 @@ def _samples_to_decide(
     per_sample = test.information / samples
     if test.delta <= 0:
         return math.inf
-    s_now = float(sequential.sprt_log_e(test.d_hat, test.information, test.delta))
+    s_now = sequential.sprt_log_e_one(test.d_hat, test.information, test.delta)
     drift = test.delta * (test.d_hat + test.delta / 2.0)
     if drift > 0:
         level = log_fail_needed - math.log(sequential.FAIL_WEIGHTS[0])
@@ -246,15 +246,15 @@ def gaussian_test(
     """(log e FAIL, log e PASS, information, bound radius) of a Gaussian contrast."""
     information = 1.0 / variance if variance > 0 else 0.0
     if delta > 0:
-        log_fail = float(sequential.fail_log_e(d_hat, information, delta))
-        log_pass = float(sequential.pass_log_e(d_hat, information, delta))
+        log_fail = sequential.fail_log_e_one(d_hat, information, delta)
+        log_pass = sequential.pass_log_e_one(d_hat, information, delta)
         tau = delta
     else:
         # no room between "no change" and the limit: the old test against the limit
         tau = estimators.ZERO_MARGIN_TAU
         log_fail = float(sequential.normal_mixture_log_e(d_hat, variance, tau))
         log_pass = 0.0
-    radius = float(sequential.normal_mixture_radius(variance, tau, bound_alpha))
+    radius = sequential.normal_mixture_radius_one(variance, tau, bound_alpha)
     return log_fail, log_pass, information, radius
 
 

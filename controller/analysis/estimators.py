@@ -31,11 +31,13 @@ thousands of rollouts with the very code the judge runs.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from controller.analysis.observations import numpy_sum
 from controller.analysis.verdicts import Limit
 
 Array = NDArray[np.float64]
@@ -60,9 +62,8 @@ def _arr(x: ArrayLike) -> Array:
 
 
 def _ratio(num: Array, den: Array) -> Array:
-    result: Array = np.divide(
-        num, den, out=np.zeros(np.broadcast_shapes(num.shape, den.shape)), where=den > 0
-    )
+    shape = num.shape if num.shape == den.shape else np.broadcast_shapes(num.shape, den.shape)
+    result: Array = np.divide(num, den, out=np.zeros(shape), where=den > 0)
     return result
 
 
@@ -82,18 +83,75 @@ def population_weights(
     step, at the same time of day, yet the steps with most evidence count most.
     """
     nc, nb = _arr(n_c), _arr(n_b)
+    layout = None if groups is None else tuple(np.asarray(groups, dtype=int).tolist())
+    if layout is not None and _one_cohort(nc, layout):
+        return np.array(_one_cohort_weights(nc.tolist(), nb.tolist(), both=both))
     usable = (nc > 0) & (nb > 0) if both else nc > 0
     raw = np.where(usable, nc + nb, 0.0)
     total = raw.sum(axis=-1, keepdims=True)
-    if groups is None:
+    if layout is None:
         return _ratio(raw, total)
-    g = np.asarray(groups, dtype=int)
-    member = (g[None, :] == np.arange(int(g.max()) + 1)[:, None]).astype(np.float64)
+    member = _membership(layout)
     cohort_share = _ratio(raw @ member.T, total)
     info = np.where(usable, _ratio(nc * nb, nc + nb) if both else nc, 0.0)
     within = _ratio(info, (info @ member.T) @ member)
     result: Array = within * (cohort_share @ member)
     return result
+
+
+#: below this many strata numpy's sums, and the matrix products' here, add one by one
+_SEQUENTIAL = 8
+
+
+def _one_cohort(nc: Array, layout: tuple[int, ...]) -> bool:
+    """Whether one cohort's few strata (a cohort's cell: its steps) are weighted.
+
+    Then the weights are computed on floats (`_one_cohort_weights`): the judge
+    weighs such cells tens of times a look, where numpy's per-call cost is most
+    of the time."""
+    return nc.ndim == 1 and len(layout) < _SEQUENTIAL and not any(layout)
+
+
+def _sequential_sum(values: list[float]) -> float:
+    total = 0.0
+    for v in values:
+        total += v
+    return total
+
+
+def _one_ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else 0.0
+
+
+def _one_cohort_weights(nc: list[float], nb: list[float], *, both: bool) -> list[float]:
+    """`population_weights` of one cohort's strata on floats, to the bit.
+
+    With one cohort the group sums are sums of fewer than `_SEQUENTIAL` terms,
+    which numpy (and the matrix products it hands to BLAS) adds one by one, in
+    order; the cohort's share is then its sum over the same sum."""
+    usable = [c > 0 and b > 0 if both else c > 0 for c, b in zip(nc, nb, strict=True)]
+    raw = [c + b if u else 0.0 for c, b, u in zip(nc, nb, usable, strict=True)]
+    share = _one_ratio(_sequential_sum(raw), _sequential_sum(raw))
+    if both:
+        info = [
+            _one_ratio(c * b, c + b) if u else 0.0 for c, b, u in zip(nc, nb, usable, strict=True)
+        ]
+    else:
+        info = [c if u else 0.0 for c, u in zip(nc, usable, strict=True)]
+    info_total = _sequential_sum(info)
+    return [_one_ratio(i, info_total) * share for i in info]
+
+
+@functools.lru_cache(maxsize=256)
+def _membership(groups: tuple[int, ...]) -> Array:
+    """The 0/1 matrix [cohort, stratum] of which cohort each stratum belongs to.
+
+    A look asks for the same few layouts (a cell's cohorts × steps) once per test;
+    the cache holds the layouts of the last looks, read-only."""
+    g = np.asarray(groups, dtype=int)
+    member: Array = (g[None, :] == np.arange(int(g.max()) + 1)[:, None]).astype(np.float64)
+    member.setflags(write=False)
+    return member
 
 
 def absolute_tau(null: float, *, fail_above: bool) -> float:
@@ -128,6 +186,31 @@ def absolute_contrast(
     verdict towards FAIL.
     """
     s, n, w = _arr(s_c), _arr(n_c), _arr(weights)
+    if n.ndim == 1:  # one look (the judge): on floats, to the bit
+        counts, weights_ = n.tolist(), w.tolist()
+        mean_ = numpy_sum(
+            [
+                wi * _one_ratio(si, ni)
+                for wi, si, ni in zip(weights_, s.tolist(), counts, strict=True)
+            ]
+        )
+        if variance_c is None:
+            rates = [null] * len(counts) if null_rates is None else _arr(null_rates).tolist()
+            per_obs_ = [r * (1.0 - r) for r in rates]
+        else:
+            per_obs_ = _arr(variance_c).tolist()
+        variance_ = numpy_sum(
+            [
+                wi * wi * _one_ratio(v, ni)
+                for wi, v, ni in zip(weights_, per_obs_, counts, strict=True)
+            ]
+        )
+        sign_ = 1.0 if fail_above else -1.0
+        return Contrast(
+            np.asarray(sign_ * (mean_ - null)),
+            np.asarray(variance_),
+            np.asarray(absolute_tau(null, fail_above=fail_above)),
+        )
     mean = np.sum(w * _ratio(s, n), axis=-1)
     if variance_c is None:
         rates = np.full_like(n, null) if null_rates is None else _arr(null_rates)
@@ -180,6 +263,19 @@ def relative_contrast(
     Bernoulli variances are used.
     """
     sc, nc, sb, nb = _arr(s_c), _arr(n_c), _arr(s_b), _arr(n_b)
+    if groups is not None:
+        layout = tuple(np.asarray(groups, dtype=int).tolist())
+        if _one_cohort(nc, layout):
+            return _one_cohort_relative(
+                sc.tolist(),
+                nc.tolist(),
+                sb.tolist(),
+                nb.tolist(),
+                rule,
+                margin,
+                None if variance_c is None else _arr(variance_c).tolist(),
+                None if variance_b is None else _arr(variance_b).tolist(),
+            )
     w = population_weights(nc, nb, both=True, groups=groups)
     mean_c, mean_b = _ratio(sc, nc), _ratio(sb, nb)
     if variance_c is None or variance_b is None:
@@ -206,6 +302,79 @@ def relative_contrast(
     return Contrast(estimate, variance, np.maximum(tau, MIN_TAU))
 
 
+def _clip_one(x: float, lo: float, hi: float) -> float:
+    """`np.clip` on one float (the same comparisons)."""
+    x = x if x > lo else lo
+    return x if x < hi else hi
+
+
+def _one_cohort_relative(
+    sc: list[float],
+    nc: list[float],
+    sb: list[float],
+    nb: list[float],
+    rule: Limit,
+    margin: float,
+    variance_c: list[float] | None,
+    variance_b: list[float] | None,
+) -> Contrast:
+    """`relative_contrast` of one cohort's few strata on floats, to the bit (see
+    `_one_cohort`): the same operations in the same order, numpy's summation order."""
+    w = _one_cohort_weights(nc, nb, both=True)
+    mean_c = [_one_ratio(s, n) for s, n in zip(sc, nc, strict=True)]
+    mean_b = [_one_ratio(s, n) for s, n in zip(sb, nb, strict=True)]
+    if variance_c is None or variance_b is None:
+        base0 = []
+        cand0 = []
+        for x_c, n_c, x_b, n_b in zip(sc, nc, sb, nb, strict=True):
+            events = x_c + x_b + 0.5
+            trials = n_c + n_b + 1.0
+            if rule is Limit.MAX_INCREASE:
+                base = _clip_one(_one_ratio(events - n_c * margin, trials), 0.0, 1.0 - margin)
+                cand = base + margin
+            elif rule is Limit.MAX_DECREASE:
+                base = _clip_one(_one_ratio(events + n_c * margin, trials), margin, 1.0)
+                cand = base - margin
+            else:  # MAX_RATIO
+                base = _clip_one(_one_ratio(events, margin * n_c + n_b + 1.0), 0.0, 1.0)
+                scaled = margin * base
+                cand = scaled if scaled < 1.0 else 1.0
+            base0.append(base)
+            cand0.append(cand)
+        var_c = [c * (1.0 - c) for c in cand0]
+        var_b = [b * (1.0 - b) for b in base0]
+    else:
+        var_c, var_b = variance_c, variance_b
+        base0 = mean_b
+    coef = margin if rule is Limit.MAX_RATIO else 1.0
+    coef2 = coef * coef
+    variance = numpy_sum(
+        [
+            wi * wi * (_one_ratio(vc, n_c) + coef2 * _one_ratio(vb, n_b))
+            for wi, vc, n_c, vb, n_b in zip(w, var_c, nc, var_b, nb, strict=True)
+        ]
+    )
+    if rule is Limit.MAX_INCREASE:
+        diffs = [wi * (c - b) for wi, c, b in zip(w, mean_c, mean_b, strict=True)]
+        estimate = numpy_sum(diffs) - margin
+        tau = margin if margin > 0 else ZERO_MARGIN_TAU
+    elif rule is Limit.MAX_DECREASE:
+        diffs = [wi * (b - c) for wi, c, b in zip(w, mean_c, mean_b, strict=True)]
+        estimate = numpy_sum(diffs) - margin
+        tau = margin if margin > 0 else ZERO_MARGIN_TAU
+    elif rule is Limit.MAX_RATIO:
+        diffs = [wi * (c - margin * b) for wi, c, b in zip(w, mean_c, mean_b, strict=True)]
+        estimate = numpy_sum(diffs)
+        scale = numpy_sum([wi * b for wi, b in zip(w, base0, strict=True)]) * max(
+            abs(margin - 1.0), 0.05
+        )
+        tau = scale if scale > MIN_TAU else MIN_TAU
+    else:
+        raise ValueError(f"{rule} is not a relative limit")
+    tau = tau if tau > MIN_TAU else MIN_TAU
+    return Contrast(np.asarray(estimate), np.asarray(variance), np.asarray(tau))
+
+
 def exceedance_contrast(
     above_c: ArrayLike,
     n_c: ArrayLike,
@@ -227,6 +396,28 @@ def exceedance_contrast(
     was computed from, which under that null is tail × (1 - tail) / n_b.
     """
     above, n, w = _arr(above_c), _arr(n_c), _arr(weights)
+    if n.ndim == 1:  # one look (the judge): on floats, to the bit
+        nulls = [tail] * len(n) if null_c is None else _arr(null_c).tolist()
+        weights_ = w.tolist()
+        share_ = numpy_sum(
+            [
+                wi * _one_ratio(a, ni)
+                for wi, a, ni in zip(weights_, above.tolist(), n.tolist(), strict=True)
+            ]
+        )
+        terms = []
+        for wi, ni, null0_i in zip(weights_, n.tolist(), nulls, strict=True):
+            shrunk_i = (null0_i * ni + tail) / (ni + 1.0)
+            terms.append(wi * wi * _one_ratio(shrunk_i * (1.0 - shrunk_i), ni))
+        variance_ = numpy_sum(terms)
+        if baseline_samples is not None:
+            variance_ = variance_ + _one_ratio(tail * (1.0 - tail), float(_arr(baseline_samples)))
+        sign_ = 1.0 if fail_above else -1.0
+        return Contrast(
+            np.asarray(sign_ * (share_ - tail)),
+            np.asarray(variance_),
+            np.asarray(max(tail / 2.0, MIN_TAU)),
+        )
     share = np.sum(w * _ratio(above, n), axis=-1)
     null0 = np.full_like(n, tail) if null_c is None else _arr(null_c)
     shrunk = (null0 * n + tail) / (n + 1.0)

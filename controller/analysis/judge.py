@@ -40,7 +40,6 @@ See docs/judge.md for the contract and the math.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 
 from controller.analysis import sequential
@@ -223,7 +222,14 @@ def judge_cell(
     if isinstance(strata, NoDataReason):
         where = "overall" if cohort == OVERALL else "split by cohort"
         return no_data_verdict(base, strata, f"the query returned no series {where}")
-    base = replace(base, query=observation.candidate.query_for(cohort))
+    base = CellVerdict(
+        plan.name,
+        cohort,
+        Verdict.NO_DATA,
+        plan.critical,
+        "",
+        query=observation.candidate.query_for(cohort),
+    )
     if plan.shape is Shape.GAUGE:
         return judge_gauge(plan, base, strata, min_samples)
     if plan.shape is Shape.QUANTILE:

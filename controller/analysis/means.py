@@ -107,8 +107,8 @@ def _absolute_test(
         s, n = float(m.s_c[used].sum()), float(m.n_c[used].sum())
         estimate = s / n
         if delta > 0:
-            log_fail = float(sequential.bernoulli_fail_log_e(s, n, tolerance, threshold))
-            log_pass = float(sequential.bernoulli_pass_log_e(s, n, tolerance, threshold))
+            log_fail = sequential.bernoulli_fail_log_e_one(s, n, tolerance, threshold)
+            log_pass = sequential.bernoulli_pass_log_e_one(s, n, tolerance, threshold)
         else:
             tau = estimators.absolute_tau(threshold, fail_above=fail_above)
             log_fail = float(sequential.beta_mixture_log_e(s, n, threshold, tau, above=fail_above))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import cached_property
 
 from controller.analysis import sequential
 from controller.analysis.verdicts import (
@@ -132,7 +133,9 @@ class Budget:
     def fail_alpha(self) -> float:
         return self.alpha * (1.0 - self.breaker_share)
 
-    @property
+    # The shares and thresholds below are read for every test of every look:
+    # computed once per budget (a budget is frozen).
+    @cached_property
     def fail_share(self) -> float:
         """Each test's share of `fail_alpha` (what Bonferroni would give it)."""
         return alpha_per_test(self.fail_alpha, self.tests)
@@ -141,7 +144,12 @@ class Budget:
     def breaker_alpha(self) -> float:
         return alpha_per_test(self.alpha * self.breaker_share, self.tests)
 
-    @property
+    @cached_property
     def log_power_threshold(self) -> float:
         """The FAIL threshold the power is planned with: Bonferroni's, never lower."""
         return float(sequential.log_threshold(self.fail_share))
+
+    @cached_property
+    def log_pass_threshold(self) -> float:
+        """The PASS threshold of every test: the full alpha (an intersection-union test)."""
+        return float(sequential.log_threshold(self.alpha))

@@ -33,9 +33,7 @@ from controller.analysis.checks import (
     room,
     tolerance_of,
 )
-from controller.analysis.observations import (
-    Histogram,
-)
+from controller.analysis.observations import Histogram, search_left
 from controller.analysis.plan import Budget, JudgeOptions, MetricPlan
 from controller.analysis.strata import Means, Strata, as_histogram, sum_histograms
 from controller.analysis.verdicts import (
@@ -71,12 +69,13 @@ def judge_quantile(
     pooled_c = sum_histograms([h for h in hist_c if h is not None])
     pooled_b = sum_histograms([h for h in hist_b if h is not None])
     q = plan.quantile
-    arm_c = Arm(pooled_c.quantile(q) if isinstance(pooled_c, Histogram) else None, float(n_c.sum()))
-    arm_b = Arm(pooled_b.quantile(q) if isinstance(pooled_b, Histogram) else None, float(n_b.sum()))
-    if n_c.sum() <= 0:
+    total_c, total_b = float(n_c.sum()), float(n_b.sum())
+    arm_c = Arm(pooled_c.quantile(q) if isinstance(pooled_c, Histogram) else None, total_c)
+    arm_b = Arm(pooled_b.quantile(q) if isinstance(pooled_b, Histogram) else None, total_b)
+    if total_c <= 0:
         return no_candidate_yet(base, arm_b, arm_c)
     fmt = formatter(plan.unit)
-    if n_c.sum() >= options.breaker_min_samples:
+    if total_c >= options.breaker_min_samples:
         for limit, threshold in plan.limits:
             if limit not in (Limit.MAX, Limit.MIN):
                 continue
@@ -89,8 +88,8 @@ def judge_quantile(
             )
             if tripped is not None:
                 return finish(base, [tripped], arm_b, arm_c)
-    if n_c.sum() < min_samples:
-        return not_enough(base, arm_b, arm_c, float(n_c.sum()), min_samples, "the candidate")
+    if total_c < min_samples:
+        return not_enough(base, arm_b, arm_c, total_c, min_samples, "the candidate")
     tests = [
         _quantile_test(
             plan,
@@ -236,7 +235,7 @@ def _read_as_candidate(
     the way from the tolerance's share to the limit's, and was rolled back
     most of the time (tests/analysis/test_quantile_tolerance.py).
     """
-    i = int(np.searchsorted(baseline.bounds, x, side="left"))
+    i = search_left(baseline.bounds, x)
     if i >= len(baseline.bounds) - 1:
         return None
     hi = baseline.bounds[i]
@@ -265,7 +264,7 @@ def _share_above(h: Histogram, u: float) -> float | None:
     linear = h.count_above(u)
     if linear is None or h.total <= 0:
         return None
-    i = int(np.searchsorted(h.bounds, u, side="left"))
+    i = search_left(h.bounds, u)
     if i == 0 or h.bounds[i] == u or h.bounds[i - 1] <= 0:
         return linear / h.total
     lo, hi = h.bounds[i - 1], h.bounds[i]
@@ -357,8 +356,8 @@ def _quantile_test(
         s, n = float(above_arr[use].sum()), float(n_c[use].sum())
         share = s / n
         if delta > 0:
-            log_fail = float(sequential.bernoulli_fail_log_e(s, n, tail_tol, tail))
-            log_pass = float(sequential.bernoulli_pass_log_e(s, n, tail_tol, tail))
+            log_fail = sequential.bernoulli_fail_log_e_one(s, n, tail_tol, tail)
+            log_pass = sequential.bernoulli_pass_log_e_one(s, n, tail_tol, tail)
             method = Method.BERNOULLI_SPRT
         else:
             tau = estimators.absolute_tau(tail, fail_above=target.fail_above)

@@ -51,6 +51,7 @@ the judge can simulate thousands of rollouts through the very same functions.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -181,6 +182,15 @@ def beta_prior(p0: ArrayLike, tau: ArrayLike) -> tuple[Array, Array]:
     return concentration * p, concentration * (1 - p)
 
 
+def beta_prior_one(p0: float, tau: float) -> tuple[float, float]:
+    """`beta_prior` on floats, to the bit (its twin below, `_clip_one`, is numpy's clip)."""
+    p = _clip_one(np.float64(p0), 1e-6, 1 - 1e-6)
+    t = np.float64(tau)
+    t2 = t * t
+    concentration = _clip_one(p * (1 - p) / (t2 if t2 > 1e-300 else 1e-300) - 1.0, 2.0, 1e6)
+    return float(concentration * p), float(concentration * (1 - p))
+
+
 def _beta_tail(a: Array, b: Array, x: Array, *, above: bool) -> Array:
     """Beta(a, b) mass above (or below) x.
 
@@ -253,7 +263,7 @@ def beta_mixture_interval(
     """
     if count <= 0:
         return 0.0, 1.0
-    a, b = (float(x) for x in beta_prior(center, tau))
+    a, b = beta_prior_one(center, tau)
     s, n = float(total), float(count)
     marginal = float(special.betaln(s + a, n - s + b) - special.betaln(a, b))
     target = float(log_threshold(alpha))
@@ -265,7 +275,7 @@ def beta_mixture_interval(
     def f(p: float) -> float:
         # log M(p) - log(1/alpha) on one float (no 0-d arrays: Brent's method calls
         # it some ten times per end, and the same operations give the same bits)
-        return float(marginal - s * np.log(p) - (n - s) * np.log1p(-p) - target)
+        return marginal - s * float(np.log(p)) - (n - s) * float(np.log1p(-p)) - target
 
     lower = optimize.brentq(f, lo, mean, xtol=1e-12) if f(lo) > 0 else 0.0
     upper = optimize.brentq(f, mean, hi, xtol=1e-12) if f(hi) > 0 else 1.0
@@ -470,9 +480,15 @@ def powered_information(delta: float, log_threshold: float, power: float) -> flo
     if delta <= 0:
         return math.inf
     level = log_threshold - math.log(FAIL_WEIGHTS[0])
-    z = float(special.ndtri(power))
+    z = _power_z(power)
     u = z + math.sqrt(z * z + 2.0 * level)
     return (u / delta) ** 2
+
+
+@functools.lru_cache(maxsize=64)
+def _power_z(power: float) -> float:
+    """The normal quantile of `power` (a policy has one or two powers; asked per test)."""
+    return float(special.ndtri(power))
 
 
 # --- FAIL across cells: the average of e-values, closed ----------------------------
@@ -529,3 +545,79 @@ def average_fail_thresholds(log_e: ArrayLike, tests: int, alpha: float) -> Array
     needed = np.maximum(np.maximum(from_below, from_beyond), 1.0 / alpha)
     result: Array = np.log(needed)
     return result
+
+
+# --- one test at one look: the same numbers on floats --------------------------------
+#
+# The judge evaluates each of these on one float at a time, some forty times a look,
+# where building, broadcasting and stacking arrays costs several times the
+# arithmetic. These twins do the same operations in the same order on numpy
+# float64 scalars (numpy's own log, exp and power, never `math`'s, whose last bits
+# can differ), so they return exactly the bits of the array forms above:
+# tests/analysis/test_sequential.py checks them against each other.
+
+
+def _clip_one(x: np.float64, lo: float, hi: float) -> np.float64:
+    """`np.clip` on one value (the same comparisons)."""
+    x = x if x > lo else np.float64(lo)
+    return x if x < hi else np.float64(hi)
+
+
+def sprt_log_e_one(d_hat: float, information: float, delta: float) -> float:
+    """`sprt_log_e` on floats, to the bit."""
+    d, i, t = np.float64(d_hat), np.float64(information), np.float64(delta)
+    return float(t * i * (d + t / 2.0))
+
+
+def fail_log_e_one(d_hat: float, information: float, delta: float) -> float:
+    """`fail_log_e` on floats, to the bit."""
+    d, i, t = np.float64(d_hat), np.float64(information), np.float64(delta)
+    total = None
+    for c, w in zip(FAIL_ALTERNATIVES, FAIL_WEIGHTS, strict=True):
+        term = math.log(w) + c * t * i * (d + t) - (c * t) ** 2 * i / 2.0
+        total = term if total is None else np.logaddexp(total, term)
+    return float(total)  # type: ignore[arg-type]
+
+
+def pass_log_e_one(d_hat: float, information: float, delta: float) -> float:
+    """`pass_log_e` on floats, to the bit."""
+    return -sprt_log_e_one(d_hat, information, delta)
+
+
+def normal_mixture_radius_one(v: float, tau: float, alpha: float) -> float:
+    """`normal_mixture_radius` on floats, to the bit."""
+    if not v > 0:
+        return math.inf
+    v_, t_ = np.float64(v), np.float64(tau)
+    t2 = t_ * t_
+    target = -np.log(np.float64(alpha)) - 0.5 * (np.log(v_) - np.log(v_ + t2))
+    hi = np.sqrt(2.0 * target) + 3.0
+    a_star = np.float64(
+        optimize.brentq(_scalar_gap, 0.0, float(hi), args=(float(target),), xtol=1e-12)
+    )
+    return float(a_star * np.sqrt(v_ * (v_ + t2)) / t_)
+
+
+def _bernoulli_log_lr_one(s: float, n: float, p0: np.float64, p1: np.float64) -> np.float64:
+    a = _clip_one(p0, _EPS, 1 - _EPS)
+    b = _clip_one(p1, _EPS, 1 - _EPS)
+    s_, n_ = np.float64(s), np.float64(n)
+    result: np.float64 = s_ * (np.log(b) - np.log(a)) + (n_ - s_) * (np.log1p(-b) - np.log1p(-a))
+    return result
+
+
+def bernoulli_fail_log_e_one(total: float, count: float, tolerance: float, limit: float) -> float:
+    """`bernoulli_fail_log_e` on floats, to the bit."""
+    t, lim = np.float64(tolerance), np.float64(limit)
+    delta = lim - t
+    result = None
+    for c, w in zip(FAIL_ALTERNATIVES, FAIL_WEIGHTS, strict=True):
+        p1 = _clip_one(t + c * delta, _EPS, 1 - _EPS)
+        term = math.log(w) + _bernoulli_log_lr_one(total, count, t, p1)
+        result = term if result is None else np.logaddexp(result, term)
+    return float(result)  # type: ignore[arg-type]
+
+
+def bernoulli_pass_log_e_one(total: float, count: float, tolerance: float, limit: float) -> float:
+    """`bernoulli_pass_log_e` on floats, to the bit."""
+    return float(_bernoulli_log_lr_one(total, count, np.float64(limit), np.float64(tolerance)))

@@ -10,8 +10,10 @@ computed from.
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -43,9 +45,12 @@ class Strata:
     candidate: tuple[Sample | None, ...]
     groups: tuple[int, ...] = ()
 
-    @property
+    @cached_property
     def cohort_of(self) -> np.ndarray:
-        return np.array(self.groups or range(len(self.names)), dtype=int)
+        """Each stratum's cohort index (read-only: every test of the cell shares it)."""
+        groups = np.array(self.groups or range(len(self.names)), dtype=int)
+        groups.setflags(write=False)
+        return groups
 
 
 def cell_strata(
@@ -203,30 +208,31 @@ def score_moments(h: Histogram) -> tuple[float, float, float] | str:
 
 
 def means_of(plan: MetricPlan, strata: Strata) -> Means | str:
-    rows_b: list[tuple[float, float, float]] = []
-    rows_c: list[tuple[float, float, float]] = []
+    columns_b: tuple[list[float], list[float], list[float]] = ([], [], [])
+    columns_c: tuple[list[float], list[float], list[float]] = ([], [], [])
     for sample_b, sample_c in zip(strata.baseline, strata.candidate, strict=True):
-        for sample, rows in ((sample_b, rows_b), (sample_c, rows_c)):
+        for sample, (sums, counts, variances) in ((sample_b, columns_b), (sample_c, columns_c)):
             if plan.shape is Shape.PROPORTION:
                 p = as_proportion(sample, plan)
                 if isinstance(p, str):
                     return p
-                rows.append((p.events, p.trials, 0.0) if p else (0.0, 0.0, 0.0))
-            else:
-                h = as_histogram(sample)
-                if isinstance(h, str):
-                    return h
-                if h is None:
-                    rows.append((0.0, 0.0, 0.25))
-                    continue
-                moments = score_moments(h)
-                if isinstance(moments, str):
-                    return moments
-                rows.append(moments)
-    b, c = np.array(rows_b, dtype=float), np.array(rows_c, dtype=float)
+                sums.append(p.events if p else 0.0)
+                counts.append(p.trials if p else 0.0)
+                continue
+            h = as_histogram(sample)
+            if isinstance(h, str):
+                return h
+            moments = (0.0, 0.0, 0.25) if h is None else score_moments(h)
+            if isinstance(moments, str):
+                return moments
+            sums.append(moments[0])
+            counts.append(moments[1])
+            variances.append(moments[2])
+    s_b, n_b, var_b = (np.array(column, dtype=float) for column in columns_b)
+    s_c, n_c, var_c = (np.array(column, dtype=float) for column in columns_c)
     if plan.shape is Shape.MEAN:
-        return Means(c[:, 0], c[:, 1], b[:, 0], b[:, 1], c[:, 2], b[:, 2], groups=strata.cohort_of)
-    return Means(c[:, 0], c[:, 1], b[:, 0], b[:, 1], groups=strata.cohort_of)
+        return Means(s_c, n_c, s_b, n_b, var_c, var_b, groups=strata.cohort_of)
+    return Means(s_c, n_c, s_b, n_b, groups=strata.cohort_of)
 
 
 def sum_histograms(histograms: Sequence[Histogram]) -> Histogram | str | None:
@@ -242,9 +248,11 @@ def sum_histograms(histograms: Sequence[Histogram]) -> Histogram | str | None:
     for h in histograms[1:]:
         if h.bounds != first.bounds:
             return "the cohorts' histograms have different buckets"
-        counts = tuple(a + b for a, b in zip(counts, h.cumulative, strict=True))
+        if len(h.cumulative) != len(counts):
+            raise ValueError("histograms with the same bounds have as many counts")
+        counts = tuple(map(operator.add, counts, h.cumulative))
         total_sum = None if total_sum is None or h.sum is None else total_sum + h.sum
-    return Histogram(first.bounds, counts, total_sum)
+    return Histogram.summed(first.bounds, counts, total_sum)
 
 
 def pooled_mean(s: np.ndarray, n: np.ndarray) -> float | None:

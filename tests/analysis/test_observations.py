@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats  # type: ignore[import-untyped]
 
 from controller.analysis import Gauge, Histogram, Proportion, VersionData
+from controller.analysis.observations import numpy_sum
 from controller.analysis.strata import sum_histograms
 
 INF = math.inf
@@ -201,3 +202,31 @@ def test_summing_histograms_at_once_gives_what_adding_them_one_by_one_does() -> 
         assert sum_histograms(histograms) == one_by_one  # exact: the same additions
     other = Histogram((0.5, math.inf), (1.0, 2.0), 1.0)
     assert isinstance(sum_histograms([histograms[0], other]), str)
+
+
+def test_numpy_sum_adds_in_numpys_order() -> None:
+    """`numpy_sum` gives `numpy.sum`'s bits at every length its pairwise scheme treats apart."""
+    rng = np.random.default_rng(3)
+    for n in [*range(0, 40), 127, 128, 129, 200, 300]:
+        for _ in range(20):
+            values = rng.random(n) * 10.0 ** rng.integers(-8, 8, n)
+            assert numpy_sum(values.tolist()).hex() == float(np.sum(values)).hex()
+
+
+def test_since_gives_the_bits_of_numpys_clip_and_running_maximum() -> None:
+    """Per-step differences (plain floats) equal what numpy's maximum/accumulate give."""
+    rng = np.random.default_rng(11)
+    bounds = (0.1, 0.5, 1.0, 2.5, math.inf)
+    for _ in range(500):
+        later = np.cumsum(rng.integers(0, 50, 5) * rng.choice([1.0, 0.37], 5))
+        earlier = np.cumsum(rng.integers(0, 50, 5) * rng.choice([1.0, 0.37], 5))
+        got = Histogram(bounds, tuple(later.tolist()), 10.0).since(
+            Histogram(bounds, tuple(earlier.tolist()), 4.0)
+        )
+        expected = np.maximum.accumulate(np.maximum(later - earlier, 0.0))
+        assert [c.hex() for c in got.cumulative] == [float(c).hex() for c in expected]
+        trials, events = float(later[-1]), float(later[-1] * rng.uniform())
+        before_trials, before_events = float(earlier[-1]), float(earlier[-1] * rng.uniform())
+        p = Proportion(events, trials).since(Proportion(before_events, before_trials))
+        t = max(trials - before_trials, 0.0)
+        assert (p.events, p.trials) == (min(max(events - before_events, 0.0), t), t)

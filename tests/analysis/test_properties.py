@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.analysis import Histogram, Verdict
+from controller.analysis import Histogram, Verdict, estimators
+from controller.analysis.verdicts import Limit
 from controller.policy import OVERALL
 from tests.analysis.cases import metric, p, run
 
@@ -163,3 +166,115 @@ def test_more_successes_never_hurt_against_a_min(c: tuple[int, int, int], limit:
         return run(spec, {}, {"all": p(events, trials)}).cell("success", OVERALL).verdict
 
     assert goodness(verdict(more)) >= goodness(verdict(fewer))
+
+
+@pytest.mark.parametrize("rule", [Limit.MAX_INCREASE, Limit.MAX_DECREASE, Limit.MAX_RATIO])
+def test_one_cohorts_contrast_on_floats_gives_the_array_forms_bits(rule: Limit) -> None:
+    """A cohort's cell (its few steps) is weighed and contrasted on floats; the same
+    counts as a one-row batch take the array path: both give the same bits."""
+    rng = np.random.default_rng(19)
+    margin = {Limit.MAX_INCREASE: 0.02, Limit.MAX_DECREASE: 0.015, Limit.MAX_RATIO: 1.15}[rule]
+    for _ in range(400):
+        k = int(rng.integers(1, 8))
+        n_c = rng.integers(0, 3000, k) * rng.choice([1.0, 0.5], k)
+        n_b = rng.integers(0, 9000, k) * rng.choice([1.0, 0.5], k)
+        s_c, s_b = n_c * rng.uniform(0, 0.3, k), n_b * rng.uniform(0, 0.3, k)
+        groups = np.zeros(k, dtype=int)
+        for both in (True, False):
+            one = estimators.population_weights(n_c, n_b, both=both, groups=groups)
+            rows = estimators.population_weights(n_c[None], n_b[None], both=both, groups=groups)
+            assert [x.hex() for x in one.tolist()] == [x.hex() for x in rows[0].tolist()]
+        for variances in (None, (rng.uniform(0, 0.25, k), rng.uniform(0, 0.25, k))):
+            var_c, var_b = variances or (None, None)
+            args = (rule, margin)
+            one_c = estimators.relative_contrast(
+                s_c, n_c, s_b, n_b, *args, variance_c=var_c, variance_b=var_b, groups=groups
+            )
+            rows_c = estimators.relative_contrast(
+                s_c[None],
+                n_c[None],
+                s_b[None],
+                n_b[None],
+                *args,
+                variance_c=None if var_c is None else var_c[None],
+                variance_b=None if var_b is None else var_b[None],
+                groups=groups,
+            )
+            for got, expected in zip(
+                (one_c.estimate, one_c.variance, one_c.tau),
+                (rows_c.estimate, rows_c.variance, rows_c.tau),
+                strict=True,
+            ):
+                assert float(got).hex() == float(expected[0]).hex()
+
+
+def test_one_looks_exceedance_contrast_on_floats_gives_the_array_forms_bits() -> None:
+    rng = np.random.default_rng(23)
+    for _ in range(400):
+        k = int(rng.integers(1, 50))
+        n_c = rng.integers(0, 3000, k) * rng.choice([1.0, 0.5], k)
+        above = n_c * rng.uniform(0, 0.2, k)
+        weights = rng.uniform(0, 1, k)
+        null_c = None if rng.uniform() < 0.5 else rng.uniform(0, 0.2, k)
+        samples = None if rng.uniform() < 0.5 else float(rng.integers(0, 5000))
+        for fail_above in (True, False):
+            one = estimators.exceedance_contrast(
+                above,
+                n_c,
+                weights,
+                0.05,
+                fail_above=fail_above,
+                null_c=null_c,
+                baseline_samples=samples,
+            )
+            rows = estimators.exceedance_contrast(
+                above[None],
+                n_c[None],
+                weights[None],
+                0.05,
+                fail_above=fail_above,
+                null_c=None if null_c is None else null_c[None],
+                baseline_samples=samples,
+            )
+            for got, expected in zip(
+                (one.estimate, one.variance, one.tau),
+                (rows.estimate, rows.variance, rows.tau),
+                strict=True,
+            ):
+                assert float(got).hex() == float(expected[0]).hex()
+
+
+def test_one_looks_absolute_contrast_on_floats_gives_the_array_forms_bits() -> None:
+    rng = np.random.default_rng(29)
+    for _ in range(400):
+        k = int(rng.integers(1, 50))
+        n_c = rng.integers(0, 3000, k) * rng.choice([1.0, 0.5], k)
+        s_c = n_c * rng.uniform(0, 1, k)
+        weights = rng.uniform(0, 1, k)
+        variance_c = None if rng.uniform() < 0.5 else rng.uniform(0, 0.25, k)
+        null_rates = None if rng.uniform() < 0.5 else rng.uniform(0, 1, k)
+        for fail_above in (True, False):
+            one = estimators.absolute_contrast(
+                s_c,
+                n_c,
+                weights,
+                0.7,
+                fail_above=fail_above,
+                variance_c=variance_c,
+                null_rates=null_rates,
+            )
+            rows = estimators.absolute_contrast(
+                s_c[None],
+                n_c[None],
+                weights[None],
+                0.7,
+                fail_above=fail_above,
+                variance_c=None if variance_c is None else variance_c[None],
+                null_rates=None if null_rates is None else null_rates[None],
+            )
+            for got, expected in zip(
+                (one.estimate, one.variance, one.tau),
+                (rows.estimate, rows.variance, rows.tau),
+                strict=True,
+            ):
+                assert float(got).hex() == float(expected[0]).hex()

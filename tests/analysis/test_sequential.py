@@ -188,3 +188,51 @@ def test_normal_mixture_radius_is_where_the_e_value_reaches_one_over_alpha() -> 
         radius = float(sequential.normal_mixture_radius(vi, ti, ai))
         log_e = float(sequential.normal_mixture_log_e(radius, vi, ti))
         np.testing.assert_allclose(log_e, -math.log(ai), rtol=1e-9)
+
+
+def test_the_float_twins_give_the_array_forms_bits() -> None:
+    """The judge's one-test-at-a-time forms return exactly what the array forms do.
+
+    Seeded draws over the whole range a look can produce (estimates either side of
+    the limit, information from a handful of requests to millions, rates near 0).
+    """
+    rng = np.random.default_rng(13)
+    for _ in range(3000):
+        d = float(rng.normal(0.0, 0.01))
+        info = float(10 ** rng.uniform(0, 7))
+        delta = float(10 ** rng.uniform(-5, -1))
+        v = float(10 ** rng.uniform(-9, -2))
+        alpha = float(10 ** rng.uniform(-5, -1))
+        n = float(rng.integers(1, 100_000))
+        s = float(rng.integers(0, int(n) + 1)) * float(rng.uniform())
+        tol = float(rng.uniform(0.0, 0.5))
+        lim = float(np.clip(tol + rng.normal(0.0, 0.1), 0.0, 1.0))
+        pairs = [
+            (sequential.sprt_log_e(d, info, delta), sequential.sprt_log_e_one(d, info, delta)),
+            (sequential.fail_log_e(d, info, delta), sequential.fail_log_e_one(d, info, delta)),
+            (sequential.pass_log_e(d, info, delta), sequential.pass_log_e_one(d, info, delta)),
+            (
+                sequential.normal_mixture_radius(v, delta, alpha),
+                sequential.normal_mixture_radius_one(v, delta, alpha),
+            ),
+            (
+                sequential.bernoulli_fail_log_e(s, n, tol, lim),
+                sequential.bernoulli_fail_log_e_one(s, n, tol, lim),
+            ),
+            (
+                sequential.bernoulli_pass_log_e(s, n, tol, lim),
+                sequential.bernoulli_pass_log_e_one(s, n, tol, lim),
+            ),
+        ]
+        for array_form, one in pairs:
+            assert float(array_form).hex() == one.hex()
+    assert sequential.normal_mixture_radius_one(0.0, 0.01, 0.05) == math.inf
+
+
+def test_the_float_beta_prior_gives_the_array_forms_bits() -> None:
+    rng = np.random.default_rng(17)
+    for _ in range(3000):
+        p0 = float(rng.choice([0.0, 1.0, rng.uniform(), 10 ** rng.uniform(-9, 0)]))
+        tau = float(10 ** rng.uniform(-160, 0))
+        a, b = sequential.beta_prior(p0, tau)
+        assert sequential.beta_prior_one(p0, tau) == (float(a), float(b))
