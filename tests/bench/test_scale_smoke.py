@@ -82,7 +82,8 @@ def test_every_rollout_was_looked_at_and_the_shares_add_up(
     report: dict[str, Any] = json.loads((out / "scale-quick.json").read_text())
     one, many = report["one_replica"], report["replicas"]
     assert one["rollouts_ticked"] == 3
-    assert 4 <= one["queries_per_tick"] <= 12  # 4 metrics x 2 versions, blurred at the edges
+    # 4 metrics, each one query for both versions; blurred at the edges of the window
+    assert 2 <= one["queries_per_tick"] <= 8
     assert one["db_statements_by_verb"]["SELECT"] > 0
     assert sum(many["shares"].values()) == pytest.approx(1.0)
     assert 0 <= many["orphans_looked_at_again"] <= many["killed_held"]
