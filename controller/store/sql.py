@@ -27,6 +27,7 @@ from psycopg.errors import _WaitTimeout  # what `Connection.wait` raises at its 
 from sqlalchemy import (
     ColumnElement,
     Engine,
+    String,
     Table,
     and_,
     bindparam,
@@ -898,14 +899,15 @@ class SqlStore:
         self, key: str, now: datetime, *, commands_after: Callable[[StoredRollout], int | None]
     ) -> TickRead:
         with self._reading() as c:
-            found = c.execute(_LEASE, {"k": key, "now": now}).one_or_none()
+            # The live lease and the row in one round trip: always one row, its lease
+            # columns or its rollout's NULL when there is none.
+            row = c.execute(_TICK_READ, {"k": key, "now": now}).one()
             lease = (
-                Lease(key, found.holder, found.epoch, _utc(found.expires_at))
-                if found is not None
+                Lease(key, row.lease_holder, row.lease_epoch, _utc(row.lease_expires_at))
+                if row.lease_holder is not None
                 else None
             )
-            row = c.execute(_ROLLOUT, {"k": key}).one_or_none()
-            if row is None:
+            if row.id is None:
                 return TickRead(lease, None)
             stored = _rollout(row)
             after = commands_after(stored)
@@ -957,7 +959,22 @@ _LEASE = select(_LEASES.c.holder, _LEASES.c.epoch, _LEASES.c.expires_at).where(
     _LEASES.c.holder != NO_HOLDER,
     _LEASES.c.expires_at >= bindparam("now"),
 )
-_ROLLOUT = select(_ROLLOUTS).where(_ROLLOUTS.c.key == bindparam("k"))
+_WANTED = select(bindparam("k", type_=String()).label("key")).subquery("wanted")
+_TICK_READ = select(
+    _LEASES.c.holder.label("lease_holder"),
+    _LEASES.c.epoch.label("lease_epoch"),
+    _LEASES.c.expires_at.label("lease_expires_at"),
+    *_ROLLOUTS.c,
+).select_from(
+    _WANTED.outerjoin(
+        _LEASES,
+        and_(
+            _LEASES.c.rollout_key == _WANTED.c.key,
+            _LEASES.c.holder != NO_HOLDER,
+            _LEASES.c.expires_at >= bindparam("now"),
+        ),
+    ).outerjoin(_ROLLOUTS, _ROLLOUTS.c.key == _WANTED.c.key)
+)
 _COMMANDS = (
     select(ManualCommandRow.__table__)
     .where(
