@@ -262,3 +262,12 @@ def test_render_recomputes_the_floors_and_keeps_the_runs_own() -> None:
     assert fresh["floor_s_as_run"] == {k: 39.0} and "floors_recomputed" in fresh
     assert "recomputed by `--render`" in detection.markdown(fresh)
     assert detection.recompute_floors(report) == report  # current floors: nothing to do
+
+
+def test_ours_aa_rollouts_follow_a_smaller_aa_count_unless_given() -> None:
+    def config(*argv: str) -> detection.Config:
+        return detection.config_of(detection._parser().parse_args(list(argv)))
+
+    assert config().ours_aa_rollouts == 1000  # the full run
+    assert config("--aa-rollouts", "40").ours_aa_rollouts == 0  # ours: the same 40
+    assert config("--aa-rollouts", "40", "--ours-aa-rollouts", "140").ours_aa_rollouts == 140
