@@ -9,6 +9,7 @@ go in with it or not at all.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -26,6 +27,7 @@ from psycopg.errors import _WaitTimeout  # what `Connection.wait` raises at its 
 from sqlalchemy import (
     ColumnElement,
     Engine,
+    String,
     Table,
     and_,
     bindparam,
@@ -332,6 +334,18 @@ class SqlStore:
             "updated_at": now,
         }
         try:
+            if self._one_statement(write):
+                with self._reading() as a:
+                    found = a.exec_driver_sql(
+                        _UPDATE_WITH_ANALYSES, _update_with_analyses(write, values)
+                    ).one_or_none()
+                if found is None:
+                    raise StaleStateError(
+                        f"{r.key} is no longer at revision {write.expected_revision}"
+                    )
+                _, created_at = found
+                revision = cast(int, write.expected_revision) + 1
+                return _written(r, values, revision, created_at, now)
             with self._connection() as c:
                 if write.expected_revision is None:
                     revision = 1
@@ -361,20 +375,19 @@ class SqlStore:
                 self._append(c, rollout_id, write)
         except IntegrityError as exc:
             raise StaleStateError(f"{r.key} was created concurrently") from exc
-        # What was written is what a read would return: no second round trip.
-        return StoredRollout(
-            key=r.key,
-            namespace=r.namespace,
-            name=r.name,
-            generation=r.generation,
-            candidate_version=r.candidate_version,
-            phase=r.phase,
-            step=r.step,
-            policy=values["policy"],
-            state=values["state"],
-            revision=revision,
-            created_at=_utc(created_at),
-            updated_at=_utc(now),
+        return _written(r, values, revision, created_at, now)
+
+    def _one_statement(self, write: TickWrite) -> bool:
+        """Whether `write` is a look's usual write (the row updated, analysis rows and
+        nothing else) on Postgres: then it goes as one statement in autocommit
+        (`_UPDATE_WITH_ANALYSES`), one round trip instead of BEGIN, the `UPDATE`, the
+        inserts and COMMIT. One statement is one transaction: all of it or none."""
+        return (
+            write.expected_revision is not None
+            and bool(write.analyses)
+            and not (write.transitions or write.route_actions)
+            and not (write.messages or write.eval_cases)
+            and self.engine.dialect.name == "postgresql"
         )
 
     def _append(self, s: Connection, rollout_id: int, write: TickWrite) -> None:
@@ -886,14 +899,15 @@ class SqlStore:
         self, key: str, now: datetime, *, commands_after: Callable[[StoredRollout], int | None]
     ) -> TickRead:
         with self._reading() as c:
-            found = c.execute(_LEASE, {"k": key, "now": now}).one_or_none()
+            # The live lease and the row in one round trip: always one row, its lease
+            # columns or its rollout's NULL when there is none.
+            row = c.execute(_TICK_READ, {"k": key, "now": now}).one()
             lease = (
-                Lease(key, found.holder, found.epoch, _utc(found.expires_at))
-                if found is not None
+                Lease(key, row.lease_holder, row.lease_epoch, _utc(row.lease_expires_at))
+                if row.lease_holder is not None
                 else None
             )
-            row = c.execute(_ROLLOUT, {"k": key}).one_or_none()
-            if row is None:
+            if row.id is None:
                 return TickRead(lease, None)
             stored = _rollout(row)
             after = commands_after(stored)
@@ -945,7 +959,22 @@ _LEASE = select(_LEASES.c.holder, _LEASES.c.epoch, _LEASES.c.expires_at).where(
     _LEASES.c.holder != NO_HOLDER,
     _LEASES.c.expires_at >= bindparam("now"),
 )
-_ROLLOUT = select(_ROLLOUTS).where(_ROLLOUTS.c.key == bindparam("k"))
+_WANTED = select(bindparam("k", type_=String()).label("key")).subquery("wanted")
+_TICK_READ = select(
+    _LEASES.c.holder.label("lease_holder"),
+    _LEASES.c.epoch.label("lease_epoch"),
+    _LEASES.c.expires_at.label("lease_expires_at"),
+    *_ROLLOUTS.c,
+).select_from(
+    _WANTED.outerjoin(
+        _LEASES,
+        and_(
+            _LEASES.c.rollout_key == _WANTED.c.key,
+            _LEASES.c.holder != NO_HOLDER,
+            _LEASES.c.expires_at >= bindparam("now"),
+        ),
+    ).outerjoin(_ROLLOUTS, _ROLLOUTS.c.key == _WANTED.c.key)
+)
 _COMMANDS = (
     select(ManualCommandRow.__table__)
     .where(
@@ -963,6 +992,83 @@ _INSERTS = {
     row.__tablename__: insert(cast(Table, row.__table__))
     for row in (TransitionRow, AnalysisRow, RouteActionRow)
 }
+
+
+#: A look's usual write in one statement: the row updated if still at the revision the
+#: tick read, and its analysis rows inserted from one array per column, joined to the
+#: updated row (so none go in if the revision moved on). Data-modifying `WITH` parts
+#: run to completion whether the outer query reads them or not.
+_ANALYSIS_ARRAYS = (
+    ("tick", "bigint"),
+    ("at", "timestamptz"),
+    ("metric", "text"),
+    ("cohort", "text"),
+    ("verdict", "text"),
+    ("query", "text"),
+    ("baseline_value", "float8"),
+    ("candidate_value", "float8"),
+    ("baseline_samples", "float8"),
+    ("candidate_samples", "float8"),
+    ("evidence", "jsonb"),
+)
+_UPDATE_WITH_ANALYSES = (
+    "WITH updated AS ("
+    " UPDATE rollouts SET namespace = %(namespace)s, name = %(name)s,"
+    " generation = %(generation)s, candidate_version = %(candidate_version)s,"
+    " phase = %(phase)s, step = %(step)s,"
+    " policy = %(policy)s::jsonb, state = %(state)s::jsonb,"
+    " updated_at = %(updated_at)s, revision = %(revision)s"
+    " WHERE key = %(k)s AND revision = %(expected)s"
+    " RETURNING id, created_at"
+    "), analyses AS ("
+    f" INSERT INTO analysis_results (rollout_id, {', '.join(c for c, _ in _ANALYSIS_ARRAYS)})"
+    " SELECT updated.id, a.* FROM updated, unnest("
+    # the arrays in binary: in text, every string element would be quoted and escaped
+    + ", ".join(f"%(a_{c})b::{t}[]" for c, t in _ANALYSIS_ARRAYS)
+    + ") AS a"
+    ") SELECT id, created_at FROM updated"
+)
+
+
+def _update_with_analyses(write: TickWrite, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of `_UPDATE_WITH_ANALYSES` (a driver-level statement: no
+    SQLAlchemy types apply); JSON as the text SQLAlchemy's JSON type would send
+    (`json.dumps`), read by Postgres as the same `jsonb`."""
+    expected = cast(int, write.expected_revision)
+    params: dict[str, Any] = {
+        **values,
+        "policy": json.dumps(values["policy"]),
+        "state": json.dumps(values["state"]),
+        "k": write.rollout.key,
+        "expected": expected,
+        "revision": expected + 1,
+    }
+    for column, _ in _ANALYSIS_ARRAYS:
+        found = [getattr(a, column) for a in write.analyses]
+        params[f"a_{column}"] = (
+            [json.dumps(_plain(v)) for v in found] if column == "evidence" else found
+        )
+    return params
+
+
+def _written(
+    r: StoredRollout, values: Mapping[str, Any], revision: int, created_at: datetime, now: datetime
+) -> StoredRollout:
+    """What a commit wrote, as a read would return it: no second round trip."""
+    return StoredRollout(
+        key=r.key,
+        namespace=r.namespace,
+        name=r.name,
+        generation=r.generation,
+        candidate_version=r.candidate_version,
+        phase=r.phase,
+        step=r.step,
+        policy=values["policy"],
+        state=values["state"],
+        revision=revision,
+        created_at=_utc(created_at),
+        updated_at=_utc(now),
+    )
 
 
 def _maybe_utc(value: datetime | None) -> datetime | None:

@@ -126,6 +126,20 @@ def test_a_tick_reads_its_lease_row_and_commands_at_once(store: Store) -> None: 
     assert (missing.lease, missing.stored) == (None, None)
 
 
+def test_a_ticks_read_sees_a_lease_without_a_row_and_a_row_without_a_lease(
+    store: Store,  # noqa: F811
+) -> None:
+    a, _b, _c = _replicas()
+    new, released = _keys(2)
+    store.claim([new, released], a, TTL, T0)
+    read = store.read_tick(new, T0, commands_after=lambda row: 0)
+    assert read.lease is not None and (read.lease.holder, read.stored) == (a, None)
+    stored = store.commit(TickWrite(_rollout(released), None))
+    store.release(released, a)
+    read = store.read_tick(released, T0, commands_after=lambda row: None)
+    assert (read.lease, read.stored, read.commands) == (None, stored, ())
+
+
 def test_a_ticks_read_and_fence_open_no_transaction(
     postgres_url: str,  # noqa: F811
     tmp_path: Path,

@@ -164,6 +164,56 @@ def test_audit_rows_keep_every_field_in_order(store: Store) -> None:
     )
 
 
+def _look(tick: int, at: datetime) -> tuple[AnalysisRecord, ...]:
+    """A look's analysis rows, with the strings and numbers a text encoding could bend."""
+    return tuple(
+        AnalysisRecord(
+            at=at,
+            tick=tick,
+            metric=metric,
+            cohort=cohort,
+            verdict="PASS" if tick % 2 else "INCONCLUSIVE",
+            query='sum by (cohort, version) (rate(x{version=~"v7|v6", a="{\\"q\\",}"}[5m]))\n',
+            baseline_value=0.1 + 0.2,
+            candidate_value=float("inf") if cohort == "mobile" else None,
+            baseline_samples=1e-300,
+            candidate_samples=None,
+            evidence={"upper": 0.012, "cells": [{"é": '\\"', "n": None}], "ok": True},
+        )
+        for metric in ("refusal-rate", "latency-p95")
+        for cohort in ("overall", "mobile", "NULL")
+    )
+
+
+def test_a_look_that_only_adds_analysis_rows_keeps_every_field(store: Store) -> None:
+    # On Postgres such a write goes as one statement; the same rows come back as
+    # from a write that also has a transition (the general path).
+    key, other = _key(), _key()
+    for k in (key, other):
+        store.commit(TickWrite(_rollout(k), None))
+    later = T0 + timedelta(seconds=30)
+    moved = replace(_rollout(key, phase="Progressing", step=2), updated_at=later)
+    written = store.commit(TickWrite(moved, 1, analyses=_look(1, later)))
+    assert (written.revision, written.phase, written.step) == (2, "Progressing", 2)
+    assert (written.created_at, written.updated_at) == (T0, later)
+    assert store.get(key) == written
+    store.commit(
+        TickWrite(
+            replace(_rollout(other, phase="Progressing", step=2), updated_at=later),
+            1,
+            transitions=(_transition("Pending", "Progressing", later),),
+            analyses=_look(1, later),
+        )
+    )
+    found = [replace(a, id=None) for a in store.analyses(key)]
+    assert found == [replace(a, id=None) for a in store.analyses(other)]
+    assert found == list(_look(1, later))
+    with pytest.raises(StaleStateError):
+        store.commit(TickWrite(replace(moved, phase="RolledBack"), 1, analyses=_look(2, later)))
+    assert store.get(key) == written
+    assert [a.tick for a in store.analyses(key)] == [1] * 6
+
+
 def test_a_transition_keeps_its_cause(store: Store) -> None:
     key = _key()
     paused = replace(_transition("Progressing", "Paused"), cause="Deadline")
