@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from controller.analysis.observations import numpy_sum
+from controller.analysis.observations import clip_one, numpy_sum
 from controller.analysis.verdicts import Limit
 
 Array = NDArray[np.float64]
@@ -302,12 +302,6 @@ def relative_contrast(
     return Contrast(estimate, variance, np.maximum(tau, MIN_TAU))
 
 
-def _clip_one(x: float, lo: float, hi: float) -> float:
-    """`np.clip` on one float (the same comparisons)."""
-    x = x if x > lo else lo
-    return x if x < hi else hi
-
-
 def _one_cohort_relative(
     sc: list[float],
     nc: list[float],
@@ -330,13 +324,13 @@ def _one_cohort_relative(
             events = x_c + x_b + 0.5
             trials = n_c + n_b + 1.0
             if rule is Limit.MAX_INCREASE:
-                base = _clip_one(_one_ratio(events - n_c * margin, trials), 0.0, 1.0 - margin)
+                base = clip_one(_one_ratio(events - n_c * margin, trials), 0.0, 1.0 - margin)
                 cand = base + margin
             elif rule is Limit.MAX_DECREASE:
-                base = _clip_one(_one_ratio(events + n_c * margin, trials), margin, 1.0)
+                base = clip_one(_one_ratio(events + n_c * margin, trials), margin, 1.0)
                 cand = base - margin
             else:  # MAX_RATIO
-                base = _clip_one(_one_ratio(events, margin * n_c + n_b + 1.0), 0.0, 1.0)
+                base = clip_one(_one_ratio(events, margin * n_c + n_b + 1.0), 0.0, 1.0)
                 scaled = margin * base
                 cand = scaled if scaled < 1.0 else 1.0
             base0.append(base)

@@ -58,7 +58,7 @@ def search_left(values: Sequence[float], x: float) -> int:
     return len(values) if math.isnan(x) else bisect.bisect_left(values, x)
 
 
-def _clip(x: float, lo: float, hi: float) -> float:
+def clip_one(x: float, lo: float, hi: float) -> float:
     """`numpy.clip` on one float (the same comparisons: -0.0 at 0 becomes 0.0)."""
     x = x if x > lo else lo
     return x if x < hi else hi
@@ -334,7 +334,7 @@ def _score_variance(
     # most of the time), with the same operations in the same order, and sums
     # added as numpy adds them (`numpy_sum`): the same bits as the array form.
     counts = [c - b for c, b in zip(cumulative, (0.0, *cumulative[:-1]), strict=True)]
-    upper = [_clip(b, 0.0, 1.0) for b in bounds]
+    upper = [clip_one(b, 0.0, 1.0) for b in bounds]
     lower = [0.0, *upper[:-1]]
     weights = [c / total for c in counts]
     edge = [lo <= 0.0 or hi >= 1.0 for lo, hi in zip(lower, upper, strict=True)]
