@@ -63,6 +63,7 @@ from controller.policy import ModelRollout, load_text
 from controller.policy.durations import format_duration
 from controller.routing import MemoryRouter, RouteTarget
 from controller.runtime.executor import TickResult
+from controller.runtime.heap import freeze_startup_heap
 from controller.runtime.sources import Snapshot
 from controller.settings import Settings
 from controller.store.sql import migrate
@@ -475,6 +476,7 @@ class ReplicaReport:
 def serve(config: WorkerConfig, controller: Any, recorder: Recorder) -> ReplicaReport:
     """Run as one of several replicas until stdin says `stop` (or closes); `mark` notes
     the CPU time and ticks so far, so the coordinator can take the figures of a window."""
+    freeze_startup_heap()  # as `controller.app.run` does
     controller.start()
     progress(f"{config.replica}: started, N={config.n}, interval {config.interval:g}s")
     marks: list[Mark] = []
@@ -579,6 +581,7 @@ def _drive(
 ) -> Measured:
     begin, cpu_begin = time.perf_counter(), time.process_time()
     progress(f"N={config.n}: controller started, interval {config.interval:g}s")
+    freeze_startup_heap()  # as `controller.app.run` does
     controller.start()
     deadline = begin + max(config.first_round_timeout, 20 * config.interval)
     while True:

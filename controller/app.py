@@ -52,6 +52,7 @@ from controller.runtime.gates import (
     StoreCases,
     WebhookGates,
 )
+from controller.runtime.heap import freeze_startup_heap
 from controller.runtime.manual import Submitted, submit_once
 from controller.runtime.observer import JudgingObserver
 from controller.runtime.sources import DEFAULT_GRACE, DirectorySource, RolloutSource
@@ -271,6 +272,7 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     signal.signal(signal.SIGINT, on_signal)
     for server in servers:
         server.start()
+    freeze_startup_heap()
     wiring.controller.start()
     if delivery is not None:
         delivery.start()
