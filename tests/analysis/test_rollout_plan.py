@@ -14,7 +14,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from controller.analysis import Limit, estimators, sequential
+from controller.analysis import Limit, estimators
 from controller.analysis.planning import plan_cell
 from controller.analysis.rollout_plan import (
     PlanInputError,
@@ -30,7 +30,7 @@ from tests.analysis.test_statistical import (
     PLAN_RATE,
     PLAN_WEIGHT,
     REFUSALS_PLAN,
-    _first,
+    healthy_decided,
 )
 from tests.policy.base import policy
 
@@ -126,15 +126,7 @@ def test_a_sampled_metric_is_planned_on_its_samples_as_simulated() -> None:
         Limit.MAX_INCREASE,
         0.02,
     )
-    information = 1.0 / c.variance
-    delta = REFUSALS_PLAN.delta
-    passed = sequential.pass_log_e(c.estimate, information, delta) >= sequential.log_threshold(
-        PLAN_BUDGET.alpha
-    )
-    powered_at = sequential.powered_information(
-        delta, PLAN_BUDGET.log_power_threshold, PLAN_BUDGET.power
-    )
-    minutes = _first(passed | (information >= powered_at))
+    minutes = healthy_decided(c)
     simulated = (float(np.median(minutes)), float(np.percentile(minutes, 80)))
     assert simulated[0] == pytest.approx(row.healthy[0], rel=0.25)
     assert simulated[1] == pytest.approx(row.healthy[1], rel=0.25)

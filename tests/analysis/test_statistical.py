@@ -427,9 +427,9 @@ PLAN_RATE, PLAN_WEIGHT, PLAN_LOOKS = 20.0, 0.2, 240
 REFUSALS_PLAN = Hypotheses(Limit.MAX_INCREASE, 0.02, baseline=0.05)
 
 
-def test_planning_predicts_the_simulated_time_for_a_healthy_candidate_to_decide() -> None:
-    """Healthy (5 % on both): PASS, or powered, at the median and 80th percentile planned."""
-    c = _constant_weight(4000, PLAN_LOOKS, 6, PLAN_RATE, PLAN_WEIGHT, 0.05)
+def healthy_decided(c: estimators.Contrast) -> np.ndarray:
+    """Per rollout, the minute a refusal cell of `REFUSALS_PLAN` under `PLAN_BUDGET` first
+    PASSes or reaches the information at which its FAIL test has the declared power."""
     information = 1.0 / c.variance
     delta = REFUSALS_PLAN.delta
     passed = sequential.pass_log_e(c.estimate, information, delta) >= sequential.log_threshold(
@@ -438,8 +438,13 @@ def test_planning_predicts_the_simulated_time_for_a_healthy_candidate_to_decide(
     powered_at = sequential.powered_information(
         delta, PLAN_BUDGET.log_power_threshold, PLAN_BUDGET.power
     )
-    decided = passed | (information >= powered_at)
-    minutes = _first(decided)
+    return _first(passed | (information >= powered_at))
+
+
+def test_planning_predicts_the_simulated_time_for_a_healthy_candidate_to_decide() -> None:
+    """Healthy (5 % on both): PASS, or powered, at the median and 80th percentile planned."""
+    c = _constant_weight(4000, PLAN_LOOKS, 6, PLAN_RATE, PLAN_WEIGHT, 0.05)
+    minutes = healthy_decided(c)
     planned = plan_cell(REFUSALS_PLAN, PLAN_RATE, PLAN_WEIGHT, PLAN_BUDGET).healthy
     simulated = (float(np.median(minutes)), float(np.percentile(minutes, 80)))
     report(
