@@ -138,10 +138,7 @@ class Proportion:
         events = 0.0 if events < 0.0 else events
         events = trials if trials < events else events
         # differences of finite counts, clipped into [0, trials]: valid by construction
-        proportion = object.__new__(Proportion)
-        object.__setattr__(proportion, "events", events)
-        object.__setattr__(proportion, "trials", trials)
-        return proportion
+        return _unchecked(Proportion, events=events, trials=trials)
 
 
 @dataclass(frozen=True)
