@@ -277,9 +277,19 @@ class Recorder:
         self, statement: str, parameters: Any, executemany: bool, rowcount: int
     ) -> None:
         verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "?"
-        # A multi-row INSERT ... VALUES is one statement: the driver's rowcount says how
-        # many rows it wrote.
-        if rowcount >= 0:
+        autocommit_write = False
+        if verb == "WITH" and "UPDATE" in statement and "INSERT" in statement:
+            # The store's one-statement write of a look (`_UPDATE_WITH_ANALYSES`), in
+            # autocommit: the row it updated comes back (rowcount 1, or 0 when the
+            # revision moved and nothing was written) and the analysis rows went in
+            # as arrays, one element per row.
+            verb = "WITH UPDATE+INSERT"
+            arrays = [v for v in parameters.values() if isinstance(v, list | tuple)]
+            rows = rowcount * (1 + (len(arrays[0]) if arrays else 0))
+            autocommit_write = True
+        elif rowcount >= 0:
+            # A multi-row INSERT ... VALUES is one statement: the driver's rowcount says
+            # how many rows it wrote.
             rows = rowcount
         elif executemany and isinstance(parameters, Sequence):
             rows = len(parameters)
@@ -287,7 +297,10 @@ class Recorder:
             rows = 1
         in_sync = bool(getattr(self._where, "sync", False))
         with self.lock:
-            self.statements.append((time.perf_counter(), verb, rows, in_sync))
+            now = time.perf_counter()
+            self.statements.append((now, verb, rows, in_sync))
+            if autocommit_write:  # one statement, one transaction: no commit event
+                self.db_commits.append(now)
 
     def on_commit(self) -> None:
         with self.lock:
@@ -687,7 +700,7 @@ def _summarise(
     for verb, rows, in_sync in statements:
         by_verb[verb] = by_verb.get(verb, 0) + 1
         sync_statements += in_sync
-        if verb in ("INSERT", "UPDATE", "DELETE"):
+        if verb in ("INSERT", "UPDATE", "DELETE", "WITH UPDATE+INSERT"):
             rows_written += rows
             writes += 1
             sync_writes += in_sync

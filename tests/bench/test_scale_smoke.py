@@ -85,6 +85,10 @@ def test_every_rollout_was_looked_at_and_the_shares_add_up(
     # 4 metrics, each one query for both versions; blurred at the edges of the window
     assert 2 <= one["queries_per_tick"] <= 8
     assert one["db_statements_by_verb"]["SELECT"] > 0
+    # a look's usual write is one statement in autocommit: counted as a write of the
+    # row and its analysis rows, and as a commit
+    assert one["db_statements_by_verb"]["WITH UPDATE+INSERT"] > 0
+    assert one["db_rows_written_per_tick"] > 1 and one["db_commits_per_tick"] > 0.5
     assert sum(many["shares"].values()) == pytest.approx(1.0)
     assert 0 <= many["orphans_looked_at_again"] <= many["killed_held"]
     assert sum(many["held_after_failover"].values()) == 6
