@@ -201,6 +201,7 @@ def build(
         reporters=(LogReporter(), MetricsReporter(metrics), *reporters),
         metrics=metrics,
         store_wait=settings.tick_store_wait_seconds,
+        tick_threads=settings.tick_threads,
     )
 
     def store_answers() -> bool:

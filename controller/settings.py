@@ -83,6 +83,13 @@ class Settings(BaseSettings):
         description="A tick waits at most this long (and half its interval) for its lease"
         " and state before it acts from memory, toward the baseline only.",
     )
+    tick_threads: int = Field(
+        default=6,
+        ge=1,
+        le=64,
+        description="Ticks that run at once: about ticks per second times a tick's"
+        " seconds (its waits for Prometheus and Postgres included) (docs/deploy.md).",
+    )
     prometheus_url: str = Field(
         default="http://127.0.0.1:9090", description="Base URL of the Prometheus HTTP API."
     )

@@ -100,6 +100,11 @@ SYNC_EXECUTOR = "sync"
 RENEW_EXECUTOR = "renew"
 #: leases claimed per statement batch (`FOR UPDATE SKIP LOCKED`)
 CLAIM_BATCH = 500
+#: ticks that run at once. A replica is one process, its Python on one core at most:
+#: more threads only add waits for the GIL (at 2,000 rollouts, 10 threads made the
+#: median tick 151 ms of wall time and 14.6 ms of CPU, 6 threads 81 ms and 13.4 ms),
+#: but each must cover a tick's waits for Prometheus and Postgres (docs/deploy.md)
+TICK_THREADS = 6
 
 
 class Store(RolloutStore, LeaseStore, Protocol):
@@ -152,13 +157,14 @@ class Controller:
         cases: CaseRecorder | None = None,
         gates: GateRunner | None = None,
         claim_batch: int = CLAIM_BATCH,
+        tick_threads: int = TICK_THREADS,
     ) -> None:
         """`metrics` records ticks, leases and phases (a private registry if not given).
         `store_wait`: a tick waits at most this long (and half its interval) for its
         lease and state before it acts from memory, toward the baseline only.
         `cases` records the eval cases of rollbacks (none without it). `gates` runs the
         policies' gates (without it, every gate fails, saying so). `claim_batch`: leases
-        claimed per statement."""
+        claimed per statement. `tick_threads`: ticks that run at once."""
         self.store = store
         self.source = source
         self.routes = routes
@@ -172,9 +178,9 @@ class Controller:
         self.executor = Executor(store, clock, cases=cases, gates=gates)
         self.store_wait = store_wait
         self.claim_batch = claim_batch
-        # As many threads as the scheduler's (APScheduler's default of 10), so that a
-        # tick's reads never queue behind other ticks' and time out for that alone.
-        self._reads = BoundedCalls(workers=10)
+        # As many threads as the ticks', so that a tick's reads never queue behind other
+        # ticks' and time out for that alone.
+        self._reads = BoundedCalls(workers=tick_threads)
         # No misfire grace: a tick that cannot start on time (every job comes due at once,
         # more ticks than threads) runs late instead of being dropped, which APScheduler
         # does after 1 s by default, to the same rollouts every interval.
@@ -182,7 +188,7 @@ class Controller:
         # leases late, and they would expire while this replica holds them.
         self.scheduler = BackgroundScheduler(
             executors={
-                "default": ThreadPoolExecutor(10),
+                "default": ThreadPoolExecutor(tick_threads),
                 SYNC_EXECUTOR: ThreadPoolExecutor(1),
                 RENEW_EXECUTOR: ThreadPoolExecutor(1),
             },
