@@ -84,7 +84,7 @@ class Settings(BaseSettings):
         " and state before it acts from memory, toward the baseline only.",
     )
     tick_threads: int = Field(
-        default=6,
+        default=10,
         ge=1,
         le=64,
         description="Ticks that run at once: about ticks per second times a tick's"

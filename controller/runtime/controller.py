@@ -100,11 +100,11 @@ SYNC_EXECUTOR = "sync"
 RENEW_EXECUTOR = "renew"
 #: leases claimed per statement batch (`FOR UPDATE SKIP LOCKED`)
 CLAIM_BATCH = 500
-#: ticks that run at once. A replica is one process, its Python on one core at most:
-#: more threads only add waits for the GIL (at 2,000 rollouts, 10 threads made the
-#: median tick 151 ms of wall time and 14.6 ms of CPU, 6 threads 81 ms and 13.4 ms),
-#: but each must cover a tick's waits for Prometheus and Postgres (docs/deploy.md)
-TICK_THREADS = 6
+#: ticks that run at once: enough to cover a tick's waits for Prometheus and Postgres
+#: (docs/deploy.md). A replica's Python runs on one core at most, so more threads than
+#: that only wait for the GIL; fewer shortened each tick's wall time against a
+#: Prometheus that answers at once, with no CPU or look interval gained (docs/benchmarks.md)
+TICK_THREADS = 10
 
 
 class Store(RolloutStore, LeaseStore, Protocol):
