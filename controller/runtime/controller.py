@@ -18,8 +18,11 @@ keeps one APScheduler job per owned, live rollout at that rollout's slot
 `max_instances=1`, coalescing, so a slow tick is never run twice at once nor
 queued up, and no misfire grace, so a tick that starts late still runs rather
 than being dropped). A replica that dies stops renewing; its leases and its
-heartbeat expire after `lease_ttl` and the other replicas' next `sync` takes its
-rollouts over, resuming each from its last committed state. A tick reads its
+heartbeat expire after `lease_ttl`, and the other replicas take its rollouts over,
+resuming each from its last committed state: each sync that sees another
+replica's heartbeat run out before the next periodic sync would come schedules
+one more sync just after it (`FAILOVER_MARGIN`), so a dead replica's rollouts
+move within the TTL and a second, not within the TTL plus a whole sync period. A tick reads its
 lease (never renews it), its row and its commands in one call (plain reads; a
 tick's one transaction is its commit). A rollout
 scheduled for a look at once (new, or just claimed) whose row then shows a look
@@ -54,7 +57,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -98,6 +101,9 @@ RouterFactory = Callable[[ModelRollout], TrafficRouter]
 SYNC_EXECUTOR = "sync"
 #: the executor of the renewal job: one thread, never behind the ticks nor the sync
 RENEW_EXECUTOR = "renew"
+#: the extra sync after another replica's heartbeat runs out comes this much later: its
+#: leases were renewed just after its heartbeat (the same job, one statement later)
+FAILOVER_MARGIN = timedelta(seconds=1)
 #: leases claimed per statement batch (`FOR UPDATE SKIP LOCKED`)
 CLAIM_BATCH = 500
 #: ticks that run at once: enough to cover a tick's waits for Prometheus and Postgres
@@ -273,7 +279,7 @@ class Controller:
             and key not in snapshot.invalid
             and (not Phase(row.phase).terminal or row.restore_pending)
         }
-        mine = self._shares.of(ticked.keys() | checked | deleted, replicas)
+        mine = self._shares.of(ticked.keys() | checked | deleted, list(replicas))
         # Give up what another live replica wins (its job first, so nothing ticks it
         # here after the release), then take what this one wins and nobody holds.
         released = sorted(renewed - mine)
@@ -282,6 +288,7 @@ class Controller:
         claimed = self._claim(sorted(mine - renewed))
         held = (renewed & mine) | claimed
         self._count_leases(held, renewed=renewed, released=set(released))
+        self._sync_when_one_runs_out(replicas, now)
         for key in sorted(held & deleted):
             row = self.store.get(key)
             if row is not None:
@@ -292,6 +299,28 @@ class Controller:
             {k: stored[k].updated_at for k in held if k in stored},
         )
         self._replicas = len(replicas)
+
+    def _sync_when_one_runs_out(self, replicas: Mapping[str, datetime], now: datetime) -> None:
+        """When another replica's heartbeat runs out before the next periodic sync (it
+        missed two renewals: dead, or stalled), one more sync just after that moment,
+        which takes over what it held (its leases expired with it) without waiting
+        for the period."""
+        if not self.scheduler.running:
+            return
+        others = [until for name, until in replicas.items() if name != self.replica]
+        if not others:
+            return
+        wait = min(others) + FAILOVER_MARGIN - now
+        if wait >= timedelta(seconds=self.sync_every):
+            return  # the periodic sync comes first
+        self.scheduler.add_job(
+            self.sync,
+            "date",
+            run_date=datetime.now(UTC) + max(wait, timedelta(0)),
+            id="sync:failover",
+            executor=SYNC_EXECUTOR,
+            replace_existing=True,
+        )
 
     def _renew_or_read(self, now: datetime) -> set[str]:
         """The leases this replica holds, renewed unless they were renewed less than a

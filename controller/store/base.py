@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -182,8 +182,9 @@ class LeaseStore(Protocol):
         """`release` for many keys in one statement."""
         ...
 
-    def heartbeat(self, replica: str, ttl: timedelta, now: datetime) -> Sequence[str]:
-        """Say `replica` is alive until `now + ttl`; every replica alive at `now`, sorted."""
+    def heartbeat(self, replica: str, ttl: timedelta, now: datetime) -> Mapping[str, datetime]:
+        """Say `replica` is alive until `now + ttl`; every replica alive at `now`, sorted
+        by name, with the moment its heartbeat runs out."""
         ...
 
     def leave(self, replica: str) -> None:

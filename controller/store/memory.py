@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -379,10 +379,10 @@ class MemoryStore:
         for key in keys:
             self.release(key, holder)
 
-    def heartbeat(self, replica: str, ttl: timedelta, now: datetime) -> Sequence[str]:
+    def heartbeat(self, replica: str, ttl: timedelta, now: datetime) -> Mapping[str, datetime]:
         with self._lock:
             self._replicas[replica] = now + ttl
-            return sorted(name for name, until in self._replicas.items() if until >= now)
+            return {name: until for name, until in sorted(self._replicas.items()) if until >= now}
 
     def leave(self, replica: str) -> None:
         with self._lock:

@@ -875,7 +875,7 @@ class SqlStore:
                 .values(holder=NO_HOLDER)
             )
 
-    def heartbeat(self, replica: str, ttl: timedelta, now: datetime) -> Sequence[str]:
+    def heartbeat(self, replica: str, ttl: timedelta, now: datetime) -> Mapping[str, datetime]:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         stmt = dialect.insert(ReplicaRow).values(name=replica, started_at=now, expires_at=now + ttl)
         stmt = stmt.on_conflict_do_update(
@@ -883,13 +883,12 @@ class SqlStore:
         )
         with self._transaction() as s:
             s.execute(stmt)
-            return list(
-                s.scalars(
-                    select(ReplicaRow.name)
-                    .where(ReplicaRow.expires_at >= now)
-                    .order_by(ReplicaRow.name)
-                )
+            live = s.execute(
+                select(ReplicaRow.name, ReplicaRow.expires_at)
+                .where(ReplicaRow.expires_at >= now)
+                .order_by(ReplicaRow.name)
             )
+            return {name: _utc(expires_at) for name, expires_at in live}
 
     def leave(self, replica: str) -> None:
         with self._transaction() as s:

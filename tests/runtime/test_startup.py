@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from controller.runtime.controller import Controller
@@ -131,3 +131,56 @@ def test_a_rollout_looked_at_by_its_previous_holder_in_this_slot_is_not_looked_a
     finally:
         b.stop()
         a.stop()
+
+
+def test_a_replica_whose_heartbeat_runs_out_before_the_next_sync_is_taken_over_just_after(
+    tmp_path: Path,
+) -> None:
+    """b dies: its heartbeat and leases run out 15 s after its last renewal. a's sync
+    at 12 s sees that coming before its next periodic sync (17 s) and schedules one
+    more just after it (16 s), which takes b's rollouts over: failover within the TTL
+    and a second, not the TTL and a whole sync period."""
+    keys = _policies(tmp_path)
+    store, clock, routes = MemoryStore(), Clock(), Routes()
+    a = make(store, tmp_path, clock, routes, "a")
+    b = make(store, tmp_path, clock, routes, "b")
+    a.scheduler.start(paused=True)  # jobs are added, none runs: syncs are driven here
+    try:
+        for replica in (a, b, a, b):  # a releases what b wins, b claims it
+            replica.sync()
+        a.sync()
+        assert a.scheduler.get_job("sync:failover") is None  # b is alive: nothing to do
+        held_by_b = set(store.held_by("b", clock.now()))
+        assert held_by_b and held_by_b < set(keys)
+        clock.at += timedelta(seconds=12)  # b stopped renewing at 0 s
+        wall = datetime.now(UTC)
+        a.sync()
+        job = a.scheduler.get_job("sync:failover")
+        assert job is not None
+        # b's heartbeat runs out at 15 s, 3 s from now; the sync comes 1 s after that
+        assert wall + timedelta(seconds=3.9) <= job.next_run_time
+        assert job.next_run_time <= datetime.now(UTC) + timedelta(seconds=4)
+        assert set(store.held_by("a", clock.now())).isdisjoint(held_by_b)
+        clock.at += timedelta(seconds=4)
+        job.func()  # the sync it runs
+        assert set(store.held_by("a", clock.now())) == set(keys)
+    finally:
+        a.scheduler.shutdown(wait=False)
+
+
+def test_no_extra_sync_while_every_other_heartbeat_outlives_the_next_periodic_one(
+    tmp_path: Path,
+) -> None:
+    _policies(tmp_path)
+    store, clock, routes = MemoryStore(), Clock(), Routes()
+    a = make(store, tmp_path, clock, routes, "a")
+    b = make(store, tmp_path, clock, routes, "b")
+    a.scheduler.start(paused=True)
+    try:
+        for _ in range(4):  # both renew every 5 s, as their syncs do
+            for replica in (a, b):
+                replica.sync()
+            assert a.scheduler.get_job("sync:failover") is None
+            clock.at += timedelta(seconds=5)
+    finally:
+        a.scheduler.shutdown(wait=False)

@@ -86,8 +86,12 @@ def test_release_all_frees_only_the_holders_leases_and_keeps_their_epochs(store:
 def test_the_heartbeat_lists_the_live_replicas(store: Store) -> None:  # noqa: F811
     run = uuid.uuid4().hex[:8]
     a, b = f"a-{run}", f"b-{run}"
-    assert a in store.heartbeat(a, TTL, T0)
-    assert {a, b} <= set(store.heartbeat(b, TTL, T0 + timedelta(seconds=5)))
+    assert store.heartbeat(a, TTL, T0)[a] == T0 + TTL
+    live = store.heartbeat(b, TTL, T0 + timedelta(seconds=5))
+    assert {a, b} <= set(live)
+    # with the moment each heartbeat runs out, sorted by name
+    assert (live[a], live[b]) == (T0 + TTL, T0 + timedelta(seconds=5) + TTL)
+    assert list(live) == sorted(live)
     later = store.heartbeat(b, TTL, T0 + timedelta(seconds=16))
     assert b in later and a not in later  # a's row expired: a died
     store.leave(b)
