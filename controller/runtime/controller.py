@@ -22,9 +22,9 @@ heartbeat expire after `lease_ttl`, and the other replicas take its rollouts ove
 resuming each from its last committed state: each sync that sees another
 replica's heartbeat run out before the next periodic sync would come schedules
 one more sync just after it (`FAILOVER_MARGIN`), so a dead replica's rollouts
-move within the TTL and a second, not within the TTL plus a whole sync period. A tick reads its
-lease (never renews it), its row and its commands in one call (plain reads; a
-tick's one transaction is its commit). A rollout
+move within the TTL and a second, not within the TTL plus a whole sync period.
+A tick reads its lease (never renews it), its row and its commands in one call
+(plain reads; a tick's one transaction is its commit). A rollout
 scheduled for a look at once (new, or just claimed) whose row then shows a look
 in its current slot window (the previous holder's, landed between this replica's
 read of the rows and its claim) is not looked at again: its job falls into its
