@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import signal
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -442,6 +443,9 @@ def dashboard(
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     bound_host, bound_port = server.address
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    # Ctrl-C stops it, as it says, even when it was started with SIGINT ignored (a
+    # background job of a non-interactive shell, whose children inherit that).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     console.print(
         f"dashboard of {escape(opened.source)} at http://{shown}:{bound_port}/ (Ctrl-C stops it)"
     )

@@ -7,6 +7,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from controller.app import dashboard_servers
 from controller.settings import Settings
 from controller.store.sql import SqlStore
@@ -14,10 +16,17 @@ from tests.cli.shell import CANARYCTL, canaryctl, clean_env
 from tests.dashboard.conftest import KEY
 from tests.dashboard.pages import Document, fetch
 
+#: `canaryctl dashboard` started with SIGINT ignored, as a background job of a
+#: non-interactive shell is (its children inherit that): Ctrl-C must still stop it
+SIGINT_IGNORED = ["bash", "-c", 'trap "" INT; exec "$0" "$@"']
 
-def test_canaryctl_dashboard_serves_the_demo_store_until_interrupted(demo_db: Path) -> None:
+
+@pytest.mark.parametrize("launch", [[], SIGINT_IGNORED], ids=["plain", "sigint-ignored"])
+def test_canaryctl_dashboard_serves_the_demo_store_until_interrupted(
+    demo_db: Path, launch: list[str]
+) -> None:
     process = subprocess.Popen(
-        [CANARYCTL, "dashboard", "--database", demo_db.name, "--port", "0"],
+        [*launch, CANARYCTL, "dashboard", "--database", demo_db.name, "--port", "0"],
         cwd=demo_db.parent,
         env=clean_env(demo_db.parent),
         stdout=subprocess.PIPE,
@@ -36,7 +45,12 @@ def test_canaryctl_dashboard_serves_the_demo_store_until_interrupted(demo_db: Pa
         assert cell.attrs["data-verdict"] == "fail"
     finally:
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=30)
+        try:
+            _, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()  # not left running into the next tests
+            process.communicate()
+            raise
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr
 
