@@ -1054,14 +1054,8 @@ def _written(
     r: StoredRollout, values: Mapping[str, Any], revision: int, created_at: datetime, now: datetime
 ) -> StoredRollout:
     """What a commit wrote, as a read would return it: no second round trip."""
-    return StoredRollout(
-        key=r.key,
-        namespace=r.namespace,
-        name=r.name,
-        generation=r.generation,
-        candidate_version=r.candidate_version,
-        phase=r.phase,
-        step=r.step,
+    return replace(
+        r,
         policy=values["policy"],
         state=values["state"],
         revision=revision,
