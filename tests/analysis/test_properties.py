@@ -168,6 +168,14 @@ def test_more_successes_never_hurt_against_a_min(c: tuple[int, int, int], limit:
     assert goodness(verdict(more)) >= goodness(verdict(fewer))
 
 
+def assert_same_bits(one: estimators.Contrast, rows: estimators.Contrast) -> None:
+    """A contrast on floats has the bits of the first row of the array form's."""
+    for got, expected in zip(
+        (one.estimate, one.variance, one.tau), (rows.estimate, rows.variance, rows.tau), strict=True
+    ):
+        assert float(got).hex() == float(expected[0]).hex()
+
+
 @pytest.mark.parametrize("rule", [Limit.MAX_INCREASE, Limit.MAX_DECREASE, Limit.MAX_RATIO])
 def test_one_cohorts_contrast_on_floats_gives_the_array_forms_bits(rule: Limit) -> None:
     """A cohort's cell (its few steps) is weighed and contrasted on floats; the same
@@ -200,12 +208,7 @@ def test_one_cohorts_contrast_on_floats_gives_the_array_forms_bits(rule: Limit) 
                 variance_b=None if var_b is None else var_b[None],
                 groups=groups,
             )
-            for got, expected in zip(
-                (one_c.estimate, one_c.variance, one_c.tau),
-                (rows_c.estimate, rows_c.variance, rows_c.tau),
-                strict=True,
-            ):
-                assert float(got).hex() == float(expected[0]).hex()
+            assert_same_bits(one_c, rows_c)
 
 
 def test_one_looks_exceedance_contrast_on_floats_gives_the_array_forms_bits() -> None:
@@ -236,12 +239,7 @@ def test_one_looks_exceedance_contrast_on_floats_gives_the_array_forms_bits() ->
                 null_c=None if null_c is None else null_c[None],
                 baseline_samples=samples,
             )
-            for got, expected in zip(
-                (one.estimate, one.variance, one.tau),
-                (rows.estimate, rows.variance, rows.tau),
-                strict=True,
-            ):
-                assert float(got).hex() == float(expected[0]).hex()
+            assert_same_bits(one, rows)
 
 
 def test_one_looks_absolute_contrast_on_floats_gives_the_array_forms_bits() -> None:
@@ -272,9 +270,4 @@ def test_one_looks_absolute_contrast_on_floats_gives_the_array_forms_bits() -> N
                 variance_c=None if variance_c is None else variance_c[None],
                 null_rates=None if null_rates is None else null_rates[None],
             )
-            for got, expected in zip(
-                (one.estimate, one.variance, one.tau),
-                (rows.estimate, rows.variance, rows.tau),
-                strict=True,
-            ):
-                assert float(got).hex() == float(expected[0]).hex()
+            assert_same_bits(one, rows)
