@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +12,7 @@ from controller.analysis import VersionData
 from controller.metrics import QueryContext, collect
 from controller.metrics.prometheus import PrometheusProvider
 from controller.policy import MetricSpec
+from tests.serving import serving
 
 COHORTS = ("a", "b.c")
 METRICS = [
@@ -24,14 +24,8 @@ METRICS = [
 @pytest.fixture
 def stand_in() -> Iterator[PrometheusServer]:
     server = PrometheusServer(Traffic(COHORTS, (0.5, 0.5), 1.0))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_both_versions_in_one_query_are_answered_as_each_alone(

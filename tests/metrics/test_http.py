@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from controller.metrics.prometheus import PrometheusProvider, form_body
 from controller.policy import MetricSpec
 from controller.settings import Settings
 from tests.metrics.servers import LOOPBACK, free_port
+from tests.serving import serving
 
 SPEC = MetricSpec(template="error-rate", max=0.01)
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -89,16 +89,8 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
 def fake() -> Iterator[tuple[Script, str]]:
     script = Script()
     server = ThreadingHTTPServer((LOOPBACK, free_port()), _handler(script))
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
+    with serving(server):
         yield script, f"http://{LOOPBACK}:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def _error(error_type: str, message: str) -> bytes:
@@ -258,16 +250,8 @@ def tls(tmp_path: Path) -> Iterator[tuple[str, Path, Script]]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
+    with serving(server):
         yield f"https://{LOOPBACK}:{server.server_address[1]}", cert, script
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_the_ca_file_is_trusted_and_nothing_else(tls: tuple[str, Path, Script]) -> None:

@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.serving import serving
+
 TOKEN = "xoxb-1111-2222-fakesecrettoken"
 
 
@@ -291,12 +293,8 @@ def running(fake: FakeSlack | None = None) -> Iterator[FakeSlack]:
     fake = fake or FakeSlack()
     server = _Server(fake)
     fake.base_url = f"http://127.0.0.1:{server.server_address[1]}/api/"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield fake
-    finally:
-        fake.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(server):
+        try:
+            yield fake
+        finally:
+            fake.release.set()  # before the shutdown: held answers end now

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.serving import serving
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -71,13 +73,9 @@ def gate_server() -> Iterator[GateServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     server_state.url = f"http://127.0.0.1:{server.server_address[1]}/gates/evals"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield server_state
-    finally:
-        server_state.done.set()
-        time.sleep(0)
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(server):
+        try:
+            yield server_state
+        finally:
+            server_state.done.set()  # before the shutdown: delayed answers end now
+            time.sleep(0)
