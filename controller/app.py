@@ -248,6 +248,16 @@ def notifiers(settings: Settings) -> list[Notifier]:
 
 def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     """Run the controller until SIGTERM / SIGINT (or `stop` is set)."""
+    stop = stop or threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: finishing ticks in flight", signal.Signals(signum).name)
+        stop.set()
+
+    # Before anything starts: the ModelRollout watch begins listing while the rest is
+    # still being built, and a SIGTERM then must still end in an orderly stop.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     # First: with no cluster to talk to, nothing else (the store) is touched.
     kube_client(settings).close()  # type: ignore[no-untyped-call]  # the client has no annotations
     migrate(
@@ -263,14 +273,6 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
         *api_servers(settings, wiring.metrics.registry, wiring.readiness, slack=actions),
         *dashboard_servers(settings, wiring.store),
     ]
-    stop = stop or threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: finishing ticks in flight", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     for server in servers:
         server.start()
     freeze_startup_heap()

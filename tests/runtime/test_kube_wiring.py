@@ -8,9 +8,11 @@ tests of their own).
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 
-from controller.app import build
+from controller.app import build, run
 from controller.settings import Settings
 from controller.store.sql import migrate
 from tests.kube import KubeApi
@@ -81,3 +83,39 @@ def test_build_watches_modelrollouts_and_reports_on_them(
     assert "llm/bad" not in routes.routers
     # another namespace is not watched
     assert "status" not in (rollouts.stored("other", "elsewhere") or {})
+
+
+def test_run_answers_sigterm_from_its_first_modelrollout_list(
+    kube: KubeApi, tmp_path: Path
+) -> None:
+    """The watch lists ModelRollouts while the rest is still being built: a SIGTERM
+    arriving then must already be handled (an orderly stop), not kill the process."""
+    stop = threading.Event()
+    seen: list[object] = []
+
+    def on_first_list() -> None:
+        wait_for("the first list", lambda: bool(kube.server.lists("modelrollouts")), 30)
+        seen.append(signal.getsignal(signal.SIGTERM))
+        stop.set()
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'canary.db'}",
+        source="kubernetes",
+        kubeconfig=kube.write_kubeconfig(tmp_path / "kubeconfig"),
+        prometheus_url="http://127.0.0.1:9",
+        replica_id="replica-a",
+        api_host="127.0.0.1",
+        api_port=0,
+    )
+    watcher = threading.Thread(target=on_first_list)
+    watcher.start()
+    try:
+        run(settings, stop=stop)
+    finally:
+        stop.set()
+        watcher.join(5)
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    [handler] = seen
+    assert callable(handler) and handler not in (handlers[signal.SIGTERM], signal.SIG_DFL)
