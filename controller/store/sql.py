@@ -953,10 +953,10 @@ _DELIVERED = (DeliveryStatus.SENT, DeliveryStatus.SKIPPED)
 # by a key it would otherwise work out from a new statement object every time.
 _ROLLOUTS = cast(Table, RolloutRow.__table__)
 _LEASES = cast(Table, LeaseRow.__table__)
+#: a lease someone holds at `now`
+_LIVE = and_(_LEASES.c.holder != NO_HOLDER, _LEASES.c.expires_at >= bindparam("now"))
 _LEASE = select(_LEASES.c.holder, _LEASES.c.epoch, _LEASES.c.expires_at).where(
-    _LEASES.c.rollout_key == bindparam("k"),
-    _LEASES.c.holder != NO_HOLDER,
-    _LEASES.c.expires_at >= bindparam("now"),
+    _LEASES.c.rollout_key == bindparam("k"), _LIVE
 )
 _WANTED = select(bindparam("k", type_=String()).label("key")).subquery("wanted")
 _TICK_READ = select(
@@ -967,11 +967,7 @@ _TICK_READ = select(
 ).select_from(
     _WANTED.outerjoin(
         _LEASES,
-        and_(
-            _LEASES.c.rollout_key == _WANTED.c.key,
-            _LEASES.c.holder != NO_HOLDER,
-            _LEASES.c.expires_at >= bindparam("now"),
-        ),
+        and_(_LEASES.c.rollout_key == _WANTED.c.key, _LIVE),
     ).outerjoin(_ROLLOUTS, _ROLLOUTS.c.key == _WANTED.c.key)
 )
 _COMMANDS = (
