@@ -23,6 +23,8 @@ only order the work.
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
 
 import pytest
 from xdist.scheduler import LoadScopeScheduling
@@ -63,6 +65,18 @@ def _seconds(item: pytest.Item) -> float:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         items.sort(key=lambda item: -_seconds(item))  # stable: modules stay in one piece
+
+
+@pytest.fixture
+def signals_restored() -> Iterator[None]:
+    """For a test that calls `controller.app.run` in-process: the SIGTERM and SIGINT
+    handlers it installs are put back as they were."""
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -8,7 +8,6 @@ both sinks while the controller runs.
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -59,6 +58,7 @@ def test_the_sinks_follow_the_settings(slack: FakeSlack, hook: Hook) -> None:
     assert slack_sink.check() == "canary in Acme"
 
 
+@pytest.mark.usefixtures("signals_restored")
 def test_run_delivers_the_outbox_in_the_background(
     tmp_path: Path, slack: FakeSlack, hook: Hook
 ) -> None:
@@ -74,7 +74,6 @@ def test_run_delivers_the_outbox_in_the_background(
             time.sleep(0.05)
         stop.set()
 
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     with KubeApi() as kube:
         kube.server.register(HTTP_ROUTES, "HTTPRoute")
         route = {k: v for k, v in HTTP_ROUTE.items() if k != "status"}
@@ -100,8 +99,6 @@ def test_run_delivers_the_outbox_in_the_background(
         finally:
             stop.set()
             watcher.join(5)
-            for number, handler in handlers.items():
-                signal.signal(number, handler)
     [top] = slack.posted("C0SUPPORT1")
     assert top["metadata"]["event_payload"]["event"] == "started"
     assert top["blocks"][0]["text"]["text"] == f":rocket: Started: {KEY}"

@@ -12,6 +12,8 @@ import signal
 import threading
 from pathlib import Path
 
+import pytest
+
 from controller.app import build, run
 from controller.settings import Settings
 from controller.store.sql import migrate
@@ -85,6 +87,7 @@ def test_build_watches_modelrollouts_and_reports_on_them(
     assert "status" not in (rollouts.stored("other", "elsewhere") or {})
 
 
+@pytest.mark.usefixtures("signals_restored")
 def test_run_answers_sigterm_from_its_first_modelrollout_list(
     kube: KubeApi, tmp_path: Path
 ) -> None:
@@ -98,7 +101,7 @@ def test_run_answers_sigterm_from_its_first_modelrollout_list(
         seen.append(signal.getsignal(signal.SIGTERM))
         stop.set()
 
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    before = signal.getsignal(signal.SIGTERM)
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'canary.db'}",
         source="kubernetes",
@@ -115,7 +118,5 @@ def test_run_answers_sigterm_from_its_first_modelrollout_list(
     finally:
         stop.set()
         watcher.join(5)
-        for number, handler in handlers.items():
-            signal.signal(number, handler)
     [handler] = seen
-    assert callable(handler) and handler not in (handlers[signal.SIGTERM], signal.SIG_DFL)
+    assert callable(handler) and handler not in (before, signal.SIG_DFL)
